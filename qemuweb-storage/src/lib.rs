@@ -1,0 +1,32 @@
+//! Block devices for virtual machines that run in a web page.
+//!
+//! `qemuweb-storage` turns standard QEMU disk images, local or behind a URL, into
+//! [`BlockDevice`]s that an emulator reads and writes. The same code runs natively and on
+//! `wasm32` in a browser; only thin adapters (files, HTTP, timers) differ.
+//!
+//! The layers, bottom to top:
+//!
+//! - [`BlockDevice`]: the one async, object-safe trait; [`StorageError`] and its
+//!   [`ErrorKind`] for every failure.
+//! - Sources of bytes: [`MemoryBlockDevice`], [`FileBlockDevice`] (native files),
+//!   `BlobBlockDevice` (browser `Blob`/`File`), [`HttpBlockDevice`] (HTTP Range requests
+//!   with caching, read-ahead, retries and image pinning).
+//! - Image formats over any device, detected by magic: raw and qcow2 ([`format`]),
+//!   with backing and data files opened only through an embedder's [`resolver`].
+//! - [`CowBlockDevice`]: a read-only base under a writable [`Overlay`].
+#![warn(missing_docs)]
+
+mod device;
+mod error;
+mod memory;
+pub mod resolver;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod file;
+
+pub use device::{check_range, BlockDevice, DEFAULT_BLOCK_SIZE};
+pub use error::{ErrorKind, Result, StorageError};
+pub use memory::MemoryBlockDevice;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use file::FileBlockDevice;

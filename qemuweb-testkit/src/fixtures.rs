@@ -1,0 +1,1 @@
+//! Disk image fixtures generated with qemu-img (filled in by the qcow2 work).

@@ -1,0 +1,1 @@
+//! The test HTTP server (filled in by the HTTP work).
