@@ -16,6 +16,7 @@
 //! - [`CowBlockDevice`]: a read-only base under a writable [`Overlay`].
 #![warn(missing_docs)]
 
+mod cow;
 mod device;
 mod error;
 mod memory;
@@ -24,6 +25,7 @@ pub mod resolver;
 #[cfg(not(target_arch = "wasm32"))]
 mod file;
 
+pub use cow::{CowBlockDevice, MemoryOverlay, Overlay};
 pub use device::{check_range, BlockDevice, DEFAULT_BLOCK_SIZE};
 pub use error::{ErrorKind, Result, StorageError};
 pub use memory::MemoryBlockDevice;
