@@ -211,9 +211,15 @@ impl CowBlockDevice {
         self.overlay.clear().await
     }
 
+    /// Stores a whole overlay block (for imports), serialised with the guest's writes.
+    pub(crate) async fn write_whole_block(&self, index: u64, data: &[u8]) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        self.overlay.write_block(index, data).await
+    }
+
     /// Reads one whole block as the guest sees it: the overlay's copy or the base's bytes
     /// (zero-padded past the end of the device).
-    async fn read_block(&self, index: u64, buf: &mut [u8]) -> Result<()> {
+    pub(crate) async fn read_block(&self, index: u64, buf: &mut [u8]) -> Result<()> {
         if self.overlay.read_block(index, buf).await? {
             return Ok(());
         }

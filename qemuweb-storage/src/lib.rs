@@ -19,6 +19,7 @@
 mod cow;
 mod device;
 mod error;
+pub mod export;
 mod memory;
 pub mod resolver;
 
