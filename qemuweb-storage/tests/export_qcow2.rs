@@ -18,7 +18,8 @@ fn qemu_img(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("qemu-img must be installed (scripts/setup installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "qemu-img {args:?} failed: {text}");
     text
 }
@@ -49,14 +50,18 @@ fn write_pattern(disk: &CowBlockDevice) {
             (size - 700, 700),
         ];
         for (i, (off, len)) in writes.into_iter().enumerate() {
-            disk.write_at(off, &noise(len, i as u64 + 99)).await.unwrap();
+            disk.write_at(off, &noise(len, i as u64 + 99))
+                .await
+                .unwrap();
         }
     })
 }
 
 fn export_to(disk: &CowBlockDevice, options: &Qcow2ExportOptions, path: &Path) -> u64 {
     let mut f = std::fs::File::create(path).unwrap();
-    block_on(export(disk, options, &mut f)).unwrap().data_clusters
+    block_on(export(disk, options, &mut f))
+        .unwrap()
+        .data_clusters
 }
 
 fn check_and_convert(dir: &Path, image: &str) -> Vec<u8> {
@@ -64,19 +69,32 @@ fn check_and_convert(dir: &Path, image: &str) -> Vec<u8> {
     let report = qemu_img(&["check", path.to_str().unwrap()]);
     assert!(report.contains("No errors were found"), "{report}");
     let raw = dir.join("converted.raw");
-    qemu_img(&["convert", "-O", "raw", path.to_str().unwrap(), raw.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        path.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
     std::fs::read(raw).unwrap()
 }
 
 #[test]
 fn overlay_over_a_raw_base_converts_to_what_the_guest_saw() {
-    for (cluster, block) in [(None, 4096u32), (Some(65536), 4096), (Some(4096), 512), (None, 131072)] {
+    for (cluster, block) in [
+        (None, 4096u32),
+        (Some(65536), 4096),
+        (Some(4096), 512),
+        (None, 131072),
+    ] {
         let dir = workdir(&format!("raw-{cluster:?}-{block}"));
         // An odd size: the last cluster is partial.
         let size = (5 << 20) + 1536;
         std::fs::write(dir.join("base.raw"), noise(size, 7)).unwrap();
         let base = FileBlockDevice::open(dir.join("base.raw"), true).unwrap();
-        let disk = CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(block).unwrap())).unwrap();
+        let disk =
+            CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(block).unwrap()))
+                .unwrap();
         write_pattern(&disk);
         let options = Qcow2ExportOptions {
             backing: Some(BackingFile {
@@ -91,7 +109,10 @@ fn overlay_over_a_raw_base_converts_to_what_the_guest_saw() {
         assert!(info.contains("backing file: base.raw"), "{info}");
         assert!(info.contains("backing file format: raw"), "{info}");
         let guest = block_on(disk.read_vec(0, size)).unwrap();
-        assert!(check_and_convert(&dir, "overlay.qcow2") == guest, "cluster {cluster:?} block {block}");
+        assert!(
+            check_and_convert(&dir, "overlay.qcow2") == guest,
+            "cluster {cluster:?} block {block}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
@@ -104,9 +125,14 @@ fn standalone_export_holds_the_whole_disk_and_skips_zero_clusters() {
     base_bytes[100_000..200_000].copy_from_slice(&noise(100_000, 3));
     std::fs::write(dir.join("base.raw"), &base_bytes).unwrap();
     let base = FileBlockDevice::open(dir.join("base.raw"), true).unwrap();
-    let disk = CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(4096).unwrap())).unwrap();
+    let disk =
+        CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(4096).unwrap())).unwrap();
     write_pattern(&disk);
-    let n = export_to(&disk, &Qcow2ExportOptions::default(), &dir.join("full.qcow2"));
+    let n = export_to(
+        &disk,
+        &Qcow2ExportOptions::default(),
+        &dir.join("full.qcow2"),
+    );
     // Far fewer clusters than the disk has: the zero ones are left out.
     assert!(n < (size / 4096) as u64 / 4, "{n} clusters");
     let guest = block_on(disk.read_vec(0, size)).unwrap();
@@ -119,7 +145,8 @@ fn an_unchanged_disk_exports_an_empty_overlay() {
     let dir = workdir("empty");
     std::fs::write(dir.join("base.raw"), noise(1 << 20, 1)).unwrap();
     let base = FileBlockDevice::open(dir.join("base.raw"), true).unwrap();
-    let disk = CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(4096).unwrap())).unwrap();
+    let disk =
+        CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(4096).unwrap())).unwrap();
     let options = Qcow2ExportOptions {
         backing: Some(BackingFile {
             name: "base.raw".into(),
@@ -157,6 +184,10 @@ fn bad_options_are_refused() {
         },
     ] {
         let e = block_on(export(&disk, &options, &mut Vec::new())).unwrap_err();
-        assert_eq!(e.kind(), qemuweb_storage::ErrorKind::InvalidArgument, "{options:?}");
+        assert_eq!(
+            e.kind(),
+            qemuweb_storage::ErrorKind::InvalidArgument,
+            "{options:?}"
+        );
     }
 }

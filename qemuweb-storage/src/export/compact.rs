@@ -108,24 +108,32 @@ fn verify(data: &[u8], disk_size: u64) -> Result<Verified<'_>> {
         )));
     }
     let block_size = le_u32(&data[12..16]);
-    crate::cow::check_block_size(block_size).map_err(|_| bad(format!("block size {block_size}")))?;
+    crate::cow::check_block_size(block_size)
+        .map_err(|_| bad(format!("block size {block_size}")))?;
     let (body, digest) = data.split_at(data.len() - DIGEST_LEN);
     if Sha256::digest(body).as_slice() != digest {
-        return Err(bad("SHA-256 checksum mismatch: the archive is damaged or was altered"));
+        return Err(bad(
+            "SHA-256 checksum mismatch: the archive is damaged or was altered",
+        ));
     }
     check_same_size("the overlay archive", le_u64(&data[16..24]), disk_size)?;
     let count = le_u64(&data[24..32]);
     let record_len = 8 + block_size as usize;
     let records = &body[HEADER_LEN..];
     if (records.len() / record_len) as u64 != count || records.len() % record_len != 0 {
-        return Err(bad(format!("{} bytes of records do not hold {count} blocks", records.len())));
+        return Err(bad(format!(
+            "{} bytes of records do not hold {count} blocks",
+            records.len()
+        )));
     }
     let blocks = disk_size.div_ceil(u64::from(block_size));
     let mut previous = None;
     for record in records.chunks_exact(record_len) {
         let index = le_u64(&record[..8]);
         if index >= blocks {
-            return Err(bad(format!("block {index} lies beyond the disk's {blocks} blocks")));
+            return Err(bad(format!(
+                "block {index} lies beyond the disk's {blocks} blocks"
+            )));
         }
         if previous.is_some_and(|p| index <= p) {
             return Err(bad("block indices are not strictly ascending"));
@@ -153,7 +161,8 @@ pub async fn import(data: &[u8], disk: &CowBlockDevice) -> Result<ImportSummary>
     }
     let mut summary = ImportSummary::default();
     for record in v.records.chunks_exact(8 + v.block_size) {
-        disk.write_whole_block(le_u64(&record[..8]), &record[8..]).await?;
+        disk.write_whole_block(le_u64(&record[..8]), &record[8..])
+            .await?;
         summary.bytes += v.block_size as u64;
         summary.ranges += 1;
     }
@@ -189,7 +198,13 @@ mod tests {
             assert_eq!(data.len(), HEADER_LEN + 3 * (8 + 4096) + DIGEST_LEN);
             let dst = vm();
             let s = import(&data, &dst).await.unwrap();
-            assert_eq!(s, ImportSummary { bytes: 3 * 4096, ranges: 3 });
+            assert_eq!(
+                s,
+                ImportSummary {
+                    bytes: 3 * 4096,
+                    ranges: 3
+                }
+            );
             assert_eq!(
                 dst.read_vec(0, SIZE).await.unwrap(),
                 src.read_vec(0, SIZE).await.unwrap()
@@ -203,7 +218,10 @@ mod tests {
             let (_, data) = archive().await;
             let dst = vm();
             // Every single-byte flip anywhere is caught (by the checksum or a field check).
-            for at in (0..data.len()).step_by(97).chain([0, 9, 13, 20, 28, data.len() - 1]) {
+            for at in (0..data.len())
+                .step_by(97)
+                .chain([0, 9, 13, 20, 28, data.len() - 1])
+            {
                 let mut bad = data.clone();
                 bad[at] ^= 0x40;
                 let e = import(&bad, &dst).await.unwrap_err();
@@ -213,7 +231,10 @@ mod tests {
                 );
             }
             for len in [0, 10, HEADER_LEN + DIGEST_LEN, data.len() - 1] {
-                assert_eq!(import(&data[..len], &dst).await.unwrap_err().kind(), ErrorKind::Integrity);
+                assert_eq!(
+                    import(&data[..len], &dst).await.unwrap_err().kind(),
+                    ErrorKind::Integrity
+                );
             }
             assert!(dst.overlay().block_indices().is_empty());
         });

@@ -103,7 +103,8 @@ pub async fn export(
         nonzero_clusters(disk, cs).await?
     };
     let layout = Layout::new(disk.size(), cluster_size, &clusters);
-    sink.write_all(&layout.header(options.backing.as_ref())).await?;
+    sink.write_all(&layout.header(options.backing.as_ref()))
+        .await?;
     sink.write_all(&layout.l1_table()).await?;
     sink.write_all(&layout.refcount_table()).await?;
     sink.write_all(&layout.refcount_blocks()).await?;
@@ -231,8 +232,10 @@ impl<'a> Layout<'a> {
             }
             None => (0, 0),
         };
-        let put32 = |h: &mut [u8], at: usize, v: u32| h[at..at + 4].copy_from_slice(&v.to_be_bytes());
-        let put64 = |h: &mut [u8], at: usize, v: u64| h[at..at + 8].copy_from_slice(&v.to_be_bytes());
+        let put32 =
+            |h: &mut [u8], at: usize, v: u32| h[at..at + 4].copy_from_slice(&v.to_be_bytes());
+        let put64 =
+            |h: &mut [u8], at: usize, v: u64| h[at..at + 8].copy_from_slice(&v.to_be_bytes());
         h[..4].copy_from_slice(b"QFI\xfb");
         put32(&mut h, 4, 3);
         put64(&mut h, 8, name_offset);
