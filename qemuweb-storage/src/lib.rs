@@ -19,7 +19,9 @@
 mod cow;
 mod device;
 mod error;
+pub mod format;
 pub mod export;
+mod http;
 mod memory;
 pub mod resolver;
 
@@ -29,7 +31,13 @@ mod file;
 pub use cow::{CowBlockDevice, MemoryOverlay, Overlay};
 pub use device::{check_range, BlockDevice, DEFAULT_BLOCK_SIZE};
 pub use error::{ErrorKind, Result, StorageError};
+pub use http::{HttpBlockDevice, HttpOptions, HttpResolver, HttpStats, Progress};
 pub use memory::MemoryBlockDevice;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use file::FileBlockDevice;
+
+#[cfg(target_arch = "wasm32")]
+mod blob;
+#[cfg(target_arch = "wasm32")]
+pub use blob::BlobBlockDevice;

@@ -1,0 +1,131 @@
+//! The browser transport: `fetch` with `cache: no-store`, in a window or a worker.
+
+use super::{FetchError, RangeRequest, RawResponse};
+use crate::error::{Result, StorageError};
+use futures::future::{select, Either};
+use gloo_timers::future::TimeoutFuture;
+use js_sys::{Promise, Uint8Array};
+use std::time::Duration;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    AbortController, Headers, Request, RequestCache, RequestInit, RequestMode, Response, Window,
+    WorkerGlobalScope,
+};
+
+pub(crate) struct Transport;
+
+/// Aborts the fetch when the request ends early (timeout, dropped future); after a
+/// completed fetch aborting does nothing.
+struct AbortOnDrop(AbortController);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn describe(v: &JsValue) -> String {
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+fn browser(what: &str, v: JsValue) -> FetchError {
+    FetchError::Fatal(StorageError::Browser(format!("{what}: {}", describe(&v))))
+}
+
+/// `fetch` on whatever global this code runs in.
+pub(crate) fn global_fetch(request: &Request) -> std::result::Result<Promise, StorageError> {
+    let global = js_sys::global();
+    if let Some(w) = global.dyn_ref::<Window>() {
+        Ok(w.fetch_with_request(request))
+    } else if let Some(w) = global.dyn_ref::<WorkerGlobalScope>() {
+        Ok(w.fetch_with_request(request))
+    } else {
+        Err(StorageError::Browser(
+            "fetch is only available in a window or a worker".into(),
+        ))
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(_timeout: Duration) -> Result<Self> {
+        Ok(Self)
+    }
+
+    pub(crate) async fn get(
+        &self,
+        req: &RangeRequest<'_>,
+    ) -> std::result::Result<RawResponse, FetchError> {
+        let controller = AbortController::new().map_err(|e| browser("AbortController", e))?;
+        let _abort = AbortOnDrop(controller.clone());
+        let headers = Headers::new().map_err(|e| browser("Headers", e))?;
+        headers
+            .set("Range", &format!("bytes={}-{}", req.start, req.end))
+            .map_err(|e| browser("Range header", e))?;
+        if let Some(v) = req.if_range {
+            headers.set("If-Range", v).map_err(|e| {
+                FetchError::Fatal(StorageError::BadResponse {
+                    url: req.url.to_string(),
+                    reason: format!("unusable validator {v:?}: {}", describe(&e)),
+                })
+            })?;
+        }
+        let init = RequestInit::new();
+        init.set_method("GET");
+        init.set_cache(RequestCache::NoStore);
+        init.set_mode(RequestMode::Cors);
+        init.set_headers(&headers);
+        init.set_signal(Some(&controller.signal()));
+        let request = Request::new_with_str_and_init(req.url, &init).map_err(|e| {
+            FetchError::Fatal(StorageError::InvalidArgument(format!(
+                "bad URL {:?}: {}",
+                req.url,
+                describe(&e)
+            )))
+        })?;
+        let promise = global_fetch(&request).map_err(FetchError::Fatal)?;
+        let max_body = req.max_body;
+        let work = Box::pin(async move {
+            let response: Response = JsFuture::from(promise)
+                .await
+                .map_err(|e| FetchError::Transient(describe(&e)))?
+                .dyn_into()
+                .map_err(|e| browser("fetch result", e))?;
+            let h = response.headers();
+            let header = |name: &str| h.get(name).ok().flatten();
+            let mut raw = RawResponse {
+                status: response.status(),
+                content_range: header("content-range"),
+                content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
+                etag: header("etag"),
+                last_modified: header("last-modified"),
+                body: Vec::new(),
+            };
+            if raw.status == 206 && raw.content_length.is_none_or(|n| n <= max_body) {
+                let promise = response
+                    .array_buffer()
+                    .map_err(|e| browser("Response.arrayBuffer", e))?;
+                let buffer = JsFuture::from(promise).await.map_err(|e| {
+                    FetchError::Transient(format!("reading the body: {}", describe(&e)))
+                })?;
+                raw.body = Uint8Array::new(&buffer).to_vec();
+            }
+            Ok(raw)
+        });
+        let ms = u32::try_from(req.timeout.as_millis()).unwrap_or(u32::MAX);
+        match select(work, TimeoutFuture::new(ms)).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => Err(FetchError::Transient(format!(
+                "no complete answer within {ms} ms"
+            ))),
+        }
+    }
+}
+
+/// Waits for `d` on the browser's timer.
+pub(crate) async fn sleep(d: Duration) {
+    TimeoutFuture::new(u32::try_from(d.as_millis()).unwrap_or(u32::MAX)).await;
+}

@@ -1,0 +1,103 @@
+//! Shared set-up for the native HTTP tests: a directory of test files served by the real
+//! test server of `qemuweb-testkit`.
+#![allow(dead_code)]
+
+use qemuweb_storage::HttpOptions;
+use qemuweb_testkit::server::TestServer;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The size of `disk.img`: not a multiple of any chunk size, so the last chunk is short.
+pub const DISK_SIZE: usize = 1_000_003;
+
+pub struct Fixture {
+    pub server: TestServer,
+    pub dir: PathBuf,
+    pub data: Vec<u8>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A small deterministic pseudo-random generator (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed);
+    (0..len).map(|_| r.next() as u8).collect()
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Serves a fresh directory holding `disk.img` (random), `dir/top.img`, `dir/base.img`,
+/// `secret.img` (outside `dir/`) and `empty.img`.
+pub fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!(
+        "qemuweb-http-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(dir.join("dir")).unwrap();
+    let data = random_bytes(DISK_SIZE, 0x9e37_79b9_7f4a_7c15);
+    std::fs::write(dir.join("disk.img"), &data).unwrap();
+    std::fs::write(dir.join("dir/top.img"), random_bytes(70_000, 1)).unwrap();
+    std::fs::write(dir.join("dir/base.img"), random_bytes(50_000, 2)).unwrap();
+    std::fs::write(dir.join("secret.img"), random_bytes(5_000, 3)).unwrap();
+    std::fs::write(dir.join("empty.img"), b"").unwrap();
+    let server = TestServer::start(&dir).unwrap();
+    Fixture { server, dir, data }
+}
+
+/// Options with small chunks and fast retries, so tests are quick and show structure.
+pub fn small_options() -> HttpOptions {
+    HttpOptions::default()
+        .chunk_size(4096)
+        .cache_chunks(1024)
+        .read_ahead(0)
+        .max_request(1 << 20)
+        .retry_base_delay(Duration::from_millis(1))
+        .timeout(Duration::from_secs(10))
+}
+
+/// A server on 127.0.0.1 that answers every request on every connection with `response`
+/// (then closes), for responses the real server never sends. Returns its URL.
+pub fn canned_server(response: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let response = response.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(&response);
+            });
+        }
+    });
+    format!("http://{addr}/x.img")
+}
