@@ -20,7 +20,6 @@ mod cow;
 mod device;
 mod error;
 pub mod format;
-pub mod format;
 pub mod export;
 mod http;
 mod memory;
