@@ -24,6 +24,7 @@
 //! | `swap-K` | after `K` GETs the file's content (every byte XOR `0x5a`), `ETag` and `Last-Modified` change |
 //! | `wrong-range` | `206` answers carry the bytes and `Content-Range` one byte later than asked |
 //! | `weak-etag` | a weak `ETag` (`W/"…"`) instead of a strong one |
+//! | `after-K-<mode>` | the first `K` GETs are served plainly, then `<mode>` starts counting |
 //!
 //! `GET /__log` answers the log as text, one request a line:
 //! `METHOD<TAB>PATH<TAB>RANGE<TAB>STATUS<TAB>BODY-BYTES` (`-` for no range); with
@@ -629,7 +630,18 @@ fn serve_file(req: &Request, path: &str, root: &Path, state: &State) -> Answer {
             let (Some(token), Some(mode_s), Some(file)) = (it.next(), it.next(), it.next()) else {
                 return Answer::simple(400, "use /__mis/<token>/<mode>/<file>\n");
             };
-            let Some(mode) = parse_mode(mode_s) else {
+            // `after-K-<mode>`: the first K GETs are served plainly, then `<mode>` starts.
+            let (skip, inner) = match mode_s
+                .strip_prefix("after-")
+                .and_then(|r| r.split_once('-'))
+            {
+                Some((k, inner)) => match k.parse::<u64>() {
+                    Ok(k) => (k, inner),
+                    Err(_) => return Answer::simple(400, "bad after-K prefix\n"),
+                },
+                None => (0, mode_s),
+            };
+            let Some(mode) = parse_mode(inner) else {
                 return Answer::simple(400, "unknown misbehaviour mode\n");
             };
             let count = if req.method == "GET" {
@@ -637,7 +649,11 @@ fn serve_file(req: &Request, path: &str, root: &Path, state: &State) -> Answer {
             } else {
                 0
             };
-            (mode, file.to_string(), count)
+            if count < skip {
+                (Mode::Plain, file.to_string(), 0)
+            } else {
+                (mode, file.to_string(), count - skip)
+            }
         }
         None => (Mode::Plain, rel.to_string(), 0),
     };
@@ -897,6 +913,12 @@ mod tests {
         let (st, head, body) = get(&server, "/__mis/a/wrong-range/sub/f.bin", &r);
         assert_eq!((st, body.as_slice()), (206, &data[1..101]));
         assert_eq!(header(&head, "content-range"), Some("bytes 1-100/5000"));
+        let (st, _, _) = get(&server, "/__mis/a/after-1-status-500-1/sub/f.bin", &r);
+        assert_eq!(st, 206);
+        let (st, _, _) = get(&server, "/__mis/a/after-1-status-500-1/sub/f.bin", &r);
+        assert_eq!(st, 500);
+        let (st, _, _) = get(&server, "/__mis/a/after-1-status-500-1/sub/f.bin", &r);
+        assert_eq!(st, 206);
         let (_, head, _) = get(&server, "/__mis/a/weak-etag/sub/f.bin", &r);
         assert!(header(&head, "etag").unwrap().starts_with("W/\""));
         drop(server);
