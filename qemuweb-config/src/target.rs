@@ -1,0 +1,296 @@
+//! Where the arguments are for: the browser build of QEMU, or QEMU on the host.
+
+use serde::{Deserialize, Serialize};
+use tsify::Tsify;
+
+use crate::types::Arch;
+
+/// Where the QEMU arguments will run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Target {
+    /// QEMU compiled to wasm, in a Web Worker.
+    Browser(BrowserTarget),
+    /// QEMU on the host.
+    Native(NativeTarget),
+}
+
+/// The browser build of QEMU and what it can do.
+///
+/// ```
+/// let target = qemuweb_config::BrowserTarget::qemu_wasm_i386();
+/// assert_eq!(target.archs, vec![qemuweb_config::Arch::I386]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserTarget {
+    /// The guest archs the wasm build has emulators for.
+    pub archs: Vec<Arch>,
+    /// The most guest RAM (MiB) the build can give: guest RAM shares the wasm linear
+    /// memory with QEMU itself.
+    #[serde(rename = "maxMemoryMiB")]
+    pub max_memory_mib: u32,
+    /// Whether user-mode networking (slirp) is compiled in.
+    pub user_net: bool,
+    /// Whether the build has a display backend that shows the guest's screen.
+    pub display: bool,
+    /// The directory of the module's filesystem where inputs are mounted (`/mnt`).
+    pub mount_dir: String,
+    /// The directory holding firmware (SeaBIOS, VGA BIOS), passed with `-L`; `None` uses
+    /// the build's default data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub firmware_dir: Option<String>,
+}
+
+impl BrowserTarget {
+    /// Today's QEMU-in-wasm build: wasm32 `qemu-system-i386` only (64-bit guests need a
+    /// wasm64 build), TCG interpreter, no slirp and no display backend, 1024 MiB of guest
+    /// RAM at most (the module's linear memory is 2 GiB and QEMU needs the rest), inputs
+    /// under `/mnt`, firmware from `/firmware`.
+    pub fn qemu_wasm_i386() -> Self {
+        BrowserTarget {
+            archs: vec![Arch::I386],
+            max_memory_mib: 1024,
+            user_net: false,
+            display: false,
+            mount_dir: "/mnt".to_string(),
+            firmware_dir: Some("/firmware".to_string()),
+        }
+    }
+}
+
+/// Which accelerator native QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    /// KVM on Linux or HVF on macOS when the guest arch matches the host and the
+    /// hypervisor is usable; TCG otherwise (with a warning).
+    Auto,
+    /// Linux KVM (`/dev/kvm`).
+    Kvm,
+    /// macOS Hypervisor.framework.
+    Hvf,
+    /// TCG software emulation: runs any arch anywhere, slower.
+    Tcg,
+}
+
+impl Accelerator {
+    /// QEMU's name: `kvm`, `hvf` or `tcg` (`auto` for [`Accelerator::Auto`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accelerator::Auto => "auto",
+            Accelerator::Kvm => "kvm",
+            Accelerator::Hvf => "hvf",
+            Accelerator::Tcg => "tcg",
+        }
+    }
+}
+
+/// The host operating system, as far as accelerators care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "lowercase")]
+pub enum HostOs {
+    /// Linux (KVM).
+    Linux,
+    /// macOS (HVF).
+    Macos,
+    /// Anything else (TCG only).
+    Other,
+}
+
+/// What the host offers to accelerators. [`HostCaps::detect`] fills it in; tests and
+/// callers that plan for another host set it by hand, which keeps
+/// [`build_qemu_args`](crate::build_qemu_args) deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct HostCaps {
+    /// The host CPU arch, if it is one QEMU can accelerate guests of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub arch: Option<Arch>,
+    /// The host OS.
+    pub os: HostOs,
+    /// Whether `/dev/kvm` can be opened for reading and writing.
+    pub kvm: bool,
+}
+
+impl HostCaps {
+    /// A host with no hardware acceleration (TCG only).
+    pub fn tcg_only() -> Self {
+        HostCaps {
+            arch: None,
+            os: HostOs::Other,
+            kvm: false,
+        }
+    }
+
+    /// The machine this runs on. KVM counts only if `/dev/kvm` opens read-write (as QEMU
+    /// needs); on wasm32 nothing is detected.
+    pub fn detect() -> Self {
+        let arch = if cfg!(target_arch = "x86_64") {
+            Some(Arch::X86_64)
+        } else if cfg!(target_arch = "aarch64") {
+            Some(Arch::Aarch64)
+        } else if cfg!(target_arch = "x86") {
+            Some(Arch::I386)
+        } else {
+            None
+        };
+        let os = if cfg!(target_os = "linux") {
+            HostOs::Linux
+        } else if cfg!(target_os = "macos") {
+            HostOs::Macos
+        } else {
+            HostOs::Other
+        };
+        HostCaps {
+            arch: if cfg!(target_arch = "wasm32") {
+                None
+            } else {
+                arch
+            },
+            os,
+            kvm: os == HostOs::Linux && kvm_usable(),
+        }
+    }
+
+    /// Whether a hardware accelerator of this host can run guests of `guest` (an x86_64
+    /// host runs x86_64 and i386 guests, an aarch64 host aarch64 guests).
+    pub fn can_accelerate(&self, guest: Arch) -> bool {
+        match (self.arch, guest) {
+            (Some(Arch::X86_64), Arch::X86_64 | Arch::I386) => true,
+            (Some(Arch::Aarch64), Arch::Aarch64) => true,
+            (Some(Arch::I386), Arch::I386) => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn kvm_usable() -> bool {
+    false
+}
+
+/// How native QEMU shows a graphical guest's screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Tsify)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum NativeDisplay {
+    /// Headless: the display device exists, `-display none` shows nothing.
+    None,
+    /// QEMU's default display (GTK or SDL when built in).
+    Default,
+    /// A VNC server on `127.0.0.1`, display number `display` (TCP port 5900 + display).
+    Vnc {
+        /// The VNC display number.
+        display: u16,
+    },
+}
+
+/// QEMU on the host.
+///
+/// ```
+/// use qemuweb_config::{Accelerator, HostCaps, NativeTarget};
+/// let target = NativeTarget::new(Accelerator::Auto, HostCaps::tcg_only());
+/// assert_eq!(target.firmware_dir, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct NativeTarget {
+    /// The accelerator to use.
+    pub accelerator: Accelerator,
+    /// What the host offers ([`HostCaps::detect`]).
+    pub host: HostCaps,
+    /// How a graphical guest is shown.
+    pub display: NativeDisplay,
+    /// A firmware directory passed with `-L`; `None` uses QEMU's own data directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub firmware_dir: Option<String>,
+    /// A qcow2 overlay whose backing file is the boot disk: QEMU opens the overlay
+    /// instead, so the base image never changes (make it with
+    /// [`overlay_create_args`](crate::overlay_create_args)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub disk_overlay: Option<String>,
+}
+
+impl NativeTarget {
+    /// A target with this accelerator and host, headless display, no `-L`, no overlay.
+    pub fn new(accelerator: Accelerator, host: HostCaps) -> Self {
+        NativeTarget {
+            accelerator,
+            host,
+            display: NativeDisplay::None,
+            firmware_dir: None,
+            disk_overlay: None,
+        }
+    }
+
+    /// [`Accelerator::Auto`] on the detected host ([`HostCaps::detect`]).
+    pub fn detect() -> Self {
+        NativeTarget::new(Accelerator::Auto, HostCaps::detect())
+    }
+
+    /// The accelerator QEMU will use for `arch` on this host, or why the requested one
+    /// cannot be used.
+    ///
+    /// ```
+    /// use qemuweb_config::{Accelerator, Arch, HostCaps, HostOs, NativeTarget};
+    /// let kvm_host = HostCaps { arch: Some(Arch::X86_64), os: HostOs::Linux, kvm: true };
+    /// let t = NativeTarget::new(Accelerator::Auto, kvm_host);
+    /// assert_eq!(t.resolve_accelerator(Arch::I386), Ok(Accelerator::Kvm));
+    /// assert_eq!(t.resolve_accelerator(Arch::Aarch64), Ok(Accelerator::Tcg));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A message when KVM or HVF was requested and cannot run `arch` here.
+    pub fn resolve_accelerator(&self, arch: Arch) -> Result<Accelerator, String> {
+        let host = &self.host;
+        let host_arch = host.arch.map(Arch::as_str).unwrap_or("unknown");
+        match self.accelerator {
+            Accelerator::Tcg => Ok(Accelerator::Tcg),
+            Accelerator::Auto => {
+                if host.os == HostOs::Linux && host.kvm && host.can_accelerate(arch) {
+                    Ok(Accelerator::Kvm)
+                } else if host.os == HostOs::Macos && host.can_accelerate(arch) {
+                    Ok(Accelerator::Hvf)
+                } else {
+                    Ok(Accelerator::Tcg)
+                }
+            }
+            Accelerator::Kvm => {
+                if host.os != HostOs::Linux || !host.kvm {
+                    Err("KVM was requested but /dev/kvm is not available on this host".into())
+                } else if !host.can_accelerate(arch) {
+                    Err(format!(
+                        "KVM was requested but cannot run {arch} guests on a {host_arch} host"
+                    ))
+                } else {
+                    Ok(Accelerator::Kvm)
+                }
+            }
+            Accelerator::Hvf => {
+                if host.os != HostOs::Macos {
+                    Err("HVF was requested but it exists only on macOS hosts".into())
+                } else if !host.can_accelerate(arch) {
+                    Err(format!(
+                        "HVF was requested but cannot run {arch} guests on a {host_arch} host"
+                    ))
+                } else {
+                    Ok(Accelerator::Hvf)
+                }
+            }
+        }
+    }
+}
