@@ -1,0 +1,341 @@
+//! Every fixture made with the real qemu-img reads, byte for byte, as its raw oracle
+//! (`qemu-img convert -O raw`), and files named inside images open only through a resolver.
+#![cfg(not(target_arch = "wasm32"))]
+
+use async_trait::async_trait;
+use futures::executor::block_on;
+use qemuweb_storage::format::{
+    detect_format, open_image, Compression, ImageFormat, OpenOptions, Qcow2Device,
+};
+use qemuweb_storage::resolver::{DirResolver, ImageResolver, ImplicitKind, ImplicitOpen};
+use qemuweb_storage::{BlockDevice, ErrorKind, FileBlockDevice, MemoryBlockDevice, Result};
+use qemuweb_testkit::fixtures::{self, Fixture};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::OnceLock;
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qcow2-oracle-fixtures")
+}
+
+fn all() -> &'static [Fixture] {
+    static FIXTURES: OnceLock<Vec<Fixture>> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let dir = fixture_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        fixtures::generate(&dir).expect("generating fixtures with qemu-img (is QEMU installed?)")
+    })
+}
+
+fn fixture(name: &str) -> &'static Fixture {
+    all()
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no fixture {name}"))
+}
+
+fn dir_options() -> OpenOptions {
+    OpenOptions {
+        resolver: Rc::new(DirResolver::new(fixture_dir()).unwrap()),
+        ..OpenOptions::default()
+    }
+}
+
+fn file(path: &Path) -> Box<dyn BlockDevice> {
+    Box::new(FileBlockDevice::open(path, true).unwrap())
+}
+
+/// A SplitMix64 generator for reproducible random reads.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
+async fn check_against_oracle(f: &Fixture, disk: &dyn BlockDevice, seed: u64) {
+    let raw = std::fs::read(&f.raw).unwrap();
+    assert_eq!(disk.size(), raw.len() as u64, "{}: size", f.name);
+    // Sequential reads in chunks that do not line up with clusters.
+    let chunk = 1024 * 1024 + 3 * 512 + 7;
+    let mut buf = vec![0u8; chunk];
+    let mut off = 0usize;
+    while off < raw.len() {
+        let n = chunk.min(raw.len() - off);
+        disk.read_at(off as u64, &mut buf[..n]).await.unwrap();
+        if buf[..n] != raw[off..off + n] {
+            let i = (0..n).find(|&i| buf[i] != raw[off + i]).unwrap();
+            panic!(
+                "{}: byte {} differs: ours {:#04x}, qemu-img {:#04x}",
+                f.name,
+                off + i,
+                buf[i],
+                raw[off + i]
+            );
+        }
+        off += n;
+    }
+    // Random reads of various sizes, mostly unaligned.
+    let cluster = f.cluster_size.unwrap_or(65536);
+    let mut rng = Rng(seed);
+    for _ in 0..300 {
+        let len = match rng.below(4) {
+            0 => rng.below(600) + 1,
+            1 => rng.below(cluster + 1) + 1,
+            2 => rng.below(3 * cluster) + 1,
+            _ => rng.below(256 * 1024) + 1,
+        }
+        .min(raw.len() as u64) as usize;
+        let at = rng.below(raw.len() as u64 - len as u64 + 1) as usize;
+        let mut buf = vec![0u8; len];
+        disk.read_at(at as u64, &mut buf).await.unwrap();
+        assert!(
+            buf == raw[at..at + len],
+            "{}: random read of {len} bytes at {at} differs",
+            f.name
+        );
+    }
+    // Past the end.
+    let e = disk.read_vec(raw.len() as u64, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutOfRange);
+}
+
+#[test]
+fn every_fixture_reads_as_its_oracle() {
+    block_on(async {
+        let fixtures = all();
+        assert!(fixtures.len() >= 30, "only {} fixtures", fixtures.len());
+        for (i, f) in fixtures.iter().enumerate() {
+            let dev = file(&f.image);
+            let expected = ImageFormat::from_name(f.format).unwrap();
+            assert_eq!(detect_format(dev.as_ref()).await.unwrap(), expected, "{}", f.name);
+            let disk = open_image(dev, &dir_options()).await.unwrap_or_else(|e| {
+                panic!("{}: {e}", f.name);
+            });
+            check_against_oracle(f, disk.as_ref(), i as u64).await;
+            assert!(
+                disk.write_at(0, b"x").await.is_err(),
+                "{}: a write succeeded",
+                f.name
+            );
+        }
+    });
+}
+
+#[test]
+fn info_reports_the_header() {
+    block_on(async {
+        for f in all().iter().filter(|f| f.format == "qcow2") {
+            let q = Qcow2Device::open(file(&f.image), &dir_options())
+                .await
+                .unwrap();
+            let info = q.info();
+            let n = f.name.as_str();
+            assert_eq!(Some(info.cluster_size), f.cluster_size, "{n}");
+            assert_eq!(info.virtual_size, f.virtual_size, "{n}");
+            assert_eq!(info.version, if n.starts_with("v2-") { 2 } else { 3 }, "{n}");
+            let zstd = n.starts_with("zstd");
+            assert_eq!(
+                info.compression,
+                if zstd {
+                    Compression::Zstd
+                } else {
+                    Compression::Zlib
+                },
+                "{n}"
+            );
+            assert_eq!(info.extended_l2, n.contains("extl2"), "{n}");
+            assert_eq!(info.dirty, n == "dirty-c64k", "{n}");
+            assert!(!info.corrupt, "{n}");
+            assert_eq!(info.backing_file.is_some(), f.chain_depth > 0, "{n}");
+            assert_eq!(info.data_file.is_some(), n.starts_with("datafile"), "{n}");
+            assert_eq!(info.data_file_raw, n == "datafile-raw", "{n}");
+        }
+        let q = Qcow2Device::open(file(&fixture("chain3").image), &dir_options())
+            .await
+            .unwrap();
+        assert_eq!(q.info().backing_file.as_deref(), Some("chain-mid.qcow2"));
+        assert_eq!(q.info().backing_format.as_deref(), Some("qcow2"));
+        assert!(!q.info().lazy_refcounts);
+        let d = Qcow2Device::open(file(&fixture("dirty-c64k").image), &dir_options())
+            .await
+            .unwrap();
+        assert!(d.info().lazy_refcounts);
+    });
+}
+
+#[test]
+fn reads_also_work_from_memory() {
+    block_on(async {
+        for name in ["zstd-c64k", "zlib-extl2-c32k", "v3-c512"] {
+            let f = fixture(name);
+            let bytes = std::fs::read(&f.image).unwrap();
+            let dev = Box::new(MemoryBlockDevice::read_only(bytes));
+            let disk = open_image(dev, &OpenOptions::default()).await.unwrap();
+            check_against_oracle(f, disk.as_ref(), 99).await;
+        }
+    });
+}
+
+#[test]
+fn named_files_are_denied_without_a_resolver() {
+    block_on(async {
+        let mut seen = 0;
+        for f in all().iter().filter(|f| f.needs_resolver) {
+            let e = open_image(file(&f.image), &OpenOptions::default())
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{} opened without a resolver", f.name));
+            assert_eq!(e.kind(), ErrorKind::ImplicitOpenDenied, "{}: {e}", f.name);
+            seen += 1;
+        }
+        assert!(seen >= 6);
+    });
+}
+
+/// Records what an image asks to open, then lets a [`DirResolver`] open it.
+struct Recording {
+    inner: DirResolver,
+    seen: RefCell<Vec<ImplicitOpen>>,
+}
+
+#[async_trait(?Send)]
+impl ImageResolver for Recording {
+    async fn open(&self, request: &ImplicitOpen) -> Result<Box<dyn BlockDevice>> {
+        self.seen.borrow_mut().push(request.clone());
+        self.inner.open(request).await
+    }
+}
+
+#[test]
+fn resolver_sees_each_request() {
+    block_on(async {
+        let rec = Rc::new(Recording {
+            inner: DirResolver::new(fixture_dir()).unwrap(),
+            seen: RefCell::new(Vec::new()),
+        });
+        let options = OpenOptions {
+            resolver: rec.clone(),
+            ..OpenOptions::default()
+        };
+        open_image(file(&fixture("chain3").image), &options)
+            .await
+            .unwrap();
+        open_image(file(&fixture("datafile").image), &options)
+            .await
+            .unwrap();
+        open_image(file(&fixture("v2-on-raw").image), &options)
+            .await
+            .unwrap();
+        let seen = rec.seen.borrow();
+        let brief: Vec<_> = seen
+            .iter()
+            .map(|r| (r.kind, r.name.as_str(), r.format.as_deref(), r.depth))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                (
+                    ImplicitKind::BackingFile,
+                    "chain-mid.qcow2",
+                    Some("qcow2"),
+                    0
+                ),
+                (
+                    ImplicitKind::BackingFile,
+                    "chain-base.qcow2",
+                    Some("qcow2"),
+                    1
+                ),
+                (ImplicitKind::DataFile, "datafile.data", None, 0),
+                (ImplicitKind::BackingFile, "backing.raw", Some("raw"), 0),
+            ]
+        );
+    });
+}
+
+#[test]
+fn chain_depth_is_limited() {
+    block_on(async {
+        let with_limit = |n| OpenOptions {
+            max_chain_depth: n,
+            ..dir_options()
+        };
+        let top = &fixture("chain3").image;
+        let e = open_image(file(top), &with_limit(1)).await.err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::ChainTooDeep, "{e}");
+        assert!(e.to_string().contains("limit of 1"), "{e}");
+        open_image(file(top), &with_limit(2)).await.unwrap();
+        let e = open_image(file(&fixture("chain2").image), &with_limit(0))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::ChainTooDeep);
+        // A format forced on the top image is used as given.
+        let forced = OpenOptions {
+            format: Some(ImageFormat::Raw),
+            ..OpenOptions::default()
+        };
+        let raw_view = open_image(file(top), &forced).await.unwrap();
+        assert_eq!(raw_view.read_vec(0, 4).await.unwrap(), b"QFI\xfb");
+    });
+}
+
+/// Rewrites the backing file name of a qcow2 image held in memory.
+fn with_backing_name(image: &[u8], name: &str) -> Vec<u8> {
+    let mut img = image.to_vec();
+    let at = u64::from_be_bytes(img[8..16].try_into().unwrap()) as usize;
+    assert!(at > 0);
+    img[at..at + name.len()].copy_from_slice(name.as_bytes());
+    img[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
+    img
+}
+
+#[test]
+fn hostile_names_are_denied() {
+    block_on(async {
+        let image = std::fs::read(&fixture("chain2").image).unwrap();
+        for name in ["../chain-base.qcow2", "/etc/passwd", "http://evil.example/x"] {
+            let img = with_backing_name(&image, name);
+            let dev = Box::new(MemoryBlockDevice::read_only(img));
+            let e = open_image(dev, &dir_options()).await.err().unwrap();
+            assert_eq!(e.kind(), ErrorKind::ImplicitOpenDenied, "{name}: {e}");
+        }
+        // The same for an external data file's name.
+        let mut image = std::fs::read(&fixture("datafile").image).unwrap();
+        let at = image
+            .windows(13)
+            .position(|w| w == b"datafile.data")
+            .unwrap();
+        image[at..at + 13].copy_from_slice(b"/etc/passwd\0\0");
+        let dev = Box::new(MemoryBlockDevice::read_only(image));
+        let e = open_image(dev, &dir_options()).await.err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::ImplicitOpenDenied, "{e}");
+    });
+}
+
+#[test]
+fn closed_device_refuses_reads() {
+    block_on(async {
+        let disk = open_image(file(&fixture("chain2").image), &dir_options())
+            .await
+            .unwrap();
+        disk.read_vec(0, 512).await.unwrap();
+        disk.sync().await.unwrap();
+        disk.close().await.unwrap();
+        let e = disk.read_vec(0, 512).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Closed);
+    });
+}
