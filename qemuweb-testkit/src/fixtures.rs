@@ -470,6 +470,50 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
     Ok(b.out)
 }
 
+/// Generates small images (256 KiB disks, a few hundred KiB of file) of the main kinds:
+/// seeds for mutation tests and fuzzing, where every case reads the whole disk.
+pub fn generate_small(dir: &Path) -> io::Result<Vec<Fixture>> {
+    fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let mut b = Builder {
+        dir: &dir,
+        out: Vec::new(),
+        seed: 0x5a11,
+    };
+    let size = 256 * KIB + 3 * 512;
+    for (name, cluster, opts, compress) in [
+        ("small-v3-c512", 512, "", false),
+        ("small-v3-c4k", 4 * KIB, "", false),
+        ("small-v2-c4k", 4 * KIB, ",compat=0.10", false),
+        ("small-zlib-c4k", 4 * KIB, "", true),
+        ("small-zstd-c4k", 4 * KIB, ",compression_type=zstd", true),
+        ("small-zlib-extl2-c16k", 16 * KIB, ",extended_l2=on", true),
+    ] {
+        b.converted(name, cluster, size, opts, compress, "a small image")?;
+    }
+    let c = 16 * KIB;
+    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=16384", "small-extl2-c16k.qcow2", "256K"])?;
+    b.qemu_io(
+        "small-extl2-c16k.qcow2",
+        &[
+            Io::Data(1536, 1024),
+            Io::Data(c + 2048, 4 * KIB),
+            Io::Zero(c + 4096, 1024, false),
+            Io::Zero(4 * c, 2 * c, false),
+            Io::Compressed(8 * c, c),
+            Io::Discard(c + 8192, 1024),
+        ],
+    )?;
+    b.add("small-extl2-c16k", "small-extl2-c16k.qcow2", FixtureKind::qcow2(c), "a small extended-L2 image")?;
+    fs::copy(b.path("small-v3-c4k.qcow2"), b.path("small-zero-c4k.qcow2"))?;
+    b.qemu_io("small-zero-c4k.qcow2", &[Io::Zero(0, 8 * KIB, false), Io::Zero(64 * KIB, 16 * KIB, true)])?;
+    b.add("small-zero-c4k", "small-zero-c4k.qcow2", FixtureKind::qcow2(4 * KIB), "a small image with zero clusters")?;
+    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "small-v3-c4k.qcow2", "-F", "qcow2", "small-overlay-c4k.qcow2", "300K"])?;
+    b.qemu_io("small-overlay-c4k.qcow2", &[Io::Data(8 * KIB, 8 * KIB)])?;
+    b.add("small-overlay-c4k", "small-overlay-c4k.qcow2", FixtureKind::backed(4 * KIB, 1), "a small overlay")?;
+    Ok(b.out)
+}
+
 /// Writes `dir/fixtures.tsv`: one line per fixture, `name<TAB>image<TAB>raw`, with paths
 /// relative to `dir`, for a harness that serves the directory over HTTP.
 pub fn write_tsv(dir: &Path, fixtures: &[Fixture]) -> io::Result<()> {
