@@ -14,8 +14,11 @@
 //! - Image formats over any device, detected by magic: raw and qcow2 ([`format`]),
 //!   with backing and data files opened only through an embedder's [`resolver`].
 //! - [`CowBlockDevice`]: a read-only base under a writable [`Overlay`].
+//! - [`atlas`]: content-addressed storage (SHA-256 chunks, manifests, provenance, bundles)
+//!   over memory, a directory or IndexedDB; stored files open as read-only devices.
 #![warn(missing_docs)]
 
+pub mod atlas;
 mod cow;
 mod device;
 mod error;

@@ -1,0 +1,316 @@
+//! The Atlas bundle: one self-describing, versioned archive of files, their manifests,
+//! their chunks and their provenance.
+//!
+//! # Format (version 1)
+//!
+//! All integers are little-endian.
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic `QWATLAS\0` |
+//! | 8 | 4 | format version, `1` |
+//! | 12 | 4 | flags, `0` (reserved) |
+//! | 16 | 8 | `N`: length of the index in bytes (at most [`MAX_INDEX_LEN`]) |
+//! | 24 | 32 | SHA-256 of bytes `0..24` followed by the index |
+//! | 56 | `N` | the index: UTF-8 JSON ([`BundleIndex`]) |
+//! | 56 + `N` | ... | the chunks' bytes, back to back, in the order of `index.chunks` |
+//! | end − 8 | 8 | end magic `QWATEND\0` |
+//!
+//! The index lists every chunk (`hash`, `size`) before any chunk data, so a reader can
+//! check the header, then the index, then each chunk as it streams past, and knows the
+//! exact length of the archive up front. Every byte is covered by a hash: the header and
+//! index by the index hash, each chunk by its content hash, and the end magic pins the
+//! length. Manifests travel inside the index and are re-hashed from their canonical JSON.
+//!
+//! Decoding ([`decode`]) never allocates more than the bundle's own size: chunks are
+//! borrowed slices, the index is bounded, and every length is checked before use.
+
+use super::types::{
+    BlobChunk, ContentHash, FileManifest, FileMetadata, ProvenanceRecord, MAX_CHUNK_SIZE,
+};
+use crate::error::{Result, StorageError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The bundle's leading magic bytes.
+pub const BUNDLE_MAGIC: [u8; 8] = *b"QWATLAS\0";
+/// The bundle's trailing magic bytes.
+pub const BUNDLE_END_MAGIC: [u8; 8] = *b"QWATEND\0";
+/// The bundle format version this crate writes and reads.
+pub const BUNDLE_VERSION: u32 = 1;
+/// The largest index accepted: 64 MiB.
+pub const MAX_INDEX_LEN: u64 = 64 * 1024 * 1024;
+/// The value of the index's `format` field.
+pub const BUNDLE_FORMAT_NAME: &str = "qemuweb-atlas-bundle";
+
+const HEADER_LEN: usize = 56;
+
+/// One chunk in a bundle: its hash and length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleChunk {
+    /// The chunk's content hash.
+    pub hash: ContentHash,
+    /// The chunk's length in bytes.
+    pub size: u64,
+}
+
+/// A manifest carried in a bundle, with the hash it is stored under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleManifest {
+    /// The manifest's hash: the SHA-256 of its canonical JSON.
+    pub hash: ContentHash,
+    /// The manifest.
+    pub manifest: FileManifest,
+}
+
+/// The JSON index at the head of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleIndex {
+    /// Always [`BUNDLE_FORMAT_NAME`].
+    pub format: String,
+    /// Always [`BUNDLE_VERSION`] (it repeats the header's version).
+    pub version: u32,
+    /// The chunks, in the order their bytes follow the index.
+    pub chunks: Vec<BundleChunk>,
+    /// The manifests of the files.
+    pub manifests: Vec<BundleManifest>,
+    /// The files.
+    pub files: Vec<FileMetadata>,
+    /// The provenance records of the files and all their ancestors, parents first.
+    pub provenance: Vec<ProvenanceRecord>,
+}
+
+/// A decoded bundle whose every hash and internal reference has been checked.
+#[derive(Debug)]
+pub struct DecodedBundle<'a> {
+    /// The index.
+    pub index: BundleIndex,
+    /// Each chunk's bytes, keyed by hash.
+    pub chunks: BTreeMap<ContentHash, &'a [u8]>,
+}
+
+fn integrity(msg: impl Into<String>) -> StorageError {
+    StorageError::Integrity(format!("bundle rejected: {}", msg.into()))
+}
+
+fn index_hash(header: &[u8], index: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(header);
+    h.update(index);
+    h.finalize().into()
+}
+
+/// Encodes a bundle from its index and a source of chunk bytes (called once per chunk of
+/// `index.chunks`, in order).
+pub fn encode(
+    index: &BundleIndex,
+    mut chunk_bytes: impl FnMut(&BundleChunk) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(index)
+        .map_err(|e| StorageError::InvalidArgument(format!("bundle index: {e}")))?;
+    if json.len() as u64 > MAX_INDEX_LEN {
+        return Err(StorageError::InvalidArgument(format!(
+            "the bundle index would be {} bytes (the limit is {MAX_INDEX_LEN}); export fewer files",
+            json.len()
+        )));
+    }
+    let data_len: u64 = index.chunks.iter().map(|c| c.size).sum();
+    let mut out = Vec::new();
+    out.try_reserve(HEADER_LEN + json.len() + data_len as usize + 8)
+        .map_err(|e| StorageError::QuotaExceeded(format!("bundle of {data_len} bytes: {e}")))?;
+    out.extend_from_slice(&BUNDLE_MAGIC);
+    out.extend_from_slice(&BUNDLE_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    let digest = index_hash(&out[..24], &json);
+    out.extend_from_slice(&digest);
+    out.extend_from_slice(&json);
+    for c in &index.chunks {
+        let data = chunk_bytes(c)?;
+        if data.len() as u64 != c.size {
+            return Err(StorageError::Integrity(format!(
+                "chunk {} is {} bytes, expected {}",
+                c.hash,
+                data.len(),
+                c.size
+            )));
+        }
+        c.hash.verify(&data, "chunk being exported")?;
+        out.extend_from_slice(&data);
+    }
+    out.extend_from_slice(&BUNDLE_END_MAGIC);
+    Ok(out)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Decodes `bytes` and checks everything that does not depend on a store: the header,
+/// the index hash, every chunk's size and hash, every manifest's hash and structure, that
+/// every manifest chunk is carried with the same size, that every file names a carried
+/// manifest of its size and type, and that names and record ids are unique and valid.
+///
+/// Every failure is [`ErrorKind::Integrity`](crate::ErrorKind::Integrity), except a
+/// well-formed bundle of a newer format version, which is
+/// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
+    if bytes.len() < HEADER_LEN + BUNDLE_END_MAGIC.len() {
+        return Err(integrity(format!(
+            "{} bytes is too short for a bundle",
+            bytes.len()
+        )));
+    }
+    if bytes[..8] != BUNDLE_MAGIC {
+        return Err(integrity("not an Atlas bundle (bad magic)"));
+    }
+    let version = u32_at(bytes, 8);
+    let flags = u32_at(bytes, 12);
+    let index_len = u64_at(bytes, 16);
+    let rest = (bytes.len() - HEADER_LEN - BUNDLE_END_MAGIC.len()) as u64;
+    if index_len > MAX_INDEX_LEN || index_len > rest {
+        return Err(integrity(format!(
+            "index length {index_len} exceeds the limit or the bundle"
+        )));
+    }
+    let index_end = HEADER_LEN + index_len as usize;
+    let index_bytes = &bytes[HEADER_LEN..index_end];
+    if index_hash(&bytes[..24], index_bytes)[..] != bytes[24..56] {
+        return Err(integrity("the header or index does not match its hash"));
+    }
+    if version != BUNDLE_VERSION {
+        return Err(StorageError::unsupported(format!(
+            "Atlas bundle format version {version} (this build reads version {BUNDLE_VERSION})"
+        )));
+    }
+    if flags != 0 {
+        return Err(StorageError::unsupported(format!(
+            "Atlas bundle flags {flags:#x}"
+        )));
+    }
+    if bytes[bytes.len() - 8..] != BUNDLE_END_MAGIC {
+        return Err(integrity("bad end marker (truncated or extended bundle)"));
+    }
+    let index: BundleIndex = serde_json::from_slice(index_bytes)
+        .map_err(|e| integrity(format!("the index is not valid: {e}")))?;
+    if index.format != BUNDLE_FORMAT_NAME || index.version != BUNDLE_VERSION {
+        return Err(integrity(format!(
+            "the index describes {:?} version {}",
+            index.format, index.version
+        )));
+    }
+
+    // Chunks: sizes add up exactly to what follows the index; every hash matches.
+    let data = &bytes[index_end..bytes.len() - 8];
+    let mut chunks = BTreeMap::new();
+    let mut pos = 0usize;
+    for c in &index.chunks {
+        if c.size == 0 || c.size > MAX_CHUNK_SIZE {
+            return Err(integrity(format!("chunk {} has size {}", c.hash, c.size)));
+        }
+        let end = pos
+            .checked_add(c.size as usize)
+            .filter(|&e| e <= data.len())
+            .ok_or_else(|| integrity("the chunks run past the end of the bundle"))?;
+        let slice = &data[pos..end];
+        if ContentHash::of(slice) != c.hash {
+            return Err(integrity(format!("chunk {} does not match its hash", c.hash)));
+        }
+        if chunks.insert(c.hash, slice).is_some() {
+            return Err(integrity(format!("chunk {} is listed twice", c.hash)));
+        }
+        pos = end;
+    }
+    if pos != data.len() {
+        return Err(integrity(format!(
+            "{} bytes follow the last chunk",
+            data.len() - pos
+        )));
+    }
+
+    // Manifests: hash of canonical JSON, structure, every chunk carried with its size.
+    let mut manifests = BTreeMap::new();
+    let mut used = BTreeSet::new();
+    for m in &index.manifests {
+        if m.manifest.hash() != m.hash {
+            return Err(integrity(format!(
+                "manifest {} does not match its hash",
+                m.hash
+            )));
+        }
+        m.manifest
+            .validate()
+            .map_err(|e| integrity(format!("manifest {}: {e}", m.hash)))?;
+        for BlobChunk { hash, size, .. } in &m.manifest.chunks {
+            match chunks.get(hash) {
+                Some(d) if d.len() as u64 == *size => {
+                    used.insert(*hash);
+                }
+                Some(_) => {
+                    return Err(integrity(format!(
+                        "manifest {} gives chunk {hash} a different size",
+                        m.hash
+                    )))
+                }
+                None => {
+                    return Err(integrity(format!(
+                        "manifest {} needs chunk {hash}, which the bundle lacks",
+                        m.hash
+                    )))
+                }
+            }
+        }
+        if manifests.insert(m.hash, &m.manifest).is_some() {
+            return Err(integrity(format!("manifest {} is listed twice", m.hash)));
+        }
+    }
+    if used.len() != chunks.len() {
+        return Err(integrity("the bundle carries chunks no manifest uses"));
+    }
+
+    // Files: valid, unique, and consistent with a carried manifest.
+    let mut names = BTreeSet::new();
+    for f in &index.files {
+        f.validate()
+            .map_err(|e| integrity(format!("file record: {e}")))?;
+        if !names.insert(f.name.as_str()) {
+            return Err(integrity(format!("file {:?} is listed twice", f.name)));
+        }
+        let m = manifests.get(&f.manifest_hash).ok_or_else(|| {
+            integrity(format!(
+                "file {:?} names manifest {}, which the bundle lacks",
+                f.name, f.manifest_hash
+            ))
+        })?;
+        if m.total_size != f.size || m.file_type != f.file_type {
+            return Err(integrity(format!(
+                "file {:?} disagrees with its manifest on size or type",
+                f.name
+            )));
+        }
+    }
+    let mut ids = BTreeSet::new();
+    for p in &index.provenance {
+        p.validate()
+            .map_err(|e| integrity(format!("provenance record: {e}")))?;
+        if !ids.insert(p.id.as_str()) {
+            return Err(integrity(format!(
+                "provenance record {:?} is listed twice",
+                p.id
+            )));
+        }
+    }
+    Ok(DecodedBundle { index, chunks })
+}
