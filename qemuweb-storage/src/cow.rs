@@ -20,6 +20,11 @@ pub trait Overlay {
     /// Size of every block, in bytes (a power of two, at least 512).
     fn block_size(&self) -> u32;
 
+    /// Whether writes are refused (for example another tab holds the disk).
+    fn read_only(&self) -> bool {
+        false
+    }
+
     /// Whether the overlay holds block `index`.
     fn contains(&self, index: u64) -> bool;
 
@@ -241,7 +246,7 @@ impl BlockDevice for CowBlockDevice {
     }
 
     fn read_only(&self) -> bool {
-        false
+        self.overlay.read_only()
     }
 
     async fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -275,6 +280,9 @@ impl BlockDevice for CowBlockDevice {
 
     async fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         check_range(self.size, offset, data.len())?;
+        if self.overlay.read_only() {
+            return Err(StorageError::ReadOnly("the overlay is read-only".into()));
+        }
         let _guard = self.write_lock.lock().await;
         let bs = u64::from(self.block_size);
         let mut block = vec![0u8; self.block_size as usize];

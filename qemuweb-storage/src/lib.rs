@@ -30,6 +30,8 @@ pub mod resolver;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod file;
+#[cfg(target_arch = "wasm32")]
+mod indexeddb;
 
 pub use cow::{CowBlockDevice, MemoryOverlay, Overlay};
 pub use device::{check_range, BlockDevice, DEFAULT_BLOCK_SIZE};
@@ -44,3 +46,6 @@ pub use file::FileBlockDevice;
 mod blob;
 #[cfg(target_arch = "wasm32")]
 pub use blob::BlobBlockDevice;
+
+#[cfg(target_arch = "wasm32")]
+pub use indexeddb::{IndexedDbOptions, IndexedDbOverlay, LockPolicy};

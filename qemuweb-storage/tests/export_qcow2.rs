@@ -1,4 +1,5 @@
 //! Overlays exported as qcow2 are checked and converted by the real `qemu-img`.
+#![cfg(not(target_arch = "wasm32"))]
 
 use futures::executor::block_on;
 use qemuweb_storage::export::qcow2::{export, BackingFile, Qcow2ExportOptions};

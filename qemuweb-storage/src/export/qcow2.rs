@@ -257,7 +257,7 @@ impl<'a> Layout<'a> {
     fn l1_table(&self) -> Vec<u8> {
         let mut t = vec![0u8; (self.l1_clusters * self.cs) as usize];
         for (i, &l1) in self.l2_indices.iter().enumerate() {
-            let entry = (self.l2_start() + i as u64) * self.cs | COPIED;
+            let entry = ((self.l2_start() + i as u64) * self.cs) | COPIED;
             t[l1 as usize * 8..l1 as usize * 8 + 8].copy_from_slice(&entry.to_be_bytes());
         }
         t
@@ -289,7 +289,7 @@ impl<'a> Layout<'a> {
             let mut t = vec![0u8; self.cs as usize];
             while d < self.data.len() && self.data[d] / l2_entries == l1 {
                 let slot = (self.data[d] % l2_entries) as usize * 8;
-                t[slot..slot + 8].copy_from_slice(&(next_data * self.cs | COPIED).to_be_bytes());
+                t[slot..slot + 8].copy_from_slice(&((next_data * self.cs) | COPIED).to_be_bytes());
                 next_data += 1;
                 d += 1;
             }
