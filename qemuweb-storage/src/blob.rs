@@ -14,8 +14,9 @@ use web_sys::Blob;
 ///
 /// ```no_run
 /// use qemuweb_storage::{BlobBlockDevice, BlockDevice};
-/// # async fn demo(file: web_sys::File) {
-/// let disk = BlobBlockDevice::new(file.into());
+/// # async fn demo(file: web_sys::Blob) {
+/// // `file` may be a `web_sys::File`, converted with `.into()`.
+/// let disk = BlobBlockDevice::new(file);
 /// let header = disk.read_vec(0, 512).await.unwrap();
 /// # let _ = header;
 /// # }

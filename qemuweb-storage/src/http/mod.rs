@@ -282,9 +282,12 @@ struct Accepted {
     pin: Option<Pin>,
 }
 
-/// Parses `bytes START-END/TOTAL` (TOTAL may be `*` only when `allow_star`), or
-/// `bytes */TOTAL` for a 416.
-fn parse_content_range(v: &str) -> Option<(Option<(u64, u64)>, Option<u64>)> {
+/// A parsed `Content-Range`: the inclusive byte range (`None` for `*`) and the total
+/// size (`None` for `*`).
+type ContentRange = (Option<(u64, u64)>, Option<u64>);
+
+/// Parses `bytes START-END/TOTAL` or `bytes */TOTAL`; either part may be `*`.
+fn parse_content_range(v: &str) -> Option<ContentRange> {
     let rest = v.trim().strip_prefix("bytes")?;
     let rest = rest.strip_prefix(' ')?.trim_start();
     let (range, total) = rest.split_once('/')?;
