@@ -326,6 +326,8 @@ fn plain_failures_are_typed() {
             small_options().chunk_size(256),
             small_options().max_request(100),
             small_options().max_concurrency(0),
+            small_options().max_request(2 << 30),
+            small_options().timeout(std::time::Duration::ZERO),
         ] {
             let e = HttpBlockDevice::open(&f.server.url_for("disk.img"), bad)
                 .await

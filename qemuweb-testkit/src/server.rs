@@ -40,7 +40,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -661,33 +661,49 @@ fn serve_file(req: &Request, path: &str, root: &Path, state: &State) -> Answer {
         Ok(f) => f,
         Err(a) => return a,
     };
-    let (meta, mut data) = match fs::metadata(&file).and_then(|m| Ok((m, fs::read(&file)?))) {
-        Ok(x) => x,
+    let meta = match fs::metadata(&file) {
+        Ok(m) => m,
         Err(e) => return Answer::simple(500, &format!("{e}\n")),
     };
+    let size = meta.len();
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .unwrap_or_default();
-    let mut etag = format!("\"{:x}-{:x}\"", data.len(), mtime.as_nanos());
+    let mut etag = format!("\"{size:x}-{:x}\"", mtime.as_nanos());
     let mut modified = mtime.as_secs();
+    let mut swapped = false;
     match mode {
         Mode::Status(code, n) if n.is_none_or(|n| count < n) => {
             return Answer::simple(code, "scripted failure\n");
         }
         Mode::Swap(k) if count >= k => {
-            for b in &mut data {
-                *b ^= 0x5a;
-            }
-            etag = format!("\"{:x}-{:x}-swapped\"", data.len(), mtime.as_nanos());
+            swapped = true;
+            etag = format!("\"{size:x}-{:x}-swapped\"", mtime.as_nanos());
             modified += 3600;
         }
         Mode::WeakEtag => etag = format!("W/{etag}"),
         _ => {}
     }
+    let head = req.method == "HEAD";
+    // Reads only the bytes answered (nothing for HEAD), so large images serve quickly.
+    let read = |start: u64, len: u64| -> io::Result<Vec<u8>> {
+        if head {
+            return Ok(Vec::new());
+        }
+        let mut f = fs::File::open(&file)?;
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf)?;
+        if swapped {
+            for b in &mut buf {
+                *b ^= 0x5a;
+            }
+        }
+        Ok(buf)
+    };
     let last_modified = http_date(modified);
-    let size = data.len() as u64;
     let mut headers: Vec<(&'static str, String)> = vec![
         ("Content-Type", "application/octet-stream".into()),
         ("Accept-Ranges", "bytes".into()),
@@ -709,48 +725,45 @@ fn serve_file(req: &Request, path: &str, root: &Path, state: &State) -> Answer {
             range = RangeSpec::None;
         }
     }
-    match range {
-        RangeSpec::None => Answer {
-            status: 200,
-            headers,
-            body: data,
-            cut_after: None,
-        },
+    let (status, start, len) = match range {
+        RangeSpec::None => (200, 0, size),
         RangeSpec::Unsatisfiable => {
             headers.push(("Content-Range", format!("bytes */{size}")));
-            Answer {
-                status: 416,
-                headers,
-                body: vec![],
-                cut_after: None,
-            }
+            (416, 0, 0)
         }
         RangeSpec::Bytes(mut start, mut end) => {
             if mode == Mode::WrongRange && end + 1 < size {
                 start += 1;
                 end += 1;
             }
-            let body = data[start as usize..=end as usize].to_vec();
             headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
-            let mut answer = Answer {
-                status: 206,
-                headers,
-                body,
-                cut_after: None,
-            };
-            match mode {
-                Mode::Truncate(n) if count < n => {
-                    answer.cut_after = Some(answer.body.len() / 2);
-                }
-                Mode::Short(n) if count < n => {
-                    let half = answer.body.len() / 2;
-                    answer.body.truncate(half);
-                }
-                _ => {}
-            }
-            answer
+            (206, start, end - start + 1)
         }
+    };
+    let body = match read(start, len) {
+        Ok(b) => b,
+        Err(e) => return Answer::simple(500, &format!("{e}\n")),
+    };
+    let mut answer = Answer {
+        status,
+        headers,
+        body,
+        cut_after: None,
+    };
+    let half = (len / 2) as usize;
+    match mode {
+        Mode::Truncate(n) if status == 206 && count < n => {
+            // The promised length stays the full one.
+            answer.headers.push(("Content-Length", len.to_string()));
+            answer.cut_after = Some(half);
+        }
+        Mode::Short(n) if status == 206 && count < n => {
+            answer.body.truncate(half);
+            answer.headers.push(("Content-Length", half.to_string()));
+        }
+        _ => answer.headers.push(("Content-Length", len.to_string())),
     }
+    answer
 }
 
 /// Formats seconds since the Unix epoch as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
@@ -799,8 +812,17 @@ mod tests {
     use super::*;
 
     fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+        request(server, "GET", path, headers)
+    }
+
+    fn request(
+        server: &TestServer,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, Vec<u8>) {
         let mut s = TcpStream::connect(server.addr()).unwrap();
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -866,6 +888,21 @@ mod tests {
             &[("Range", "bytes=0-3"), ("If-Range", "\"other\"")],
         );
         assert_eq!((st, body.len()), (200, 5000));
+        let (st, head, body) = request(&server, "HEAD", "/sub/f.bin", &[("Range", "bytes=0-9")]);
+        assert_eq!((st, body.len()), (206, 0));
+        assert_eq!(header(&head, "content-length"), Some("10"));
+        let (st, head, body) = request(&server, "OPTIONS", "/sub/f.bin", &[]);
+        assert_eq!((st, body.len()), (204, 0));
+        assert!(header(&head, "access-control-allow-headers")
+            .unwrap()
+            .contains("If-Range"));
+        assert!(header(&head, "access-control-expose-headers")
+            .unwrap()
+            .contains("Content-Range"));
+        assert_eq!(
+            header(&head, "cross-origin-resource-policy"),
+            Some("cross-origin")
+        );
         for bad in ["/../etc/passwd", "/sub/%2e%2e/%2e%2e/etc/passwd", "/sub/"] {
             let (st, _, _) = get(&server, bad, &[]);
             assert!(st == 403 || st == 404, "{bad}: {st}");

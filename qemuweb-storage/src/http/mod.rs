@@ -54,6 +54,9 @@ pub struct HttpStats {
     pub cache_misses: u64,
 }
 
+/// The largest accepted [`HttpOptions::max_request`]: a request's body is held in memory.
+const MAX_REQUEST_LIMIT: u64 = 1 << 30;
+
 /// Tuning for an [`HttpBlockDevice`]; [`Default`] gives sensible values.
 ///
 /// ```
@@ -79,7 +82,8 @@ pub struct HttpOptions {
     /// How many bytes after the end of a read that misses the cache are fetched in the
     /// same request (default 256 KiB; 0 disables read-ahead).
     pub read_ahead: u64,
-    /// The largest byte range asked for in one request (default 4 MiB; at least one chunk).
+    /// The largest byte range asked for in one request (default 4 MiB; at least one chunk,
+    /// at most 1 GiB).
     pub max_request: u64,
     /// How many requests may be in flight at once (default 4; at least 1).
     pub max_concurrency: usize,
@@ -185,6 +189,12 @@ impl HttpOptions {
             return bad(format!(
                 "max_request {} is smaller than one chunk ({})",
                 self.max_request, self.chunk_size
+            ));
+        }
+        if self.max_request > MAX_REQUEST_LIMIT {
+            return bad(format!(
+                "max_request {} is larger than the limit of {MAX_REQUEST_LIMIT}",
+                self.max_request
             ));
         }
         if self.max_concurrency == 0 {
@@ -815,7 +825,7 @@ impl BlockDevice for HttpBlockDevice {
             let waited = join_all(waits.into_iter().map(|(i, w)| async move { (i, w.await) }));
             let (fetched, waited) = join(fetches, waited).await;
             let mut error = None;
-            for r in fetched {
+            for (r, &(s, n)) in fetched.into_iter().zip(&runs) {
                 match r {
                     Ok(chunks) => {
                         for (i, c) in chunks {
@@ -825,9 +835,11 @@ impl BlockDevice for HttpBlockDevice {
                             }
                         }
                     }
-                    Err(e) => {
+                    // A failed run of read-ahead chunks only is not this read's failure.
+                    Err(e) if s <= last && s + n > first => {
                         error.get_or_insert(e);
                     }
+                    Err(_) => {}
                 }
             }
             drop(guard);
