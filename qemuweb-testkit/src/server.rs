@@ -88,18 +88,35 @@ impl LogEntry {
 
 #[derive(Default)]
 struct State {
-    log: Mutex<Vec<LogEntry>>,
+    /// The log, each entry with its id (for correcting its byte count).
+    log: Mutex<Vec<(u64, LogEntry)>>,
+    next_id: std::sync::atomic::AtomicU64,
     /// GET counters per `token/mode`.
     counters: Mutex<HashMap<String, u64>>,
 }
 
 impl State {
-    fn push(&self, entry: LogEntry) {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock_log(&self) -> std::sync::MutexGuard<'_, Vec<(u64, LogEntry)>> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Logs an entry and returns its id.
+    fn push(&self, entry: LogEntry) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let mut log = self.lock_log();
         if log.len() >= MAX_LOG {
             log.drain(..MAX_LOG / 10);
         }
-        log.push(entry);
+        log.push((id, entry));
+        id
+    }
+
+    /// Corrects the byte count of entry `id` (when a client hung up early).
+    fn set_bytes(&self, id: u64, bytes: u64) {
+        let mut log = self.lock_log();
+        if let Some((_, e)) = log.iter_mut().rev().find(|(i, _)| *i == id) {
+            e.bytes = bytes;
+        }
     }
 
     /// Counts one GET for `key` and returns how many came before it.
@@ -188,10 +205,10 @@ impl TestServer {
     /// A copy of the whole request log.
     pub fn log(&self) -> Vec<LogEntry> {
         self.state
-            .log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .lock_log()
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// The GET requests whose path starts with `prefix` (a path such as `/disk.img`).
@@ -204,11 +221,7 @@ impl TestServer {
 
     /// Empties the request log.
     pub fn clear_log(&self) {
-        self.state
-            .log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.state.lock_log().clear();
     }
 
     /// Blocks the calling thread while the server runs (for the binary).
@@ -407,9 +420,9 @@ fn handle(req: &Request, w: &mut TcpStream, root: &Path, state: &State) -> io::R
                 .find_map(|kv| kv.strip_prefix("prefix="))
                 .map(percent_decode)
                 .unwrap_or_default();
-            let log = state.log.lock().unwrap_or_else(|e| e.into_inner());
+            let log = state.lock_log();
             let mut text = String::new();
-            for e in log.iter().filter(|e| e.path.starts_with(&prefix)) {
+            for (_, e) in log.iter().filter(|(_, e)| e.path.starts_with(&prefix)) {
                 text.push_str(&e.to_line());
                 text.push('\n');
             }
@@ -418,17 +431,31 @@ fn handle(req: &Request, w: &mut TcpStream, root: &Path, state: &State) -> io::R
         "GET" | "HEAD" => serve_file(req, &path, root, state),
         _ => Answer::simple(405, "method not allowed\n"),
     };
-    let written = write_answer(w, &answer, head)?;
-    if path != "/__log" {
+    // Log before answering, so a client that has its answer always finds it in the log.
+    let planned = if head {
+        0
+    } else {
+        answer
+            .cut_after
+            .unwrap_or(usize::MAX)
+            .min(answer.body.len()) as u64
+    };
+    let id = (path != "/__log").then(|| {
         state.push(LogEntry {
             method: req.method.clone(),
             path,
             range: req.header("range").map(str::to_string),
             if_range: req.header("if-range").map(str::to_string),
             status: answer.status,
-            bytes: written,
-        });
+            bytes: planned,
+        })
+    });
+    let result = write_answer(w, &answer, head);
+    let written = *result.as_ref().unwrap_or(&0);
+    if let Some(id) = id.filter(|_| written != planned) {
+        state.set_bytes(id, written);
     }
+    result?;
     Ok(answer.cut_after.is_none())
 }
 
