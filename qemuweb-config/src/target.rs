@@ -158,12 +158,12 @@ impl HostCaps {
     /// Whether a hardware accelerator of this host can run guests of `guest` (an x86_64
     /// host runs x86_64 and i386 guests, an aarch64 host aarch64 guests).
     pub fn can_accelerate(&self, guest: Arch) -> bool {
-        match (self.arch, guest) {
-            (Some(Arch::X86_64), Arch::X86_64 | Arch::I386) => true,
-            (Some(Arch::Aarch64), Arch::Aarch64) => true,
-            (Some(Arch::I386), Arch::I386) => true,
-            _ => false,
-        }
+        matches!(
+            (self.arch, guest),
+            (Some(Arch::X86_64), Arch::X86_64 | Arch::I386)
+                | (Some(Arch::Aarch64), Arch::Aarch64)
+                | (Some(Arch::I386), Arch::I386)
+        )
     }
 }
 

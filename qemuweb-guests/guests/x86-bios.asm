@@ -218,6 +218,7 @@ disk_error:
 ; AH = 0x42 (read) or 0x43 (write) one sector [cur_lba] <-> SECTOR_BUF. CF on error.
 disk_io:
     push ax
+    mov word [dap_io + 2], 1    ; the BIOS leaves the count it transferred here
     mov eax, [cur_lba]
     mov [dap_io + 8], eax
     mov dword [dap_io + 12], 0

@@ -68,6 +68,9 @@ pub const X86_CODE_SECTORS: u64 = 16;
 pub const X86_DATA_START_LBA: u64 = 64;
 /// Sectors in the disk image made by [`x86_bios_disk`] (4 MiB).
 pub const X86_DISK_SECTORS: u64 = 8192;
+// The guest's code must stay out of the sectors `write` may change.
+const _: () = assert!(X86_CODE_SECTORS <= X86_DATA_START_LBA);
+
 /// The guest physical address the aarch64 image runs at on `virt` (RAM base + `text_offset`).
 pub const AARCH64_LOAD_ADDRESS: u64 = 0x4008_0000;
 
@@ -244,7 +247,6 @@ mod tests {
         let code = x86_boot_code();
         assert_eq!(code.len(), X86_CODE_SECTORS as usize * SECTOR_SIZE);
         assert_eq!(&code[510..512], &[0x55, 0xaa]);
-        assert!(X86_CODE_SECTORS <= X86_DATA_START_LBA);
         let text = String::from_utf8_lossy(code);
         assert!(text.contains(X86_BANNER));
     }
