@@ -91,9 +91,16 @@ summary="$(awk '
 ' "$out" | sort)"
 echo "browser-tests: passed per browser test file:"
 echo "${summary:-  (none)}" | sed 's/^/  /'
+# Without arguments every tests/web_*.rs must have run; with a filter (e.g.
+# `--test web_http`) every browser test file cargo ran.
+if [[ $# -eq 0 ]]; then
+    expected="$(cd qemuweb-storage/tests && ls web_*.rs)"
+else
+    expected="$(sed -n 's|^ *Running tests/\(web_[^ ]*\.rs\) .*|\1|p' "$out" | sort -u)"
+    [[ -n "$expected" ]] || { echo "browser-tests: no browser test file ran" >&2; status=1; }
+fi
 total=0
-for f in qemuweb-storage/tests/web_*.rs; do
-    name="$(basename "$f")"
+for name in $expected; do
     n="$(echo "$summary" | awk -v f="$name" '$1 == f { print $2 }')"
     if [[ -z "$n" || "$n" -eq 0 ]]; then
         echo "browser-tests: no test passed in $name" >&2

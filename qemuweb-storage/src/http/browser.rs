@@ -91,7 +91,13 @@ impl Transport {
         let work = Box::pin(async move {
             let response: Response = JsFuture::from(promise)
                 .await
-                .map_err(|e| FetchError::Transient(describe(&e)))?
+                .map_err(|e| {
+                    FetchError::Transient(format!(
+                        "{} (a network failure, or a cross-origin server that does not allow \
+                         this origin with CORS)",
+                        describe(&e)
+                    ))
+                })?
                 .dyn_into()
                 .map_err(|e| browser("fetch result", e))?;
             let h = response.headers();

@@ -343,7 +343,11 @@ fn check(url: &str, exp: &Expect<'_>, mut r: RawResponse) -> Result<Accepted, Fa
     match r.status {
         206 => {
             let Some(cr) = r.content_range.as_deref() else {
-                return Err(bad("a 206 answer without Content-Range".into()));
+                return Err(bad(
+                    "a 206 answer without Content-Range (a cross-origin server \
+                     must list it in Access-Control-Expose-Headers)"
+                        .into(),
+                ));
             };
             let (range, total) = match parse_content_range(cr) {
                 Some((Some(range), Some(total))) => (range, total),
