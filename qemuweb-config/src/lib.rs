@@ -34,6 +34,8 @@ mod target;
 mod types;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
+#[cfg(target_arch = "wasm32")]
+pub use wasm::{build_qemu_args_js, default_profiles_js};
 
 pub use builder::{build_qemu_args, overlay_create_args};
 pub use error::{ConfigError, ErrorKind};
