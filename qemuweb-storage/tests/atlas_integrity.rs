@@ -1,5 +1,6 @@
 //! Atlas tamper detection on read: corrupted, truncated, swapped or missing blobs and
 //! records in the directory backend fail with `ErrorKind::Integrity`, never return data.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod atlas_common;
 
@@ -16,7 +17,11 @@ async fn setup(dir: &TempDir) -> (AtlasStore<DirAtlasBackend>, Vec<u8>, FileMani
         .unwrap();
     let data = Rng(11).bytes(3 * CHUNK as usize + 123);
     store
-        .store_file("disk.img", &data, StoreOptions::new(ManifestType::Raw, FileOrigin::Downloaded))
+        .store_file(
+            "disk.img",
+            &data,
+            StoreOptions::new(ManifestType::Raw, FileOrigin::Downloaded),
+        )
         .await
         .unwrap();
     let manifest = store.file_manifest("disk.img").await.unwrap();
@@ -42,8 +47,14 @@ fn a_flipped_bit_in_a_blob_file_fails_reads_and_verification() {
         let e = store.read_file("disk.img").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
         assert!(e.to_string().contains(&victim.hash.to_string()), "{e}");
-        assert_eq!(store.verify_file("disk.img").await.unwrap_err().kind(), ErrorKind::Integrity);
-        assert_eq!(store.get_blob(&victim.hash).await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.verify_file("disk.img").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
+        assert_eq!(
+            store.get_blob(&victim.hash).await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         // The device fails exactly the reads that touch the bad chunk.
         let e = dev.read_vec(CHUNK + 5, 10).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Integrity);
@@ -51,15 +62,24 @@ fn a_flipped_bit_in_a_blob_file_fails_reads_and_verification() {
         assert_eq!(e.kind(), ErrorKind::Integrity);
         assert_eq!(dev.read_vec(10, 10).await.unwrap(), &data[10..20]);
         let c2 = 2 * CHUNK as usize;
-        assert_eq!(dev.read_vec(c2 as u64, 50).await.unwrap(), &data[c2..c2 + 50]);
+        assert_eq!(
+            dev.read_vec(c2 as u64, 50).await.unwrap(),
+            &data[c2..c2 + 50]
+        );
         // A freshly opened device does too.
         let fresh = store.open_device("disk.img").await.unwrap();
-        assert_eq!(fresh.read_vec(CHUNK, 1).await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            fresh.read_vec(CHUNK, 1).await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
 
         // Restoring the byte heals it: nothing bad was cached.
         bytes[17] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(dev.read_vec(CHUNK + 5, 10).await.unwrap(), &data[CHUNK as usize + 5..CHUNK as usize + 15]);
+        assert_eq!(
+            dev.read_vec(CHUNK + 5, 10).await.unwrap(),
+            &data[CHUNK as usize + 5..CHUNK as usize + 15]
+        );
         assert_eq!(store.read_file("disk.img").await.unwrap(), data);
     });
 }
@@ -75,21 +95,33 @@ fn truncated_swapped_and_missing_blobs_are_integrity_errors() {
 
         // Truncated.
         std::fs::write(&p0, &original0[..100]).unwrap();
-        assert_eq!(store.read_file("disk.img").await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.read_file("disk.img").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         // Same length, other content: a blob swapped for another chunk's bytes.
         let mut swapped = std::fs::read(&p3).unwrap();
         swapped.resize(original0.len(), 0);
         std::fs::write(&p0, &swapped).unwrap();
-        assert_eq!(store.read_file("disk.img").await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.read_file("disk.img").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         let dev = store.open_device("disk.img").await.unwrap();
-        assert_eq!(dev.read_vec(0, 1).await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            dev.read_vec(0, 1).await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         // Missing.
         std::fs::remove_file(&p0).unwrap();
         let e = store.read_file("disk.img").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Integrity);
         assert!(e.to_string().contains("missing"), "{e}");
-        assert_eq!(dev.read_vec(0, 1).await.unwrap_err().kind(), ErrorKind::Integrity);
-        // Storing the content again repairs the store (the blob is rewritten).
+        assert_eq!(
+            dev.read_vec(0, 1).await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
+        // Putting the original bytes back heals it.
         std::fs::write(&p0, &original0).unwrap();
         store.verify_file("disk.img").await.unwrap();
     });
@@ -108,43 +140,86 @@ fn tampered_manifest_and_file_records_are_integrity_errors() {
         let mut edited = manifest.clone();
         edited.chunks[0].hash = manifest.chunks[1].hash;
         let json = String::from_utf8(edited.to_json()).unwrap();
-        backend.put_record(RecordTable::Manifests, &key, &json).await.unwrap();
+        backend
+            .put_record(RecordTable::Manifests, &key, &json)
+            .await
+            .unwrap();
         let e = store.read_file("disk.img").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
-        assert_eq!(store.open_device("disk.img").await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.open_device("disk.img").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         // Garbage where the manifest was.
-        backend.put_record(RecordTable::Manifests, &key, "]]").await.unwrap();
-        assert_eq!(store.read_file("disk.img").await.unwrap_err().kind(), ErrorKind::Integrity);
+        backend
+            .put_record(RecordTable::Manifests, &key, "]]")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.read_file("disk.img").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         // Restore it; then break the file record instead.
         let good = String::from_utf8(manifest.to_json()).unwrap();
-        backend.put_record(RecordTable::Manifests, &key, &good).await.unwrap();
+        backend
+            .put_record(RecordTable::Manifests, &key, &good)
+            .await
+            .unwrap();
         store.verify_file("disk.img").await.unwrap();
 
         let mut lying = meta.clone();
         lying.size += 1;
         backend
-            .put_record(RecordTable::Files, "disk.img", &serde_json::to_string(&lying).unwrap())
+            .put_record(
+                RecordTable::Files,
+                "disk.img",
+                &serde_json::to_string(&lying).unwrap(),
+            )
             .await
             .unwrap();
-        assert_eq!(store.read_file("disk.img").await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.read_file("disk.img").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         let mut renamed = meta.clone();
         renamed.name = "other.img".into();
         backend
-            .put_record(RecordTable::Files, "disk.img", &serde_json::to_string(&renamed).unwrap())
+            .put_record(
+                RecordTable::Files,
+                "disk.img",
+                &serde_json::to_string(&renamed).unwrap(),
+            )
             .await
             .unwrap();
-        assert_eq!(store.file("disk.img").await.unwrap_err().kind(), ErrorKind::Integrity);
-        backend.put_record(RecordTable::Files, "disk.img", "{}").await.unwrap();
         assert_eq!(
-            store.list_files(&FileFilter::default()).await.unwrap_err().kind(),
+            store.file("disk.img").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
+        backend
+            .put_record(RecordTable::Files, "disk.img", "{}")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .list_files(&FileFilter::default())
+                .await
+                .unwrap_err()
+                .kind(),
             ErrorKind::Integrity
         );
 
         // The directory backend's record envelope is checked too.
         let files_dir = dir.0.join("files");
-        let entry = std::fs::read_dir(&files_dir).unwrap().next().unwrap().unwrap();
+        let entry = std::fs::read_dir(&files_dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
         std::fs::write(entry.path(), b"not an envelope").unwrap();
-        assert_eq!(store.file("disk.img").await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.file("disk.img").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
     });
 }
 
@@ -153,12 +228,24 @@ fn a_corrupted_blob_in_the_memory_backend_is_caught_too() {
     block_on(async {
         let backend = MemoryAtlasBackend::new();
         let store = AtlasStore::new(backend.clone()).with_chunk_size(8).unwrap();
-        store.store_file("f", b"0123456789abcdef", StoreOptions::default()).await.unwrap();
+        store
+            .store_file("f", b"0123456789abcdef", StoreOptions::default())
+            .await
+            .unwrap();
         let m = store.file_manifest("f").await.unwrap();
-        backend.put_blob(&m.chunks[1].hash, b"89abcdeF").await.unwrap();
-        assert_eq!(store.read_file("f").await.unwrap_err().kind(), ErrorKind::Integrity);
+        backend
+            .put_blob(&m.chunks[1].hash, b"89abcdeF")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.read_file("f").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         let dev = store.open_device("f").await.unwrap();
         assert_eq!(dev.read_vec(0, 8).await.unwrap(), b"01234567");
-        assert_eq!(dev.read_vec(7, 2).await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            dev.read_vec(7, 2).await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
     });
 }

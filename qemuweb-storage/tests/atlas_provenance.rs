@@ -1,5 +1,6 @@
 //! Atlas provenance: records, chains over a DAG, and detection of missing parents,
 //! cycles and forged records.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod atlas_common;
 
@@ -44,7 +45,10 @@ fn linear_chain_reads_newest_to_oldest() {
         assert_eq!(ids(&chain), ["build", "convert", "download"]);
         assert_eq!(chain[0], build);
         assert_eq!(chain[2], dl);
-        assert_eq!(ids(&store.provenance_chain("download").await.unwrap()), ["download"]);
+        assert_eq!(
+            ids(&store.provenance_chain("download").await.unwrap()),
+            ["download"]
+        );
         assert_eq!(
             store.provenance_chain("nope").await.unwrap_err().kind(),
             ErrorKind::NotFound
@@ -53,7 +57,10 @@ fn linear_chain_reads_newest_to_oldest() {
         // A file can point at its record; the JSON uses the web app's field names.
         let mut o = StoreOptions::new(ManifestType::Qcow2, FileOrigin::Built);
         o.provenance_id = Some("build".into());
-        let f = store.store_file("built.qcow2", b"base image", o).await.unwrap();
+        let f = store
+            .store_file("built.qcow2", b"base image", o)
+            .await
+            .unwrap();
         assert_eq!(f.provenance_id.as_deref(), Some("build"));
         let json = serde_json::to_value(&f).unwrap();
         assert_eq!(json["manifestHash"], f.manifest_hash.to_string());
@@ -121,8 +128,8 @@ fn add_refuses_missing_parents_self_parents_and_conflicting_ids() {
         );
         assert!(store.provenance("orphan").await.unwrap().is_none());
 
-        let selfish = ProvenanceRecord::new("me", m, ProvenanceType::Derive, Actor::User)
-            .with_parent("me");
+        let selfish =
+            ProvenanceRecord::new("me", m, ProvenanceType::Derive, Actor::User).with_parent("me");
         assert_eq!(
             store.add_provenance(selfish).await.unwrap_err().kind(),
             ErrorKind::InvalidArgument
@@ -147,7 +154,12 @@ fn add_refuses_missing_parents_self_parents_and_conflicting_ids() {
         );
         assert_eq!(
             store
-                .add_provenance(ProvenanceRecord::new("", m, ProvenanceType::Create, Actor::User))
+                .add_provenance(ProvenanceRecord::new(
+                    "",
+                    m,
+                    ProvenanceType::Create,
+                    Actor::User
+                ))
                 .await
                 .unwrap_err()
                 .kind(),
@@ -183,12 +195,18 @@ fn chain_detects_cycles_in_stored_records() {
         let store = AtlasStore::new(backend.clone());
         let m = ContentHash::of(b"m");
         store
-            .add_provenance(ProvenanceRecord::new("start", m, ProvenanceType::Create, Actor::User))
+            .add_provenance(ProvenanceRecord::new(
+                "start",
+                m,
+                ProvenanceType::Create,
+                Actor::User,
+            ))
             .await
             .unwrap();
         store
             .add_provenance(
-                ProvenanceRecord::new("x", m, ProvenanceType::Derive, Actor::User).with_parent("start"),
+                ProvenanceRecord::new("x", m, ProvenanceType::Derive, Actor::User)
+                    .with_parent("start"),
             )
             .await
             .unwrap();
@@ -198,11 +216,15 @@ fn chain_detects_cycles_in_stored_records() {
             )
             .await
             .unwrap();
-        assert_eq!(ids(&store.provenance_chain("y").await.unwrap()), ["y", "x", "start"]);
+        assert_eq!(
+            ids(&store.provenance_chain("y").await.unwrap()),
+            ["y", "x", "start"]
+        );
         // Rewrite "start" so that it descends from "y": start -> y -> x -> start.
         raw_put(
             &backend,
-            &ProvenanceRecord::new("start", m, ProvenanceType::Create, Actor::User).with_parent("y"),
+            &ProvenanceRecord::new("start", m, ProvenanceType::Create, Actor::User)
+                .with_parent("y"),
         )
         .await;
         for id in ["y", "x", "start"] {
@@ -211,14 +233,25 @@ fn chain_detects_cycles_in_stored_records() {
             assert!(e.to_string().contains("cycle"), "{e}");
         }
         // A two-node cycle, and a cycle reached only through a side branch.
-        raw_put(&backend, &ProvenanceRecord::new("p", m, ProvenanceType::Derive, Actor::User).with_parent("q")).await;
-        raw_put(&backend, &ProvenanceRecord::new("q", m, ProvenanceType::Derive, Actor::User).with_parent("p")).await;
+        raw_put(
+            &backend,
+            &ProvenanceRecord::new("p", m, ProvenanceType::Derive, Actor::User).with_parent("q"),
+        )
+        .await;
+        raw_put(
+            &backend,
+            &ProvenanceRecord::new("q", m, ProvenanceType::Derive, Actor::User).with_parent("p"),
+        )
+        .await;
         raw_put(
             &backend,
             &ProvenanceRecord::new("side", m, ProvenanceType::Derive, Actor::User).with_parent("p"),
         )
         .await;
-        assert_eq!(store.provenance_chain("side").await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.provenance_chain("side").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
     });
 }
 
@@ -229,35 +262,68 @@ fn chain_detects_missing_parents_and_forged_records() {
         let store = AtlasStore::new(backend.clone());
         let m = ContentHash::of(b"m");
         store
-            .add_provenance(ProvenanceRecord::new("root", m, ProvenanceType::Create, Actor::User))
+            .add_provenance(ProvenanceRecord::new(
+                "root",
+                m,
+                ProvenanceType::Create,
+                Actor::User,
+            ))
             .await
             .unwrap();
         store
             .add_provenance(
-                ProvenanceRecord::new("child", m, ProvenanceType::Derive, Actor::User).with_parent("root"),
+                ProvenanceRecord::new("child", m, ProvenanceType::Derive, Actor::User)
+                    .with_parent("root"),
             )
             .await
             .unwrap();
-        backend.delete_record(RecordTable::Provenance, "root").await.unwrap();
+        backend
+            .delete_record(RecordTable::Provenance, "root")
+            .await
+            .unwrap();
         let e = store.provenance_chain("child").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Integrity);
         assert!(e.to_string().contains("missing parent"), "{e}");
 
         // A record filed under another id, and one that is not JSON.
-        raw_put(&backend, &ProvenanceRecord::new("root", m, ProvenanceType::Create, Actor::User)).await;
+        raw_put(
+            &backend,
+            &ProvenanceRecord::new("root", m, ProvenanceType::Create, Actor::User),
+        )
+        .await;
         let forged = ProvenanceRecord::new("imposter", m, ProvenanceType::Create, Actor::User);
         backend
-            .put_record(RecordTable::Provenance, "root", &serde_json::to_string(&forged).unwrap())
+            .put_record(
+                RecordTable::Provenance,
+                "root",
+                &serde_json::to_string(&forged).unwrap(),
+            )
             .await
             .unwrap();
-        assert_eq!(store.provenance_chain("child").await.unwrap_err().kind(), ErrorKind::Integrity);
-        backend.put_record(RecordTable::Provenance, "root", "{not json").await.unwrap();
-        assert_eq!(store.provenance("root").await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.provenance_chain("child").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         backend
-            .put_record(RecordTable::Provenance, "root", r#"{"id":"root","manifestHash":"sha256:zz","type":"create","actor":"user"}"#)
+            .put_record(RecordTable::Provenance, "root", "{not json")
             .await
             .unwrap();
-        assert_eq!(store.provenance("root").await.unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            store.provenance("root").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
+        backend
+            .put_record(
+                RecordTable::Provenance,
+                "root",
+                r#"{"id":"root","manifestHash":"sha256:zz","type":"create","actor":"user"}"#,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.provenance("root").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
     });
 }
 
@@ -268,19 +334,32 @@ fn long_chains_do_not_overflow_the_stack() {
         let m = ContentHash::of(b"m");
         let n = 5000;
         store
-            .add_provenance(ProvenanceRecord::new("r0", m, ProvenanceType::Create, Actor::System))
+            .add_provenance(ProvenanceRecord::new(
+                "r0",
+                m,
+                ProvenanceType::Create,
+                Actor::System,
+            ))
             .await
             .unwrap();
         for i in 1..n {
             store
                 .add_provenance(
-                    ProvenanceRecord::new(format!("r{i}"), m, ProvenanceType::Modify, Actor::System)
-                        .with_parent(format!("r{}", i - 1)),
+                    ProvenanceRecord::new(
+                        format!("r{i}"),
+                        m,
+                        ProvenanceType::Modify,
+                        Actor::System,
+                    )
+                    .with_parent(format!("r{}", i - 1)),
                 )
                 .await
                 .unwrap();
         }
-        let chain = store.provenance_chain(&format!("r{}", n - 1)).await.unwrap();
+        let chain = store
+            .provenance_chain(&format!("r{}", n - 1))
+            .await
+            .unwrap();
         assert_eq!(chain.len(), n);
         assert_eq!(chain[n - 1].id, "r0");
     });

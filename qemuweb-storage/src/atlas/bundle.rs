@@ -97,6 +97,14 @@ fn integrity(msg: impl Into<String>) -> StorageError {
     StorageError::Integrity(format!("bundle rejected: {}", msg.into()))
 }
 
+/// The message of an error, without the "integrity check failed" style prefix of its kind.
+pub(crate) fn detail(e: &StorageError) -> String {
+    match e {
+        StorageError::Integrity(m) | StorageError::InvalidArgument(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn index_hash(header: &[u8], index: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(header);
@@ -104,12 +112,11 @@ fn index_hash(header: &[u8], index: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Encodes a bundle from its index and a source of chunk bytes (called once per chunk of
-/// `index.chunks`, in order).
-pub fn encode(
-    index: &BundleIndex,
-    mut chunk_bytes: impl FnMut(&BundleChunk) -> Result<Vec<u8>>,
-) -> Result<Vec<u8>> {
+/// Encodes the head of a bundle (header and index) for `index`; the chunks' bytes, in
+/// the order of `index.chunks`, and then [`BUNDLE_END_MAGIC`] must follow.
+///
+/// Also returns the total length the finished bundle will have.
+pub fn encode_head(index: &BundleIndex) -> Result<(Vec<u8>, u64)> {
     let json = serde_json::to_vec(index)
         .map_err(|e| StorageError::InvalidArgument(format!("bundle index: {e}")))?;
     if json.len() as u64 > MAX_INDEX_LEN {
@@ -118,10 +125,15 @@ pub fn encode(
             json.len()
         )));
     }
-    let data_len: u64 = index.chunks.iter().map(|c| c.size).sum();
-    let mut out = Vec::new();
-    out.try_reserve(HEADER_LEN + json.len() + data_len as usize + 8)
-        .map_err(|e| StorageError::QuotaExceeded(format!("bundle of {data_len} bytes: {e}")))?;
+    let data_len = index
+        .chunks
+        .iter()
+        .try_fold(0u64, |acc, c| acc.checked_add(c.size))
+        .ok_or_else(|| StorageError::InvalidArgument("chunk sizes overflow".into()))?;
+    let total = (HEADER_LEN as u64 + json.len() as u64 + 8)
+        .checked_add(data_len)
+        .ok_or_else(|| StorageError::InvalidArgument("bundle size overflows".into()))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + json.len());
     out.extend_from_slice(&BUNDLE_MAGIC);
     out.extend_from_slice(&BUNDLE_VERSION.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
@@ -129,21 +141,51 @@ pub fn encode(
     let digest = index_hash(&out[..24], &json);
     out.extend_from_slice(&digest);
     out.extend_from_slice(&json);
+    Ok((out, total))
+}
+
+/// Encodes a whole bundle in memory from its index and a source of chunk bytes (called
+/// once per chunk of `index.chunks`, in order; each result is checked against the chunk's
+/// hash and size).
+pub fn encode(
+    index: &BundleIndex,
+    mut chunk_bytes: impl FnMut(&BundleChunk) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    let (mut out, total) = encode_head(index)?;
+    reserve_total(&mut out, total)?;
     for c in &index.chunks {
         let data = chunk_bytes(c)?;
-        if data.len() as u64 != c.size {
-            return Err(StorageError::Integrity(format!(
-                "chunk {} is {} bytes, expected {}",
-                c.hash,
-                data.len(),
-                c.size
-            )));
-        }
-        c.hash.verify(&data, "chunk being exported")?;
-        out.extend_from_slice(&data);
+        append_chunk(&mut out, c, &data)?;
     }
     out.extend_from_slice(&BUNDLE_END_MAGIC);
     Ok(out)
+}
+
+/// Reserves room for a bundle of `total` bytes, failing cleanly when memory is short.
+pub(crate) fn reserve_total(out: &mut Vec<u8>, total: u64) -> Result<()> {
+    let extra = usize::try_from(total)
+        .ok()
+        .and_then(|t| t.checked_sub(out.len()))
+        .ok_or_else(|| {
+            StorageError::InvalidArgument(format!("a bundle of {total} bytes is too large"))
+        })?;
+    out.try_reserve_exact(extra)
+        .map_err(|e| StorageError::QuotaExceeded(format!("a bundle of {total} bytes: {e}")))
+}
+
+/// Appends one chunk's bytes after checking them against `c`.
+pub(crate) fn append_chunk(out: &mut Vec<u8>, c: &BundleChunk, data: &[u8]) -> Result<()> {
+    if data.len() as u64 != c.size {
+        return Err(StorageError::Integrity(format!(
+            "chunk {} is {} bytes, expected {}",
+            c.hash,
+            data.len(),
+            c.size
+        )));
+    }
+    c.hash.verify(data, "chunk being exported")?;
+    out.extend_from_slice(data);
+    Ok(())
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -226,7 +268,10 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
             .ok_or_else(|| integrity("the chunks run past the end of the bundle"))?;
         let slice = &data[pos..end];
         if ContentHash::of(slice) != c.hash {
-            return Err(integrity(format!("chunk {} does not match its hash", c.hash)));
+            return Err(integrity(format!(
+                "chunk {} does not match its hash",
+                c.hash
+            )));
         }
         if chunks.insert(c.hash, slice).is_some() {
             return Err(integrity(format!("chunk {} is listed twice", c.hash)));
@@ -252,7 +297,7 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
         }
         m.manifest
             .validate()
-            .map_err(|e| integrity(format!("manifest {}: {e}", m.hash)))?;
+            .map_err(|e| integrity(format!("manifest {}: {}", m.hash, detail(&e))))?;
         for BlobChunk { hash, size, .. } in &m.manifest.chunks {
             match chunks.get(hash) {
                 Some(d) if d.len() as u64 == *size => {
@@ -284,7 +329,7 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
     let mut names = BTreeSet::new();
     for f in &index.files {
         f.validate()
-            .map_err(|e| integrity(format!("file record: {e}")))?;
+            .map_err(|e| integrity(format!("file record: {}", detail(&e))))?;
         if !names.insert(f.name.as_str()) {
             return Err(integrity(format!("file {:?} is listed twice", f.name)));
         }
@@ -304,7 +349,7 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
     let mut ids = BTreeSet::new();
     for p in &index.provenance {
         p.validate()
-            .map_err(|e| integrity(format!("provenance record: {e}")))?;
+            .map_err(|e| integrity(format!("provenance record: {}", detail(&e))))?;
         if !ids.insert(p.id.as_str()) {
             return Err(integrity(format!(
                 "provenance record {:?} is listed twice",

@@ -112,10 +112,7 @@ impl<B: AtlasBackend> BlockDevice for AtlasBlockDevice<B> {
         while done < buf.len() {
             let pos = offset + done as u64;
             let index = self.manifest.chunk_index(pos).ok_or_else(|| {
-                StorageError::Integrity(format!(
-                    "no chunk of {:?} covers offset {pos}",
-                    self.name
-                ))
+                StorageError::Integrity(format!("no chunk of {:?} covers offset {pos}", self.name))
             })?;
             let chunk = self.chunk(index).await?;
             let within = (pos - self.manifest.chunks[index].offset) as usize;

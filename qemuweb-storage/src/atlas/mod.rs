@@ -62,9 +62,9 @@ pub use device::{AtlasBlockDevice, DEFAULT_CACHED_CHUNKS};
 pub use memory::MemoryAtlasBackend;
 pub use store::{AtlasStore, MAX_PROVENANCE_CHAIN};
 pub use types::{
-    Actor, BlobChunk, BuildInfo, ContentHash, FileFilter, FileManifest, FileMetadata,
-    FileOrigin, ImportResult, ManifestType, ProvenanceRecord, ProvenanceType, StoreOptions,
-    VerifyReport, DEFAULT_CHUNK_SIZE, MANIFEST_VERSION, MAX_CHUNK_SIZE, MAX_NAME_LEN,
+    Actor, BlobChunk, BuildInfo, ContentHash, FileFilter, FileManifest, FileMetadata, FileOrigin,
+    ImportResult, ManifestType, ProvenanceRecord, ProvenanceType, StoreOptions, VerifyReport,
+    DEFAULT_CHUNK_SIZE, MANIFEST_VERSION, MAX_CHUNK_SIZE, MAX_NAME_LEN,
 };
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -121,7 +121,7 @@ impl<B: AtlasBackend> AtlasStore<B> {
     pub async fn put_manifest(&self, manifest: &FileManifest) -> Result<ContentHash> {
         manifest
             .validate()
-            .map_err(|e| StorageError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| StorageError::InvalidArgument(bundle::detail(&e)))?;
         for c in &manifest.chunks {
             if !self.backend.has_blob(&c.hash).await? {
                 return Err(not_found(format!("chunk {} of the manifest", c.hash)));
@@ -347,9 +347,7 @@ impl<B: AtlasBackend> AtlasStore<B> {
     pub async fn read_file(&self, name: &str) -> Result<Vec<u8>> {
         let manifest = self.file_manifest(name).await?;
         let total = usize::try_from(manifest.total_size).map_err(|_| {
-            StorageError::InvalidArgument(format!(
-                "file {name:?} is too large to read into memory"
-            ))
+            StorageError::InvalidArgument(format!("file {name:?} is too large to read into memory"))
         })?;
         let mut out = Vec::new();
         out.try_reserve_exact(total).map_err(|e| {
@@ -588,23 +586,20 @@ impl<B: AtlasBackend> AtlasStore<B> {
             files,
             provenance: ordered,
         };
-        // Chunks are read (and verified) one at a time while encoding.
-        let mut datas = Vec::with_capacity(index.chunks.len());
+        // Chunks are read (and verified) one at a time, straight into the output.
+        let (mut out, total) = bundle::encode_head(&index)?;
+        bundle::reserve_total(&mut out, total)?;
         for c in &index.chunks {
-            datas.push(
-                self.read_chunk(&BlobChunk {
-                    hash: c.hash,
-                    offset: 0,
-                    size: c.size,
-                })
-                .await?,
-            );
+            let chunk = BlobChunk {
+                hash: c.hash,
+                offset: 0,
+                size: c.size,
+            };
+            let data = self.read_chunk(&chunk).await?;
+            bundle::append_chunk(&mut out, c, &data)?;
         }
-        let mut it = datas.into_iter();
-        bundle::encode(&index, |_| {
-            it.next()
-                .ok_or_else(|| StorageError::InvalidArgument("chunk list changed".into()))
-        })
+        out.extend_from_slice(&bundle::BUNDLE_END_MAGIC);
+        Ok(out)
     }
 
     /// Imports a bundle made by [`export_bundle`](Self::export_bundle).
@@ -664,8 +659,9 @@ impl<B: AtlasBackend> AtlasStore<B> {
             graph.insert(p, rec);
         }
         for rec in &index.provenance {
-            topo_children_first(&rec.id, &graph)
-                .map_err(|e| StorageError::Integrity(format!("bundle rejected: {e}")))?;
+            topo_children_first(&rec.id, &graph).map_err(|e| {
+                StorageError::Integrity(format!("bundle rejected: {}", bundle::detail(&e)))
+            })?;
         }
         for f in &index.files {
             if let Some(id) = &f.provenance_id {

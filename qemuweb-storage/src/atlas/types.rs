@@ -236,7 +236,10 @@ impl FileManifest {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(StorageError::Integrity(format!("invalid manifest: {m}")));
         if self.version != MANIFEST_VERSION {
-            return bad(format!("version {} (expected {MANIFEST_VERSION})", self.version));
+            return bad(format!(
+                "version {} (expected {MANIFEST_VERSION})",
+                self.version
+            ));
         }
         let mut expected = 0u64;
         for (i, c) in self.chunks.iter().enumerate() {
