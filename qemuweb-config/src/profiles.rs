@@ -318,6 +318,17 @@ impl ProfileSet {
 
     /// Parses a profile from JSON (the reference design's camelCase form) and adds it.
     ///
+    /// ```
+    /// let mut set = qemuweb_config::ProfileSet::new();
+    /// set.insert_json(r#"{
+    ///     "id": "my-custom-profile", "name": "My Custom VM", "description": "",
+    ///     "arch": "x86_64", "machine": "pc", "cpu": "qemu64", "memoryMiB": 1024, "smp": 2,
+    ///     "supportsGraphics": false, "defaultArgs": ["-enable-kvm"], "requiresKernel": false,
+    ///     "devices": { "diskInterface": "virtio-blk", "net": "user", "serial": "stdio" }
+    /// }"#).unwrap();
+    /// assert_eq!(set.get("my-custom-profile").unwrap().memory_mib, 1024);
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Json`](crate::ErrorKind::Json) for malformed JSON, else as

@@ -125,18 +125,8 @@ pub struct VmDevices {
 /// A machine the user can pick: arch, machine type, CPU, memory and devices.
 ///
 /// The serialized form uses the reference design's camelCase names (`memoryMiB`,
-/// `supportsGraphics`, ...), so TypeScript code reads and writes the same objects.
-///
-/// ```
-/// let profile: qemuweb_config::VmProfile = serde_json::from_str(r#"{
-///     "id": "my-custom-profile", "name": "My Custom VM", "description": "",
-///     "arch": "x86_64", "machine": "pc", "cpu": "qemu64", "memoryMiB": 1024, "smp": 2,
-///     "supportsGraphics": false, "defaultArgs": ["-enable-kvm"], "requiresKernel": false,
-///     "devices": { "diskInterface": "virtio-blk", "net": "user", "serial": "stdio" }
-/// }"#).unwrap();
-/// assert_eq!(profile.memory_mib, 1024);
-/// assert!(qemuweb_config::validate_profile(&profile).is_ok());
-/// ```
+/// `supportsGraphics`, ...), so TypeScript code reads and writes the same objects; see
+/// [`ProfileSet::insert_json`](crate::ProfileSet::insert_json) for a custom profile in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Tsify)]
 #[serde(rename_all = "camelCase")]
 pub struct VmProfile {

@@ -213,6 +213,29 @@ fn aarch64_virt_nographic_boots_and_echoes() {
 }
 
 #[test]
+fn aarch64_two_vcpus() {
+    let dir = TempDir::new("aarch64-smp");
+    let kernel = dir.join("aarch64-virt.img");
+    std::fs::write(&kernel, qemuweb_guests::aarch64_virt_kernel()).unwrap();
+    let inputs = VmInputs {
+        kernel: Some(ImageSource::file(kernel.to_str().unwrap())),
+        ..VmInputs::default()
+    };
+    let overrides = VmOverrides {
+        smp: Some(2),
+        ..VmOverrides::default()
+    };
+    let mut vm = start(
+        LINUX_AARCH64_VIRT_NOGRAPHIC,
+        &inputs,
+        Some(&overrides),
+        &native(),
+    );
+    vm.expect_banner(AARCH64_BANNER);
+    assert_eq!(vm.command("echo two cpus"), "two cpus");
+}
+
+#[test]
 fn aarch64_virt_graphics_boots_and_echoes() {
     boot_aarch64_echo(LINUX_AARCH64_VIRT_GRAPHICS);
 }

@@ -581,3 +581,91 @@ fn deterministic() {
         assert!(a.is_ok(), "{}: {:?}", profile.id, a.errors);
     }
 }
+
+#[test]
+fn native_serial_net_and_display_variants() {
+    let mut profile = profile_by_id(LINUX_I386_PC_GRAPHICS).unwrap();
+    profile.devices.serial = SerialMode::Pty;
+    let mut native = NativeTarget::new(Accelerator::Tcg, HostCaps::tcg_only());
+    native.display = NativeDisplay::Default;
+    let r = build_qemu_args(
+        &profile,
+        &qcow2_file("/d.qcow2"),
+        None,
+        &Target::Native(native),
+    );
+    assert_eq!(
+        r.args,
+        v(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "qemu32",
+            "-m",
+            "256",
+            "-smp",
+            "1",
+            "-vga",
+            "std",
+            "-serial",
+            "pty",
+            "-drive",
+            "file=/d.qcow2,format=qcow2,if=ide,index=0,media=disk",
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "e1000,netdev=net0,romfile=",
+        ])
+    );
+    profile.devices.serial = SerialMode::None;
+    let overrides = VmOverrides {
+        net: Some(NetMode::None),
+        graphics: Some(false),
+        machine: Some("isapc".into()),
+        cpu: Some("486".into()),
+        ..VmOverrides::default()
+    };
+    let r = build_qemu_args(
+        &profile,
+        &qcow2_file("/d.qcow2"),
+        Some(&overrides),
+        &tcg_target(),
+    );
+    assert_eq!(
+        r.args,
+        v(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-machine",
+            "isapc",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "486",
+            "-m",
+            "256",
+            "-smp",
+            "1",
+            "-display",
+            "none",
+            "-drive",
+            "file=/d.qcow2,format=qcow2,if=ide,index=0,media=disk",
+        ])
+    );
+}
+
+fn tcg_target() -> Target {
+    Target::Native(NativeTarget::new(Accelerator::Tcg, HostCaps::tcg_only()))
+}
+
+#[test]
+fn profile_without_cpu_keeps_the_machine_default() {
+    let mut profile = profile_by_id(MINIMAL_X86_64).unwrap();
+    profile.cpu = None;
+    let r = build_qemu_args(&profile, &qcow2_file("/d.qcow2"), None, &tcg_target());
+    assert!(!r.args.contains(&"-cpu".to_string()));
+}

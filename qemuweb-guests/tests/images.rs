@@ -108,3 +108,25 @@ fn binary_writes_the_images() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The embedded x86 guest is what `nasm` makes of the source today: the build is
+/// reproducible.
+#[test]
+fn x86_guest_is_reproducible() {
+    let dir = temp("nasm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("x86.bin");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/x86-bios.asm");
+    let status = Command::new("nasm")
+        .args(["-f", "bin", "-o"])
+        .arg(&out)
+        .arg(src)
+        .status()
+        .expect("nasm");
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        qemuweb_guests::x86_boot_code()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
