@@ -72,7 +72,7 @@ fn open_and_read(img: Vec<u8>) -> Result<Qcow2Device, StorageError> {
 
 #[track_caller]
 fn expect(img: Vec<u8>, kind: ErrorKind, words: &str) {
-    let e = open_and_read(img).err().expect("the damaged image was accepted");
+    let e = open_and_read(img).expect_err("the damaged image was accepted");
     assert_eq!(e.kind(), kind, "{e}");
     assert!(e.to_string().contains(words), "{e:?} lacks {words:?}");
 }
@@ -240,7 +240,11 @@ fn extended_l2_bitmaps() {
     let alloc = bitmap & 0xffff_ffff;
     assert_ne!(alloc, 0);
     let mut img = pristine.clone();
-    put64(&mut img, at + 8, bitmap | (alloc & alloc.wrapping_neg()) << 32);
+    put64(
+        &mut img,
+        at + 8,
+        bitmap | (alloc & alloc.wrapping_neg()) << 32,
+    );
     expect(img, ErrorKind::Corrupt, "both allocated and zero");
     // An unallocated cluster with allocation bits.
     let at = find_l2_entry(&pristine, 16, |e| e == 0);

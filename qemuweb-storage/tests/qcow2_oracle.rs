@@ -120,7 +120,12 @@ fn every_fixture_reads_as_its_oracle() {
         for (i, f) in fixtures.iter().enumerate() {
             let dev = file(&f.image);
             let expected = ImageFormat::from_name(f.format).unwrap();
-            assert_eq!(detect_format(dev.as_ref()).await.unwrap(), expected, "{}", f.name);
+            assert_eq!(
+                detect_format(dev.as_ref()).await.unwrap(),
+                expected,
+                "{}",
+                f.name
+            );
             let disk = open_image(dev, &dir_options()).await.unwrap_or_else(|e| {
                 panic!("{}: {e}", f.name);
             });
@@ -145,7 +150,11 @@ fn info_reports_the_header() {
             let n = f.name.as_str();
             assert_eq!(Some(info.cluster_size), f.cluster_size, "{n}");
             assert_eq!(info.virtual_size, f.virtual_size, "{n}");
-            assert_eq!(info.version, if n.starts_with("v2-") { 2 } else { 3 }, "{n}");
+            assert_eq!(
+                info.version,
+                if n.starts_with("v2-") { 2 } else { 3 },
+                "{n}"
+            );
             let zstd = n.starts_with("zstd");
             assert_eq!(
                 info.compression,
@@ -307,7 +316,11 @@ fn with_backing_name(image: &[u8], name: &str) -> Vec<u8> {
 fn hostile_names_are_denied() {
     block_on(async {
         let image = std::fs::read(&fixture("chain2").image).unwrap();
-        for name in ["../chain-base.qcow2", "/etc/passwd", "http://evil.example/x"] {
+        for name in [
+            "../chain-base.qcow2",
+            "/etc/passwd",
+            "http://evil.example/x",
+        ] {
             let img = with_backing_name(&image, name);
             let dev = Box::new(MemoryBlockDevice::read_only(img));
             let e = open_image(dev, &dir_options()).await.err().unwrap();

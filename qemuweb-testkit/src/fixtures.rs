@@ -71,8 +71,24 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "qemu", "cluster", "sector", "backing", "overlay", "browser", "disk", "image", "zero",
-    "compressed", "table", "guest", "host", "offset", "bitmap", "subcluster", "chain", "raw",
+    "qemu",
+    "cluster",
+    "sector",
+    "backing",
+    "overlay",
+    "browser",
+    "disk",
+    "image",
+    "zero",
+    "compressed",
+    "table",
+    "guest",
+    "host",
+    "offset",
+    "bitmap",
+    "subcluster",
+    "chain",
+    "raw",
 ];
 
 /// `len` bytes of content for guest offset `offset`, seeded by `seed`.
@@ -89,7 +105,9 @@ fn content(seed: u64, offset: u64, len: usize, fill: Fill) -> Vec<u8> {
                 s.extend_from_slice(format!("<{seed:04x}:{sector:010}>").as_bytes());
                 while s.len() < 512 {
                     s.push(b' ');
-                    s.extend_from_slice(WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes());
+                    s.extend_from_slice(
+                        WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes(),
+                    );
                 }
             }
             Fill::Random => {
@@ -139,7 +157,11 @@ fn spread(size: u64, cluster: u64) -> Vec<(u64, u64, Fill)> {
         b += coverage;
         n += 1;
     }
-    r.push((size.saturating_sub(12 * KIB + 512), 12 * KIB + 512, Fill::Text));
+    r.push((
+        size.saturating_sub(12 * KIB + 512),
+        12 * KIB + 512,
+        Fill::Text,
+    ));
     r
 }
 
@@ -149,7 +171,12 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> io::Result<()> {
         .args(args)
         .current_dir(dir)
         .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("running {program}: {e} (is QEMU installed?)")))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("running {program}: {e} (is QEMU installed?)"),
+            )
+        })?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{program} {} failed ({}): {}{}",
@@ -209,9 +236,17 @@ impl Builder<'_> {
             cmds.push(match *op {
                 Io::Data(off, len) | Io::Compressed(off, len) => {
                     let pat = format!(".pattern-{}.bin", temps.len());
-                    let fill = if self.seed % 3 == 0 { Fill::Random } else { Fill::Text };
+                    let fill = if self.seed.is_multiple_of(3) {
+                        Fill::Random
+                    } else {
+                        Fill::Text
+                    };
                     fs::write(self.path(&pat), content(self.seed, off, len as usize, fill))?;
-                    let c = if matches!(op, Io::Compressed(..)) { " -c" } else { "" };
+                    let c = if matches!(op, Io::Compressed(..)) {
+                        " -c"
+                    } else {
+                        ""
+                    };
                     let cmd = format!("write -q{c} -s {pat} {off} {len}");
                     temps.push(pat);
                     cmd
@@ -236,7 +271,13 @@ impl Builder<'_> {
     }
 
     /// Records `image` (already made) as a fixture, making its raw oracle.
-    fn add(&mut self, name: &str, image: &str, f: FixtureKind, description: &str) -> io::Result<()> {
+    fn add(
+        &mut self,
+        name: &str,
+        image: &str,
+        f: FixtureKind,
+        description: &str,
+    ) -> io::Result<()> {
         let raw = format!("{name}.oracle.raw");
         let fmt = if f.raw { "raw" } else { "qcow2" };
         self.qemu_img(&["convert", "-f", fmt, "-O", "raw", image, &raw])?;
@@ -256,7 +297,15 @@ impl Builder<'_> {
     }
 
     /// A qcow2 image converted from a source with data spread over `size` bytes.
-    fn converted(&mut self, name: &str, cluster: u64, size: u64, opts: &str, compress: bool, what: &str) -> io::Result<()> {
+    fn converted(
+        &mut self,
+        name: &str,
+        cluster: u64,
+        size: u64,
+        opts: &str,
+        compress: bool,
+        what: &str,
+    ) -> io::Result<()> {
         self.seed += 1;
         let src = format!(".{name}.src");
         write_source(&self.path(&src), self.seed, size, &spread(size, cluster))?;
@@ -326,7 +375,12 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
     b.add(
         "raw",
         "raw.img",
-        FixtureKind { raw: true, chain_depth: 0, data_file: false, cluster: None },
+        FixtureKind {
+            raw: true,
+            chain_depth: 0,
+            data_file: false,
+            cluster: None,
+        },
         "a raw image",
     )?;
 
@@ -344,11 +398,32 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
             _ => MIB + odd,
         };
         let name = format!("v3-c{}", size_label(cluster));
-        b.converted(&name, cluster, size, ",compat=1.1", false, "qcow2 v3, data spread over several L2 tables")?;
+        b.converted(
+            &name,
+            cluster,
+            size,
+            ",compat=1.1",
+            false,
+            "qcow2 v3, data spread over several L2 tables",
+        )?;
     }
     // Version 2.
-    b.converted("v2-c64k", 64 * KIB, 4 * MIB + odd, ",compat=0.10", false, "qcow2 v2 (compat=0.10)")?;
-    b.converted("v2-c4k", 4 * KIB, 6 * MIB + odd, ",compat=0.10", false, "qcow2 v2 with 4 KiB clusters")?;
+    b.converted(
+        "v2-c64k",
+        64 * KIB,
+        4 * MIB + odd,
+        ",compat=0.10",
+        false,
+        "qcow2 v2 (compat=0.10)",
+    )?;
+    b.converted(
+        "v2-c4k",
+        4 * KIB,
+        6 * MIB + odd,
+        ",compat=0.10",
+        false,
+        "qcow2 v2 with 4 KiB clusters",
+    )?;
     // Compressed.
     for (name, cluster, opts) in [
         ("zlib-c64k", 64 * KIB, ""),
@@ -360,13 +435,33 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
         ("zstd-c2m", 2 * MIB, ",compression_type=zstd"),
         ("zlib-extl2-c32k", 32 * KIB, ",extended_l2=on"),
     ] {
-        let size = if cluster >= MIB { 2 * MIB + odd } else { 4 * MIB + odd };
-        b.converted(name, cluster, size, opts, true, "compressed clusters (qemu-img convert -c)")?;
+        let size = if cluster >= MIB {
+            2 * MIB + odd
+        } else {
+            4 * MIB + odd
+        };
+        b.converted(
+            name,
+            cluster,
+            size,
+            opts,
+            true,
+            "compressed clusters (qemu-img convert -c)",
+        )?;
     }
 
     // Extended L2 with partial subcluster writes, zeroes and discards.
     let c = 64 * KIB;
-    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=65536", "extl2-c64k.qcow2", "4M"])?;
+    b.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "extended_l2=on,cluster_size=65536",
+        "extl2-c64k.qcow2",
+        "4M",
+    ])?;
     b.qemu_io(
         "extl2-c64k.qcow2",
         &[
@@ -386,7 +481,14 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
 
     // Zero clusters: allocated zero clusters (the offset is kept), unmapped ones, and ones
     // over unallocated space; plus compressed clusters written by qemu-io.
-    b.converted("zero-base-c64k", c, 4 * MIB + odd, "", false, "qcow2 v3 (base of the zero-cluster fixture)")?;
+    b.converted(
+        "zero-base-c64k",
+        c,
+        4 * MIB + odd,
+        "",
+        false,
+        "qcow2 v3 (base of the zero-cluster fixture)",
+    )?;
     fs::copy(b.path("zero-base-c64k.qcow2"), b.path("zero-c64k.qcow2"))?;
     b.qemu_io(
         "zero-c64k.qcow2",
@@ -398,37 +500,119 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
             Io::Compressed(50 * c, 2 * c),
         ],
     )?;
-    b.add("zero-c64k", "zero-c64k.qcow2", FixtureKind::qcow2(c), "zero clusters, allocated and not (write -z, write -z -u)")?;
+    b.add(
+        "zero-c64k",
+        "zero-c64k.qcow2",
+        FixtureKind::qcow2(c),
+        "zero clusters, allocated and not (write -z, write -z -u)",
+    )?;
 
     // Preallocated metadata, v3 and v2, with some data written.
     for (name, compat) in [("prealloc-c64k", "1.1"), ("v2-prealloc-c64k", "0.10")] {
         let image = format!("{name}.qcow2");
         let o = format!("preallocation=metadata,cluster_size=65536,compat={compat}");
         b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &image, "3M"])?;
-        b.qemu_io(&image, &[Io::Data(100 * KIB, 200 * KIB), Io::Data(2 * MIB + 512, 4 * KIB)])?;
-        b.add(name, &image, FixtureKind::qcow2(c), "preallocation=metadata")?;
+        b.qemu_io(
+            &image,
+            &[
+                Io::Data(100 * KIB, 200 * KIB),
+                Io::Data(2 * MIB + 512, 4 * KIB),
+            ],
+        )?;
+        b.add(
+            name,
+            &image,
+            FixtureKind::qcow2(c),
+            "preallocation=metadata",
+        )?;
     }
 
     // A lazy-refcounts image left dirty by a killed writer.
-    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", "dirty-c64k.qcow2", "2M"])?;
-    b.qemu_io("dirty-c64k.qcow2", &[Io::Data(0, 64 * KIB), Io::Data(MIB + 512, 8 * KIB)])?;
+    b.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on",
+        "dirty-c64k.qcow2",
+        "2M",
+    ])?;
+    b.qemu_io(
+        "dirty-c64k.qcow2",
+        &[Io::Data(0, 64 * KIB), Io::Data(MIB + 512, 8 * KIB)],
+    )?;
     // qemu-io kills itself before it can clear the dirty bit; its exit status is the signal.
     let _ = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -q -P 0x42 512k 64k", "-c", "sigraise 9", "dirty-c64k.qcow2"])
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            "write -q -P 0x42 512k 64k",
+            "-c",
+            "sigraise 9",
+            "dirty-c64k.qcow2",
+        ])
         .current_dir(&dir)
         .output()?;
-    b.add("dirty-c64k", "dirty-c64k.qcow2", FixtureKind::qcow2(c), "the dirty bit set (lazy refcounts, writer killed)")?;
+    b.add(
+        "dirty-c64k",
+        "dirty-c64k.qcow2",
+        FixtureKind::qcow2(c),
+        "the dirty bit set (lazy refcounts, writer killed)",
+    )?;
 
     // Backing chains: base (3 MiB) <- mid (5 MiB) <- top (6 MiB and a bit); each backing
     // file is shorter than its overlay.
-    b.converted("chain-base", c, 3 * MIB, "", false, "qcow2 v3 (base of the chains)")?;
-    b.qemu_img(&["create", "-q", "-f", "qcow2", "-b", "chain-base.qcow2", "-F", "qcow2", "chain-mid.qcow2", "5M"])?;
+    b.converted(
+        "chain-base",
+        c,
+        3 * MIB,
+        "",
+        false,
+        "qcow2 v3 (base of the chains)",
+    )?;
+    b.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "chain-base.qcow2",
+        "-F",
+        "qcow2",
+        "chain-mid.qcow2",
+        "5M",
+    ])?;
     b.qemu_io(
         "chain-mid.qcow2",
-        &[Io::Data(100 * KIB, 50 * KIB), Io::Data(2 * MIB + 512, 2 * c), Io::Data(4 * MIB, 100 * KIB), Io::Zero(MIB, c, false)],
+        &[
+            Io::Data(100 * KIB, 50 * KIB),
+            Io::Data(2 * MIB + 512, 2 * c),
+            Io::Data(4 * MIB, 100 * KIB),
+            Io::Zero(MIB, c, false),
+        ],
     )?;
-    b.add("chain2", "chain-mid.qcow2", FixtureKind::backed(c, 1), "overlay on a shorter qcow2 backing file")?;
-    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=16384", "-b", "chain-mid.qcow2", "-F", "qcow2", "chain-top.qcow2", "6145K"])?;
+    b.add(
+        "chain2",
+        "chain-mid.qcow2",
+        FixtureKind::backed(c, 1),
+        "overlay on a shorter qcow2 backing file",
+    )?;
+    b.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=16384",
+        "-b",
+        "chain-mid.qcow2",
+        "-F",
+        "qcow2",
+        "chain-top.qcow2",
+        "6145K",
+    ])?;
     b.qemu_io(
         "chain-top.qcow2",
         &[
@@ -438,14 +622,56 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
             Io::Compressed(3 * MIB, 32 * KIB),
         ],
     )?;
-    b.add("chain3", "chain-top.qcow2", FixtureKind::backed(16 * KIB, 2), "a chain of three qcow2 images")?;
+    b.add(
+        "chain3",
+        "chain-top.qcow2",
+        FixtureKind::backed(16 * KIB, 2),
+        "a chain of three qcow2 images",
+    )?;
 
     // A raw backing file under a v2 overlay and an extended-L2 overlay.
     write_source(&b.path("backing.raw"), 7, 3 * MIB, &spread(3 * MIB, c))?;
-    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "backing.raw", "-F", "raw", "v2-on-raw.qcow2", "4M"])?;
-    b.qemu_io("v2-on-raw.qcow2", &[Io::Data(64 * KIB + 512, 3 * KIB), Io::Data(3 * MIB - 4 * KIB, 16 * KIB)])?;
-    b.add("v2-on-raw", "v2-on-raw.qcow2", FixtureKind::backed(c, 1), "qcow2 v2 overlay on a shorter raw backing file")?;
-    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "backing.raw", "-F", "raw", "extl2-on-raw.qcow2", "4M"])?;
+    b.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "compat=0.10",
+        "-b",
+        "backing.raw",
+        "-F",
+        "raw",
+        "v2-on-raw.qcow2",
+        "4M",
+    ])?;
+    b.qemu_io(
+        "v2-on-raw.qcow2",
+        &[
+            Io::Data(64 * KIB + 512, 3 * KIB),
+            Io::Data(3 * MIB - 4 * KIB, 16 * KIB),
+        ],
+    )?;
+    b.add(
+        "v2-on-raw",
+        "v2-on-raw.qcow2",
+        FixtureKind::backed(c, 1),
+        "qcow2 v2 overlay on a shorter raw backing file",
+    )?;
+    b.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "extended_l2=on",
+        "-b",
+        "backing.raw",
+        "-F",
+        "raw",
+        "extl2-on-raw.qcow2",
+        "4M",
+    ])?;
     b.qemu_io(
         "extl2-on-raw.qcow2",
         &[
@@ -456,15 +682,30 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
             Io::Data(3 * MIB - KIB, 6 * KIB),
         ],
     )?;
-    b.add("extl2-on-raw", "extl2-on-raw.qcow2", FixtureKind::backed(c, 1), "extended L2 overlay: unallocated subclusters read the backing file")?;
+    b.add(
+        "extl2-on-raw",
+        "extl2-on-raw.qcow2",
+        FixtureKind::backed(c, 1),
+        "extended L2 overlay: unallocated subclusters read the backing file",
+    )?;
 
     // External data files, plain and raw.
     for (name, raw) in [("datafile", "off"), ("datafile-raw", "on")] {
         let image = format!("{name}.qcow2");
         let o = format!("data_file={name}.data,data_file_raw={raw}");
         b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &image, "3M"])?;
-        b.qemu_io(&image, &[Io::Data(0, 96 * KIB), Io::Data(MIB + 512, 20 * KIB), Io::Zero(16 * KIB, 64 * KIB, false)])?;
-        let kind = FixtureKind { data_file: true, ..FixtureKind::qcow2(c) };
+        b.qemu_io(
+            &image,
+            &[
+                Io::Data(0, 96 * KIB),
+                Io::Data(MIB + 512, 20 * KIB),
+                Io::Zero(16 * KIB, 64 * KIB, false),
+            ],
+        )?;
+        let kind = FixtureKind {
+            data_file: true,
+            ..FixtureKind::qcow2(c)
+        };
         b.add(name, &image, kind, "an external data file")?;
     }
     Ok(b.out)
@@ -492,7 +733,16 @@ pub fn generate_small(dir: &Path) -> io::Result<Vec<Fixture>> {
         b.converted(name, cluster, size, opts, compress, "a small image")?;
     }
     let c = 16 * KIB;
-    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=16384", "small-extl2-c16k.qcow2", "256K"])?;
+    b.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "extended_l2=on,cluster_size=16384",
+        "small-extl2-c16k.qcow2",
+        "256K",
+    ])?;
     b.qemu_io(
         "small-extl2-c16k.qcow2",
         &[
@@ -504,14 +754,70 @@ pub fn generate_small(dir: &Path) -> io::Result<Vec<Fixture>> {
             Io::Discard(c + 8192, 1024),
         ],
     )?;
-    b.add("small-extl2-c16k", "small-extl2-c16k.qcow2", FixtureKind::qcow2(c), "a small extended-L2 image")?;
+    b.add(
+        "small-extl2-c16k",
+        "small-extl2-c16k.qcow2",
+        FixtureKind::qcow2(c),
+        "a small extended-L2 image",
+    )?;
     fs::copy(b.path("small-v3-c4k.qcow2"), b.path("small-zero-c4k.qcow2"))?;
-    b.qemu_io("small-zero-c4k.qcow2", &[Io::Zero(0, 8 * KIB, false), Io::Zero(64 * KIB, 16 * KIB, true)])?;
-    b.add("small-zero-c4k", "small-zero-c4k.qcow2", FixtureKind::qcow2(4 * KIB), "a small image with zero clusters")?;
-    b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "small-v3-c4k.qcow2", "-F", "qcow2", "small-overlay-c4k.qcow2", "300K"])?;
+    b.qemu_io(
+        "small-zero-c4k.qcow2",
+        &[
+            Io::Zero(0, 8 * KIB, false),
+            Io::Zero(64 * KIB, 16 * KIB, true),
+        ],
+    )?;
+    b.add(
+        "small-zero-c4k",
+        "small-zero-c4k.qcow2",
+        FixtureKind::qcow2(4 * KIB),
+        "a small image with zero clusters",
+    )?;
+    b.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        "-b",
+        "small-v3-c4k.qcow2",
+        "-F",
+        "qcow2",
+        "small-overlay-c4k.qcow2",
+        "300K",
+    ])?;
     b.qemu_io("small-overlay-c4k.qcow2", &[Io::Data(8 * KIB, 8 * KIB)])?;
-    b.add("small-overlay-c4k", "small-overlay-c4k.qcow2", FixtureKind::backed(4 * KIB, 1), "a small overlay")?;
+    b.add(
+        "small-overlay-c4k",
+        "small-overlay-c4k.qcow2",
+        FixtureKind::backed(4 * KIB, 1),
+        "a small overlay",
+    )?;
     Ok(b.out)
+}
+
+/// Writes a raw disk of `size` bytes for benchmarks: per MiB, about two thirds
+/// compressible text, a sixth incompressible bytes and a sixth left as a hole (zeros).
+pub fn write_compressible(path: &Path, size: u64, seed: u64) -> io::Result<()> {
+    let f = File::create(path)?;
+    f.set_len(size)?;
+    let mut rng = Rng(seed);
+    let mut off = 0;
+    while off < size {
+        let len = MIB.min(size - off);
+        let fill = match rng.next() % 6 {
+            0 => None,
+            1 => Some(Fill::Random),
+            _ => Some(Fill::Text),
+        };
+        if let Some(fill) = fill {
+            f.write_all_at(&content(seed, off, len as usize, fill), off)?;
+        }
+        off += len;
+    }
+    f.sync_all()
 }
 
 /// Writes `dir/fixtures.tsv`: one line per fixture, `name<TAB>image<TAB>raw`, with paths
@@ -540,7 +846,10 @@ mod tests {
         assert_eq!(a, content(1, 0, 2048, Fill::Text));
         assert_eq!(&a[700..1000], &content(1, 700, 300, Fill::Text)[..]);
         assert_ne!(a[..512], a[512..1024]);
-        assert_ne!(content(1, 0, 64, Fill::Random), content(2, 0, 64, Fill::Random));
+        assert_ne!(
+            content(1, 0, 64, Fill::Random),
+            content(2, 0, 64, Fill::Random)
+        );
     }
 
     #[test]

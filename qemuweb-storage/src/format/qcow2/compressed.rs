@@ -76,7 +76,10 @@ impl Decompressor {
         let mut written = 0;
         loop {
             let want = out.len() - written + 1;
-            let progress = (self.zstd.bytes_read_from_source(), self.zstd.blocks_decoded());
+            let progress = (
+                self.zstd.bytes_read_from_source(),
+                self.zstd.blocks_decoded(),
+            );
             self.zstd
                 .decode_blocks(&mut src, BlockDecodingStrategy::UptoBytes(want))
                 .map_err(|e| bad(e.to_string()))?;
@@ -99,7 +102,12 @@ impl Decompressor {
             if self.zstd.is_finished() {
                 break;
             }
-            if progress == (self.zstd.bytes_read_from_source(), self.zstd.blocks_decoded()) {
+            if progress
+                == (
+                    self.zstd.bytes_read_from_source(),
+                    self.zstd.blocks_decoded(),
+                )
+            {
                 return Err(bad("the frame is truncated".into()));
             }
         }

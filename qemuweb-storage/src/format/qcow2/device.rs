@@ -188,9 +188,7 @@ impl Qcow2Device {
             .min_l1_entries(geo.l2_entries())
             .unwrap_or(0)
             .min(u64::from(header.l1_size)) as usize;
-        let raw_l1 = file
-            .read_vec(header.l1_table_offset, l1_len * 8)
-            .await?;
+        let raw_l1 = file.read_vec(header.l1_table_offset, l1_len * 8).await?;
         let l1 = raw_l1
             .chunks_exact(8)
             .map(|c| {
@@ -319,7 +317,10 @@ impl Qcow2Device {
                     plan.data = Some((start, len, host));
                 }
             },
-            Extent::Compressed { offset, len: stored_len } => {
+            Extent::Compressed {
+                offset,
+                len: stored_len,
+            } => {
                 if let Some(c) = self.clusters.borrow_mut().get(offset) {
                     buf[start..start + len].copy_from_slice(&c[in_cluster..in_cluster + len]);
                     return Ok(());
@@ -419,7 +420,6 @@ impl Qcow2Device {
         }
         Ok(())
     }
-
 }
 
 /// Reads `out.len()` bytes at `offset` from `dev`, with zeros for the part past its end.

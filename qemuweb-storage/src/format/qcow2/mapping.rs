@@ -311,14 +311,20 @@ mod tests {
             g.map(&t, 0, 0, 65536).unwrap(),
             (Extent::Data { host: 0x30000 }, 4096)
         );
-        assert_eq!(g.map(&t, 0, 4096, 65536 - 4096).unwrap(), (Extent::Zero, 2048));
         assert_eq!(
-            g.map(&t, 0, 6144, 100).unwrap(),
-            (Extent::Unallocated, 100)
+            g.map(&t, 0, 4096, 65536 - 4096).unwrap(),
+            (Extent::Zero, 2048)
         );
+        assert_eq!(g.map(&t, 0, 6144, 100).unwrap(), (Extent::Unallocated, 100));
         let both = [0x30000u64, 1 | (1 << 32)];
-        assert_eq!(g.map(&both, 0, 0, 1).unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            g.map(&both, 0, 0, 1).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
         let unalloc = [0u64, 1];
-        assert_eq!(g.map(&unalloc, 0, 0, 1).unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            g.map(&unalloc, 0, 0, 1).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
     }
 }
