@@ -36,8 +36,10 @@ pub struct BrowserTarget {
     pub display: bool,
     /// The directory of the module's filesystem where inputs are mounted (`/mnt`).
     pub mount_dir: String,
-    /// The directory holding firmware (SeaBIOS, VGA BIOS), passed with `-L`; `None` uses
-    /// the build's default data directory.
+    /// The directory holding firmware, passed with `-L`; `None` uses the build's default
+    /// data directory. For x86 guests the worker puts there SeaBIOS's `bios-256k.bin`,
+    /// `kvmvapic.bin`, `vgabios-stdvga.bin` (graphics profiles) and `linuxboot_dma.bin`
+    /// (direct kernel boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub firmware_dir: Option<String>,
