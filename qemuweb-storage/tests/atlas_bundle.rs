@@ -9,7 +9,7 @@ use atlas_common::{snapshot, Rng, TempDir};
 use futures::executor::block_on;
 use qemuweb_storage::atlas::bundle::{self, BundleChunk, BundleIndex, BundleManifest};
 use qemuweb_storage::atlas::*;
-use qemuweb_storage::{BlockDevice, ErrorKind, Result, StorageError};
+use qemuweb_storage::{BlockDevice, ErrorKind, MemoryBlockDevice, Result, StorageError};
 use std::cell::Cell;
 
 const CHUNK: u64 = 256;
@@ -663,5 +663,134 @@ fn a_write_failure_mid_import_is_rolled_back() {
             budget: std::rc::Rc::new(Cell::new(11)),
         });
         store.import_bundle(&bytes).await.unwrap();
+    });
+}
+
+#[test]
+fn streaming_export_and_import_from_a_file() {
+    block_on(async {
+        let (src, a, _) = source().await;
+        let whole = src.export_bundle(&["a.qcow2", "b.raw"]).await.unwrap();
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let len = src
+            .export_bundle_to(&["a.qcow2", "b.raw"], &mut |p| {
+                pieces.push(p.to_vec());
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(len, whole.len() as u64);
+        // Head, five chunks, end marker.
+        assert_eq!(pieces.len(), 7);
+        assert!(pieces[1..6].iter().all(|p| p.len() <= CHUNK as usize));
+        assert_eq!(pieces.concat(), whole);
+        // A failing sink stops the export with its error.
+        let e = src
+            .export_bundle_to(&["a.qcow2"], &mut |_| {
+                Err(StorageError::QuotaExceeded("full".into()))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+
+        let dir = TempDir::new("stream");
+        let path = dir.0.join("bundle.qwatlas");
+        std::fs::write(&path, &whole).unwrap();
+        let file = qemuweb_storage::FileBlockDevice::open(&path, true).unwrap();
+        let dst = target().await;
+        let r = dst.import_bundle_from(&file).await.unwrap();
+        assert_eq!(r.new_blobs, 5);
+        assert_eq!(dst.read_file("a.qcow2").await.unwrap(), a);
+
+        // Damage in the file is caught just the same.
+        let dst = target().await;
+        for at in [20, 100, whole.len() - 300, whole.len() - 3] {
+            let mut bad = whole.clone();
+            bad[at] ^= 4;
+            std::fs::write(&path, &bad).unwrap();
+            let file = qemuweb_storage::FileBlockDevice::open(&path, true).unwrap();
+            let before = snapshot(dst.backend()).await;
+            let e = dst.import_bundle_from(&file).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Integrity, "{at}: {e}");
+            assert_eq!(snapshot(dst.backend()).await, before);
+        }
+        let mut rng = Rng(99);
+        for _ in 0..100 {
+            let mut bad = whole.clone();
+            if rng.below(2) == 0 {
+                bad.truncate(rng.below(whole.len()));
+            } else {
+                let at = rng.below(bad.len());
+                bad[at] ^= 1 + rng.below(255) as u8;
+            }
+            let dev = MemoryBlockDevice::read_only(bad);
+            let e = dst.import_bundle_from(&dev).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+        }
+        assert_eq!(
+            snapshot(dst.backend()).await,
+            snapshot(target().await.backend()).await
+        );
+    });
+}
+
+/// A source that serves the true bundle on the checking pass and then damages the last
+/// chunk: what a file being rewritten during an import looks like.
+struct ChangingSource {
+    inner: MemoryBlockDevice,
+    reads: Cell<usize>,
+    damage_after: usize,
+    at: u64,
+}
+
+#[async_trait(?Send)]
+impl BlockDevice for ChangingSource {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+    async fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read_at(offset, buf).await?;
+        let end = offset + buf.len() as u64;
+        if self.reads.get() > self.damage_after && (offset..end).contains(&self.at) {
+            buf[(self.at - offset) as usize] ^= 0xff;
+        }
+        Ok(())
+    }
+    async fn write_at(&self, _: u64, _: &[u8]) -> Result<()> {
+        unreachable!()
+    }
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_source_that_changes_between_passes_is_undone() {
+    block_on(async {
+        let (src, _, _) = source().await;
+        let whole = src.export_bundle(&["a.qcow2", "b.raw"]).await.unwrap();
+        // Header, index and end marker (3 reads), then 5 chunks: the check pass is 8 reads.
+        let changing = ChangingSource {
+            inner: MemoryBlockDevice::read_only(whole.clone()),
+            reads: Cell::new(0),
+            damage_after: 8,
+            at: whole.len() as u64 - 10,
+        };
+        let dst = target().await;
+        let before = snapshot(dst.backend()).await;
+        let e = dst.import_bundle_from(&changing).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+        assert!(
+            changing.reads.get() > 8,
+            "the damage came on the second pass"
+        );
+        assert_eq!(snapshot(dst.backend()).await, before);
     });
 }

@@ -350,3 +350,59 @@ async fn backend_contract() {
     again.close();
     IndexedDbAtlasBackend::delete_database(&name).await.unwrap();
 }
+
+fn blob_of_parts(parts: &[Vec<u8>]) -> web_sys::Blob {
+    let array = js_sys::Array::new();
+    for p in parts {
+        array.push(&js_sys::Uint8Array::from(p.as_slice()));
+    }
+    web_sys::Blob::new_with_u8_array_sequence(&array).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn a_bundle_streams_into_a_blob_and_back_from_it() {
+    let name = fresh_db("blob-src");
+    let src = open(&name, 4096).await;
+    let data = bytes(8, 20_000);
+    src.store_file(
+        "disk.raw",
+        &data,
+        StoreOptions::new(ManifestType::Raw, FileOrigin::Uploaded),
+    )
+    .await
+    .unwrap();
+    // Export piece by piece into a browser Blob, as a page saving a download would.
+    let mut parts = Vec::new();
+    let len = src
+        .export_bundle_to(&["disk.raw"], &mut |p| {
+            parts.push(p.to_vec());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let blob = blob_of_parts(&parts);
+    assert_eq!(blob.size() as u64, len);
+    drop_db(src).await;
+
+    let name = fresh_db("blob-dst");
+    let dst = open(&name, 4096).await;
+    let before = everything(dst.backend()).await;
+    // A damaged copy of the Blob is rejected whole.
+    let mut damaged = parts.concat();
+    let at = damaged.len() - 5000;
+    damaged[at] ^= 0x10;
+    let bad = qemuweb_storage::BlobBlockDevice::new(blob_of_parts(&[damaged]));
+    let e = dst.import_bundle_from(&bad).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(everything(dst.backend()).await, before);
+    // The real one imports, and the stored file boots as a device.
+    let good = qemuweb_storage::BlobBlockDevice::new(blob);
+    let r = dst.import_bundle_from(&good).await.unwrap();
+    assert_eq!(r.new_blobs, 5);
+    let dev = dst.open_device("disk.raw").await.unwrap();
+    assert_eq!(
+        dev.read_vec(12_000, 3000).await.unwrap(),
+        &data[12_000..15_000]
+    );
+    drop_db(dst).await;
+}

@@ -22,8 +22,11 @@
 //! index by the index hash, each chunk by its content hash, and the end magic pins the
 //! length. Manifests travel inside the index and are re-hashed from their canonical JSON.
 //!
-//! Decoding ([`decode`]) never allocates more than the bundle's own size: chunks are
-//! borrowed slices, the index is bounded, and every length is checked before use.
+//! Reading never allocates more than the bundle's own size, nor more than
+//! [`MAX_INDEX_LEN`] plus one chunk when streaming: [`index_len`] bounds the index from the
+//! header alone, [`parse_head`] checks the header, index and every length without touching
+//! chunk data, and [`check_chunk`] checks each chunk as it is read. [`decode`] does all of
+//! it for a bundle held in memory.
 
 use super::types::{
     BlobChunk, ContentHash, FileManifest, FileMetadata, ProvenanceRecord, MAX_CHUNK_SIZE,
@@ -200,49 +203,76 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Decodes `bytes` and checks everything that does not depend on a store: the header,
-/// the index hash, every chunk's size and hash, every manifest's hash and structure, that
-/// every manifest chunk is carried with the same size, that every file names a carried
-/// manifest of its size and type, and that names and record ids are unique and valid.
-///
-/// Every failure is [`ErrorKind::Integrity`](crate::ErrorKind::Integrity), except a
-/// well-formed bundle of a newer format version, which is
-/// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
-pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
-    if bytes.len() < HEADER_LEN + BUNDLE_END_MAGIC.len() {
+/// The checked head of a bundle: its index and where its chunks lie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleHead {
+    /// The index, with every internal reference checked.
+    pub index: BundleIndex,
+    /// The offset of each chunk's first byte in the bundle, in the order of `index.chunks`.
+    pub chunk_offsets: Vec<u64>,
+    /// The bundle's total length in bytes.
+    pub total_len: u64,
+}
+
+/// The length of the header that starts every bundle.
+pub const BUNDLE_HEADER_LEN: usize = HEADER_LEN;
+
+/// Reads the index length from a bundle's first [`BUNDLE_HEADER_LEN`] bytes, after checking
+/// the magic and that the index fits in a bundle of `total_len` bytes and under
+/// [`MAX_INDEX_LEN`].
+pub fn index_len(header: &[u8], total_len: u64) -> Result<u64> {
+    let min = (HEADER_LEN + BUNDLE_END_MAGIC.len()) as u64;
+    if total_len < min || header.len() < HEADER_LEN {
         return Err(integrity(format!(
-            "{} bytes is too short for a bundle",
-            bytes.len()
+            "{total_len} bytes is too short for a bundle"
         )));
     }
-    if bytes[..8] != BUNDLE_MAGIC {
+    if header[..8] != BUNDLE_MAGIC {
         return Err(integrity("not an Atlas bundle (bad magic)"));
     }
-    let version = u32_at(bytes, 8);
-    let flags = u32_at(bytes, 12);
-    let index_len = u64_at(bytes, 16);
-    let rest = (bytes.len() - HEADER_LEN - BUNDLE_END_MAGIC.len()) as u64;
-    if index_len > MAX_INDEX_LEN || index_len > rest {
+    let index_len = u64_at(header, 16);
+    if index_len > MAX_INDEX_LEN || index_len > total_len - min {
         return Err(integrity(format!(
             "index length {index_len} exceeds the limit or the bundle"
         )));
     }
-    let index_end = HEADER_LEN + index_len as usize;
-    let index_bytes = &bytes[HEADER_LEN..index_end];
-    if index_hash(&bytes[..24], index_bytes)[..] != bytes[24..56] {
+    Ok(index_len)
+}
+
+/// Checks a bundle's head: `header` (its first [`BUNDLE_HEADER_LEN`] bytes), `index_bytes`
+/// (the [`index_len`] bytes that follow), its `total_len` and its last 8 bytes `end`.
+///
+/// Checks the index hash, version, end marker, the index's structure, that the chunk sizes
+/// add up to exactly the bytes between index and end marker, every manifest's hash and
+/// structure, that every manifest chunk is listed with the same size and every listed
+/// chunk is used, that every file names a carried manifest of its size and type, and that
+/// names and record ids are unique and valid. The chunks' bytes are not read.
+pub fn parse_head(
+    header: &[u8],
+    index_bytes: &[u8],
+    total_len: u64,
+    end: &[u8],
+) -> Result<BundleHead> {
+    let index_len = index_len(header, total_len)?;
+    if index_bytes.len() as u64 != index_len {
+        return Err(integrity("the index is truncated"));
+    }
+    if index_hash(&header[..24], index_bytes)[..] != header[24..56] {
         return Err(integrity("the header or index does not match its hash"));
     }
+    let version = u32_at(header, 8);
     if version != BUNDLE_VERSION {
         return Err(StorageError::unsupported(format!(
             "Atlas bundle format version {version} (this build reads version {BUNDLE_VERSION})"
         )));
     }
+    let flags = u32_at(header, 12);
     if flags != 0 {
         return Err(StorageError::unsupported(format!(
             "Atlas bundle flags {flags:#x}"
         )));
     }
-    if bytes[bytes.len() - 8..] != BUNDLE_END_MAGIC {
+    if end != BUNDLE_END_MAGIC {
         return Err(integrity("bad end marker (truncated or extended bundle)"));
     }
     let index: BundleIndex = serde_json::from_slice(index_bytes)
@@ -254,34 +284,29 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
         )));
     }
 
-    // Chunks: sizes add up exactly to what follows the index; every hash matches.
-    let data = &bytes[index_end..bytes.len() - 8];
-    let mut chunks = BTreeMap::new();
-    let mut pos = 0usize;
+    // Chunks: sizes add up exactly to what follows the index; no duplicates.
+    let data_start = HEADER_LEN as u64 + index_len;
+    let data_end = total_len - BUNDLE_END_MAGIC.len() as u64;
+    let mut sizes = BTreeMap::new();
+    let mut chunk_offsets = Vec::with_capacity(index.chunks.len());
+    let mut pos = data_start;
     for c in &index.chunks {
         if c.size == 0 || c.size > MAX_CHUNK_SIZE {
             return Err(integrity(format!("chunk {} has size {}", c.hash, c.size)));
         }
-        let end = pos
-            .checked_add(c.size as usize)
-            .filter(|&e| e <= data.len())
+        chunk_offsets.push(pos);
+        pos = pos
+            .checked_add(c.size)
+            .filter(|&e| e <= data_end)
             .ok_or_else(|| integrity("the chunks run past the end of the bundle"))?;
-        let slice = &data[pos..end];
-        if ContentHash::of(slice) != c.hash {
-            return Err(integrity(format!(
-                "chunk {} does not match its hash",
-                c.hash
-            )));
-        }
-        if chunks.insert(c.hash, slice).is_some() {
+        if sizes.insert(c.hash, c.size).is_some() {
             return Err(integrity(format!("chunk {} is listed twice", c.hash)));
         }
-        pos = end;
     }
-    if pos != data.len() {
+    if pos != data_end {
         return Err(integrity(format!(
             "{} bytes follow the last chunk",
-            data.len() - pos
+            data_end - pos
         )));
     }
 
@@ -299,8 +324,8 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
             .validate()
             .map_err(|e| integrity(format!("manifest {}: {}", m.hash, detail(&e))))?;
         for BlobChunk { hash, size, .. } in &m.manifest.chunks {
-            match chunks.get(hash) {
-                Some(d) if d.len() as u64 == *size => {
+            match sizes.get(hash) {
+                Some(s) if s == size => {
                     used.insert(*hash);
                 }
                 Some(_) => {
@@ -321,7 +346,7 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
             return Err(integrity(format!("manifest {} is listed twice", m.hash)));
         }
     }
-    if used.len() != chunks.len() {
+    if used.len() != sizes.len() {
         return Err(integrity("the bundle carries chunks no manifest uses"));
     }
 
@@ -357,5 +382,48 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
             )));
         }
     }
-    Ok(DecodedBundle { index, chunks })
+    Ok(BundleHead {
+        index,
+        chunk_offsets,
+        total_len,
+    })
+}
+
+/// Decodes a whole bundle held in memory: [`parse_head`], then every chunk's bytes checked
+/// against its hash.
+///
+/// Every failure is [`ErrorKind::Integrity`](crate::ErrorKind::Integrity), except a
+/// well-formed bundle of a newer format version, which is
+/// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+pub fn decode(bytes: &[u8]) -> Result<DecodedBundle<'_>> {
+    let total = bytes.len() as u64;
+    let index_len = index_len(bytes, total)? as usize;
+    let head = parse_head(
+        &bytes[..HEADER_LEN],
+        &bytes[HEADER_LEN..HEADER_LEN + index_len],
+        total,
+        &bytes[bytes.len() - BUNDLE_END_MAGIC.len()..],
+    )?;
+    let mut chunks = BTreeMap::new();
+    for (c, &at) in head.index.chunks.iter().zip(&head.chunk_offsets) {
+        // parse_head checked every chunk lies inside the bundle.
+        let slice = &bytes[at as usize..(at + c.size) as usize];
+        check_chunk(c, slice)?;
+        chunks.insert(c.hash, slice);
+    }
+    Ok(DecodedBundle {
+        index: head.index,
+        chunks,
+    })
+}
+
+/// Checks one chunk's bytes read from a bundle.
+pub fn check_chunk(c: &BundleChunk, data: &[u8]) -> Result<()> {
+    if data.len() as u64 != c.size || ContentHash::of(data) != c.hash {
+        return Err(integrity(format!(
+            "chunk {} does not match its hash",
+            c.hash
+        )));
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use super::types::{
 };
 use crate::device::BlockDevice;
 use crate::error::{Result, StorageError};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The most provenance records one chain walk visits before giving up.
@@ -531,9 +532,53 @@ impl<B: AtlasBackend> AtlasStore<B> {
     // ---- bundles ----
 
     /// Exports the files `names`, their manifests and chunks, and the provenance chains of
-    /// their provenance records, as one bundle (see [`bundle`](super::bundle) for the
-    /// format).
+    /// their provenance records, as one bundle in memory (see [`bundle`](super::bundle) for
+    /// the format). Every chunk is checked as it is read.
     pub async fn export_bundle(&self, names: &[&str]) -> Result<Vec<u8>> {
+        let index = self.bundle_index(names).await?;
+        let (mut out, total) = bundle::encode_head(&index)?;
+        bundle::reserve_total(&mut out, total)?;
+        self.write_chunks(&index, &mut |piece| {
+            out.extend_from_slice(piece);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Like [`export_bundle`](Self::export_bundle), but hands the bundle to `sink` piece by
+    /// piece (the head, then one chunk at a time, then the end marker), holding at most one
+    /// chunk in memory. Returns the bundle's length.
+    pub async fn export_bundle_to(
+        &self,
+        names: &[&str],
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let index = self.bundle_index(names).await?;
+        let (head, total) = bundle::encode_head(&index)?;
+        sink(&head)?;
+        drop(head);
+        self.write_chunks(&index, sink).await?;
+        Ok(total)
+    }
+
+    async fn write_chunks(
+        &self,
+        index: &BundleIndex,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for c in &index.chunks {
+            let chunk = BlobChunk {
+                hash: c.hash,
+                offset: 0,
+                size: c.size,
+            };
+            sink(&self.read_chunk(&chunk).await?)?;
+        }
+        sink(&bundle::BUNDLE_END_MAGIC)
+    }
+
+    async fn bundle_index(&self, names: &[&str]) -> Result<BundleIndex> {
         let mut files = Vec::new();
         let mut manifests: Vec<BundleManifest> = Vec::new();
         let mut chunks: Vec<BundleChunk> = Vec::new();
@@ -578,44 +623,60 @@ impl<B: AtlasBackend> AtlasStore<B> {
                 }
             }
         }
-        let index = BundleIndex {
+        Ok(BundleIndex {
             format: bundle::BUNDLE_FORMAT_NAME.to_owned(),
             version: bundle::BUNDLE_VERSION,
             chunks,
             manifests,
             files,
             provenance: ordered,
-        };
-        // Chunks are read (and verified) one at a time, straight into the output.
-        let (mut out, total) = bundle::encode_head(&index)?;
-        bundle::reserve_total(&mut out, total)?;
-        for c in &index.chunks {
-            let chunk = BlobChunk {
-                hash: c.hash,
-                offset: 0,
-                size: c.size,
-            };
-            let data = self.read_chunk(&chunk).await?;
-            bundle::append_chunk(&mut out, c, &data)?;
-        }
-        out.extend_from_slice(&bundle::BUNDLE_END_MAGIC);
-        Ok(out)
+        })
     }
 
-    /// Imports a bundle made by [`export_bundle`](Self::export_bundle).
+    /// Imports a bundle held in memory, made by [`export_bundle`](Self::export_bundle).
     ///
     /// Everything is checked before anything is written: the bundle's structure and every
-    /// hash ([`bundle::decode`]), that every provenance parent is in the bundle or the
-    /// store, that the provenance graph has no cycle, that records the store already holds
-    /// under the same ids are identical, and that no file of the same name with different
-    /// content exists. A bundle failing any check is rejected whole (with
-    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) for a damaged or forged
-    /// bundle, [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a
+    /// hash ([`bundle::parse_head`], [`bundle::check_chunk`]), that every provenance parent
+    /// is in the bundle or the store, that the provenance graph has no cycle, that records
+    /// the store already holds under the same ids are identical, and that no file of the
+    /// same name with different content exists. A bundle failing any check is rejected
+    /// whole (with [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) for a damaged or
+    /// forged bundle, [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) for a newer
+    /// format, [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a
     /// conflict with the store) and the store is left unchanged. Should a write then fail
     /// (quota, I/O), what this import had written is removed again.
     pub async fn import_bundle(&self, bytes: &[u8]) -> Result<ImportResult> {
-        let decoded = bundle::decode(bytes)?;
-        let index = &decoded.index;
+        self.import_from(Source::Bytes(bytes)).await
+    }
+
+    /// Imports a bundle read from a [`BlockDevice`] (a native file, a browser `File`, an
+    /// HTTP resource), holding at most one chunk in memory at a time.
+    ///
+    /// The checks and guarantees are those of [`import_bundle`](Self::import_bundle). The
+    /// bundle is read twice, first to check it and then to copy the chunks the store lacks;
+    /// each chunk is checked again on the second read, so a source that changes in between
+    /// fails the import (which is then undone) rather than storing bad data.
+    pub async fn import_bundle_from(&self, source: &dyn BlockDevice) -> Result<ImportResult> {
+        self.import_from(Source::Device(source)).await
+    }
+
+    async fn import_from(&self, src: Source<'_>) -> Result<ImportResult> {
+        let total = src.len();
+        let header = src
+            .read(0, bundle::BUNDLE_HEADER_LEN.min(total as usize))
+            .await?;
+        let index_len = bundle::index_len(&header, total)?;
+        let index_bytes = src
+            .read(bundle::BUNDLE_HEADER_LEN as u64, index_len as usize)
+            .await?;
+        let end = src.read(total - 8, 8).await?;
+        let head = bundle::parse_head(&header, &index_bytes, total, &end)?;
+        drop(index_bytes);
+        let index = &head.index;
+        // Every chunk's bytes, one at a time.
+        for (c, &at) in index.chunks.iter().zip(&head.chunk_offsets) {
+            bundle::check_chunk(c, &src.read(at, c.size as usize).await?)?;
+        }
 
         // Provenance: every parent resolves, the union with the store is acyclic, and
         // ids already stored hold the same record.
@@ -695,12 +756,14 @@ impl<B: AtlasBackend> AtlasStore<B> {
             ..ImportResult::default()
         };
         let written = async {
-            for (hash, data) in &decoded.chunks {
-                if self.backend.has_blob(hash).await? {
+            for (c, &at) in index.chunks.iter().zip(&head.chunk_offsets) {
+                if self.backend.has_blob(&c.hash).await? {
                     result.existing_blobs += 1;
                 } else {
-                    self.backend.put_blob(hash, data).await?;
-                    undo.blobs.push(*hash);
+                    let data = src.read(at, c.size as usize).await?;
+                    bundle::check_chunk(c, &data)?;
+                    self.backend.put_blob(&c.hash, &data).await?;
+                    undo.blobs.push(c.hash);
                     result.new_blobs += 1;
                 }
             }
@@ -736,6 +799,36 @@ impl<B: AtlasBackend> AtlasStore<B> {
                 undo.run(&self.backend).await;
                 Err(e)
             }
+        }
+    }
+}
+
+/// Where a bundle being imported is read from.
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    Device(&'a dyn BlockDevice),
+}
+
+impl<'a> Source<'a> {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(b) => b.len() as u64,
+            Self::Device(d) => d.size(),
+        }
+    }
+
+    /// `len` bytes at `offset` (the caller has checked they lie inside the bundle).
+    async fn read(&self, offset: u64, len: usize) -> Result<Cow<'a, [u8]>> {
+        match self {
+            Self::Bytes(b) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                start
+                    .checked_add(len)
+                    .and_then(|end| b.get(start..end))
+                    .map(Cow::Borrowed)
+                    .ok_or_else(|| StorageError::Integrity("bundle rejected: truncated".into()))
+            }
+            Self::Device(d) => Ok(Cow::Owned(d.read_vec(offset, len).await?)),
         }
     }
 }
