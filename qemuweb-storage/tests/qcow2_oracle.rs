@@ -352,3 +352,97 @@ fn closed_device_refuses_reads() {
         assert_eq!(e.kind(), ErrorKind::Closed);
     });
 }
+
+/// The kinds of L2 entries an image holds, read directly from its tables.
+#[derive(Debug, Default)]
+struct EntryKinds {
+    normal: usize,
+    compressed: usize,
+    zero_plain: usize,
+    zero_alloc: usize,
+    /// Extended L2: allocated clusters with some unallocated subclusters.
+    partial_alloc: usize,
+    /// Extended L2: subclusters with the zero bit.
+    zero_subclusters: usize,
+}
+
+fn entry_kinds(path: &Path) -> EntryKinds {
+    let img = std::fs::read(path).unwrap();
+    let be64 = |at: usize| u64::from_be_bytes(img[at..at + 8].try_into().unwrap());
+    let cs = 1usize << u32::from_be_bytes(img[20..24].try_into().unwrap());
+    let l1_size = u32::from_be_bytes(img[36..40].try_into().unwrap()) as usize;
+    let l1 = be64(40) as usize;
+    let version = u32::from_be_bytes(img[4..8].try_into().unwrap());
+    let extended = version == 3 && be64(72) & (1 << 4) != 0;
+    let stride = if extended { 16 } else { 8 };
+    let mut k = EntryKinds::default();
+    for i in 0..l1_size {
+        let l2 = (be64(l1 + 8 * i) & 0x00ff_ffff_ffff_fe00) as usize;
+        if l2 == 0 {
+            continue;
+        }
+        for j in 0..cs / stride {
+            let e = be64(l2 + j * stride);
+            let off = e & 0x00ff_ffff_ffff_fe00;
+            if e & (1 << 62) != 0 {
+                k.compressed += 1;
+            } else if !extended && e & 1 != 0 {
+                if off != 0 {
+                    k.zero_alloc += 1;
+                } else {
+                    k.zero_plain += 1;
+                }
+            } else if off != 0 {
+                k.normal += 1;
+            }
+            if extended && e & (1 << 62) == 0 {
+                let bitmap = be64(l2 + j * stride + 8);
+                if off != 0 && bitmap & 0xffff_ffff != 0xffff_ffff {
+                    k.partial_alloc += 1;
+                }
+                k.zero_subclusters += (bitmap >> 32).count_ones() as usize;
+            }
+        }
+    }
+    k
+}
+
+#[test]
+fn fixtures_exercise_every_entry_kind() {
+    let kinds = |name: &str| entry_kinds(&fixture(name).image);
+    let z = kinds("zero-c64k");
+    assert!(
+        z.zero_alloc > 0 && z.zero_plain > 0 && z.compressed > 0,
+        "{z:?}"
+    );
+    for name in [
+        "zlib-c64k",
+        "zlib-c1m",
+        "zstd-c512",
+        "zstd-c2m",
+        "v2-zlib-c64k",
+    ] {
+        let c = kinds(name);
+        assert!(c.compressed > 1, "{name}: {c:?}");
+    }
+    // Incompressible runs are stored uncompressed even in compressed images.
+    assert!(kinds("zlib-c4k").normal > 0);
+    for name in ["extl2-c64k", "extl2-on-raw"] {
+        let e = kinds(name);
+        assert!(
+            e.partial_alloc > 0 && e.zero_subclusters > 0,
+            "{name}: {e:?}"
+        );
+    }
+    assert!(kinds("zlib-extl2-c32k").compressed > 0);
+    // Several L2 tables in the small-cluster fixtures.
+    for name in ["v3-c512", "v3-c4k", "v3-c8k", "v3-c16k", "v2-c4k"] {
+        let img = std::fs::read(&fixture(name).image).unwrap();
+        let l1 = u64::from_be_bytes(img[40..48].try_into().unwrap()) as usize;
+        let l1_size = u32::from_be_bytes(img[36..40].try_into().unwrap()) as usize;
+        let used = (0..l1_size)
+            .filter(|i| img[l1 + 8 * i..l1 + 8 * i + 8] != [0; 8])
+            .count();
+        assert!(used >= 2, "{name}: {used} L2 tables");
+    }
+}
