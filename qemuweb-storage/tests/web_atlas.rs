@@ -406,3 +406,24 @@ async fn a_bundle_streams_into_a_blob_and_back_from_it() {
     );
     drop_db(dst).await;
 }
+
+#[wasm_bindgen_test]
+async fn deleting_the_database_elsewhere_closes_this_connection() {
+    let name = fresh_db("versionchange");
+    let store = open(&name, 1024).await;
+    store
+        .store_file("f", b"data", StoreOptions::default())
+        .await
+        .unwrap();
+    // Not closed first: the open connection gives way instead of blocking the deletion.
+    IndexedDbAtlasBackend::delete_database(&name).await.unwrap();
+    let e = store.read_file("f").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Browser, "{e}");
+    let again = open(&name, 1024).await;
+    assert!(again
+        .list_files(&FileFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    drop_db(again).await;
+}

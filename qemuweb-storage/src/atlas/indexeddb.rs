@@ -19,7 +19,9 @@ const DB_VERSION: u32 = 1;
 
 /// An [`AtlasBackend`] in IndexedDB; clones share one connection.
 ///
-/// Works in windows and workers (it uses the global `indexedDB`).
+/// Works in windows and workers (it uses the global `indexedDB`). The connection closes
+/// itself when another connection deletes or upgrades the database; operations after
+/// that fail with [`ErrorKind::Browser`](crate::ErrorKind::Browser).
 #[derive(Debug, Clone)]
 pub struct IndexedDbAtlasBackend {
     db: Rc<Database>,
@@ -67,9 +69,16 @@ impl IndexedDbAtlasBackend {
                 }
             }
         });
-        let db = request
+        let mut db = request
             .await
             .map_err(|e| idb_error(&format!("opening database {name:?}"), e))?;
+        // Another page (or this one) deleting or upgrading the database must not wait for
+        // this connection: close it, and later operations fail with a typed error.
+        db.on_version_change(|event| {
+            if let Ok(db) = event.database() {
+                db.close();
+            }
+        });
         Ok(Self {
             db: Rc::new(db),
             name: Rc::from(name),
@@ -91,8 +100,8 @@ impl IndexedDbAtlasBackend {
         self.db.close();
     }
 
-    /// Deletes the database `name` and everything in it. Close open connections first: the
-    /// deletion waits for them.
+    /// Deletes the database `name` and everything in it. Connections opened by this type
+    /// close themselves when asked to; others may delay the deletion until they close.
     pub async fn delete_database(name: &str) -> Result<()> {
         factory()?
             .delete(name)
