@@ -317,3 +317,13 @@ fn dirty_and_corrupt_bits_still_open() {
         assert_eq!(d.size(), q.size());
     });
 }
+
+#[test]
+fn a_virtual_size_with_a_stray_tail_rounds_down_like_qemu() {
+    let mut img = image("v3-c64k");
+    let size = be64(&img, 24);
+    put64(&mut img, 24, size + 100);
+    let q = open_and_read(img).unwrap();
+    assert_eq!(q.size(), size);
+    assert_eq!(q.info().virtual_size, size);
+}

@@ -229,7 +229,8 @@ impl Qcow2Device {
         let info = Qcow2Info {
             version: header.version,
             cluster_size,
-            virtual_size: header.size,
+            // QEMU counts whole 512-byte sectors; a stray tail is not part of the disk.
+            virtual_size: header.size & !511,
             backing_file,
             backing_format: ext.backing_format.clone(),
             data_file: if data_file.is_some() {

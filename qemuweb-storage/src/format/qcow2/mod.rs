@@ -42,7 +42,8 @@ pub struct Qcow2Info {
     pub version: u32,
     /// Cluster size in bytes (512 B to 2 MiB).
     pub cluster_size: u64,
-    /// Size of the virtual disk in bytes.
+    /// Size of the virtual disk in bytes: the header's size rounded down to whole
+    /// 512-byte sectors, as QEMU does.
     pub virtual_size: u64,
     /// The backing file the image names, if any.
     pub backing_file: Option<String>,
