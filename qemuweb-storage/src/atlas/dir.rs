@@ -87,7 +87,14 @@ impl DirAtlasBackend {
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
-            fs::rename(&tmp, path)
+            fs::rename(&tmp, path)?;
+            // Make the rename itself durable (where directories can be synced).
+            if let Some(parent) = path.parent() {
+                if let Ok(d) = fs::File::open(parent) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(())
         })();
         result.map_err(|e| {
             let _ = fs::remove_file(&tmp);
