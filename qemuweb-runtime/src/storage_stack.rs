@@ -1,0 +1,169 @@
+//! From a disk input to the device stack an engine reads and writes (wasm32 only):
+//!
+//! ```text
+//!   URL  -> HttpBlockDevice (Range requests, cache, read-ahead, progress) ┐
+//!   File -> BlobBlockDevice                                               ┴-> open_image (raw | qcow2)
+//!        -> CowBlockDevice over IndexedDbOverlay (vmId, diskId)   (writable disks: persistent)
+//!        -> CowBlockDevice over MemoryOverlay                     (read-only disks: writes dropped)
+//! ```
+
+use crate::engine::PlannedDisk;
+use crate::error::{Result, RuntimeError};
+use qemuweb_config::ImageSource;
+use qemuweb_storage::format::{detect_format, open_image, ImageFormat, OpenOptions};
+use qemuweb_storage::{
+    BlobBlockDevice, BlockDevice, CowBlockDevice, HttpBlockDevice, HttpOptions, IndexedDbOptions,
+    IndexedDbOverlay, MemoryOverlay, Progress,
+};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// The block size of the copy-on-write overlays: small, so a guest's sector write stores
+/// little.
+pub const OVERLAY_BLOCK_SIZE: u32 = 4096;
+
+/// One disk, ready for an engine.
+pub struct DiskStack {
+    /// `disk0`, `disk1`, ...
+    pub id: String,
+    /// The top of the stack, as the guest sees the disk.
+    pub cow: Rc<CowBlockDevice>,
+    /// The image format found.
+    pub format: ImageFormat,
+    /// The last path segment of the image's URL or file name (for qcow2 exports).
+    pub name: String,
+    /// Whether the overlay persists (IndexedDB) or is dropped at stop (read-only disks).
+    pub persistent: bool,
+    /// The HTTP device at the bottom, for URL images.
+    pub http: Option<Rc<HttpBlockDevice>>,
+}
+
+impl std::fmt::Debug for DiskStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStack")
+            .field("id", &self.id)
+            .field("size", &self.cow.size())
+            .field("format", &self.format)
+            .field("persistent", &self.persistent)
+            .finish()
+    }
+}
+
+impl DiskStack {
+    /// Makes every write durable (a no-op for a read-only disk's memory overlay).
+    pub async fn sync(&self) -> Result<()> {
+        self.cow
+            .sync()
+            .await
+            .map_err(|e| RuntimeError::storage(&self.id, e))
+    }
+
+    /// Closes the stack, releasing the overlay's lock.
+    pub async fn close(&self) -> Result<()> {
+        let overlay = self.cow.overlay().close().await;
+        let base = self.cow.base().close().await;
+        overlay
+            .and(base)
+            .map_err(|e| RuntimeError::storage(&self.id, e))
+    }
+}
+
+/// The files a page passed beside `start`, by the name inputs use for them.
+pub type FileMap = HashMap<String, web_sys::Blob>;
+
+fn last_segment(location: &str) -> String {
+    let path = location.split(['?', '#']).next().unwrap_or(location);
+    path.rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("disk")
+        .to_string()
+}
+
+/// Opens the bottom device for `source`.
+pub async fn open_source(
+    what: &str,
+    source: &ImageSource,
+    files: &FileMap,
+    http: HttpOptions,
+) -> Result<(Box<dyn BlockDevice>, Option<Rc<HttpBlockDevice>>)> {
+    match source {
+        ImageSource::Url { url } => {
+            let dev = HttpBlockDevice::open(url, http)
+                .await
+                .map_err(|e| RuntimeError::storage(what, e))?;
+            let dev = Rc::new(dev);
+            Ok((Box::new(dev.clone()), Some(dev)))
+        }
+        ImageSource::File { path } => {
+            let blob = files.get(path).ok_or_else(|| {
+                RuntimeError::InvalidInputs(format!(
+                    "{what}: the page passed no File or Blob named {path:?}"
+                ))
+            })?;
+            Ok((Box::new(BlobBlockDevice::new(blob.clone())), None))
+        }
+    }
+}
+
+/// Builds the stack of `disk` of VM `vm_id`. `on_progress` hears the HTTP download
+/// progress of URL images.
+pub async fn open_disk(
+    vm_id: &str,
+    disk: &PlannedDisk,
+    files: &FileMap,
+    chunk_size: u32,
+    on_progress: impl Fn(Progress) + 'static,
+) -> Result<DiskStack> {
+    let id = disk.id.as_str();
+    let options = HttpOptions::default()
+        .chunk_size(chunk_size.clamp(4096, 1 << 20))
+        .on_progress(on_progress);
+    let (bottom, http) = open_source(id, &disk.source, files, options).await?;
+    let format = detect_format(&*bottom)
+        .await
+        .map_err(|e| RuntimeError::storage(id, e))?;
+    let image = open_image(
+        bottom,
+        &OpenOptions {
+            format: Some(format),
+            ..OpenOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| RuntimeError::storage(id, e))?;
+    let (overlay, persistent): (Box<dyn qemuweb_storage::Overlay>, bool) = if disk.read_only {
+        let o = MemoryOverlay::new(OVERLAY_BLOCK_SIZE).map_err(|e| RuntimeError::storage(id, e))?;
+        (Box::new(o), false)
+    } else {
+        let o = IndexedDbOverlay::open(
+            vm_id,
+            id,
+            IndexedDbOptions {
+                block_size: OVERLAY_BLOCK_SIZE,
+                ..IndexedDbOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| RuntimeError::storage(id, e))?;
+        (Box::new(o), true)
+    };
+    let cow = CowBlockDevice::new(image, overlay).map_err(|e| RuntimeError::storage(id, e))?;
+    Ok(DiskStack {
+        id: id.to_string(),
+        cow: Rc::new(cow),
+        format,
+        name: last_segment(disk.source.location()),
+        persistent,
+        http,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert_eq!(super::last_segment("http://h/a/b.qcow2?x=1"), "b.qcow2");
+        assert_eq!(super::last_segment("file.img"), "file.img");
+        assert_eq!(super::last_segment("http://h/"), "h");
+    }
+}

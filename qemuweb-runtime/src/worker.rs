@@ -1,0 +1,554 @@
+//! The worker-side runtime (wasm32 only): decodes and checks the page's commands, builds
+//! the storage stacks, runs the engine and sends events back.
+//!
+//! `web/worker.js` starts it:
+//!
+//! ```js
+//! import init, { workerMain } from "./qemuweb_runtime.js";
+//! await init();
+//! workerMain();
+//! ```
+
+use crate::capabilities;
+use crate::engine::v86::{stop_reason, DiskObject, V86Config, V86Engine};
+use crate::engine::{plan, Engine, EngineHost, AVAILABLE_ENGINES};
+use crate::error::{Result, RuntimeError};
+use crate::protocol::{
+    classify, request_id_from_f64, AssetSource, Command, EngineAssets, Event, ExportFormat,
+    LogLevel, Reply, Request, Session, StopReason, VmState, PROTOCOL_VERSION,
+};
+use crate::storage_stack::{open_disk, open_source, DiskStack, FileMap};
+use js_sys::{Object, Reflect, Uint8Array};
+use qemuweb_config::{ImageSource, VmInputs, VmOverrides, VmProfile};
+use qemuweb_storage::export::qcow2::{BackingFile, Qcow2ExportOptions};
+use qemuweb_storage::export::{compact, qcow2};
+use qemuweb_storage::{BlockDevice, HttpOptions};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use web_sys::DedicatedWorkerGlobalScope;
+
+/// Posts events to the page.
+struct Poster {
+    scope: DedicatedWorkerGlobalScope,
+}
+
+impl EngineHost for Poster {
+    fn emit(&self, event: Event) {
+        post(&self.scope, &event);
+    }
+}
+
+fn to_js<T: serde::Serialize>(
+    value: &T,
+) -> std::result::Result<JsValue, serde_wasm_bindgen::Error> {
+    value.serialize(&serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true))
+}
+
+fn post(scope: &DedicatedWorkerGlobalScope, event: &Event) {
+    match to_js(event) {
+        Ok(v) => {
+            let _ = scope.post_message(&v);
+        }
+        Err(e) => {
+            // Only our own types are serialized; report rather than lose the failure.
+            let fallback = Event::Log {
+                vm_id: None,
+                level: LogLevel::Warn,
+                message: format!("could not encode a {} event: {e}", event.type_name()),
+            };
+            if let Ok(v) = to_js(&fallback) {
+                let _ = scope.post_message(&v);
+            }
+        }
+    }
+}
+
+/// A VM this worker runs.
+struct RunningVm {
+    engine: Rc<dyn Engine>,
+    disks: Vec<DiskStack>,
+}
+
+struct Worker {
+    host: Rc<Poster>,
+    session: RefCell<Session>,
+    vm: RefCell<Option<Rc<RunningVm>>>,
+    /// A stop that arrived while the VM was starting: (request id, force).
+    pending_stop: RefCell<Option<(u64, bool)>>,
+}
+
+impl Worker {
+    fn emit(&self, event: Event) {
+        self.host.emit(event);
+    }
+
+    fn fail(&self, request_id: Option<u64>, vm_id: Option<&str>, error: &RuntimeError) {
+        self.emit(Event::error(request_id, vm_id, error));
+    }
+
+    fn done(&self, request_id: u64, result: Reply) {
+        self.emit(Event::Done { request_id, result });
+    }
+
+    fn set_state(&self, vm_id: &str, state: VmState) {
+        self.session.borrow_mut().set_state(vm_id, state);
+    }
+
+    /// Decodes one message; answers the undecodable with an error event.
+    fn on_message(self: &Rc<Self>, data: JsValue) {
+        let is_object = data.is_object() && !js_sys::Array::is_array(&data);
+        let get = |v: &JsValue, k: &str| {
+            Reflect::get(v, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED)
+        };
+        let (request_id, command_js) = if is_object {
+            (
+                get(&data, "id").as_f64().and_then(request_id_from_f64),
+                get(&data, "command"),
+            )
+        } else {
+            (None, JsValue::UNDEFINED)
+        };
+        let command_type = if command_js.is_object() {
+            get(&command_js, "type").as_string()
+        } else {
+            None
+        };
+        let decoded = classify(is_object, command_type.as_deref()).and_then(|()| {
+            let request: Request = serde_wasm_bindgen::from_value(data.clone())
+                .map_err(|e| RuntimeError::Malformed(format!("bad request: {e}")))?;
+            request.validate()?;
+            Ok(request)
+        });
+        let request = match decoded {
+            Ok(r) => r,
+            Err(e) => return self.fail(request_id, None, &e),
+        };
+        let id = request.id;
+        let vm_id = request.command.vm_id().map(str::to_string);
+        if let Err(e) = self.session.borrow_mut().check(&request.command) {
+            return self.fail(Some(id), vm_id.as_deref(), &e);
+        }
+        let files = if command_type.as_deref() == Some("start") {
+            files_of(&get(&command_js, "files"))
+        } else {
+            FileMap::new()
+        };
+        let this = self.clone();
+        spawn_local(async move { this.run(id, request.command, files).await });
+    }
+
+    async fn run(self: Rc<Self>, id: u64, command: Command, files: FileMap) {
+        match command {
+            Command::Hello { .. } => {
+                self.emit(Event::Capabilities {
+                    capabilities: capabilities::detect(),
+                });
+                self.done(id, Reply::Ok);
+            }
+            Command::Start {
+                vm_id,
+                profile,
+                inputs,
+                overrides,
+                engine,
+                assets,
+            } => {
+                let started = self
+                    .start(
+                        &vm_id,
+                        &profile,
+                        &inputs,
+                        overrides.as_ref(),
+                        engine,
+                        &assets,
+                        &files,
+                    )
+                    .await;
+                let stop = self.pending_stop.borrow_mut().take();
+                match started {
+                    Ok(vm) => {
+                        *self.vm.borrow_mut() = Some(vm.clone());
+                        self.set_state(&vm_id, VmState::Running);
+                        self.emit(Event::Started {
+                            vm_id: vm_id.clone(),
+                            engine: vm.engine.kind(),
+                        });
+                        self.done(id, Reply::Ok);
+                        if let Some((stop_id, force)) = stop {
+                            self.stop(stop_id, &vm_id, force).await;
+                        }
+                    }
+                    Err(e) => {
+                        self.set_state(&vm_id, VmState::Failed);
+                        self.fail(Some(id), Some(&vm_id), &e);
+                        if let Some((stop_id, _)) = stop {
+                            self.emit(Event::Stopped {
+                                vm_id: vm_id.clone(),
+                                reason: StopReason::Error,
+                            });
+                            self.done(stop_id, Reply::Ok);
+                        }
+                    }
+                }
+            }
+            Command::Stop { vm_id, force } => {
+                if self.vm.borrow().is_none() {
+                    // Still starting: stop when the start completes.
+                    *self.pending_stop.borrow_mut() = Some((id, force));
+                    return;
+                }
+                self.stop(id, &vm_id, force).await;
+            }
+            Command::Reset { vm_id } => {
+                let r = match self.running() {
+                    Some(vm) => vm.engine.reset().await,
+                    None => Err(not_running(&vm_id)),
+                };
+                self.answer(id, &vm_id, r.map(|()| Reply::Ok));
+            }
+            Command::SerialIn { vm_id, data } => {
+                let r = match self.running() {
+                    Some(vm) => vm.engine.send_serial(&data),
+                    None => Err(not_running(&vm_id)),
+                };
+                self.answer(id, &vm_id, r.map(|()| Reply::Ok));
+            }
+            Command::SyncOverlay { vm_id } => {
+                let r = match self.running() {
+                    Some(vm) => sync_all(&vm).await,
+                    None => Err(not_running(&vm_id)),
+                };
+                self.answer(id, &vm_id, r.map(|()| Reply::Ok));
+            }
+            Command::ExportOverlay {
+                vm_id,
+                disk_id,
+                format,
+            } => {
+                let r = match self.running() {
+                    Some(vm) => export(&vm, &disk_id, format).await,
+                    None => Err(not_running(&vm_id)),
+                };
+                self.answer(id, &vm_id, r.map(|data| Reply::Exported { data }));
+            }
+            Command::QueryState { vm_id } => {
+                let state = self
+                    .session
+                    .borrow()
+                    .vm()
+                    .map(|(_, s)| s)
+                    .unwrap_or(VmState::Stopped);
+                self.answer(id, &vm_id, Ok(Reply::State { state }));
+            }
+        }
+    }
+
+    fn answer(&self, id: u64, vm_id: &str, result: Result<Reply>) {
+        match result {
+            Ok(reply) => self.done(id, reply),
+            Err(e) => self.fail(Some(id), Some(vm_id), &e),
+        }
+    }
+
+    fn running(&self) -> Option<Rc<RunningVm>> {
+        self.vm.borrow().clone()
+    }
+
+    async fn stop(&self, id: u64, vm_id: &str, force: bool) {
+        let Some(vm) = self.vm.borrow_mut().take() else {
+            return self.fail(Some(id), Some(vm_id), &not_running(vm_id));
+        };
+        let mut result = vm.engine.stop(force).await;
+        if !force {
+            if let Err(e) = sync_disks(&vm.disks).await {
+                result = result.and(Err(e));
+            }
+        }
+        close_disks(&vm.disks).await;
+        self.set_state(vm_id, VmState::Stopped);
+        let reason = match (&result, force) {
+            (Err(_), _) => StopReason::Error,
+            (Ok(()), f) => stop_reason(f),
+        };
+        if let Err(e) = &result {
+            self.fail(None, Some(vm_id), e);
+        }
+        self.emit(Event::Stopped {
+            vm_id: vm_id.to_string(),
+            reason,
+        });
+        self.done(id, Reply::Ok);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        &self,
+        vm_id: &str,
+        profile: &VmProfile,
+        inputs: &VmInputs,
+        overrides: Option<&VmOverrides>,
+        engine: Option<crate::EngineKind>,
+        assets: &EngineAssets,
+        files: &FileMap,
+    ) -> Result<Rc<RunningVm>> {
+        let plan = plan(profile, inputs, overrides, engine)?;
+        for w in &plan.warnings {
+            self.emit(Event::Log {
+                vm_id: Some(vm_id.to_string()),
+                level: LogLevel::Warn,
+                message: w.clone(),
+            });
+        }
+        let bios_source = assets.bios.as_ref().ok_or(RuntimeError::MissingBios)?;
+        let module_url = assets.v86_module.clone().ok_or_else(|| {
+            RuntimeError::InvalidInputs(
+                "assets.v86Module (the URL of v86's libv86.mjs) is missing".into(),
+            )
+        })?;
+        let wasm_url = assets.v86_wasm.clone().unwrap_or_else(|| {
+            module_url
+                .rsplit_once('/')
+                .map(|(dir, _)| format!("{dir}/v86.wasm"))
+                .unwrap_or_else(|| "v86.wasm".into())
+        });
+        let bios = self.fetch_asset(vm_id, "bios", bios_source).await?;
+        let vga_bios = match &assets.vga_bios {
+            Some(s) => Some(self.fetch_asset(vm_id, "vgaBios", s).await?),
+            None => None,
+        };
+        let kernel = match &plan.kernel {
+            Some(s) => Some(self.read_image(vm_id, "kernel", s, files).await?),
+            None => None,
+        };
+        let initrd = match &plan.initrd {
+            Some(s) => Some(self.read_image(vm_id, "initrd", s, files).await?),
+            None => None,
+        };
+
+        let mut disks: Vec<DiskStack> = Vec::new();
+        for d in &plan.disks {
+            let host = self.host.clone();
+            let (vm, what) = (vm_id.to_string(), d.id.clone());
+            let opened = open_disk(vm_id, d, files, plan.block_size, move |p| {
+                host.emit(Event::Progress {
+                    vm_id: vm.clone(),
+                    what: what.clone(),
+                    bytes_fetched: p.bytes_fetched,
+                    total: p.total,
+                })
+            })
+            .await;
+            match opened {
+                Ok(stack) => disks.push(stack),
+                Err(e) => {
+                    close_disks(&disks).await;
+                    return Err(e);
+                }
+            }
+        }
+        let host: Rc<dyn EngineHost> = self.host.clone();
+        let mut objects = Vec::new();
+        for d in &disks {
+            let dev: Rc<dyn BlockDevice> = d.cow.clone();
+            match DiskObject::new(vm_id, &d.id, dev, host.clone()).await {
+                Ok(o) => objects.push(o),
+                Err(e) => {
+                    close_disks(&disks).await;
+                    return Err(e);
+                }
+            }
+        }
+        let config = V86Config {
+            vm_id: vm_id.to_string(),
+            module_url,
+            wasm_url,
+            memory_bytes: plan.memory_bytes,
+            bios,
+            vga_bios,
+            kernel,
+            initrd,
+            cmdline: plan.cmdline.clone(),
+        };
+        match V86Engine::start(config, objects, host).await {
+            Ok(engine) => Ok(Rc::new(RunningVm {
+                engine: Rc::new(engine),
+                disks,
+            })),
+            Err(e) => {
+                close_disks(&disks).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_asset(&self, vm_id: &str, what: &str, source: &AssetSource) -> Result<Vec<u8>> {
+        match source {
+            AssetSource::Bytes { data } if data.is_empty() => Err(RuntimeError::InvalidInputs(
+                format!("assets.{what} is empty"),
+            )),
+            AssetSource::Bytes { data } => Ok(data.clone()),
+            AssetSource::Url { url } => {
+                let bytes = fetch_bytes(what, url).await?;
+                self.emit(Event::Progress {
+                    vm_id: vm_id.to_string(),
+                    what: what.to_string(),
+                    bytes_fetched: bytes.len() as u64,
+                    total: bytes.len() as u64,
+                });
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Reads a whole kernel or initrd through the same device layer as disks.
+    async fn read_image(
+        &self,
+        vm_id: &str,
+        what: &str,
+        source: &ImageSource,
+        files: &FileMap,
+    ) -> Result<Vec<u8>> {
+        let host = self.host.clone();
+        let (vm, name) = (vm_id.to_string(), what.to_string());
+        let options = HttpOptions::default()
+            .chunk_size(1 << 20)
+            .read_ahead(0)
+            .cache_chunks(0)
+            .on_progress(move |p| {
+                host.emit(Event::Progress {
+                    vm_id: vm.clone(),
+                    what: name.clone(),
+                    bytes_fetched: p.bytes_fetched,
+                    total: p.total,
+                })
+            });
+        let (dev, _) = open_source(what, source, files, options).await?;
+        let data = dev
+            .read_vec(0, dev.size() as usize)
+            .await
+            .map_err(|e| RuntimeError::storage(what, e))?;
+        let _ = dev.close().await;
+        Ok(data)
+    }
+}
+
+fn not_running(vm_id: &str) -> RuntimeError {
+    RuntimeError::OutOfOrder(format!("VM {vm_id:?} is not running"))
+}
+
+async fn sync_disks(disks: &[DiskStack]) -> Result<()> {
+    for d in disks {
+        d.sync().await?;
+    }
+    Ok(())
+}
+
+async fn sync_all(vm: &RunningVm) -> Result<()> {
+    vm.engine.flush().await?;
+    sync_disks(&vm.disks).await
+}
+
+async fn close_disks(disks: &[DiskStack]) {
+    for d in disks {
+        let _ = d.close().await;
+    }
+}
+
+async fn export(vm: &RunningVm, disk_id: &str, format: ExportFormat) -> Result<Vec<u8>> {
+    sync_all(vm).await?;
+    let disk =
+        vm.disks.iter().find(|d| d.id == disk_id).ok_or_else(|| {
+            RuntimeError::InvalidInputs(format!("the VM has no disk {disk_id:?}"))
+        })?;
+    let mut out = Vec::new();
+    let r = match format {
+        ExportFormat::Compact => compact::export(&disk.cow, &mut out).await,
+        ExportFormat::Qcow2 => {
+            let options = Qcow2ExportOptions {
+                backing: Some(BackingFile {
+                    name: disk.name.clone(),
+                    format: disk.format.name().to_string(),
+                }),
+                cluster_size: None,
+            };
+            qcow2::export(&disk.cow, &options, &mut out)
+                .await
+                .map(|_| ())
+        }
+    };
+    r.map_err(|e| RuntimeError::storage(disk_id, e))?;
+    Ok(out)
+}
+
+/// Fetches `url` whole.
+async fn fetch_bytes(what: &str, url: &str) -> Result<Vec<u8>> {
+    let err = |reason: String| RuntimeError::Fetch {
+        what: what.to_string(),
+        url: url.to_string(),
+        reason,
+    };
+    let global: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let response = JsFuture::from(global.fetch_with_str(url))
+        .await
+        .map_err(|e| err(format!("{e:?}")))?;
+    let response: web_sys::Response = response.unchecked_into();
+    if !response.ok() {
+        return Err(err(format!("HTTP status {}", response.status())));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| err(format!("{e:?}")))?)
+        .await
+        .map_err(|e| err(format!("{e:?}")))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// The `files` object beside a start command: name -> Blob.
+fn files_of(value: &JsValue) -> FileMap {
+    let mut map = FileMap::new();
+    if let Some(obj) = value.dyn_ref::<Object>() {
+        for entry in Object::entries(obj).iter() {
+            let pair: js_sys::Array = entry.unchecked_into();
+            if let (Some(name), Ok(blob)) = (
+                pair.get(0).as_string(),
+                pair.get(1).dyn_into::<web_sys::Blob>(),
+            ) {
+                map.insert(name, blob);
+            }
+        }
+    }
+    map
+}
+
+/// Starts the runtime in this dedicated worker: installs the message handler and sends
+/// `ready`. Called by `web/worker.js` after the wasm module is initialised.
+#[wasm_bindgen(js_name = workerMain)]
+pub fn worker_main() -> std::result::Result<(), JsError> {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global()
+        .dyn_into()
+        .map_err(|_| JsError::new("workerMain must run in a dedicated worker"))?;
+    let worker = Rc::new(Worker {
+        host: Rc::new(Poster {
+            scope: scope.clone(),
+        }),
+        session: RefCell::new(Session::new()),
+        vm: RefCell::new(None),
+        pending_stop: RefCell::new(None),
+    });
+    let handler =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+            worker.on_message(e.data());
+        });
+    scope.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+    // The handler lives as long as the worker.
+    handler.forget();
+    post(
+        &scope,
+        &Event::Ready {
+            version: PROTOCOL_VERSION,
+            engines: AVAILABLE_ENGINES.to_vec(),
+        },
+    );
+    Ok(())
+}
