@@ -327,3 +327,14 @@ fn a_virtual_size_with_a_stray_tail_rounds_down_like_qemu() {
     assert_eq!(q.size(), size);
     assert_eq!(q.info().virtual_size, size);
 }
+
+/// Found by the fuzzer: an empty disk whose (unused) L1 offset lies past the end of the file.
+#[test]
+fn an_empty_disk_ignores_its_l1_offset() {
+    let mut img = image("v3-c64k");
+    put64(&mut img, 24, 0);
+    put32(&mut img, 36, 0);
+    put64(&mut img, 40, 1 << 50);
+    let q = open_and_read(img).unwrap();
+    assert_eq!(q.size(), 0);
+}

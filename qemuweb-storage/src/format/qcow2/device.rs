@@ -188,7 +188,12 @@ impl Qcow2Device {
             .min_l1_entries(geo.l2_entries())
             .unwrap_or(0)
             .min(u64::from(header.l1_size)) as usize;
-        let raw_l1 = file.read_vec(header.l1_table_offset, l1_len * 8).await?;
+        let raw_l1 = if l1_len == 0 {
+            // Nothing to read (an empty disk): the offset need not even lie in the file.
+            Vec::new()
+        } else {
+            file.read_vec(header.l1_table_offset, l1_len * 8).await?
+        };
         let l1 = raw_l1
             .chunks_exact(8)
             .map(|c| {
