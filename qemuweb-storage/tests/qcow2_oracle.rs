@@ -446,3 +446,68 @@ fn fixtures_exercise_every_entry_kind() {
         assert!(used >= 2, "{name}: {used} L2 tables");
     }
 }
+
+/// Counts the reads that reach the underlying device.
+struct Counting {
+    inner: Box<dyn BlockDevice>,
+    reads: Rc<RefCell<usize>>,
+}
+
+#[async_trait(?Send)]
+impl BlockDevice for Counting {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+    async fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        *self.reads.borrow_mut() += 1;
+        self.inner.read_at(offset, buf).await
+    }
+    async fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.inner.write_at(offset, data).await
+    }
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[test]
+fn whole_disk_reads_are_merged_into_few_device_reads() {
+    block_on(async {
+        for (name, most) in [("v3-c4k", 16), ("zlib-c4k", 10), ("zstd-c64k", 4)] {
+            let f = fixture(name);
+            let reads = Rc::new(RefCell::new(0));
+            let dev = Box::new(Counting {
+                inner: file(&f.image),
+                reads: reads.clone(),
+            });
+            let disk = Qcow2Device::open(dev, &OpenOptions::default())
+                .await
+                .unwrap();
+            let opened = *reads.borrow();
+            let all = disk.read_vec(0, disk.size() as usize).await.unwrap();
+            assert_eq!(all, std::fs::read(&f.raw).unwrap(), "{name}");
+            let used = *reads.borrow() - opened;
+            let clusters = std::fs::metadata(&f.image).unwrap().len() / f.cluster_size.unwrap();
+            eprintln!("{name}: {used} device reads for {clusters} stored clusters");
+            assert!(
+                used <= most,
+                "{name}: {used} device reads for {clusters} stored clusters"
+            );
+            // Small reads inside one compressed cluster decode it once.
+            if f.name.starts_with("v3") {
+                continue;
+            }
+            let before = *reads.borrow();
+            for i in 0..8 {
+                disk.read_vec(4096 * 16 + i * 512, 512).await.unwrap();
+            }
+            assert_eq!(*reads.borrow() - before, 1, "{name}: small reads");
+        }
+    });
+}
