@@ -1,0 +1,119 @@
+// Shared set-up of the runtime's browser tests: the served directories, the test guest
+// image and helpers to drive the test page.
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { launch, logPage, removeProfile } from '../lib/browser.mjs';
+import { REPO, serve, TARGET } from '../lib/server.mjs';
+import { serveStatic } from './static.mjs';
+
+export const V86_BUILD = join(REPO, 'e2e', 'node_modules', 'v86', 'build');
+export const SEABIOS = process.env.QEMUWEB_SEABIOS_DIR || '/usr/share/seabios';
+export const BUNDLE = join(TARGET, 'web', 'qemuweb-runtime');
+
+/**
+ * The web root (test page, runtime bundle, v86, SeaBIOS) served by a static server, and an
+ * image root (the x86 test guest as qcow2 and raw) served by qemuweb-test-server.
+ */
+export async function setUp() {
+  if (!existsSync(join(BUNDLE, 'qemuweb_runtime.js'))) {
+    throw new Error(`${BUNDLE} is missing: run scripts/build-web qemuweb-runtime`);
+  }
+  if (!existsSync(join(V86_BUILD, 'libv86.mjs'))) throw new Error('v86 is missing: run npm ci in e2e/');
+  for (const f of ['bios-256k.bin', 'vgabios-stdvga.bin']) {
+    if (!existsSync(join(SEABIOS, f))) throw new Error(`${join(SEABIOS, f)} is missing: apt-get install seabios`);
+  }
+  const webRoot = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-runtime-web-'));
+  cpSync(join(import.meta.dirname, 'page.html'), join(webRoot, 'page.html'));
+  cpSync(BUNDLE, join(webRoot, 'pkg'), { recursive: true });
+  mkdirSync(join(webRoot, 'v86'));
+  for (const f of ['libv86.mjs', 'v86.wasm']) cpSync(join(V86_BUILD, f), join(webRoot, 'v86', f));
+  mkdirSync(join(webRoot, 'bios'));
+  for (const f of ['bios-256k.bin', 'vgabios-stdvga.bin']) cpSync(join(SEABIOS, f), join(webRoot, 'bios', f));
+  const imageRoot = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-runtime-img-'));
+  const guests = join(TARGET, 'debug', 'qemuweb-guests');
+  if (existsSync(guests)) {
+    execFileSync(guests, [imageRoot], { stdio: ['ignore', 'ignore', 'inherit'] });
+  } else {
+    execFileSync('cargo', ['run', '-q', '-p', 'qemuweb-guests', '--', imageRoot], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  const web = await serveStatic(webRoot);
+  const images = await serve(imageRoot);
+  return {
+    web,
+    images,
+    imageRoot,
+    async tearDown() {
+      await web.stop();
+      await images.stop();
+      rmSync(webRoot, { recursive: true, force: true });
+      rmSync(imageRoot, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Opens the test page in `context`. */
+export async function openPage(context, web, tag) {
+  const page = await context.newPage();
+  logPage(page, tag);
+  await page.goto(`${web.url}/page.html`);
+  await page.waitForFunction(() => document.title === 'ready');
+  return page;
+}
+
+/** Launches Chromium on `profile` and opens the test page. */
+export async function browserWithPage(profile, web, tag) {
+  const context = await launch(profile);
+  return { context, page: await openPage(context, web, tag) };
+}
+
+/** Removes a profile; reports (without failing the test) a harness that cannot. */
+export function dropProfile(dir) {
+  try {
+    removeProfile(dir);
+  } catch (e) {
+    console.log(`removeProfile(${dir}) failed: ${e.message.split('\n')[0]}`);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** CRC-32 (zlib's), as the x86 guest's `read` prints it. */
+export function crc32(bytes) {
+  let crc = 0xffffffff;
+  for (const b of bytes) {
+    crc ^= b;
+    for (let i = 0; i < 8; i++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
+  }
+  return ((crc ^ 0xffffffff) >>> 0).toString(16).toUpperCase().padStart(8, '0');
+}
+
+/** `SECTOR N CRC32 X`: the guest's reply to `read N` when the sector holds `bytes`. */
+export const readReply = (lba, bytes) => `SECTOR ${lba} CRC32 ${crc32(bytes)}`;
+
+/** The initial content of data sector `lba` of the x86 test guest (see qemuweb-guests). */
+export function initialSector(lba) {
+  const s = Buffer.alloc(512);
+  s.writeBigUInt64LE(BigInt(lba), 0);
+  for (let i = 8; i < 512; i++) s[i] = (i + 31 * lba) & 0xff;
+  return s;
+}
+
+/** Sends `line` to `vm` and waits for `expect` in its serial output after that point. */
+export async function converse(page, vm, line, expect, ms = 20000) {
+  return page.evaluate(async ([vm, line, expect, ms]) => {
+    const from = (window.serial[vm] ?? '').length;
+    window.client.sendSerialIn(vm, line + '\r');
+    await window.waitSerial(vm, expect, from, ms);
+    return window.serial[vm].slice(from);
+  }, [vm, line, expect, ms]);
+}
+
+/** Starts `vm` on `disk` (an URL) in the page's `window.client`. */
+export async function startVm(page, vm, disk, { profile = 'linux-i386-pc-nographic', memoryMiB = 64 } = {}) {
+  return page.evaluate(async ([vm, disk, profile, memoryMiB]) => {
+    window.client ??= makeClient();
+    await window.client.init();
+    return attempt(() => window.client.startVm(vm, profiles[profile], { disk: { source: { kind: 'url', url: disk } } }, { memoryMiB }));
+  }, [vm, disk, profile, memoryMiB]);
+}

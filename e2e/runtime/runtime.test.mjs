@@ -1,0 +1,271 @@
+// qemuweb-runtime end to end in headless Chromium: a page boots the x86 test guest through
+// QemuClient and a module worker on the v86 engine, from a qcow2 image served over HTTP by
+// qemuweb-test-server; serial both ways; guest writes persist across a reload and a browser
+// restart on the same profile; stop, reset, two VMs at once; typed errors.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { newProfile } from '../lib/browser.mjs';
+import {
+  browserWithPage, converse, dropProfile, initialSector, openPage, readReply, setUp, startVm,
+} from './common.mjs';
+
+const BANNER = 'QEMUWEB-GUEST x86 v1';
+let env;
+
+before(async () => {
+  env = await setUp();
+});
+
+after(async () => {
+  await env?.tearDown();
+});
+
+const imageUrl = () => `${env.images.url}/x86-bios.qcow2`;
+
+async function waitBanner(page, vm, from = 0) {
+  return page.evaluate(([vm, banner, from]) => waitSerial(vm, banner + '\r\n> ', from, 30000), [vm, BANNER, from]);
+}
+
+test('boots from a qcow2 over HTTP, talks on serial, keeps a written sector across a reload and a restart, fetches only what it needs', async () => {
+  const profile = newProfile();
+  const vm = 'persist';
+  const lba = 100;
+  const filled = Buffer.alloc(512, 0xa5);
+  try {
+    let { context, page } = await browserWithPage(profile, env.web, 'first');
+    const caps = await page.evaluate(() => makeClient().init());
+    assert.equal(caps.crossOriginIsolated, true);
+    assert.equal(caps.webAssembly, true);
+    assert.equal(caps.indexedDb, true);
+    assert.deepEqual(caps.issues, []);
+
+    await env.images.log(); // (the log is cumulative; only /x86-bios.qcow2 lines count below)
+    assert.deepEqual(await startVm(page, vm, imageUrl()), { ok: undefined });
+    await waitBanner(page, vm);
+    const events = await page.evaluate(() => window.events);
+    const types = events.map((e) => e.type);
+    assert.ok(types.includes('capabilities'), types.join());
+    assert.ok(types.includes('started'), types.join());
+    const size = statSync(join(env.imageRoot, 'x86-bios.qcow2')).size;
+    const progress = events.filter((e) => e.type === 'progress' && e.args[0].what === 'disk0');
+    assert.ok(progress.length > 0, 'download progress was reported');
+    assert.equal(progress.at(-1).args[0].total, size);
+    assert.equal(await page.evaluate((vm) => client.getVmState(vm), vm), 'running');
+
+    // A line sent in comes back.
+    const echoed = await converse(page, vm, 'echo hello from the page', 'hello from the page\r\n> ');
+    assert.match(echoed, /hello from the page\r\n> $/);
+
+    // The guest writes a sector; the next read sees it at once (the write-back map).
+    assert.match(await converse(page, vm, `read ${lba}`, 'CRC32'), new RegExp(readReply(lba, initialSector(lba))));
+    await converse(page, vm, `write ${lba} A5`, `WROTE SECTOR ${lba} FILL A5`);
+    const after = await converse(page, vm, `read ${lba}`, `${readReply(lba, filled)}\r\n> `);
+    assert.match(after, new RegExp(readReply(lba, filled)));
+    assert.deepEqual(await page.evaluate((vm) => attempt(() => client.syncOverlay(vm)), vm), { ok: undefined });
+
+    // Only the ranges the guest needed (plus read-ahead) were fetched, never the whole image.
+    const gets = (await env.images.log())
+      .map((l) => l.split('\t'))
+      .filter(([method, path]) => method === 'GET' && path === '/x86-bios.qcow2');
+    assert.ok(gets.length > 0);
+    for (const [, , range, status] of gets) {
+      assert.notEqual(range, '-', 'every image GET is a Range request');
+      assert.equal(status, '206');
+    }
+    const fetched = gets.reduce((n, g) => n + Number(g[4]), 0);
+    console.log(`image: ${size} bytes, fetched ${fetched} bytes in ${gets.length} requests`);
+    assert.ok(fetched < size / 2, `fetched ${fetched} of ${size} bytes`);
+
+    // Reload the page: the worker dies with it; the new one reads the guest's write back.
+    await page.reload();
+    await page.waitForFunction(() => document.title === 'ready');
+    assert.deepEqual(await startVm(page, vm, imageUrl()), { ok: undefined });
+    await waitBanner(page, vm);
+    await converse(page, vm, `read ${lba}`, `${readReply(lba, filled)}\r\n> `);
+
+    // Close the browser and start it again on the same profile: still there.
+    await context.close();
+    ({ context, page } = await browserWithPage(profile, env.web, 'restart'));
+    assert.deepEqual(await startVm(page, vm, imageUrl()), { ok: undefined });
+    await waitBanner(page, vm);
+    await converse(page, vm, `read ${lba}`, `${readReply(lba, filled)}\r\n> `);
+    // A sector the guest never wrote still reads from the image.
+    await converse(page, vm, `read ${lba + 1}`, readReply(lba + 1, initialSector(lba + 1)));
+    await page.evaluate((vm) => client.stopVm(vm), vm);
+    await context.close();
+  } finally {
+    dropProfile(profile);
+  }
+});
+
+test('stop, reset and two VMs at once, each in its own worker', async () => {
+  const profile = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'two');
+    assert.deepEqual(await startVm(page, 'vm-a', imageUrl()), { ok: undefined });
+    assert.deepEqual(await startVm(page, 'vm-b', imageUrl()), { ok: undefined });
+    await waitBanner(page, 'vm-a');
+    await waitBanner(page, 'vm-b');
+    assert.deepEqual(await page.evaluate(() => client.vmIds()), ['vm-a', 'vm-b']);
+    const workers = page.workers().filter((w) => w.url().endsWith('/pkg/worker.js'));
+    assert.equal(workers.length, 2, 'one worker per VM');
+
+    // Each VM answers on its own serial line.
+    await converse(page, 'vm-a', 'echo only-a', 'only-a\r\n');
+    await converse(page, 'vm-b', 'echo only-b', 'only-b\r\n');
+    const serial = await page.evaluate(() => window.serial);
+    assert.ok(!serial['vm-a'].includes('only-b') && !serial['vm-b'].includes('only-a'));
+
+    // Their disks are separate: a write in one is not seen by the other.
+    const lba = 300;
+    await converse(page, 'vm-a', `write ${lba} 3C`, `WROTE SECTOR ${lba} FILL 3C`);
+    await converse(page, 'vm-a', `read ${lba}`, readReply(lba, Buffer.alloc(512, 0x3c)));
+    await converse(page, 'vm-b', `read ${lba}`, readReply(lba, initialSector(lba)));
+
+    // Reset reboots the guest: the banner comes again, and the write is still there.
+    const from = await page.evaluate(() => window.serial['vm-a'].length);
+    assert.deepEqual(await page.evaluate(() => attempt(() => client.resetVm('vm-a'))), { ok: undefined });
+    await waitBanner(page, 'vm-a', from);
+    await converse(page, 'vm-a', `read ${lba}`, readReply(lba, Buffer.alloc(512, 0x3c)));
+
+    // The state the worker reports.
+    assert.deepEqual(await page.evaluate(() => attempt(() => client.queryVmState('vm-b'))), { ok: 'running' });
+
+    // Stop (synced) and stop with force.
+    assert.deepEqual(await page.evaluate(() => attempt(() => client.stopVm('vm-a'))), { ok: undefined });
+    assert.deepEqual(await page.evaluate(() => attempt(() => client.stopVm('vm-b', true))), { ok: undefined });
+    const stops = await page.evaluate(() => events.filter((e) => e.type === 'stopped').map((e) => [e.vmId, e.args[0]]));
+    assert.deepEqual(stops, [['vm-a', 'requested'], ['vm-b', 'forced']]);
+    assert.equal(await page.evaluate(() => client.getVmState('vm-a')), 'stopped');
+    assert.deepEqual(await page.evaluate(() => client.vmIds()), []);
+    await page.waitForFunction(() => true);
+    const err = await page.evaluate(() => {
+      try { client.sendSerialIn('vm-a', 'echo x\r'); return null; } catch (e) { return e.code; }
+    });
+    assert.equal(err, 'out-of-order');
+    // A stopped VM starts again, with its disk as it was.
+    assert.deepEqual(await startVm(page, 'vm-a', imageUrl()), { ok: undefined });
+    await converse(page, 'vm-a', `read ${lba}`, readReply(lba, Buffer.alloc(512, 0x3c)));
+    await page.evaluate(() => client.terminate());
+    await context.close();
+  } finally {
+    dropProfile(profile);
+  }
+});
+
+test('a bad profile, a missing BIOS, an unreachable URL: each a typed error event', async () => {
+  const profile = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'errors');
+    const disk = { disk: { source: { kind: 'url', url: imageUrl() } } };
+    const results = await page.evaluate(async ([disk]) => {
+      const c = (window.client = makeClient());
+      const i386 = profiles['linux-i386-pc-nographic'];
+      const out = {};
+      out.x86_64 = await attempt(() => c.startVm('e-x64', profiles['linux-x86_64-pc-nographic'], disk));
+      out.badProfile = await attempt(() => c.startVm('e-bad', { ...i386, memoryMiB: 0 }, disk));
+      out.shapeless = await attempt(() => c.startVm('e-shape', { ...i386, arch: 'sparc' }, disk));
+      out.nothing = await attempt(() => c.startVm('e-none', i386, {}));
+      const noBios = makeClient({ workerUrl: './pkg/worker.js', assets: { ...ASSETS, bios: undefined } });
+      out.missingBios = await attempt(() => noBios.startVm('e-bios', i386, disk));
+      const badBios = makeClient({ workerUrl: './pkg/worker.js', assets: { ...ASSETS, bios: { kind: 'url', url: './bios/nope.bin' } } });
+      out.biosUrl = await attempt(() => badBios.startVm('e-bios-url', i386, disk));
+      out.unreachable = await attempt(() => c.startVm('e-url', i386, { disk: { source: { kind: 'url', url: 'http://127.0.0.1:9/x.qcow2' } } }));
+      out.notFound = await attempt(() => c.startVm('e-404', i386, { disk: { source: { kind: 'url', url: disk.disk.source.url + '.missing' } } }));
+      out.states = ['e-x64', 'e-url'].map((v) => c.getVmState(v));
+      out.errors = events.filter((e) => e.type === 'error').map((e) => [e.vmId, e.args[0].code]);
+      return out;
+    }, [disk]);
+    assert.equal(results.x86_64.error, 'unsupported');
+    assert.match(results.x86_64.message, /QEMU engine/);
+    assert.equal(results.badProfile.error, 'invalid-profile');
+    assert.equal(results.shapeless.error, 'malformed');
+    assert.equal(results.nothing.error, 'invalid-inputs');
+    assert.equal(results.missingBios.error, 'missing-bios');
+    assert.match(results.missingBios.message, /BIOS/);
+    assert.equal(results.biosUrl.error, 'fetch');
+    assert.match(results.biosUrl.message, /404/);
+    assert.equal(results.unreachable.error, 'storage');
+    assert.match(results.unreachable.message, /127\.0\.0\.1:9/);
+    assert.equal(results.notFound.error, 'storage');
+    assert.deepEqual(results.states, ['failed', 'failed']);
+    // Every failure that reached a worker came as an error event for its VM.
+    for (const [vm, code] of [['e-x64', 'unsupported'], ['e-bad', 'invalid-profile'], ['e-none', 'invalid-inputs'],
+                              ['e-bios', 'missing-bios'], ['e-bios-url', 'fetch'], ['e-url', 'storage'], ['e-404', 'storage']]) {
+      assert.ok(results.errors.some(([v, c]) => v === vm && c === code), `${vm}: ${code} in ${JSON.stringify(results.errors)}`);
+    }
+    // After all that, a good start works in the same client.
+    assert.deepEqual(await startVm(page, 'e-good', imageUrl()), { ok: undefined });
+    await waitBanner(page, 'e-good');
+    await page.evaluate(() => client.stopVm('e-good', true));
+    await context.close();
+  } finally {
+    dropProfile(profile);
+  }
+});
+
+test('the worker answers malformed, unknown and out-of-order messages with error events and keeps running; versions must match', async () => {
+  const profile = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'protocol');
+    const replies = await page.evaluate(async () => {
+      const w = new Worker('./pkg/worker.js', { type: 'module' });
+      const got = [];
+      const next = () => new Promise((resolve) => { w.onmessage = (e) => { got.push(e.data); resolve(e.data); }; });
+      const ask = async (msg, n = 1) => {
+        const out = [];
+        for (let i = 0; i < n; i++) { const p = next(); if (i === 0) w.postMessage(msg); out.push(await p); }
+        return out;
+      };
+      const ready = await next();
+      const r = { ready };
+      r.number = await ask(42);
+      r.noCommand = await ask({ id: 1 });
+      r.unknown = await ask({ id: 2, command: { type: 'launchMissiles' } });
+      r.beforeHello = await ask({ id: 3, command: { type: 'reset', vmId: 'a' } });
+      r.badVersion = await ask({ id: 4, command: { type: 'hello', version: 99 } });
+      r.hello = await ask({ id: 5, command: { type: 'hello', version: ready.version } }, 2);
+      r.again = await ask({ id: 6, command: { type: 'hello', version: ready.version } });
+      r.noVm = await ask({ id: 7, command: { type: 'queryState', vmId: 'a' } });
+      r.badBytes = await ask({ id: 8, command: { type: 'serialIn', vmId: 'a', data: 'text' } });
+      r.badId = await ask({ id: 9, command: { type: 'stop', vmId: '../../x' } });
+      r.badStart = await ask({ id: 10, command: { type: 'start', vmId: 'a', profile: { id: 1 } } });
+      w.terminate();
+      return r;
+    });
+    assert.equal(replies.ready.type, 'ready');
+    assert.equal(replies.ready.version, 1);
+    assert.deepEqual(replies.ready.engines, ['v86']);
+    const code = (m) => [m[0].type, m[0].code, m[0].requestId];
+    assert.deepEqual(code(replies.number), ['error', 'malformed', undefined]);
+    assert.deepEqual(code(replies.noCommand), ['error', 'malformed', 1]);
+    assert.deepEqual(code(replies.unknown), ['error', 'unknown-command', 2]);
+    assert.deepEqual(code(replies.beforeHello), ['error', 'out-of-order', 3]);
+    assert.deepEqual(code(replies.badVersion), ['error', 'version-mismatch', 4]);
+    assert.match(replies.badVersion[0].message, /version 99/);
+    assert.deepEqual(replies.hello.map((m) => m.type), ['capabilities', 'done']);
+    assert.equal(replies.hello[1].requestId, 5);
+    assert.equal(replies.hello[0].capabilities.context, 'worker');
+    assert.deepEqual(code(replies.again), ['error', 'out-of-order', 6]);
+    assert.deepEqual(code(replies.noVm), ['error', 'out-of-order', 7]);
+    assert.deepEqual(code(replies.badBytes), ['error', 'malformed', 8]);
+    assert.deepEqual(code(replies.badId), ['error', 'malformed', 9]);
+    assert.deepEqual(code(replies.badStart), ['error', 'malformed', 10]);
+
+    // The client refuses a worker of another protocol version with a clear error.
+    const mismatch = await page.evaluate(async () => {
+      const blob = new Blob(["postMessage({type: 'ready', version: 2, engines: ['v86']});"], { type: 'text/javascript' });
+      const c = makeClient({ workerUrl: URL.createObjectURL(blob), assets: ASSETS });
+      const r = await attempt(() => c.startVm('v-old', profiles['linux-i386-pc-nographic'], { disk: { source: { kind: 'url', url: 'x.qcow2' } } }));
+      return { r, state: c.getVmState('v-old') };
+    });
+    assert.equal(mismatch.r.error, 'version-mismatch');
+    assert.match(mismatch.r.message, /version 1.*version 2/);
+    assert.equal(mismatch.state, 'failed');
+    await context.close();
+  } finally {
+    dropProfile(profile);
+  }
+});
