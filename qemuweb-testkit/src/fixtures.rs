@@ -142,9 +142,9 @@ fn write_source(path: &Path, seed: u64, size: u64, regions: &[(u64, u64, Fill)])
 /// boundary (tables of `cluster` bytes map `cluster * cluster / 8` bytes), and the end.
 fn spread(size: u64, cluster: u64) -> Vec<(u64, u64, Fill)> {
     let mut r = vec![
-        (0, 192 * KIB, Fill::Text),
-        (192 * KIB + 1536, 40 * KIB + 512, Fill::Random),
-        (300 * KIB + 512, 100 * KIB, Fill::Text),
+        (0, 112 * KIB, Fill::Text),
+        (112 * KIB + 1536, 24 * KIB + 512, Fill::Random),
+        (200 * KIB + 512, 48 * KIB, Fill::Text),
         (MIB - 4 * KIB, 8 * KIB, Fill::Text),
         (MIB + 200 * KIB, 3 * 512, Fill::Random),
     ];
