@@ -165,6 +165,8 @@ pub enum ExportFormat {
 }
 
 /// A page-to-worker command.
+// A command is decoded once and moved into its handler: boxing `start` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Tsify)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Command {

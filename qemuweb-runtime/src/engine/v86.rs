@@ -164,8 +164,8 @@ impl DiskObject {
         let obj = js.clone();
         let load = Closure::<dyn FnMut()>::new(move || {
             // The first bytes were read in `new`; v86 may go on at once.
-            if let Ok(f) = Reflect::get(&obj, &"onload".into())
-                .and_then(|f| f.dyn_into::<Function>().map_err(JsValue::from))
+            if let Ok(f) =
+                Reflect::get(&obj, &"onload".into()).and_then(|f| f.dyn_into::<Function>())
             {
                 let _ = f.call0(&JsValue::NULL);
             }
@@ -177,7 +177,7 @@ impl DiskObject {
         let get_from_cache =
             Closure::<dyn FnMut(f64, f64) -> JsValue>::new(move |start: f64, len: f64| {
                 weak.upgrade()
-                    .and_then(|this| this.from_cache(start as u64, len as usize))
+                    .and_then(|this| this.cached(start as u64, len as usize))
                     .map(|bytes| Uint8Array::from(&bytes[..]).into())
                     .unwrap_or(JsValue::UNDEFINED)
             });
@@ -242,7 +242,7 @@ impl DiskObject {
         }
     }
 
-    fn from_cache(&self, start: u64, len: usize) -> Option<Vec<u8>> {
+    fn cached(&self, start: u64, len: usize) -> Option<Vec<u8>> {
         let head = self.head.borrow();
         let end = start.checked_add(len as u64)?;
         if end > head.len() as u64 {
@@ -255,7 +255,7 @@ impl DiskObject {
 
     fn get(self: Rc<Self>, start: u64, len: usize, cb: Function) {
         // Answer at once what the head holds (boot code, partition table).
-        if let Some(bytes) = self.from_cache(start, len) {
+        if let Some(bytes) = self.cached(start, len) {
             let _ = cb.call1(&JsValue::NULL, &Uint8Array::from(&bytes[..]));
             return;
         }
