@@ -32,6 +32,8 @@ pub mod resolver;
 mod file;
 #[cfg(target_arch = "wasm32")]
 mod indexeddb;
+#[cfg(all(target_arch = "wasm32", feature = "js"))]
+pub mod js;
 
 pub use cow::{CowBlockDevice, MemoryOverlay, Overlay};
 pub use device::{check_range, BlockDevice, DEFAULT_BLOCK_SIZE};

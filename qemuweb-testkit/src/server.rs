@@ -732,7 +732,7 @@ fn serve_file(req: &Request, path: &str, root: &Path, state: &State) -> Answer {
     };
     let last_modified = http_date(modified);
     let mut headers: Vec<(&'static str, String)> = vec![
-        ("Content-Type", "application/octet-stream".into()),
+        ("Content-Type", content_type(&file).into()),
         ("Accept-Ranges", "bytes".into()),
         ("ETag", etag.clone()),
         ("Last-Modified", last_modified.clone()),
@@ -832,6 +832,20 @@ pub fn http_date_now() -> String {
             .unwrap_or_default()
             .as_secs(),
     )
+}
+
+/// The MIME type a browser needs for `path`: pages, modules and wasm (for
+/// `WebAssembly.instantiateStreaming`) by extension, anything else as bytes.
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("json") => "application/json",
+        Some("css") => "text/css; charset=utf-8",
+        Some("txt" | "tsv") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
 }
 
 #[cfg(test)]
