@@ -257,13 +257,26 @@ impl Disk {
         })
     }
 
-    /// Verifies a compact overlay archive and writes its blocks into this disk's overlay.
+    /// Imports an overlay into this disk's overlay: `"compact"` (the default; verified
+    /// before anything is written) or `"qcow2"` (an overlay made by `qemu-img create -b`,
+    /// its own clusters only). Resolves to the number of ranges written.
     #[wasm_bindgen(js_name = importOverlay)]
-    pub fn import_overlay(&self, data: Vec<u8>) -> Promise {
+    pub fn import_overlay(&self, data: Vec<u8>, format: Option<String>) -> Promise {
         let cow = self.inner.cow();
         promise(async move {
             let cow = cow?;
-            let summary = compact::import(&data, &cow).await?;
+            let summary = match format.as_deref().unwrap_or("compact") {
+                "compact" => compact::import(&data, &cow).await?,
+                "qcow2" => {
+                    let image = Box::new(MemoryBlockDevice::read_only(data));
+                    qcow2::import(image, &cow).await?
+                }
+                other => {
+                    return Err(StorageError::InvalidArgument(format!(
+                        "unknown overlay format {other:?} (use \"compact\" or \"qcow2\")"
+                    )))
+                }
+            };
             Ok(JsValue::from(summary.ranges as f64))
         })
     }

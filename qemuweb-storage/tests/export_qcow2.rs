@@ -192,3 +192,144 @@ fn bad_options_are_refused() {
         );
     }
 }
+
+fn qemu_io(image: &Path, fmt: &str, cmd: &str) {
+    let out = Command::new("qemu-io")
+        .args(["-f", fmt, "-c", cmd, image.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qemu-io {cmd}: {out:?}");
+}
+
+fn cow_over(base: &Path) -> CowBlockDevice {
+    let base = FileBlockDevice::open(base, true).unwrap();
+    CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(4096).unwrap())).unwrap()
+}
+
+#[test]
+fn overlays_written_by_qemu_io_import_exactly() {
+    use qemuweb_storage::export::qcow2::import;
+    for (tag, opts) in [
+        ("plain", "cluster_size=65536"),
+        ("small", "cluster_size=4096"),
+        ("subclusters", "cluster_size=65536,extended_l2=on"),
+    ] {
+        let dir = workdir(&format!("import-{tag}"));
+        let size = 6 << 20;
+        std::fs::write(dir.join("base.raw"), noise(size, 11)).unwrap();
+        let ov = dir.join("ov.qcow2");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            opts,
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            ov.to_str().unwrap(),
+        ]);
+        // Data, zeros over data, an unaligned write, a compressed cluster, a subcluster-sized
+        // write, and a write crossing into the last cluster.
+        qemu_io(&ov, "qcow2", "write -P 0x5a 65536 131072");
+        qemu_io(&ov, "qcow2", "write -z 98304 8192");
+        qemu_io(&ov, "qcow2", "write -P 0x33 1000 3000");
+        qemu_io(&ov, "qcow2", "write -c -P 0x77 2097152 65536");
+        qemu_io(&ov, "qcow2", "write -P 0x44 4196352 2048");
+        qemu_io(&ov, "qcow2", &format!("write -P 0x66 {} 4096", size - 4096));
+        let disk = cow_over(&dir.join("base.raw"));
+        let image = FileBlockDevice::open(&ov, true).unwrap();
+        let summary = block_on(import(Box::new(image), &disk)).unwrap();
+        assert!(
+            summary.bytes > 0 && summary.ranges > 0,
+            "{tag}: {summary:?}"
+        );
+        let expected = check_and_convert(&dir, "ov.qcow2");
+        assert!(
+            block_on(disk.read_vec(0, size)).unwrap() == expected,
+            "{tag}"
+        );
+        // The base file is untouched.
+        assert_eq!(
+            std::fs::read(dir.join("base.raw")).unwrap(),
+            noise(size, 11)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn our_export_imports_back() {
+    use qemuweb_storage::export::qcow2::import;
+    let dir = workdir("roundtrip");
+    let size = (3 << 20) + 512;
+    std::fs::write(dir.join("base.raw"), noise(size, 5)).unwrap();
+    let src = cow_over(&dir.join("base.raw"));
+    write_pattern(&src);
+    let options = Qcow2ExportOptions {
+        backing: Some(BackingFile {
+            name: "base.raw".into(),
+            format: "raw".into(),
+        }),
+        cluster_size: Some(65536),
+    };
+    export_to(&src, &options, &dir.join("ov.qcow2"));
+    let dst = cow_over(&dir.join("base.raw"));
+    let image = FileBlockDevice::open(dir.join("ov.qcow2"), true).unwrap();
+    block_on(import(Box::new(image), &dst)).unwrap();
+    assert!(block_on(dst.read_vec(0, size)).unwrap() == block_on(src.read_vec(0, size)).unwrap());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_overlays_are_refused_and_change_nothing() {
+    use qemuweb_storage::export::qcow2::import;
+    use qemuweb_storage::ErrorKind;
+    let dir = workdir("bad-import");
+    let size = 2 << 20;
+    std::fs::write(dir.join("base.raw"), noise(size, 2)).unwrap();
+    // Another size than the disk.
+    let other = dir.join("other.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", other.to_str().unwrap(), "4M"]);
+    let disk = cow_over(&dir.join("base.raw"));
+    let e = block_on(import(
+        Box::new(FileBlockDevice::open(&other, true).unwrap()),
+        &disk,
+    ))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    // Data clusters, then the second one's L2 entry pointing past the end of the file.
+    let ov = dir.join("ov.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=65536",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        ov.to_str().unwrap(),
+    ]);
+    qemu_io(&ov, "qcow2", "write -P 0x5a 0 131072");
+    let mut bytes = std::fs::read(&ov).unwrap();
+    let l1_offset = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    let l2_offset = (u64::from_be_bytes(bytes[l1_offset..l1_offset + 8].try_into().unwrap())
+        & 0x00ff_ffff_ffff_fe00) as usize;
+    bytes[l2_offset + 8..l2_offset + 16].copy_from_slice(&((1u64 << 40) | (1 << 63)).to_be_bytes());
+    let e = block_on(import(
+        Box::new(qemuweb_storage::MemoryBlockDevice::read_only(bytes)),
+        &disk,
+    ))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(
+        disk.overlay().block_indices().is_empty(),
+        "nothing was written"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

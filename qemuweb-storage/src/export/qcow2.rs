@@ -5,15 +5,19 @@
 //! `qemu-img convert -O raw overlay.qcow2 disk.raw` (with the base beside it) gives the disk
 //! the guest saw. Without one, it is a standalone image of every non-zero cluster.
 //!
+//! [`import`] goes the other way: the clusters a qcow2 overlay made natively
+//! (`qemu-img create -b`, then `qemu-io` or a guest) are written into a disk's overlay.
+//!
 //! The file is written in one pass, metadata first: header cluster, L1 table, refcount
 //! table, refcount blocks, L2 tables, then data clusters in guest order. Every cluster has
 //! refcount 1 and its L1/L2 entries carry the COPIED flag, as QEMU expects of an image with
 //! no snapshots.
 
-use super::ExportSink;
+use super::{check_same_size, ExportSink, ImportSummary};
 use crate::cow::CowBlockDevice;
 use crate::device::BlockDevice;
 use crate::error::{Result, StorageError};
+use crate::format::{OpenOptions, Qcow2Device};
 
 /// The backing file an exported overlay names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,6 +300,48 @@ impl<'a> Layout<'a> {
             t
         })
     }
+}
+
+/// Largest piece read from the overlay image at once during an import.
+const IMPORT_CHUNK: u64 = 4 << 20;
+
+/// Writes the guest data a qcow2 overlay defines (its own clusters, not its backing file's)
+/// into `disk`'s overlay, so that `disk` then reads as the overlay over `disk`'s base.
+///
+/// The overlay's backing file is never opened: only the clusters the overlay itself
+/// allocates are read, so the backing file may be absent and the name it gives is not
+/// trusted. External data files are refused. The whole overlay is read and checked once before
+/// anything is written, so a damaged image changes nothing.
+pub async fn import(image: Box<dyn BlockDevice>, disk: &CowBlockDevice) -> Result<ImportSummary> {
+    // The default resolver refuses external data files; the backing file is not needed.
+    let options = OpenOptions {
+        open_backing: false,
+        ..OpenOptions::default()
+    };
+    let overlay = Qcow2Device::open(image, &options).await?;
+    check_same_size("the qcow2 overlay", overlay.size(), disk.size())?;
+    let ranges = overlay.allocated_ranges().await?;
+    let mut buf = Vec::new();
+    // Pass 1 reads (and so validates) everything; pass 2 writes.
+    for write in [false, true] {
+        for r in &ranges {
+            let mut at = r.start;
+            while at < r.end {
+                let n = (r.end - at).min(IMPORT_CHUNK) as usize;
+                buf.resize(n, 0);
+                overlay.read_at(at, &mut buf).await?;
+                if write {
+                    disk.write_at(at, &buf).await?;
+                }
+                at += n as u64;
+            }
+        }
+    }
+    overlay.close().await?;
+    Ok(ImportSummary {
+        bytes: ranges.iter().map(|r| r.end - r.start).sum(),
+        ranges: ranges.len() as u64,
+    })
 }
 
 #[cfg(test)]

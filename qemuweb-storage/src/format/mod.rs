@@ -51,6 +51,10 @@ pub struct OpenOptions {
     pub max_chain_depth: usize,
     /// The format of the top image; `None` detects it with [`detect_format`].
     pub format: Option<ImageFormat>,
+    /// Whether to open the backing file a qcow2 image names (default `true`). With
+    /// `false` the image is read on its own: what it does not allocate reads as zeros, and
+    /// the resolver is never asked for a backing file.
+    pub open_backing: bool,
 }
 
 impl Default for OpenOptions {
@@ -59,6 +63,7 @@ impl Default for OpenOptions {
             resolver: Rc::new(DenyResolver),
             max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
             format: None,
+            open_backing: true,
         }
     }
 }
@@ -69,6 +74,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("resolver", &"dyn ImageResolver")
             .field("max_chain_depth", &self.max_chain_depth)
             .field("format", &self.format)
+            .field("open_backing", &self.open_backing)
             .finish()
     }
 }

@@ -205,6 +205,7 @@ impl Qcow2Device {
 
         let backing = match &backing_file {
             None => None,
+            Some(_) if !options.open_backing => None,
             Some(name) => {
                 if depth >= options.max_chain_depth {
                     return Err(StorageError::ChainTooDeep {
@@ -290,6 +291,49 @@ impl Qcow2Device {
         let table = Geometry::decode_table(&bytes);
         self.l2_cache.insert(offset, table.clone());
         Ok(Some(table))
+    }
+
+    /// The guest byte ranges this image itself defines (as data or as zeros), ascending and
+    /// merged. Every other byte reads through to the backing file (or as zeros without one).
+    ///
+    /// This walks the L1 and L2 tables only; no guest data is read.
+    pub async fn allocated_ranges(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        if self.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        let cs = self.geo.cluster_size;
+        let size = self.info.virtual_size;
+        let per_table = self.geo.l2_entries();
+        let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+        for l1_index in 0..self.l1.len() as u64 {
+            let first_cluster = l1_index * per_table;
+            if first_cluster * cs >= size {
+                break;
+            }
+            let Some(table) = self.l2_table(l1_index).await? else {
+                continue;
+            };
+            for i in 0..per_table {
+                let start = (first_cluster + i) * cs;
+                if start >= size {
+                    break;
+                }
+                let len = cs.min(size - start);
+                let mut at = 0;
+                while at < len {
+                    let (extent, run) = self.geo.map(&table, i, at, len - at)?;
+                    if extent != Extent::Unallocated {
+                        let r = start + at..start + at + run;
+                        match out.last_mut() {
+                            Some(last) if last.end == r.start => last.end = r.end,
+                            _ => out.push(r),
+                        }
+                    }
+                    at += run;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The device data clusters are read from.
