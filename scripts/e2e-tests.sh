@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Runs the end-to-end tests in e2e/ (Node's test runner + playwright-core driving Debian's
-# headless Chromium against pages served by qemuweb-test-server on 127.0.0.1).
-# Dependencies must be installed (scripts/setup). Honours CARGO_TARGET_DIR.
+# headless Chromium against pages served on 127.0.0.1): qemuweb-storage's persistence and
+# interop tests and qemuweb-runtime's VM tests. The Linux boot is its own step
+# (scripts/e2e-linux.sh). Dependencies must be installed (scripts/setup).
+# Honours CARGO_TARGET_DIR; extra arguments are test files or directories under e2e/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 export CARGO_TARGET_DIR=$target_dir
 
 cargo build -q -p qemuweb-testkit --bin qemuweb-test-server
-scripts/build-web qemuweb-storage-js "$target_dir/web/storage"
-# qemuweb-runtime: its bundle, and the x86 test guest writer its tests use.
-scripts/build-web qemuweb-runtime
 cargo build -q -p qemuweb-guests
-cargo build -q -p qemuweb-runtime --example headless
+scripts/build-web --dev qemuweb-storage-js "$target_dir/web/storage" >/dev/null
+scripts/build-web qemuweb-runtime >/dev/null
 
 (cd e2e && npm ci --no-audit --no-fund --silent)
 cd e2e
