@@ -25,7 +25,7 @@ export async function setUp() {
     if (!existsSync(join(SEABIOS, f))) throw new Error(`${join(SEABIOS, f)} is missing: apt-get install seabios`);
   }
   const webRoot = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-runtime-web-'));
-  cpSync(join(import.meta.dirname, 'page.html'), join(webRoot, 'page.html'));
+  for (const page of ['page.html', 'bench-v86.html']) cpSync(join(import.meta.dirname, page), join(webRoot, page));
   cpSync(BUNDLE, join(webRoot, 'pkg'), { recursive: true });
   mkdirSync(join(webRoot, 'v86'));
   for (const f of ['libv86.mjs', 'v86.wasm']) cpSync(join(V86_BUILD, f), join(webRoot, 'v86', f));
@@ -43,6 +43,7 @@ export async function setUp() {
   return {
     web,
     images,
+    webRoot,
     imageRoot,
     async tearDown() {
       await web.stop();
@@ -116,4 +117,12 @@ export async function startVm(page, vm, disk, { profile = 'linux-i386-pc-nograph
     await window.client.init();
     return attempt(() => window.client.startVm(vm, profiles[profile], { disk: { source: { kind: 'url', url: disk } } }, { memoryMiB }));
   }, [vm, disk, profile, memoryMiB]);
+}
+
+/** Runs scripts/linux-guest (cached outside the repository) and returns [bzImage, initrd]. */
+export function linuxGuest() {
+  const out = execFileSync(join(REPO, 'scripts', 'linux-guest'), process.env.QEMUWEB_LINUX_CACHE ? [process.env.QEMUWEB_LINUX_CACHE] : [], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return out.trim().split('\n');
 }

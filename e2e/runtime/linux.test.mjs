@@ -6,23 +6,13 @@
 // so it runs as its own step: scripts/e2e-linux.sh (which sets QEMUWEB_E2E_LINUX=1).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
-import { REPO } from '../lib/server.mjs';
-import { browserWithPage, converse, dropProfile, setUp } from './common.mjs';
+import { browserWithPage, converse, dropProfile, linuxGuest, setUp } from './common.mjs';
 
 const enabled = process.env.QEMUWEB_E2E_LINUX === '1';
 let env;
-
-/** Runs scripts/linux-guest (cached outside the repository) and returns [bzImage, initrd]. */
-export function linuxGuest() {
-  const out = execFileSync(join(REPO, 'scripts', 'linux-guest'), process.env.QEMUWEB_LINUX_CACHE ? [process.env.QEMUWEB_LINUX_CACHE] : [], {
-    encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return out.trim().split('\n');
-}
 
 before(async () => {
   if (!enabled) return;

@@ -1,7 +1,8 @@
 // A static file server for the runtime's test pages: the page, the wasm bundle, v86 and the
 // BIOS, with the JavaScript/wasm MIME types module scripts need and COOP/COEP/CORP so the
-// page is cross-origin isolated. Disk images are served by qemuweb-test-server on another
-// port (Range, CORS, request log), as an image host would be.
+// page is cross-origin isolated, and single byte ranges. The tests' disk images are served by
+// qemuweb-test-server on another port (Range, CORS, request log), as an image host would be;
+// the benchmark serves them from here, the same origin for both contenders.
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
 import { extname, join, normalize, sep } from 'node:path';
@@ -34,7 +35,17 @@ export async function serveStatic(root) {
       res.writeHead(404, { ...headers, 'Content-Type': 'text/plain' });
       return res.end('not found\n');
     }
-    res.writeHead(200, { ...headers, 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Content-Length': size });
+    const type = TYPES[extname(file)] ?? 'application/octet-stream';
+    // One `bytes=a-b` range (what v86's own image loader and ours send); anything else: 200.
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    if (m && Number(m[1]) < size) {
+      const start = Number(m[1]);
+      const end = Math.min(m[2] === '' ? size - 1 : Number(m[2]), size - 1);
+      res.writeHead(206, { ...headers, 'Content-Type': type, 'Accept-Ranges': 'bytes', 'Content-Length': end - start + 1, 'Content-Range': `bytes ${start}-${end}/${size}` });
+      if (req.method === 'HEAD') return res.end();
+      return createReadStream(file, { start, end }).pipe(res);
+    }
+    res.writeHead(200, { ...headers, 'Content-Type': type, 'Accept-Ranges': 'bytes', 'Content-Length': size });
     if (req.method === 'HEAD') return res.end();
     createReadStream(file).pipe(res);
   });

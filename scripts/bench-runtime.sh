@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmark of qemuweb-runtime (not a test): page start to the x86 test guest's banner, and
+# with --linux to the Debian i386 Linux shell prompt, through QemuClient against v86 used
+# directly with the same guest in the same headless Chromium. Prints medians and ratios.
+#
+#   scripts/bench-runtime.sh [--runs N] [--linux]
+#
+# Honours CARGO_TARGET_DIR and QEMUWEB_LINUX_CACHE (see scripts/linux-guest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build -q -p qemuweb-testkit --bin qemuweb-test-server
+cargo build -q -p qemuweb-guests
+scripts/build-web qemuweb-runtime >/dev/null
+(cd e2e && npm ci --no-audit --no-fund --silent)
+exec node e2e/runtime/bench.mjs "$@"
