@@ -30,6 +30,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::DedicatedWorkerGlobalScope;
 
+/// How often a running VM's writes are made durable without being asked.
+pub const AUTOSYNC_MS: u32 = 1000;
+
 /// Posts events to the page.
 struct Poster {
     scope: DedicatedWorkerGlobalScope,
@@ -179,6 +182,8 @@ impl Worker {
                         self.done(id, Reply::Ok);
                         if let Some((stop_id, force)) = stop {
                             self.stop(stop_id, &vm_id, force).await;
+                        } else {
+                            spawn_local(self.clone().autosync(vm, vm_id.clone()));
                         }
                     }
                     Err(e) => {
@@ -242,6 +247,35 @@ impl Worker {
                     .map(|(_, s)| s)
                     .unwrap_or(VmState::Stopped);
                 self.answer(id, &vm_id, Ok(Reply::State { state }));
+            }
+        }
+    }
+
+    /// Makes the guest's writes durable every [`AUTOSYNC_MS`] while `vm` runs, so a page
+    /// that goes away (reload, tab closed, crash) loses at most that much.
+    async fn autosync(self: Rc<Self>, vm: Rc<RunningVm>, vm_id: String) {
+        let current = |this: &Self| {
+            this.vm
+                .borrow()
+                .as_ref()
+                .is_some_and(|v| Rc::ptr_eq(v, &vm))
+        };
+        let mut failed = false;
+        loop {
+            gloo_timers::future::TimeoutFuture::new(AUTOSYNC_MS).await;
+            if !current(&self) {
+                return;
+            }
+            let result = sync_all(&vm).await;
+            match result {
+                // Report a failure once, while the VM is still ours (a stop may have
+                // closed the disks meanwhile).
+                Err(e) if !failed && current(&self) => {
+                    failed = true;
+                    self.fail(None, Some(&vm_id), &e);
+                }
+                Ok(()) => failed = false,
+                Err(_) => {}
             }
         }
     }
