@@ -290,3 +290,43 @@ test('the worker answers malformed, unknown and out-of-order messages with error
     dropProfile(profile);
   }
 });
+
+test('a disk from a File/Blob the page holds; capabilities report missing cross-origin isolation with the fix', async () => {
+  const profile = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'blob');
+    const r = await page.evaluate(async (url) => {
+      const blob = await (await fetch(url)).blob();
+      const c = (window.client = makeClient());
+      const i386 = profiles['linux-i386-pc-nographic'];
+      const file = { disk: { source: { kind: 'file', path: 'local.qcow2' } } };
+      const missing = await attempt(() => c.startVm('blob-missing', i386, file, null, null, {}));
+      const started = await attempt(() => c.startVm('blob', i386, file, { memoryMiB: 64 }, null, { 'local.qcow2': blob }));
+      return { missing, started };
+    }, imageUrl());
+    assert.equal(r.missing.error, 'invalid-inputs');
+    assert.match(r.missing.message, /local\.qcow2/);
+    assert.deepEqual(r.started, { ok: undefined });
+    await waitBanner(page, 'blob');
+    await converse(page, 'blob', 'write 500 77', 'WROTE SECTOR 500 FILL 77');
+    await converse(page, 'blob', 'read 500', readReply(500, Buffer.alloc(512, 0x77)));
+    await page.evaluate(() => client.stopVm('blob'));
+
+    // The same page without COOP/COEP: not isolated, and told how to fix it.
+    await page.goto(`${env.web.url}/page.html?noisolation`);
+    await page.waitForFunction(() => document.title === 'ready');
+    const caps = await page.evaluate(() => makeClient().init());
+    assert.equal(caps.crossOriginIsolated, false);
+    assert.equal(caps.sharedArrayBuffer, false);
+    const issue = caps.issues.find((i) => i.code === 'cross-origin-isolation');
+    assert.ok(issue, JSON.stringify(caps.issues));
+    assert.match(issue.message, /Cross-Origin-Opener-Policy: same-origin/);
+    assert.match(issue.message, /Cross-Origin-Embedder-Policy: require-corp/);
+    // v86 needs no shared memory: the guest still boots.
+    assert.deepEqual(await startVm(page, 'plain', imageUrl()), { ok: undefined });
+    await waitBanner(page, 'plain');
+    await context.close();
+  } finally {
+    dropProfile(profile);
+  }
+});

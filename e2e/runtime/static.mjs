@@ -27,6 +27,11 @@ export async function serveStatic(root) {
       'Cross-Origin-Resource-Policy': 'cross-origin',
       'Cache-Control': 'no-store',
     };
+    // `?noisolation` serves a page as a misconfigured host would: no COOP/COEP.
+    if (new URL(req.url, 'http://x').searchParams.has('noisolation')) {
+      delete headers['Cross-Origin-Opener-Policy'];
+      delete headers['Cross-Origin-Embedder-Policy'];
+    }
     let size = -1;
     try {
       if (file.startsWith(root + sep) || file === root) size = statSync(file).isFile() ? statSync(file).size : -1;
