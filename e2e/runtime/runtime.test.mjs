@@ -291,7 +291,7 @@ test('the worker answers malformed, unknown and out-of-order messages with error
   }
 });
 
-test('a disk from a File/Blob the page holds; capabilities report missing cross-origin isolation with the fix', async () => {
+test('a disk from a File/Blob the page holds; a BIOS given as bytes; capabilities report missing cross-origin isolation with the fix', async () => {
   const profile = newProfile();
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'blob');
@@ -311,6 +311,16 @@ test('a disk from a File/Blob the page holds; capabilities report missing cross-
     await converse(page, 'blob', 'write 500 77', 'WROTE SECTOR 500 FILL 77');
     await converse(page, 'blob', 'read 500', readReply(500, Buffer.alloc(512, 0x77)));
     await page.evaluate(() => client.stopVm('blob'));
+
+    // The BIOS as bytes instead of a URL, and no VGA BIOS.
+    const bytes = await page.evaluate(async (url) => {
+      const bios = new Uint8Array(await (await fetch('./bios/bios-256k.bin')).arrayBuffer());
+      window.client = makeClient({ workerUrl: './pkg/worker.js', assets: { ...ASSETS, bios: { kind: 'bytes', data: bios }, vgaBios: undefined } });
+      return attempt(() => client.startVm('bios-bytes', profiles['linux-i386-pc-nographic'], { disk: { source: { kind: 'url', url } } }, { memoryMiB: 64 }));
+    }, imageUrl());
+    assert.deepEqual(bytes, { ok: undefined });
+    await waitBanner(page, 'bios-bytes');
+    await page.evaluate(() => client.stopVm('bios-bytes', true));
 
     // The same page without COOP/COEP: not isolated, and told how to fix it.
     await page.goto(`${env.web.url}/page.html?noisolation`);
