@@ -1,5 +1,5 @@
 //! The HTTP device test bodies, run both in a window (`web_http.rs`) and in a dedicated
-//! worker (`web_worker.rs`).
+//! worker (`web_worker.rs`), which define their tests with [`http_case_tests!`].
 
 use super::*;
 use futures::future::join_all;
@@ -7,6 +7,33 @@ use qemuweb_storage::resolver::{ImageResolver, ImplicitKind, ImplicitOpen};
 use qemuweb_storage::{BlockDevice, ErrorKind, HttpBlockDevice, HttpResolver, Progress};
 use std::cell::RefCell;
 use std::rc::Rc;
+
+/// Defines one `#[wasm_bindgen_test]` for every case of this module, in the test file that
+/// invokes it (which chooses where they run with `wasm_bindgen_test_configure!`).
+#[macro_export]
+macro_rules! http_case_tests {
+    () => {
+        $crate::http_case_tests!(
+            random_reads_are_byte_exact,
+            cache_read_ahead_and_merging_show_in_the_log,
+            concurrent_reads_are_correct_and_shared,
+            progress_is_reported,
+            transient_failures_are_retried,
+            misbehaviours_give_typed_errors,
+            a_swapped_image_is_detected,
+            a_weak_etag_pins_last_modified,
+            device_basics_and_resolver,
+        );
+    };
+    ($($case:ident),+ $(,)?) => {
+        $(
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn $case() {
+                $crate::web_support::http_cases::$case().await;
+            }
+        )+
+    };
+}
 
 async fn open(token: &str, mode: &str) -> qemuweb_storage::Result<HttpBlockDevice> {
     HttpBlockDevice::open(&mis_url(token, mode, "disk.img"), small_options()).await
