@@ -312,15 +312,7 @@ fn plain_failures_are_typed() {
             .await
             .unwrap();
         assert_eq!(dev.url(), f.server.url_for("disk.img"));
-        assert_eq!(
-            dev.write_at(0, b"x").await.unwrap_err().kind(),
-            ErrorKind::ReadOnly
-        );
-        dev.close().await.unwrap();
-        assert_eq!(
-            dev.read_vec(0, 1).await.unwrap_err().kind(),
-            ErrorKind::Closed
-        );
+        assert_read_only_then_closed(&dev).await;
         for bad in [
             small_options().chunk_size(1000),
             small_options().chunk_size(256),

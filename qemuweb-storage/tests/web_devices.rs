@@ -41,15 +41,7 @@ async fn blob_reads_are_byte_exact() {
     assert!(sector == data[1024..2048]);
     let e = dev.read_vec(data.len() as u64 - 1, 2).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::OutOfRange);
-    assert_eq!(
-        dev.write_at(0, b"x").await.unwrap_err().kind(),
-        ErrorKind::ReadOnly
-    );
-    dev.close().await.unwrap();
-    assert_eq!(
-        dev.read_vec(0, 1).await.unwrap_err().kind(),
-        ErrorKind::Closed
-    );
+    assert_read_only_then_closed(&dev).await;
 }
 
 #[wasm_bindgen_test]

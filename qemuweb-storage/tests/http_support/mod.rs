@@ -2,6 +2,10 @@
 //! test server of `qemuweb-testkit`.
 #![allow(dead_code)]
 
+#[path = "../device_common/mod.rs"]
+mod device_common;
+pub use device_common::*;
+
 use qemuweb_storage::HttpOptions;
 use qemuweb_testkit::server::TestServer;
 use std::io::{Read, Write};
@@ -9,9 +13,6 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// The size of `disk.img`: not a multiple of any chunk size, so the last chunk is short.
-pub const DISK_SIZE: usize = 1_000_003;
 
 pub struct Fixture {
     pub server: TestServer,
@@ -22,21 +23,6 @@ pub struct Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A small deterministic pseudo-random generator (xorshift64*).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

@@ -246,15 +246,7 @@ pub async fn device_basics_and_resolver() {
         .await
         .unwrap();
     assert!(dev.read_only());
-    assert_eq!(
-        dev.write_at(0, b"x").await.unwrap_err().kind(),
-        ErrorKind::ReadOnly
-    );
-    dev.close().await.unwrap();
-    assert_eq!(
-        dev.read_vec(0, 1).await.unwrap_err().kind(),
-        ErrorKind::Closed
-    );
+    assert_read_only_then_closed(&dev).await;
 
     let r = HttpResolver::new(&url("dir/top.img"), small_options()).unwrap();
     let req = |name: &str| ImplicitOpen {

@@ -2,15 +2,16 @@
 //! server's request log, and unique tokens.
 #![allow(dead_code)]
 
+#[path = "../device_common/mod.rs"]
+mod device_common;
+pub use device_common::*;
+
 use js_sys::{Promise, Uint8Array};
 use qemuweb_storage::HttpOptions;
 use std::time::Duration;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestCache, RequestInit, Response, Window, WorkerGlobalScope};
-
-/// The size of `disk.img` that `scripts/browser-tests.sh` puts in the served directory.
-pub const DISK_SIZE: usize = 1_000_003;
 
 /// The test server's base URL, baked in at compile time by `scripts/browser-tests.sh`.
 pub fn server() -> &'static str {
@@ -124,18 +125,4 @@ pub fn small_options() -> HttpOptions {
         .timeout(Duration::from_secs(20))
 }
 
-/// A small deterministic pseudo-random generator (xorshift64*).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 pub mod http_cases;
