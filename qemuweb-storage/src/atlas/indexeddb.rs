@@ -9,8 +9,12 @@ use super::backend::{AtlasBackend, RecordTable};
 use super::types::ContentHash;
 use crate::error::{Result, StorageError};
 use async_trait::async_trait;
-use idb::{Database, DatabaseEvent, Factory, ObjectStoreParams, Query, TransactionMode};
+use idb::{
+    Database, DatabaseEvent, Factory, ObjectStore, ObjectStoreParams, Query, Transaction,
+    TransactionMode,
+};
 use js_sys::Uint8Array;
+use std::future::IntoFuture;
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -47,6 +51,32 @@ fn factory() -> Result<Factory> {
 
 fn key(s: &str) -> JsValue {
     JsValue::from_str(s)
+}
+
+/// Makes an IndexedDB request (`made`) and waits for its result; `ctx` names the operation
+/// in errors.
+async fn request<R, T>(
+    made: std::result::Result<R, idb::Error>,
+    ctx: &dyn Fn() -> String,
+) -> Result<T>
+where
+    R: IntoFuture<Output = std::result::Result<T, idb::Error>>,
+{
+    made.map_err(|e| idb_error(&ctx(), e))?
+        .await
+        .map_err(|e| idb_error(&ctx(), e))
+}
+
+/// Commits `tx` and waits for it; an aborted transaction is an error.
+async fn commit(tx: Transaction, ctx: &dyn Fn() -> String) -> Result<()> {
+    if request(tx.commit(), ctx).await?.is_committed() {
+        Ok(())
+    } else {
+        Err(StorageError::Browser(format!(
+            "IndexedDB {}: the transaction was aborted",
+            ctx()
+        )))
+    }
 }
 
 impl IndexedDbAtlasBackend {
@@ -110,98 +140,52 @@ impl IndexedDbAtlasBackend {
             .map_err(|e| idb_error(&format!("deleting database {name:?}"), e))
     }
 
-    async fn put(&self, store: &str, k: JsValue, value: JsValue) -> Result<()> {
-        let ctx = || format!("writing to {store}");
+    /// A transaction on `store` alone, and the store in it.
+    fn store(
+        &self,
+        store: &str,
+        mode: TransactionMode,
+        ctx: &dyn Fn() -> String,
+    ) -> Result<(Transaction, ObjectStore)> {
         let tx = self
             .db
-            .transaction(&[store], TransactionMode::ReadWrite)
+            .transaction(&[store], mode)
             .map_err(|e| idb_error(&ctx(), e))?;
         let os = tx.object_store(store).map_err(|e| idb_error(&ctx(), e))?;
-        os.put(&value, Some(&k))
-            .map_err(|e| idb_error(&ctx(), e))?
-            .await
-            .map_err(|e| idb_error(&ctx(), e))?;
-        let done = tx
-            .commit()
-            .map_err(|e| idb_error(&ctx(), e))?
-            .await
-            .map_err(|e| idb_error(&ctx(), e))?;
-        if done.is_committed() {
-            Ok(())
-        } else {
-            Err(StorageError::Browser(format!(
-                "IndexedDB {}: the transaction was aborted",
-                ctx()
-            )))
-        }
+        Ok((tx, os))
+    }
+
+    async fn put(&self, store: &str, k: JsValue, value: JsValue) -> Result<()> {
+        let ctx = || format!("writing to {store}");
+        let (tx, os) = self.store(store, TransactionMode::ReadWrite, &ctx)?;
+        request(os.put(&value, Some(&k)), &ctx).await?;
+        commit(tx, &ctx).await
     }
 
     async fn delete(&self, store: &str, k: JsValue) -> Result<()> {
         let ctx = || format!("deleting from {store}");
-        let tx = self
-            .db
-            .transaction(&[store], TransactionMode::ReadWrite)
-            .map_err(|e| idb_error(&ctx(), e))?;
-        let os = tx.object_store(store).map_err(|e| idb_error(&ctx(), e))?;
-        os.delete(Query::Key(k))
-            .map_err(|e| idb_error(&ctx(), e))?
-            .await
-            .map_err(|e| idb_error(&ctx(), e))?;
-        let done = tx
-            .commit()
-            .map_err(|e| idb_error(&ctx(), e))?
-            .await
-            .map_err(|e| idb_error(&ctx(), e))?;
-        if done.is_committed() {
-            Ok(())
-        } else {
-            Err(StorageError::Browser(format!(
-                "IndexedDB {}: the transaction was aborted",
-                ctx()
-            )))
-        }
+        let (tx, os) = self.store(store, TransactionMode::ReadWrite, &ctx)?;
+        request(os.delete(Query::Key(k)), &ctx).await?;
+        commit(tx, &ctx).await
     }
 
     async fn get(&self, store: &str, k: JsValue) -> Result<Option<JsValue>> {
         let ctx = || format!("reading from {store}");
-        let tx = self
-            .db
-            .transaction(&[store], TransactionMode::ReadOnly)
-            .map_err(|e| idb_error(&ctx(), e))?;
-        let os = tx.object_store(store).map_err(|e| idb_error(&ctx(), e))?;
-        let v = os
-            .get(Query::Key(k))
-            .map_err(|e| idb_error(&ctx(), e))?
-            .await
-            .map_err(|e| idb_error(&ctx(), e))?;
+        let (_tx, os) = self.store(store, TransactionMode::ReadOnly, &ctx)?;
+        let v = request(os.get(Query::Key(k)), &ctx).await?;
         Ok(v.filter(|v| !v.is_undefined()))
     }
 
     async fn count(&self, store: &str, k: JsValue) -> Result<u32> {
         let ctx = || format!("counting in {store}");
-        let tx = self
-            .db
-            .transaction(&[store], TransactionMode::ReadOnly)
-            .map_err(|e| idb_error(&ctx(), e))?;
-        let os = tx.object_store(store).map_err(|e| idb_error(&ctx(), e))?;
-        os.count(Some(Query::Key(k)))
-            .map_err(|e| idb_error(&ctx(), e))?
-            .await
-            .map_err(|e| idb_error(&ctx(), e))
+        let (_tx, os) = self.store(store, TransactionMode::ReadOnly, &ctx)?;
+        request(os.count(Some(Query::Key(k))), &ctx).await
     }
 
     async fn keys(&self, store: &str) -> Result<Vec<String>> {
         let ctx = || format!("listing {store}");
-        let tx = self
-            .db
-            .transaction(&[store], TransactionMode::ReadOnly)
-            .map_err(|e| idb_error(&ctx(), e))?;
-        let os = tx.object_store(store).map_err(|e| idb_error(&ctx(), e))?;
-        let keys = os
-            .get_all_keys(None, None)
-            .map_err(|e| idb_error(&ctx(), e))?
-            .await
-            .map_err(|e| idb_error(&ctx(), e))?;
+        let (_tx, os) = self.store(store, TransactionMode::ReadOnly, &ctx)?;
+        let keys = request(os.get_all_keys(None, None), &ctx).await?;
         keys.into_iter()
             .map(|k| {
                 k.as_string().ok_or_else(|| {
