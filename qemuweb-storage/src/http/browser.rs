@@ -102,15 +102,8 @@ impl Transport {
                 .map_err(|e| browser("fetch result", e))?;
             let h = response.headers();
             let header = |name: &str| h.get(name).ok().flatten();
-            let mut raw = RawResponse {
-                status: response.status(),
-                content_range: header("content-range"),
-                content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
-                etag: header("etag"),
-                last_modified: header("last-modified"),
-                body: Vec::new(),
-            };
-            if raw.status == 206 && raw.content_length.is_none_or(|n| n <= max_body) {
+            let mut raw = RawResponse::head(response.status(), header);
+            if raw.wants_body(max_body) {
                 let promise = response
                     .array_buffer()
                     .map_err(|e| browser("Response.arrayBuffer", e))?;

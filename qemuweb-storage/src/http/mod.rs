@@ -235,6 +235,27 @@ pub(crate) struct RawResponse {
     pub body: Vec<u8>,
 }
 
+impl RawResponse {
+    /// A response's status and the headers used here, with no body yet; `header` gives a
+    /// header's value by its (lower-case) name.
+    pub(crate) fn head(status: u16, header: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            status,
+            content_range: header("content-range"),
+            content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
+            etag: header("etag"),
+            last_modified: header("last-modified"),
+            body: Vec::new(),
+        }
+    }
+
+    /// Whether the transport reads the body: a `206` whose `Content-Length`, if given, is
+    /// at most `max_body`.
+    pub(crate) fn wants_body(&self, max_body: u64) -> bool {
+        self.status == 206 && self.content_length.is_none_or(|n| n <= max_body)
+    }
+}
+
 /// A transport failure.
 pub(crate) enum FetchError {
     /// Worth retrying: connection failed or reset, truncated body, timeout.

@@ -63,15 +63,8 @@ fn blocking_get(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let mut raw = RawResponse {
-        status: response.status().as_u16(),
-        content_range: header("content-range"),
-        content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
-        etag: header("etag"),
-        last_modified: header("last-modified"),
-        body: Vec::new(),
-    };
-    if raw.status == 206 && raw.content_length.is_none_or(|n| n <= max_body) {
+    let mut raw = RawResponse::head(response.status().as_u16(), header);
+    if raw.wants_body(max_body) {
         let capacity = raw.content_length.unwrap_or(max_body).min(max_body) as usize;
         raw.body.reserve_exact(capacity);
         response
