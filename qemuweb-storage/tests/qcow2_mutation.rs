@@ -8,6 +8,7 @@ use qemuweb_storage::format::{open_image, OpenOptions};
 use qemuweb_storage::resolver::DirResolver;
 use qemuweb_storage::{BlockDevice, ErrorKind, MemoryBlockDevice, StorageError};
 use qemuweb_testkit::fixtures;
+use qemuweb_testkit::rng::Rng;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -17,20 +18,6 @@ use std::time::{Duration, Instant};
 const DEFAULT_CASES: u64 = 3000;
 /// The run stops early (still passing) if it takes longer than this.
 const TIME_BUDGET: Duration = Duration::from_secs(240);
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 const INTERESTING: &[u64] = &[
     0,
@@ -61,7 +48,7 @@ fn mutate(img: &mut Vec<u8>, rng: &mut Rng) {
         1 => {
             for _ in 0..=rng.below(8) {
                 let at = rng.below(len) as usize;
-                img[at] = rng.next() as u8;
+                img[at] = rng.next_u64() as u8;
             }
         }
         2 | 3 => {
@@ -70,7 +57,7 @@ fn mutate(img: &mut Vec<u8>, rng: &mut Rng) {
             let at = (rng.below(span.saturating_sub(8)) & !3) as usize;
             let v = INTERESTING[rng.below(INTERESTING.len() as u64) as usize];
             let v = if rng.below(3) == 0 {
-                v ^ (rng.next() & 0xffff_fe00)
+                v ^ (rng.next_u64() & 0xffff_fe00)
             } else {
                 v
             };

@@ -10,6 +10,7 @@ use qemuweb_storage::format::{
 use qemuweb_storage::resolver::{DirResolver, ImageResolver, ImplicitKind, ImplicitOpen};
 use qemuweb_storage::{BlockDevice, ErrorKind, FileBlockDevice, MemoryBlockDevice, Result};
 use qemuweb_testkit::fixtures::{self, Fixture};
+use qemuweb_testkit::rng::Rng;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -44,25 +45,6 @@ fn dir_options() -> OpenOptions {
 
 fn file(path: &Path) -> Box<dyn BlockDevice> {
     Box::new(FileBlockDevice::open(path, true).unwrap())
-}
-
-/// A SplitMix64 generator for reproducible random reads.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
 }
 
 async fn check_against_oracle(f: &Fixture, disk: &dyn BlockDevice, seed: u64) {

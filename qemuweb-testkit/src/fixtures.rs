@@ -15,6 +15,7 @@
 //! qemuweb_testkit::fixtures::write_tsv(&dir, &fixtures).unwrap();
 //! ```
 
+use crate::rng::Rng;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -57,19 +58,6 @@ enum Fill {
     Random,
 }
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 const WORDS: &[&str] = &[
     "qemu",
     "cluster",
@@ -106,13 +94,13 @@ fn content(seed: u64, offset: u64, len: usize, fill: Fill) -> Vec<u8> {
                 while s.len() < 512 {
                     s.push(b' ');
                     s.extend_from_slice(
-                        WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes(),
+                        WORDS[(rng.next_u64() % WORDS.len() as u64) as usize].as_bytes(),
                     );
                 }
             }
             Fill::Random => {
                 while s.len() < 512 {
-                    s.extend_from_slice(&rng.next().to_le_bytes());
+                    s.extend_from_slice(&rng.next_u64().to_le_bytes());
                 }
             }
         }
@@ -807,7 +795,7 @@ pub fn write_compressible(path: &Path, size: u64, seed: u64) -> io::Result<()> {
     let mut off = 0;
     while off < size {
         let len = MIB.min(size - off);
-        let fill = match rng.next() % 6 {
+        let fill = match rng.next_u64() % 6 {
             0 => None,
             1 => Some(Fill::Random),
             _ => Some(Fill::Text),

@@ -4,7 +4,9 @@
 //!   raw bytes `qemu-img convert -O raw` gives for it (the oracle).
 //! - [`server`]: a small HTTP/1.1 server on 127.0.0.1 that serves files with Range, ETag and
 //!   CORS, and can misbehave on purpose (ignore Range, truncate, fail, swap the file).
+//! - [`rng`]: the deterministic generator behind the fixtures, for seeded tests.
 #![warn(missing_docs)]
 
 pub mod fixtures;
+pub mod rng;
 pub mod server;
