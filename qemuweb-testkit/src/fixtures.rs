@@ -215,6 +215,26 @@ impl Builder<'_> {
         run(self.dir, "qemu-img", args)
     }
 
+    /// `qemu-img create` of the qcow2 `image` of `size`, with `-o opts` unless `opts` is
+    /// empty, and over `backing` (file, format) if given.
+    fn create(
+        &self,
+        image: &str,
+        opts: &str,
+        backing: Option<(&str, &str)>,
+        size: &str,
+    ) -> io::Result<()> {
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+        }
+        if let Some((file, format)) = backing {
+            args.extend(["-b", file, "-F", format]);
+        }
+        args.extend([image, size]);
+        self.qemu_img(&args)
+    }
+
     /// Applies `ops` to `image` with one qemu-io run; data comes from pattern files.
     fn qemu_io(&mut self, image: &str, ops: &[Io]) -> io::Result<()> {
         let mut cmds = Vec::new();
@@ -440,16 +460,12 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
 
     // Extended L2 with partial subcluster writes, zeroes and discards.
     let c = 64 * KIB;
-    b.qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "extended_l2=on,cluster_size=65536",
+    b.create(
         "extl2-c64k.qcow2",
+        "extended_l2=on,cluster_size=65536",
+        None,
         "4M",
-    ])?;
+    )?;
     b.qemu_io(
         "extl2-c64k.qcow2",
         &[
@@ -499,7 +515,7 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
     for (name, compat) in [("prealloc-c64k", "1.1"), ("v2-prealloc-c64k", "0.10")] {
         let image = format!("{name}.qcow2");
         let o = format!("preallocation=metadata,cluster_size=65536,compat={compat}");
-        b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &image, "3M"])?;
+        b.create(&image, &o, None, "3M")?;
         b.qemu_io(
             &image,
             &[
@@ -516,16 +532,7 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
     }
 
     // A lazy-refcounts image left dirty by a killed writer.
-    b.qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "lazy_refcounts=on",
-        "dirty-c64k.qcow2",
-        "2M",
-    ])?;
+    b.create("dirty-c64k.qcow2", "lazy_refcounts=on", None, "2M")?;
     b.qemu_io(
         "dirty-c64k.qcow2",
         &[Io::Data(0, 64 * KIB), Io::Data(MIB + 512, 8 * KIB)],
@@ -560,18 +567,12 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
         false,
         "qcow2 v3 (base of the chains)",
     )?;
-    b.qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "chain-base.qcow2",
-        "-F",
-        "qcow2",
+    b.create(
         "chain-mid.qcow2",
+        "",
+        Some(("chain-base.qcow2", "qcow2")),
         "5M",
-    ])?;
+    )?;
     b.qemu_io(
         "chain-mid.qcow2",
         &[
@@ -587,20 +588,12 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
         FixtureKind::backed(c, 1),
         "overlay on a shorter qcow2 backing file",
     )?;
-    b.qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=16384",
-        "-b",
-        "chain-mid.qcow2",
-        "-F",
-        "qcow2",
+    b.create(
         "chain-top.qcow2",
+        "cluster_size=16384",
+        Some(("chain-mid.qcow2", "qcow2")),
         "6145K",
-    ])?;
+    )?;
     b.qemu_io(
         "chain-top.qcow2",
         &[
@@ -619,20 +612,12 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
 
     // A raw backing file under a v2 overlay and an extended-L2 overlay.
     write_source(&b.path("backing.raw"), 7, 3 * MIB, &spread(3 * MIB, c))?;
-    b.qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "compat=0.10",
-        "-b",
-        "backing.raw",
-        "-F",
-        "raw",
+    b.create(
         "v2-on-raw.qcow2",
+        "compat=0.10",
+        Some(("backing.raw", "raw")),
         "4M",
-    ])?;
+    )?;
     b.qemu_io(
         "v2-on-raw.qcow2",
         &[
@@ -646,20 +631,12 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
         FixtureKind::backed(c, 1),
         "qcow2 v2 overlay on a shorter raw backing file",
     )?;
-    b.qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "extended_l2=on",
-        "-b",
-        "backing.raw",
-        "-F",
-        "raw",
+    b.create(
         "extl2-on-raw.qcow2",
+        "extended_l2=on",
+        Some(("backing.raw", "raw")),
         "4M",
-    ])?;
+    )?;
     b.qemu_io(
         "extl2-on-raw.qcow2",
         &[
@@ -681,7 +658,7 @@ pub fn generate(dir: &Path) -> io::Result<Vec<Fixture>> {
     for (name, raw) in [("datafile", "off"), ("datafile-raw", "on")] {
         let image = format!("{name}.qcow2");
         let o = format!("data_file={name}.data,data_file_raw={raw}");
-        b.qemu_img(&["create", "-q", "-f", "qcow2", "-o", &o, &image, "3M"])?;
+        b.create(&image, &o, None, "3M")?;
         b.qemu_io(
             &image,
             &[
@@ -721,16 +698,12 @@ pub fn generate_small(dir: &Path) -> io::Result<Vec<Fixture>> {
         b.converted(name, cluster, size, opts, compress, "a small image")?;
     }
     let c = 16 * KIB;
-    b.qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "extended_l2=on,cluster_size=16384",
+    b.create(
         "small-extl2-c16k.qcow2",
+        "extended_l2=on,cluster_size=16384",
+        None,
         "256K",
-    ])?;
+    )?;
     b.qemu_io(
         "small-extl2-c16k.qcow2",
         &[
@@ -762,20 +735,12 @@ pub fn generate_small(dir: &Path) -> io::Result<Vec<Fixture>> {
         FixtureKind::qcow2(4 * KIB),
         "a small image with zero clusters",
     )?;
-    b.qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=4096",
-        "-b",
-        "small-v3-c4k.qcow2",
-        "-F",
-        "qcow2",
+    b.create(
         "small-overlay-c4k.qcow2",
+        "cluster_size=4096",
+        Some(("small-v3-c4k.qcow2", "qcow2")),
         "300K",
-    ])?;
+    )?;
     b.qemu_io("small-overlay-c4k.qcow2", &[Io::Data(8 * KIB, 8 * KIB)])?;
     b.add(
         "small-overlay-c4k",
