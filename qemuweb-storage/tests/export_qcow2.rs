@@ -58,6 +58,41 @@ fn write_pattern(disk: &CowBlockDevice) {
     })
 }
 
+/// A VM disk over the read-only file `base`, writes going to a memory overlay of `block`-byte
+/// blocks.
+fn cow_over(base: &Path, block: u32) -> CowBlockDevice {
+    let base = FileBlockDevice::open(base, true).unwrap();
+    CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(block).unwrap())).unwrap()
+}
+
+/// Export options naming `base.raw` (raw) as the backing file.
+fn over_base_raw(cluster_size: Option<u32>) -> Qcow2ExportOptions {
+    Qcow2ExportOptions {
+        backing: Some(BackingFile {
+            name: "base.raw".into(),
+            format: "raw".into(),
+        }),
+        cluster_size,
+    }
+}
+
+/// Makes `ov` with the real qemu-img: a qcow2 overlay (`-o opts`) over `base.raw` beside it.
+fn qemu_img_overlay(ov: &Path, opts: &str) {
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        opts,
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        ov.to_str().unwrap(),
+    ]);
+}
+
 fn export_to(disk: &CowBlockDevice, options: &Qcow2ExportOptions, path: &Path) -> u64 {
     let mut f = std::fs::File::create(path).unwrap();
     block_on(export(disk, options, &mut f))
@@ -92,18 +127,9 @@ fn overlay_over_a_raw_base_converts_to_what_the_guest_saw() {
         // An odd size: the last cluster is partial.
         let size = (5 << 20) + 1536;
         std::fs::write(dir.join("base.raw"), noise(size, 7)).unwrap();
-        let base = FileBlockDevice::open(dir.join("base.raw"), true).unwrap();
-        let disk =
-            CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(block).unwrap()))
-                .unwrap();
+        let disk = cow_over(&dir.join("base.raw"), block);
         write_pattern(&disk);
-        let options = Qcow2ExportOptions {
-            backing: Some(BackingFile {
-                name: "base.raw".into(),
-                format: "raw".into(),
-            }),
-            cluster_size: cluster,
-        };
+        let options = over_base_raw(cluster);
         let n = export_to(&disk, &options, &dir.join("overlay.qcow2"));
         assert!(n > 0);
         let info = qemu_img(&["info", dir.join("overlay.qcow2").to_str().unwrap()]);
@@ -125,9 +151,7 @@ fn standalone_export_holds_the_whole_disk_and_skips_zero_clusters() {
     let mut base_bytes = vec![0u8; size];
     base_bytes[100_000..200_000].copy_from_slice(&noise(100_000, 3));
     std::fs::write(dir.join("base.raw"), &base_bytes).unwrap();
-    let base = FileBlockDevice::open(dir.join("base.raw"), true).unwrap();
-    let disk =
-        CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(4096).unwrap())).unwrap();
+    let disk = cow_over(&dir.join("base.raw"), 4096);
     write_pattern(&disk);
     let n = export_to(
         &disk,
@@ -145,16 +169,8 @@ fn standalone_export_holds_the_whole_disk_and_skips_zero_clusters() {
 fn an_unchanged_disk_exports_an_empty_overlay() {
     let dir = workdir("empty");
     std::fs::write(dir.join("base.raw"), noise(1 << 20, 1)).unwrap();
-    let base = FileBlockDevice::open(dir.join("base.raw"), true).unwrap();
-    let disk =
-        CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(4096).unwrap())).unwrap();
-    let options = Qcow2ExportOptions {
-        backing: Some(BackingFile {
-            name: "base.raw".into(),
-            format: "raw".into(),
-        }),
-        cluster_size: None,
-    };
+    let disk = cow_over(&dir.join("base.raw"), 4096);
+    let options = over_base_raw(None);
     assert_eq!(export_to(&disk, &options, &dir.join("o.qcow2")), 0);
     assert_eq!(check_and_convert(&dir, "o.qcow2"), noise(1 << 20, 1));
     std::fs::remove_dir_all(dir).unwrap();
@@ -201,11 +217,6 @@ fn qemu_io(image: &Path, fmt: &str, cmd: &str) {
     assert!(out.status.success(), "qemu-io {cmd}: {out:?}");
 }
 
-fn cow_over(base: &Path) -> CowBlockDevice {
-    let base = FileBlockDevice::open(base, true).unwrap();
-    CowBlockDevice::new(Box::new(base), Box::new(MemoryOverlay::new(4096).unwrap())).unwrap()
-}
-
 #[test]
 fn overlays_written_by_qemu_io_import_exactly() {
     use qemuweb_storage::export::qcow2::import;
@@ -218,19 +229,7 @@ fn overlays_written_by_qemu_io_import_exactly() {
         let size = 6 << 20;
         std::fs::write(dir.join("base.raw"), noise(size, 11)).unwrap();
         let ov = dir.join("ov.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            opts,
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            ov.to_str().unwrap(),
-        ]);
+        qemu_img_overlay(&ov, opts);
         // Data, zeros over data, an unaligned write, a compressed cluster, a subcluster-sized
         // write, and a write crossing into the last cluster.
         qemu_io(&ov, "qcow2", "write -P 0x5a 65536 131072");
@@ -239,7 +238,7 @@ fn overlays_written_by_qemu_io_import_exactly() {
         qemu_io(&ov, "qcow2", "write -c -P 0x77 2097152 65536");
         qemu_io(&ov, "qcow2", "write -P 0x44 4196352 2048");
         qemu_io(&ov, "qcow2", &format!("write -P 0x66 {} 4096", size - 4096));
-        let disk = cow_over(&dir.join("base.raw"));
+        let disk = cow_over(&dir.join("base.raw"), 4096);
         let image = FileBlockDevice::open(&ov, true).unwrap();
         let summary = block_on(import(Box::new(image), &disk)).unwrap();
         assert!(
@@ -266,17 +265,11 @@ fn our_export_imports_back() {
     let dir = workdir("roundtrip");
     let size = (3 << 20) + 512;
     std::fs::write(dir.join("base.raw"), noise(size, 5)).unwrap();
-    let src = cow_over(&dir.join("base.raw"));
+    let src = cow_over(&dir.join("base.raw"), 4096);
     write_pattern(&src);
-    let options = Qcow2ExportOptions {
-        backing: Some(BackingFile {
-            name: "base.raw".into(),
-            format: "raw".into(),
-        }),
-        cluster_size: Some(65536),
-    };
+    let options = over_base_raw(Some(65536));
     export_to(&src, &options, &dir.join("ov.qcow2"));
-    let dst = cow_over(&dir.join("base.raw"));
+    let dst = cow_over(&dir.join("base.raw"), 4096);
     let image = FileBlockDevice::open(dir.join("ov.qcow2"), true).unwrap();
     block_on(import(Box::new(image), &dst)).unwrap();
     assert!(block_on(dst.read_vec(0, size)).unwrap() == block_on(src.read_vec(0, size)).unwrap());
@@ -293,7 +286,7 @@ fn bad_overlays_are_refused_and_change_nothing() {
     // Another size than the disk.
     let other = dir.join("other.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", other.to_str().unwrap(), "4M"]);
-    let disk = cow_over(&dir.join("base.raw"));
+    let disk = cow_over(&dir.join("base.raw"), 4096);
     let e = block_on(import(
         Box::new(FileBlockDevice::open(&other, true).unwrap()),
         &disk,
@@ -302,19 +295,7 @@ fn bad_overlays_are_refused_and_change_nothing() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     // Data clusters, then the second one's L2 entry pointing past the end of the file.
     let ov = dir.join("ov.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=65536",
-        "-b",
-        "base.raw",
-        "-F",
-        "raw",
-        ov.to_str().unwrap(),
-    ]);
+    qemu_img_overlay(&ov, "cluster_size=65536");
     qemu_io(&ov, "qcow2", "write -P 0x5a 0 131072");
     let mut bytes = std::fs::read(&ov).unwrap();
     let l1_offset = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;
