@@ -41,6 +41,22 @@ fn dir_arg(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `out` is a successful run that printed the raw oracle of `f` (else it fails, naming
+/// `f` and, for a wrong output, `how` it was read).
+fn assert_prints_raw(out: &Output, f: &Fixture, how: &str) {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        f.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == std::fs::read(&f.raw).unwrap(),
+        "{} differs{how}",
+        f.name
+    );
+}
+
 #[test]
 fn files_match_qemu_img_and_backing_files_need_permission() {
     let (dir, list) = fixtures("files");
@@ -48,17 +64,7 @@ fn files_match_qemu_img_and_backing_files_need_permission() {
     for f in &list {
         let image = f.image.to_str().unwrap();
         let out = cat(&["--backing-dir", dir_arg(&dir), image]);
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            f.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.stdout == std::fs::read(&f.raw).unwrap(),
-            "{} differs",
-            f.name
-        );
+        assert_prints_raw(&out, f, "");
         if f.needs_resolver {
             chains += 1;
             let denied = cat(&[image]);
@@ -89,17 +95,7 @@ fn urls_match_qemu_img() {
     for f in &list {
         let name = f.image.file_name().unwrap().to_str().unwrap();
         let out = cat(&["--backing-http", &server.url_for(name)]);
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            f.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.stdout == std::fs::read(&f.raw).unwrap(),
-            "{} differs over HTTP",
-            f.name
-        );
+        assert_prints_raw(&out, f, " over HTTP");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
