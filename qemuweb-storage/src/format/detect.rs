@@ -99,19 +99,21 @@ fn detect_from_head(head: &[u8]) -> Result<ImageFormat> {
     }
     for &(at, magic, name) in FOREIGN_MAGIC {
         if head.get(at..at + magic.len()) == Some(magic) {
-            return Err(StorageError::unsupported(format!(
-                "the image is in the {name} format, which is not supported; convert it with \
-                 `qemu-img convert -O qcow2`"
-            )));
+            return Err(foreign_format(name));
         }
     }
     if head.starts_with(b"<<< ") && head.windows(20).any(|w| w == b"VirtualBox Disk Imag") {
-        return Err(StorageError::unsupported(
-            "the image is in the VDI format, which is not supported; convert it with \
-             `qemu-img convert -O qcow2`",
-        ));
+        return Err(foreign_format("VDI"));
     }
     Ok(ImageFormat::Raw)
+}
+
+/// The error for an image in the known but unsupported format `name`.
+fn foreign_format(name: &str) -> StorageError {
+    StorageError::unsupported(format!(
+        "the image is in the {name} format, which is not supported; convert it with \
+         `qemu-img convert -O qcow2`"
+    ))
 }
 
 #[cfg(test)]
