@@ -176,6 +176,34 @@ fn add_refuses_missing_parents_self_parents_and_conflicting_ids() {
     });
 }
 
+/// A user's record `id` of content `m`, derived from `parent`.
+fn derived(id: &str, m: ContentHash, parent: &str) -> ProvenanceRecord {
+    ProvenanceRecord::new(id, m, ProvenanceType::Derive, Actor::User).with_parent(parent)
+}
+
+/// A store over a backend the test can also write to directly, holding the chain `ids`
+/// (oldest first) of content `m`: a user's created record, then each derived from the one
+/// before.
+async fn store_with_chain(
+    ids: &[&str],
+) -> (
+    MemoryAtlasBackend,
+    AtlasStore<MemoryAtlasBackend>,
+    ContentHash,
+) {
+    let backend = MemoryAtlasBackend::new();
+    let store = AtlasStore::new(backend.clone());
+    let m = ContentHash::of(b"m");
+    for (i, id) in ids.iter().enumerate() {
+        let rec = match i {
+            0 => ProvenanceRecord::new(*id, m, ProvenanceType::Create, Actor::User),
+            _ => derived(id, m, ids[i - 1]),
+        };
+        store.add_provenance(rec).await.unwrap();
+    }
+    (backend, store, m)
+}
+
 /// Writes a record straight into the backend, as corruption or a buggy writer could.
 async fn raw_put(backend: &MemoryAtlasBackend, rec: &ProvenanceRecord) {
     backend
@@ -191,31 +219,7 @@ async fn raw_put(backend: &MemoryAtlasBackend, rec: &ProvenanceRecord) {
 #[test]
 fn chain_detects_cycles_in_stored_records() {
     block_on(async {
-        let backend = MemoryAtlasBackend::new();
-        let store = AtlasStore::new(backend.clone());
-        let m = ContentHash::of(b"m");
-        store
-            .add_provenance(ProvenanceRecord::new(
-                "start",
-                m,
-                ProvenanceType::Create,
-                Actor::User,
-            ))
-            .await
-            .unwrap();
-        store
-            .add_provenance(
-                ProvenanceRecord::new("x", m, ProvenanceType::Derive, Actor::User)
-                    .with_parent("start"),
-            )
-            .await
-            .unwrap();
-        store
-            .add_provenance(
-                ProvenanceRecord::new("y", m, ProvenanceType::Derive, Actor::User).with_parent("x"),
-            )
-            .await
-            .unwrap();
+        let (backend, store, m) = store_with_chain(&["start", "x", "y"]).await;
         assert_eq!(
             ids(&store.provenance_chain("y").await.unwrap()),
             ["y", "x", "start"]
@@ -233,21 +237,9 @@ fn chain_detects_cycles_in_stored_records() {
             assert!(e.to_string().contains("cycle"), "{e}");
         }
         // A two-node cycle, and a cycle reached only through a side branch.
-        raw_put(
-            &backend,
-            &ProvenanceRecord::new("p", m, ProvenanceType::Derive, Actor::User).with_parent("q"),
-        )
-        .await;
-        raw_put(
-            &backend,
-            &ProvenanceRecord::new("q", m, ProvenanceType::Derive, Actor::User).with_parent("p"),
-        )
-        .await;
-        raw_put(
-            &backend,
-            &ProvenanceRecord::new("side", m, ProvenanceType::Derive, Actor::User).with_parent("p"),
-        )
-        .await;
+        raw_put(&backend, &derived("p", m, "q")).await;
+        raw_put(&backend, &derived("q", m, "p")).await;
+        raw_put(&backend, &derived("side", m, "p")).await;
         assert_eq!(
             store.provenance_chain("side").await.unwrap_err().kind(),
             ErrorKind::Integrity
@@ -258,25 +250,7 @@ fn chain_detects_cycles_in_stored_records() {
 #[test]
 fn chain_detects_missing_parents_and_forged_records() {
     block_on(async {
-        let backend = MemoryAtlasBackend::new();
-        let store = AtlasStore::new(backend.clone());
-        let m = ContentHash::of(b"m");
-        store
-            .add_provenance(ProvenanceRecord::new(
-                "root",
-                m,
-                ProvenanceType::Create,
-                Actor::User,
-            ))
-            .await
-            .unwrap();
-        store
-            .add_provenance(
-                ProvenanceRecord::new("child", m, ProvenanceType::Derive, Actor::User)
-                    .with_parent("root"),
-            )
-            .await
-            .unwrap();
+        let (backend, store, m) = store_with_chain(&["root", "child"]).await;
         backend
             .delete_record(RecordTable::Provenance, "root")
             .await
