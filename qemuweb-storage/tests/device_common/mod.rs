@@ -2,12 +2,23 @@
 //! (`web_support`), which include this module by path: it compiles for both targets.
 #![allow(dead_code)]
 
-use qemuweb_storage::{BlockDevice, ErrorKind};
+use qemuweb_storage::{BlockDevice, ErrorKind, HttpOptions};
 
 /// The size of the served `disk.img` (made by `http_support::fixture` natively and by
 /// `scripts/browser-tests.sh` for the browser): not a multiple of any chunk size, so the
 /// last chunk is short.
 pub const DISK_SIZE: usize = 1_000_003;
+
+/// HTTP options with small chunks (4 KiB, 1024 cached, no read-ahead, at most 1 MiB a
+/// request), so tests are quick and show structure; each support module's `small_options`
+/// adds the retry and timeout settings for its target.
+pub fn small_chunks() -> HttpOptions {
+    HttpOptions::default()
+        .chunk_size(4096)
+        .cache_chunks(1024)
+        .read_ahead(0)
+        .max_request(1 << 20)
+}
 
 /// A small deterministic pseudo-random generator (xorshift64*).
 pub struct Rng(pub u64);

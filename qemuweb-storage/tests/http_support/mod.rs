@@ -54,11 +54,7 @@ pub fn fixture() -> Fixture {
 
 /// Options with small chunks and fast retries, so tests are quick and show structure.
 pub fn small_options() -> HttpOptions {
-    HttpOptions::default()
-        .chunk_size(4096)
-        .cache_chunks(1024)
-        .read_ahead(0)
-        .max_request(1 << 20)
+    small_chunks()
         .retry_base_delay(Duration::from_millis(1))
         .timeout(Duration::from_secs(10))
 }

@@ -115,11 +115,7 @@ pub async fn gets_for_token(token: &str) -> Vec<Logged> {
 
 /// Small chunks and fast retries.
 pub fn small_options() -> HttpOptions {
-    HttpOptions::default()
-        .chunk_size(4096)
-        .cache_chunks(1024)
-        .read_ahead(0)
-        .max_request(1 << 20)
+    small_chunks()
         .max_retries(3)
         .retry_base_delay(Duration::from_millis(5))
         .timeout(Duration::from_secs(20))
