@@ -178,15 +178,7 @@ pub(crate) fn reserve_total(out: &mut Vec<u8>, total: u64) -> Result<()> {
 
 /// Appends one chunk's bytes after checking them against `c`.
 pub(crate) fn append_chunk(out: &mut Vec<u8>, c: &BundleChunk, data: &[u8]) -> Result<()> {
-    if data.len() as u64 != c.size {
-        return Err(StorageError::Integrity(format!(
-            "chunk {} is {} bytes, expected {}",
-            c.hash,
-            data.len(),
-            c.size
-        )));
-    }
-    c.hash.verify(data, "chunk being exported")?;
+    c.hash.verify_chunk(c.size, data, "chunk being exported")?;
     out.extend_from_slice(data);
     Ok(())
 }

@@ -328,15 +328,7 @@ impl<B: AtlasBackend> AtlasStore<B> {
         let data = self.backend.get_blob(&chunk.hash).await?.ok_or_else(|| {
             StorageError::Integrity(format!("chunk {} is missing from the store", chunk.hash))
         })?;
-        if data.len() as u64 != chunk.size {
-            return Err(StorageError::Integrity(format!(
-                "chunk {} is {} bytes, expected {}",
-                chunk.hash,
-                data.len(),
-                chunk.size
-            )));
-        }
-        chunk.hash.verify(&data, "stored chunk")?;
+        chunk.hash.verify_chunk(chunk.size, &data, "stored chunk")?;
         Ok(data)
     }
 

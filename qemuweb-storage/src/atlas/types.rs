@@ -89,6 +89,19 @@ impl ContentHash {
             )))
         }
     }
+
+    /// Checks that `data` is a chunk of `size` bytes that hashes to `self`, failing with
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) otherwise; `what` names the
+    /// data if the hash differs.
+    pub(crate) fn verify_chunk(&self, size: u64, data: &[u8], what: &str) -> Result<()> {
+        if data.len() as u64 != size {
+            return Err(StorageError::Integrity(format!(
+                "chunk {self} is {} bytes, expected {size}",
+                data.len()
+            )));
+        }
+        self.verify(data, what)
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
