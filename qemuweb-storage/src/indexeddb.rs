@@ -18,12 +18,13 @@ use crate::cow::{check_block_size, Overlay};
 use crate::error::{Result, StorageError};
 use async_trait::async_trait;
 use idb::{
-    Database, DatabaseEvent, Factory, IndexParams, KeyPath, KeyRange, ObjectStoreParams, Query,
-    Transaction, TransactionMode, TransactionResult,
+    Database, DatabaseEvent, Factory, IndexParams, KeyPath, KeyRange, ObjectStore,
+    ObjectStoreParams, Query, Transaction, TransactionMode, TransactionResult,
 };
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::IntoFuture;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DomException, IdbDatabase, IdbTransaction};
@@ -263,18 +264,13 @@ impl IndexedDbOverlay {
     pub async fn delete_vm(vm_id: &str) -> Result<()> {
         let db = open_database().await?;
         let ids = {
-            let tx = idb(&db)
-                .transaction(&[DISKS], TransactionMode::ReadOnly)
-                .map_err(|e| idb_err("listing disks", e))?;
-            let store = tx
-                .object_store(DISKS)
-                .map_err(|e| idb_err("listing disks", e))?;
+            let (_tx, store) = read_store(&db, DISKS, "listing disks")?;
             let range = prefix_range(&[vm_id.into()])?;
-            store
-                .get_all_keys(Some(Query::from(range)), None)
-                .map_err(|e| idb_err("listing disks", e))?
-                .await
-                .map_err(|e| idb_err("listing disks", e))?
+            request(
+                store.get_all_keys(Some(Query::from(range)), None),
+                "listing disks",
+            )
+            .await?
         };
         // Hold every disk's lock while deleting, so no writer races the delete.
         let mut locks = Vec::new();
@@ -320,17 +316,8 @@ impl IndexedDbOverlay {
     /// Records the block size on first use; refuses a different one later.
     async fn check_geometry(&self) -> Result<()> {
         let k = key(&[self.vm_id.as_str().into(), self.disk_id.as_str().into()]);
-        let tx = idb(&self.db)
-            .transaction(&[DISKS], TransactionMode::ReadOnly)
-            .map_err(|e| idb_err("reading disk metadata", e))?;
-        let store = tx
-            .object_store(DISKS)
-            .map_err(|e| idb_err("reading disk metadata", e))?;
-        let existing = store
-            .get(k)
-            .map_err(|e| idb_err("reading disk metadata", e))?
-            .await
-            .map_err(|e| idb_err("reading disk metadata", e))?;
+        let (_tx, store) = read_store(&self.db, DISKS, "reading disk metadata")?;
+        let existing = request(store.get(k), "reading disk metadata").await?;
         match existing {
             Some(record) => {
                 let stored = Reflect::get(&record, &"blockSize".into())
@@ -368,18 +355,13 @@ impl IndexedDbOverlay {
     /// Loads the indices of the committed blocks of this disk.
     async fn load_index(&self) -> Result<()> {
         let keys = {
-            let tx = idb(&self.db)
-                .transaction(&[BLOCKS], TransactionMode::ReadOnly)
-                .map_err(|e| idb_err("listing blocks", e))?;
-            let store = tx
-                .object_store(BLOCKS)
-                .map_err(|e| idb_err("listing blocks", e))?;
+            let (_tx, store) = read_store(&self.db, BLOCKS, "listing blocks")?;
             let range = prefix_range(&[self.vm_id.as_str().into(), self.disk_id.as_str().into()])?;
-            store
-                .get_all_keys(Some(Query::from(range)), None)
-                .map_err(|e| idb_err("listing blocks", e))?
-                .await
-                .map_err(|e| idb_err("listing blocks", e))?
+            request(
+                store.get_all_keys(Some(Query::from(range)), None),
+                "listing blocks",
+            )
+            .await?
         };
         let mut present = self.present.borrow_mut();
         for k in keys {
@@ -446,17 +428,8 @@ impl IndexedDbOverlay {
     }
 
     async fn read_stored(&self, index: u64, buf: &mut [u8]) -> Result<bool> {
-        let tx = idb(&self.db)
-            .transaction(&[BLOCKS], TransactionMode::ReadOnly)
-            .map_err(|e| idb_err("reading a block", e))?;
-        let store = tx
-            .object_store(BLOCKS)
-            .map_err(|e| idb_err("reading a block", e))?;
-        let value = store
-            .get(self.block_key(index))
-            .map_err(|e| idb_err("reading a block", e))?
-            .await
-            .map_err(|e| idb_err("reading a block", e))?;
+        let (_tx, store) = read_store(&self.db, BLOCKS, "reading a block")?;
+        let value = request(store.get(self.block_key(index)), "reading a block").await?;
         let Some(record) = value else {
             return Ok(false);
         };
@@ -511,6 +484,27 @@ fn strict_transaction(raw: &IdbDatabase, stores: &[&str]) -> Result<Transaction>
 /// An `idb` view of a database handle.
 fn idb(db: &IdbDatabase) -> Database {
     Database::from(db.clone())
+}
+
+/// A read-only transaction on the store `name` alone, and that store; `what` names the
+/// operation in errors.
+fn read_store(db: &IdbDatabase, name: &str, what: &str) -> Result<(Transaction, ObjectStore)> {
+    let tx = idb(db)
+        .transaction(&[name], TransactionMode::ReadOnly)
+        .map_err(|e| idb_err(what, e))?;
+    let store = tx.object_store(name).map_err(|e| idb_err(what, e))?;
+    Ok((tx, store))
+}
+
+/// Makes a request (`made`) and waits for its result; `what` names the operation in
+/// errors.
+async fn request<R, T>(made: std::result::Result<R, idb::Error>, what: &str) -> Result<T>
+where
+    R: IntoFuture<Output = std::result::Result<T, idb::Error>>,
+{
+    made.map_err(|e| idb_err(what, e))?
+        .await
+        .map_err(|e| idb_err(what, e))
 }
 
 async fn commit(tx: Transaction, what: &str) -> Result<()> {
