@@ -86,3 +86,27 @@ test('headless: --timeout exits 124; errors are clear and exit non-zero', async 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('headless: with --user-data-dir the guest finds its writes on the next run', async () => {
+  const dir = guestImage();
+  const profile = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-headless-profile-'));
+  try {
+    const args = ['--profile', 'linux-i386-pc-nographic', '--disk', join(dir, 'x86-bios.qcow2'), '--user-data-dir', profile];
+    const first = run(args);
+    await first.waitFor('QEMUWEB-GUEST x86 v1\r\n> ');
+    first.child.stdin.write('write 123 5A\n');
+    await first.waitFor('WROTE SECTOR 123 FILL 5A');
+    first.child.stdin.end();
+    assert.equal((await first.exit).code, 0, first.output().err);
+
+    const second = run(args);
+    await second.waitFor('QEMUWEB-GUEST x86 v1\r\n> ');
+    second.child.stdin.write('read 123\n');
+    await second.waitFor(readReply(123, Buffer.alloc(512, 0x5a)));
+    second.child.stdin.end();
+    assert.equal((await second.exit).code, 0, second.output().err);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(profile, { recursive: true, force: true });
+  }
+});

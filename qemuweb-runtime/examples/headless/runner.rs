@@ -13,6 +13,10 @@
 //! stdin closes (after a final overlay sync; status 0), when `--timeout` passes (124), on
 //! Ctrl-C (130), or when the page reports a fatal error (1); usage errors exit 2. Chromium
 //! is killed and temporary files are removed in every case.
+//!
+//! The browser profile is temporary unless `--user-data-dir DIR` is given: then it is kept,
+//! with the port the runner served on, so the next run has the same origin and the guest's
+//! disk writes (its IndexedDB overlays) are there again.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -31,7 +35,8 @@ const PAGE: &str = include_str!("page.html");
 const USAGE: &str =
     "usage: headless --profile ID --disk PATH_OR_URL [--bios FILE] [--vga-bios FILE] \
 [--engine v86] [--kernel PATH_OR_URL] [--initrd PATH_OR_URL] [--append CMDLINE] [--memory MIB] \
-[--vm-id ID] [--timeout SECS] [--v86-dir DIR] [--bundle DIR] [--chromium PATH] [--verbose]";
+[--vm-id ID] [--timeout SECS] [--v86-dir DIR] [--bundle DIR] [--chromium PATH] \
+[--user-data-dir DIR] [--verbose]";
 
 /// Why the runner stops.
 #[derive(Debug)]
@@ -59,6 +64,7 @@ struct Args {
     v86_dir: Option<PathBuf>,
     bundle: Option<PathBuf>,
     chromium: Option<PathBuf>,
+    user_data_dir: Option<PathBuf>,
     verbose: bool,
 }
 
@@ -99,6 +105,7 @@ fn parse_args() -> Result<Args, String> {
             "--v86-dir" => a.v86_dir = Some(value()?.into()),
             "--bundle" => a.bundle = Some(value()?.into()),
             "--chromium" => a.chromium = Some(value()?.into()),
+            "--user-data-dir" => a.user_data_dir = Some(value()?.into()),
             "--verbose" => a.verbose = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -400,9 +407,10 @@ fn on_event(bridge: &Bridge, body: &[u8]) {
     }
 }
 
-/// The temporary directory and Chromium; both go away on drop.
+/// Chromium, and its profile directory when it is a temporary one; both go away on drop.
 struct Cleanup {
     profile: PathBuf,
+    remove_profile: bool,
     chromium: Option<Child>,
 }
 
@@ -411,6 +419,9 @@ impl Drop for Cleanup {
         if let Some(mut c) = self.chromium.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if !self.remove_profile {
+            return;
         }
         // Chromium's helpers may still be writing for a moment after the browser died.
         for _ in 0..20 {
@@ -628,7 +639,17 @@ fn run() -> Result<Exit, (u8, String)> {
         generated,
         bridge: bridge.clone(),
     });
-    let listener = TcpListener::bind("127.0.0.1:0")
+    // A kept profile keeps its origin (and so its IndexedDB disks): the same port each run.
+    let port_file = args
+        .user_data_dir
+        .as_ref()
+        .map(|d| d.join("qemuweb-headless-port"));
+    let port: u16 = port_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| (1u8, format!("cannot listen on 127.0.0.1: {e}")))?;
     let addr = listener.local_addr().map_err(|e| (1u8, e.to_string()))?;
     {
@@ -672,15 +693,22 @@ fn run() -> Result<Exit, (u8, String)> {
         });
     }
 
-    let profile_dir = std::env::temp_dir().join(format!(
-        "qemuweb-headless-{}-{}",
-        std::process::id(),
-        addr.port()
-    ));
+    let profile_dir = args.user_data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "qemuweb-headless-{}-{}",
+            std::process::id(),
+            addr.port()
+        ))
+    });
     std::fs::create_dir_all(&profile_dir)
         .map_err(|e| (1u8, format!("{}: {e}", profile_dir.display())))?;
+    if let Some(f) = &port_file {
+        std::fs::write(f, format!("{}\n", addr.port()))
+            .map_err(|e| (1u8, format!("{}: {e}", f.display())))?;
+    }
     let mut cleanup = Cleanup {
         profile: profile_dir.clone(),
+        remove_profile: args.user_data_dir.is_none(),
         chromium: None,
     };
     let chromium_bin = args
