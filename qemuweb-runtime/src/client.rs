@@ -183,6 +183,7 @@ impl QemuClient {
     }
 
     /// Detects what this page offers; resolves to `RuntimeCapabilities`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<RuntimeCapabilities>")]
     pub fn init(&self) -> Promise {
         match to_js(&capabilities::detect()) {
             Ok(v) => {
@@ -194,7 +195,10 @@ impl QemuClient {
     }
 
     /// The capabilities `init()` found, or `undefined` before it.
-    #[wasm_bindgen(js_name = getCapabilities)]
+    #[wasm_bindgen(
+        js_name = getCapabilities,
+        unchecked_return_type = "RuntimeCapabilities | undefined"
+    )]
     pub fn get_capabilities(&self) -> JsValue {
         self.inner
             .caps
@@ -207,10 +211,10 @@ impl QemuClient {
     ///
     /// `files` maps the names that `{kind: "file", path}` inputs use to `File`s or
     /// `Blob`s.
-    #[wasm_bindgen(js_name = startVm)]
+    #[wasm_bindgen(js_name = startVm, unchecked_return_type = "Promise<void>")]
     pub fn start_vm(
         &self,
-        vm_id: String,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
         profile: Ts<VmProfile>,
         inputs: Ts<VmInputs>,
         overrides: Option<Ts<VmOverrides>>,
@@ -225,8 +229,12 @@ impl QemuClient {
 
     /// Stops VM `vmId`: without `force` its writes are made durable first. Resolves when
     /// the guest has stopped (the worker is then terminated).
-    #[wasm_bindgen(js_name = stopVm)]
-    pub fn stop_vm(&self, vm_id: String, force: Option<bool>) -> Promise {
+    #[wasm_bindgen(js_name = stopVm, unchecked_return_type = "Promise<void>")]
+    pub fn stop_vm(
+        &self,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        force: Option<bool>,
+    ) -> Promise {
         let force = force.unwrap_or(false);
         self.inner.send(
             &vm_id,
@@ -238,8 +246,8 @@ impl QemuClient {
     }
 
     /// Reboots VM `vmId`.
-    #[wasm_bindgen(js_name = resetVm)]
-    pub fn reset_vm(&self, vm_id: String) -> Promise {
+    #[wasm_bindgen(js_name = resetVm, unchecked_return_type = "Promise<void>")]
+    pub fn reset_vm(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
         self.inner.send(
             &vm_id,
             Command::Reset {
@@ -250,7 +258,11 @@ impl QemuClient {
 
     /// Sends `data` (a string, sent as UTF-8, or a `Uint8Array`) to the guest's serial port.
     #[wasm_bindgen(js_name = sendSerialIn)]
-    pub fn send_serial_in(&self, vm_id: String, data: JsValue) -> Result<(), JsValue> {
+    pub fn send_serial_in(
+        &self,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        #[wasm_bindgen(unchecked_param_type = "string | Uint8Array")] data: JsValue,
+    ) -> Result<(), JsValue> {
         let bytes = if let Some(s) = data.as_string() {
             s.into_bytes()
         } else if let Some(a) = data.dyn_ref::<Uint8Array>() {
@@ -281,8 +293,8 @@ impl QemuClient {
     }
 
     /// Makes every write of VM `vmId` durable in IndexedDB.
-    #[wasm_bindgen(js_name = syncOverlay)]
-    pub fn sync_overlay(&self, vm_id: String) -> Promise {
+    #[wasm_bindgen(js_name = syncOverlay, unchecked_return_type = "Promise<void>")]
+    pub fn sync_overlay(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
         self.inner.send(
             &vm_id,
             Command::SyncOverlay {
@@ -293,11 +305,11 @@ impl QemuClient {
 
     /// Exports the overlay of disk `diskId` (`disk0` is the boot disk) as `compact`
     /// (default) or `qcow2`; resolves to a `Uint8Array`.
-    #[wasm_bindgen(js_name = exportOverlay)]
+    #[wasm_bindgen(js_name = exportOverlay, unchecked_return_type = "Promise<Uint8Array>")]
     pub fn export_overlay(
         &self,
-        vm_id: String,
-        disk_id: String,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        #[wasm_bindgen(js_name = "diskId")] disk_id: String,
         format: Option<String>,
     ) -> Promise {
         let format = match format.as_deref() {
@@ -324,7 +336,7 @@ impl QemuClient {
     /// The last known state of VM `vmId` (`starting`, `running`, `stopping`, `stopped`,
     /// `failed`), or `undefined` for a VM this client never started.
     #[wasm_bindgen(js_name = getVmState)]
-    pub fn get_vm_state(&self, vm_id: String) -> Option<String> {
+    pub fn get_vm_state(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Option<String> {
         self.inner
             .states
             .borrow()
@@ -333,8 +345,8 @@ impl QemuClient {
     }
 
     /// Asks the worker of VM `vmId` for its state.
-    #[wasm_bindgen(js_name = queryVmState)]
-    pub fn query_vm_state(&self, vm_id: String) -> Promise {
+    #[wasm_bindgen(js_name = queryVmState, unchecked_return_type = "Promise<VmState>")]
+    pub fn query_vm_state(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
         self.inner.send(
             &vm_id,
             Command::QueryState {
@@ -372,43 +384,85 @@ impl QemuClient {
 
     /// `callback(vmId, bytes: Uint8Array)` for serial output.
     #[wasm_bindgen(js_name = onSerialOut)]
-    pub fn on_serial_out(&self, callback: Option<Function>) {
+    pub fn on_serial_out(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "((vmId: string, bytes: Uint8Array) => void) | null"
+        )]
+        callback: Option<Function>,
+    ) {
         self.inner.callbacks.borrow_mut().serial_out = callback;
     }
 
     /// `callback(vmId, engine)` when a guest runs.
     #[wasm_bindgen(js_name = onStarted)]
-    pub fn on_started(&self, callback: Option<Function>) {
+    pub fn on_started(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "((vmId: string, engine: EngineKind) => void) | null"
+        )]
+        callback: Option<Function>,
+    ) {
         self.inner.callbacks.borrow_mut().started = callback;
     }
 
     /// `callback(vmId, reason)` when a guest stopped (`requested`, `forced`, `error`).
     #[wasm_bindgen(js_name = onStopped)]
-    pub fn on_stopped(&self, callback: Option<Function>) {
+    pub fn on_stopped(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "((vmId: string, reason: StopReason) => void) | null"
+        )]
+        callback: Option<Function>,
+    ) {
         self.inner.callbacks.borrow_mut().stopped = callback;
     }
 
     /// `callback(vmId, {what, bytesFetched, total})` for download progress.
     #[wasm_bindgen(js_name = onProgress)]
-    pub fn on_progress(&self, callback: Option<Function>) {
+    pub fn on_progress(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "((vmId: string, progress: { what: string; bytesFetched: number; total: number }) => void) | null"
+        )]
+        callback: Option<Function>,
+    ) {
         self.inner.callbacks.borrow_mut().progress = callback;
     }
 
     /// `callback(vmId, level, message)` for log messages.
     #[wasm_bindgen(js_name = onLog)]
-    pub fn on_log(&self, callback: Option<Function>) {
+    pub fn on_log(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "((vmId: string, level: LogLevel, message: string) => void) | null"
+        )]
+        callback: Option<Function>,
+    ) {
         self.inner.callbacks.borrow_mut().log = callback;
     }
 
     /// `callback(vmId, {code, message, requestId})` for every error event.
     #[wasm_bindgen(js_name = onError)]
-    pub fn on_error(&self, callback: Option<Function>) {
+    pub fn on_error(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "((vmId: string, error: Error & { code: ErrorCode; vmId: string; requestId?: number }) => void) | null"
+        )]
+        callback: Option<Function>,
+    ) {
         self.inner.callbacks.borrow_mut().error = callback;
     }
 
     /// `callback(vmId, capabilities)` when a worker reports its capabilities.
     #[wasm_bindgen(js_name = onCapabilities)]
-    pub fn on_capabilities(&self, callback: Option<Function>) {
+    pub fn on_capabilities(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "((vmId: string, capabilities: RuntimeCapabilities) => void) | null"
+        )]
+        callback: Option<Function>,
+    ) {
         self.inner.callbacks.borrow_mut().capabilities = callback;
     }
 }
