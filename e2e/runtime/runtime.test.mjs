@@ -280,8 +280,12 @@ test('the worker answers malformed, unknown and out-of-order messages with error
       const blob = new Blob(["postMessage({type: 'ready', version: 2, engines: ['v86']});"], { type: 'text/javascript' });
       const c = makeClient({ workerUrl: URL.createObjectURL(blob), assets: ASSETS });
       const r = await attempt(() => c.startVm('v-old', profiles['linux-i386-pc-nographic'], { disk: { source: { kind: 'url', url: 'x.qcow2' } } }));
-      return { r, state: c.getVmState('v-old') };
+      const gone = makeClient({ workerUrl: './pkg/no-such-worker.js', assets: ASSETS });
+      const noWorker = await attempt(() => gone.startVm('v-gone', profiles['linux-i386-pc-nographic'], { disk: { source: { kind: 'url', url: 'x.qcow2' } } }));
+      return { r, state: c.getVmState('v-old'), noWorker, goneState: gone.getVmState('v-gone') };
     });
+    assert.equal(mismatch.noWorker.error, 'worker');
+    assert.equal(mismatch.goneState, 'failed');
     assert.equal(mismatch.r.error, 'version-mismatch');
     assert.match(mismatch.r.message, /version 1.*version 2/);
     assert.equal(mismatch.state, 'failed');

@@ -607,6 +607,12 @@ impl Inner {
                     .unwrap_or_else(|| "the worker script failed to load or threw".into());
                 let error = error_value(ErrorCode::Worker, &message, Some(&conn.vm_id));
                 inner.callback(|c| &c.error, &[conn.vm_id.as_str().into(), error]);
+                if conn.ready.get() {
+                    // An exception the emulator did not catch: the worker lives on, and
+                    // the page decides whether to stop the VM.
+                    return;
+                }
+                // The worker never came up (its script or the wasm failed to load).
                 inner.close(&conn, ErrorCode::Worker, &message);
                 inner.vms.borrow_mut().remove(&conn.vm_id);
                 inner
