@@ -433,18 +433,7 @@ impl IndexedDbOverlay {
         let Some(record) = value else {
             return Ok(false);
         };
-        let data = Reflect::get(&record, &"data".into())
-            .ok()
-            .and_then(|d| d.dyn_into::<Uint8Array>().ok())
-            .ok_or_else(|| StorageError::Integrity(format!("block {index} has no data")))?;
-        if data.length() as usize != buf.len() {
-            return Err(StorageError::Integrity(format!(
-                "block {index} holds {} bytes, not {}",
-                data.length(),
-                buf.len()
-            )));
-        }
-        data.copy_to(buf);
+        copy_record(&record, index, buf)?;
         Ok(true)
     }
 
@@ -507,6 +496,24 @@ where
         .map_err(|e| idb_err(what, e))
 }
 
+/// Copies the data of stored block `index` (a `{..., data}` record) into `buf`, checking
+/// its length.
+fn copy_record(record: &JsValue, index: u64, buf: &mut [u8]) -> Result<()> {
+    let data = Reflect::get(record, &"data".into())
+        .ok()
+        .and_then(|d| d.dyn_into::<Uint8Array>().ok())
+        .ok_or_else(|| StorageError::Integrity(format!("block {index} has no data")))?;
+    if data.length() as usize != buf.len() {
+        return Err(StorageError::Integrity(format!(
+            "block {index} holds {} bytes, not {}",
+            data.length(),
+            buf.len()
+        )));
+    }
+    data.copy_to(buf);
+    Ok(())
+}
+
 async fn commit(tx: Transaction, what: &str) -> Result<()> {
     let raw: IdbTransaction = tx.into();
     match Transaction::from(raw.clone()).await {
@@ -561,6 +568,58 @@ impl Overlay for IndexedDbOverlay {
             self.present.borrow_mut().insert(index);
         }
         Ok(found)
+    }
+
+    /// One readonly transaction and one `getAll` over the run's key range, then the
+    /// blocks still in flight or pending on top (they are newer than what is stored).
+    async fn read_run(&self, first: u64, buf: &mut [u8]) -> Result<()> {
+        let bs = self.block_size as usize;
+        if buf.len() % bs != 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "{} bytes is not a whole number of {bs}-byte blocks",
+                buf.len()
+            )));
+        }
+        let count = (buf.len() / bs) as u64;
+        let mut filled = vec![false; count as usize];
+        let range = KeyRange::bound(
+            &self.block_key(first),
+            &self.block_key(first + count - 1),
+            Some(false),
+            Some(false),
+        )
+        .map_err(|e| idb_err("reading blocks", e))?;
+        let (_tx, store) = read_store(&self.db, BLOCKS, "reading blocks")?;
+        let records = request(
+            store.get_all(Some(Query::from(range)), None),
+            "reading blocks",
+        )
+        .await?;
+        for record in records {
+            let index = Reflect::get(&record, &"index".into())
+                .ok()
+                .and_then(|v| v.as_f64())
+                .filter(|i| *i >= first as f64 && *i < (first + count) as f64)
+                .ok_or_else(|| StorageError::Integrity("a stored block has a bad index".into()))?
+                as u64;
+            let slot = (index - first) as usize;
+            copy_record(&record, index, &mut buf[slot * bs..(slot + 1) * bs])?;
+            filled[slot] = true;
+        }
+        for map in [&self.in_flight, &self.pending] {
+            for (index, data) in map.borrow().range(first..first + count) {
+                let slot = (index - first) as usize;
+                buf[slot * bs..(slot + 1) * bs].copy_from_slice(data);
+                filled[slot] = true;
+            }
+        }
+        match filled.iter().position(|f| !f) {
+            None => Ok(()),
+            Some(slot) => Err(StorageError::NotFound(format!(
+                "overlay block {} is not held",
+                first + slot as u64
+            ))),
+        }
     }
 
     async fn write_block(&self, index: u64, data: &[u8]) -> Result<()> {

@@ -77,6 +77,9 @@ async fn a_cow_disk_round_trips_through_indexeddb() {
         disk.write_at(off as u64, &data).await.unwrap();
         model[off..off + len].copy_from_slice(&data);
     }
+    // Before sync: some blocks are committed (the small flush threshold), some pending;
+    // whole-disk reads take runs of both at once.
+    assert!(disk.read_vec(0, model.len()).await.unwrap() == model);
     disk.sync().await.unwrap();
     disk.close().await.unwrap();
     drop(disk);
