@@ -30,6 +30,8 @@ pub mod resolver;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod file;
+#[cfg(not(target_arch = "wasm32"))]
+mod file_overlay;
 #[cfg(target_arch = "wasm32")]
 mod indexeddb;
 #[cfg(all(target_arch = "wasm32", feature = "js"))]
@@ -43,6 +45,8 @@ pub use memory::MemoryBlockDevice;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use file::FileBlockDevice;
+#[cfg(not(target_arch = "wasm32"))]
+pub use file_overlay::FileOverlay;
 
 #[cfg(target_arch = "wasm32")]
 mod blob;

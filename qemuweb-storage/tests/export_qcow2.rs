@@ -314,3 +314,53 @@ fn bad_overlays_are_refused_and_change_nothing() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The same export and import on a file-backed overlay, across reopening the file.
+#[test]
+fn file_backed_overlays_export_and_import_across_reopen() {
+    use qemuweb_storage::export::{compact, qcow2::import};
+    use qemuweb_storage::FileOverlay;
+    let dir = workdir("file-overlay");
+    let size = (4 << 20) + 1024;
+    std::fs::write(dir.join("base.raw"), noise(size, 21)).unwrap();
+    let over_file = |name: &str, create: bool| {
+        let base = FileBlockDevice::open(dir.join("base.raw"), true).unwrap();
+        let path = dir.join(name);
+        let overlay = if create {
+            FileOverlay::create(&path, 4096).unwrap()
+        } else {
+            FileOverlay::open(&path).unwrap()
+        };
+        CowBlockDevice::new(Box::new(base), Box::new(overlay)).unwrap()
+    };
+    let disk = over_file("vm.ovl", true);
+    write_pattern(&disk);
+    block_on(disk.sync()).unwrap();
+    let guest = block_on(disk.read_vec(0, size)).unwrap();
+    drop(disk);
+
+    // Reopened from its file, the disk is the same, and exports as qcow2 for qemu-img.
+    let disk = over_file("vm.ovl", false);
+    assert!(block_on(disk.read_vec(0, size)).unwrap() == guest);
+    export_to(&disk, &over_base_raw(None), &dir.join("ov.qcow2"));
+    assert!(check_and_convert(&dir, "ov.qcow2") == guest);
+
+    // Compact archive into a second file overlay, and the qcow2 into a third.
+    let mut archive = Vec::new();
+    block_on(compact::export(&disk, &mut archive)).unwrap();
+    let copy = over_file("copy.ovl", true);
+    block_on(compact::import(&archive, &copy)).unwrap();
+    let from_qcow2 = over_file("from-qcow2.ovl", true);
+    let image = FileBlockDevice::open(dir.join("ov.qcow2"), true).unwrap();
+    block_on(import(Box::new(image), &from_qcow2)).unwrap();
+    for (name, d) in [("copy.ovl", copy), ("from-qcow2.ovl", from_qcow2)] {
+        block_on(d.sync()).unwrap();
+        drop(d);
+        let again = over_file(name, false);
+        assert!(
+            block_on(again.read_vec(0, size)).unwrap() == guest,
+            "{name}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
