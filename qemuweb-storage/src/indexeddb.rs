@@ -43,8 +43,12 @@ pub enum LockPolicy {
     /// Fail with [`ErrorKind::Locked`](crate::ErrorKind::Locked).
     #[default]
     Exclusive,
-    /// Open read-only: reads see what the writer has committed; writes fail with
-    /// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly).
+    /// Open read-only; writes fail with [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly).
+    ///
+    /// The view holds the blocks the writer had committed when it opened, read as the
+    /// writer commits new contents for them. Blocks the writer adds later are found by
+    /// [`Overlay::read_block`], but [`Overlay::contains`] (and so a `CowBlockDevice` over
+    /// this view) learns of them only when the view is opened again.
     ReadOnlyIfLocked,
 }
 
