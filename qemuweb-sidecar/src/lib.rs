@@ -1,0 +1,48 @@
+//! The guest's screen for QemuWeb: frames and how they travel from the emulator to the
+//! page.
+//!
+//! A [`Frame`] is the whole screen plus [`FrameMetadata`] (the reference design's
+//! sequence, timestamp, size, [`PixelFormat`] and keyframe flag, plus
+//! [`DirtyRect`]s saying what changed), so transports move only the changes and an
+//! unchanged screen costs nothing. The types derive `serde` (camelCase names) and
+//! `tsify`, so TypeScript gets the same shapes.
+//!
+//! The [`ring`] module is the local transport's core: a single-producer single-consumer
+//! ring of frames in shared memory ([`SharedWords`]; natively [`SharedMemory`], in the
+//! browser a `SharedArrayBuffer`) between the emulator's worker and the page. Its
+//! producer never blocks; stale frames are dropped. See the module for the policy.
+//!
+//! ```
+//! use qemuweb_sidecar::*;
+//!
+//! let layout = RingLayout::for_screen(3, 720, 400, PixelFormat::Rgba)?;
+//! let memory = SharedMemory::new(layout.len_words());
+//! layout.init(&memory)?;
+//! let mut producer = RingProducer::attach(memory.clone())?;
+//! let mut consumer = RingConsumer::attach(memory)?;
+//!
+//! let screen = vec![7u8; 720 * 400 * 4];
+//! producer.send(&Frame {
+//!     metadata: FrameMetadata::keyframe(1, 0.0, 720, 400, PixelFormat::Rgba),
+//!     data: screen.clone(),
+//! })?;
+//! let got = consumer.receive_timeout(std::time::Duration::from_secs(1))?.unwrap();
+//! assert!(got.keyframe);
+//! assert_eq!(consumer.data(), &screen[..]);
+//! # Ok::<(), SidecarError>(())
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod frame;
+mod memory;
+pub mod ring;
+
+pub use error::{ErrorKind, SidecarError};
+pub use frame::{DirtyRect, Frame, FrameMetadata, PixelFormat, MAX_DIMENSION, MAX_DIRTY_RECTS};
+#[cfg(target_arch = "wasm32")]
+pub use memory::SabMemory;
+#[cfg(not(target_arch = "wasm32"))]
+pub use memory::SharedMemory;
+pub use memory::{SharedWords, WaitOutcome};
+pub use ring::{RingConsumer, RingLayout, RingProducer, RingStats, SendReport};
