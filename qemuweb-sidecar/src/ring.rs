@@ -91,6 +91,8 @@ pub const MIN_SLOTS: u32 = 2;
 pub const MAX_SLOTS: u32 = 64;
 /// The largest slot capacity, in bytes (a 8192x8192 RGBA screen).
 pub const MAX_SLOT_CAPACITY: u32 = 8192 * 8192 * 4;
+/// The largest ring, in bytes (what a `SharedArrayBuffer` and wasm32 can address).
+pub const MAX_RING_BYTES: u64 = 1 << 31;
 
 const MAGIC: u32 = 0x5246_5751; // "QWFR" little-endian
 const VERSION: u32 = 1;
@@ -178,6 +180,16 @@ impl RingLayout {
             return Err(SidecarError::InvalidLayout {
                 reason: format!(
                     "slot capacity {slot_capacity} bytes (must be 1..={MAX_SLOT_CAPACITY})"
+                ),
+            });
+        }
+        let slot_words = SLOT_HEADER_WORDS as u64 + (slot_capacity as u64).div_ceil(4);
+        let bytes = 4 * (HEADER_WORDS as u64 + slot_count as u64 * slot_words);
+        if bytes > MAX_RING_BYTES {
+            return Err(SidecarError::InvalidLayout {
+                reason: format!(
+                    "{slot_count} slots of {slot_capacity} bytes need {bytes} bytes \
+                     (at most {MAX_RING_BYTES})"
                 ),
             });
         }
@@ -400,8 +412,32 @@ impl<M: SharedWords> RingProducer<M> {
     /// Attaches as the ring's producer. Fails if `memory` holds no ring
     /// ([`RingLayout::init`]) or another producer is attached.
     pub fn attach(memory: M) -> Result<RingProducer<M>, SidecarError> {
+        RingProducer::attach_inner(memory, false)
+    }
+
+    /// Attaches as the ring's producer even if one is recorded as attached: for when
+    /// the previous producer is known to be gone without detaching (its worker was
+    /// terminated). A frame it left half-written is discarded. Never use it while the
+    /// previous producer may still run.
+    pub fn force_attach(memory: M) -> Result<RingProducer<M>, SidecarError> {
+        RingProducer::attach_inner(memory, true)
+    }
+
+    fn attach_inner(memory: M, force: bool) -> Result<RingProducer<M>, SidecarError> {
         let layout = RingLayout::read(&memory)?;
-        claim(&memory, H_PRODUCER, "producer")?;
+        if force {
+            memory.store(H_PRODUCER, 1);
+        } else {
+            claim(&memory, H_PRODUCER, "producer")?;
+        }
+        // Only a producer writes, so a slot left WRITING is a dead producer's.
+        for slot in 0..layout.slot_count as usize {
+            let at = layout.slot_base(slot) + S_STATE;
+            let word = memory.load(at);
+            if state_of(word) == WRITING {
+                let _ = memory.compare_exchange(at, word, (word & !3) | FREE);
+            }
+        }
         let generation = memory.load(H_GENERATION);
         Ok(RingProducer {
             contents: vec![None; layout.slot_count as usize],
@@ -440,8 +476,10 @@ impl<M: SharedWords> RingProducer<M> {
         damage
     }
 
+    /// The consumer's last sequence number; `None` if it has none or is stuck
+    /// mid-update (a terminated consumer): the caller then copies everything.
     fn consumed(&self) -> Option<u64> {
-        loop {
+        for _ in 0..10_000 {
             let v1 = self.memory.load(H_CONSUMED_VER);
             if v1 & 1 == 1 {
                 std::hint::spin_loop();
@@ -454,6 +492,7 @@ impl<M: SharedWords> RingProducer<M> {
                 return (valid == 1).then_some(hi << 32 | lo);
             }
         }
+        None
     }
 
     /// Picks a slot and moves it to `WRITING`: a free one holding the newest content
@@ -671,8 +710,38 @@ impl<M: SharedWords> RingConsumer<M> {
     /// Attaches as the ring's consumer. Fails if `memory` holds no ring
     /// ([`RingLayout::init`]) or another consumer is attached.
     pub fn attach(memory: M) -> Result<RingConsumer<M>, SidecarError> {
+        RingConsumer::attach_inner(memory, false)
+    }
+
+    /// Attaches as the ring's consumer even if one is recorded as attached: for when
+    /// the previous consumer is known to be gone without detaching. A slot it held
+    /// is released. Never use it while the previous consumer may still run.
+    pub fn force_attach(memory: M) -> Result<RingConsumer<M>, SidecarError> {
+        RingConsumer::attach_inner(memory, true)
+    }
+
+    fn attach_inner(memory: M, force: bool) -> Result<RingConsumer<M>, SidecarError> {
         let layout = RingLayout::read(&memory)?;
-        claim(&memory, H_CONSUMER, "consumer")?;
+        if force {
+            memory.store(H_CONSUMER, 1);
+        } else {
+            claim(&memory, H_CONSUMER, "consumer")?;
+        }
+        // Only a consumer reads, so a slot left READING is a dead consumer's.
+        for slot in 0..layout.slot_count as usize {
+            let at = layout.slot_base(slot) + S_STATE;
+            let word = memory.load(at);
+            if state_of(word) == READING {
+                let _ = memory.compare_exchange(at, word, (word & !3) | FREE);
+            }
+        }
+        // A consumer stuck mid-update of its last sequence: reset it (even version,
+        // nothing consumed), so the producer copies whole frames.
+        let ver = memory.load(H_CONSUMED_VER);
+        if ver & 1 == 1 {
+            memory.store(H_CONSUMED_VALID, 0);
+            memory.store(H_CONSUMED_VER, ver.wrapping_add(1));
+        }
         Ok(RingConsumer {
             memory,
             layout,
@@ -893,4 +962,61 @@ fn now() -> f64 {
 #[cfg(target_arch = "wasm32")]
 fn elapsed(start: f64) -> Duration {
     Duration::from_secs_f64(((js_sys::Date::now() - start) / 1000.0).max(0.0))
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::SharedMemory;
+
+    fn frame(seq: u64, value: u8) -> Frame {
+        Frame {
+            metadata: FrameMetadata::keyframe(seq, 0.0, 2, 2, PixelFormat::Rgba),
+            data: vec![value; 16],
+        }
+    }
+
+    #[test]
+    fn layouts_beyond_what_memory_can_address_are_refused() {
+        let err = RingLayout::new(MAX_SLOTS, MAX_SLOT_CAPACITY).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidLayout);
+        let ok = RingLayout::new(3, MAX_SLOT_CAPACITY / 2).unwrap();
+        assert!(ok.byte_len() as u64 <= MAX_RING_BYTES);
+    }
+
+    #[test]
+    fn a_replacement_recovers_slots_left_by_terminated_sides() {
+        let layout = RingLayout::new(2, 16).unwrap();
+        let memory = SharedMemory::new(layout.len_words());
+        layout.init(&memory).unwrap();
+        let mut producer = RingProducer::attach(memory.clone()).unwrap();
+        let mut consumer = RingConsumer::attach(memory.clone()).unwrap();
+        producer.send(&frame(1, 1)).unwrap();
+        consumer.try_receive().unwrap().unwrap();
+        producer.send(&frame(2, 2)).unwrap();
+        // Simulate both workers dying mid-operation: the consumer holding slot A
+        // (READING) and mid-update of its sequence, the producer writing slot B.
+        let (a, b) = (layout.slot_base(0) + S_STATE, layout.slot_base(1) + S_STATE);
+        let wa = memory.load(a);
+        memory.store(a, (wa & !3) | READING);
+        memory.store(b, state_word(WRITING, 3));
+        memory.store(H_CONSUMED_VER, memory.load(H_CONSUMED_VER) | 1);
+        std::mem::forget(producer);
+        std::mem::forget(consumer);
+
+        let err = RingProducer::attach(memory.clone()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::AlreadyAttached);
+        let mut producer = RingProducer::force_attach(memory.clone()).unwrap();
+        let mut consumer = RingConsumer::force_attach(memory.clone()).unwrap();
+        for seq in 4..10 {
+            producer.send(&frame(seq, seq as u8)).unwrap();
+            let got = consumer.try_receive().unwrap().unwrap();
+            assert_eq!(got.sequence, seq);
+            assert_eq!(consumer.data(), &[seq as u8; 16]);
+        }
+        // Both slots are usable again: two unread frames fit without a drop.
+        producer.send(&frame(10, 10)).unwrap();
+        assert_eq!(producer.send(&frame(11, 11)).unwrap().dropped, None);
+        assert_eq!(consumer.try_receive().unwrap().unwrap().sequence, 11);
+    }
 }
