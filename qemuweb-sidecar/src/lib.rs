@@ -8,7 +8,7 @@
 //! `tsify`, so TypeScript gets the same shapes.
 //!
 //! The [`ring`] module is the local transport's core: a single-producer single-consumer
-//! ring of frames in shared memory ([`SharedWords`]; natively [`SharedMemory`], in the
+//! ring of frames in shared memory ([`SharedWords`]; natively `SharedMemory`, in the
 //! browser a `SharedArrayBuffer`) between the emulator's worker and the page. Its
 //! producer never blocks; stale frames are dropped. See the module for the policy.
 //!

@@ -2,7 +2,7 @@
 //!
 //! The emulator's side (a worker) holds a [`RingProducer`], the display's side (the
 //! page) a [`RingConsumer`]; both work over any [`SharedWords`], natively threads over
-//! [`SharedMemory`](crate::SharedMemory), in the browser a `SharedArrayBuffer`.
+//! `SharedMemory`, in the browser a `SharedArrayBuffer` (`SabMemory`).
 //!
 //! # Layout
 //!
@@ -704,6 +704,8 @@ pub struct RingConsumer<M: SharedWords> {
     screen: Vec<u8>,
     /// (generation, geometry, sequence) of the frame in `screen`.
     current: Option<(u32, Geometry, u64)>,
+    /// The timestamp of the frame in `screen`.
+    timestamp: f64,
 }
 
 impl<M: SharedWords> RingConsumer<M> {
@@ -747,6 +749,7 @@ impl<M: SharedWords> RingConsumer<M> {
             layout,
             screen: Vec::new(),
             current: None,
+            timestamp: 0.0,
         })
     }
 
@@ -883,6 +886,7 @@ impl<M: SharedWords> RingConsumer<M> {
             }
         }
         self.current = Some((generation, geometry, sequence));
+        self.timestamp = f64::from_bits(ts);
         // Publish what this side now holds, for the producer's damage records.
         let ver = m.load(H_CONSUMED_VER);
         m.store(H_CONSUMED_VER, ver.wrapping_add(1));
@@ -932,7 +936,13 @@ impl<M: SharedWords> RingConsumer<M> {
     pub fn frame(&self) -> Option<Frame> {
         let (_, geo, seq) = self.current?;
         Some(Frame {
-            metadata: FrameMetadata::keyframe(seq, 0.0, geo.width, geo.height, geo.format),
+            metadata: FrameMetadata::keyframe(
+                seq,
+                self.timestamp,
+                geo.width,
+                geo.height,
+                geo.format,
+            ),
             data: self.screen.clone(),
         })
     }

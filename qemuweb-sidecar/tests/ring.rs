@@ -191,6 +191,8 @@ fn wrap_around_copies_only_damage_and_survives_sequence_wrap() {
             assert_eq!(got.timestamp, seq as f64);
             assert_eq!(consumer.data(), &screen.data[..], "frame {seq}");
             assert!(consumer.try_receive().unwrap().is_none());
+            let whole = consumer.frame().unwrap();
+            assert_eq!(whole, screen.keyframe(seq));
         }
     }
     // Once every slot holds a recent frame, a one-pixel change copies 4 bytes.
