@@ -97,16 +97,16 @@ impl MemoryOverlay {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Box<[u8]>>> {
         self.blocks.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    fn check_len(&self, len: usize) -> Result<()> {
-        if len != self.block_size as usize {
-            return Err(StorageError::InvalidArgument(format!(
-                "overlay blocks are {} bytes, got {len}",
-                self.block_size
-            )));
-        }
-        Ok(())
+/// Checks that a buffer of `len` bytes is exactly one overlay block of `block_size`.
+pub(crate) fn check_block_len(block_size: u32, len: usize) -> Result<()> {
+    if len != block_size as usize {
+        return Err(StorageError::InvalidArgument(format!(
+            "overlay blocks are {block_size} bytes, got {len}"
+        )));
     }
+    Ok(())
 }
 
 /// Checks that `block_size` is a power of two of at least 512 bytes.
@@ -134,7 +134,7 @@ impl Overlay for MemoryOverlay {
     }
 
     async fn read_block(&self, index: u64, buf: &mut [u8]) -> Result<bool> {
-        self.check_len(buf.len())?;
+        check_block_len(self.block_size, buf.len())?;
         match self.lock().get(&index) {
             Some(block) => {
                 buf.copy_from_slice(block);
@@ -145,7 +145,7 @@ impl Overlay for MemoryOverlay {
     }
 
     async fn write_block(&self, index: u64, data: &[u8]) -> Result<()> {
-        self.check_len(data.len())?;
+        check_block_len(self.block_size, data.len())?;
         self.lock().insert(index, data.into());
         Ok(())
     }

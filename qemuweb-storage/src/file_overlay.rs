@@ -8,7 +8,7 @@
 //! and the file truncated there, so a block is always its old or its new content.
 //! [`Overlay::sync`] makes appended records durable (`fdatasync`).
 
-use crate::cow::{check_block_size, Overlay};
+use crate::cow::{check_block_len, check_block_size, Overlay};
 use crate::error::{Result, StorageError};
 use crate::file::{read_exact_at, write_all_at};
 use async_trait::async_trait;
@@ -170,16 +170,6 @@ impl FileOverlay {
     fn io(&self, what: &str, e: std::io::Error) -> StorageError {
         StorageError::io(format!("{what} {}", self.path.display()), e)
     }
-
-    fn check_len(&self, len: usize) -> Result<()> {
-        if len != self.block_size as usize {
-            return Err(StorageError::InvalidArgument(format!(
-                "overlay blocks are {} bytes, got {len}",
-                self.block_size
-            )));
-        }
-        Ok(())
-    }
 }
 
 #[async_trait(?Send)]
@@ -197,7 +187,7 @@ impl Overlay for FileOverlay {
     }
 
     async fn read_block(&self, index: u64, buf: &mut [u8]) -> Result<bool> {
-        self.check_len(buf.len())?;
+        check_block_len(self.block_size, buf.len())?;
         let state = self.lock();
         let Some(&at) = state.blocks.get(&index) else {
             return Ok(false);
@@ -207,7 +197,7 @@ impl Overlay for FileOverlay {
     }
 
     async fn write_block(&self, index: u64, data: &[u8]) -> Result<()> {
-        self.check_len(data.len())?;
+        check_block_len(self.block_size, data.len())?;
         let mut record = Vec::with_capacity(record_len(self.block_size) as usize);
         record.extend_from_slice(&index.to_le_bytes());
         record.extend_from_slice(data);

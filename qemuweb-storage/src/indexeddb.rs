@@ -14,7 +14,7 @@
 //! after that transaction has committed. One page (or worker) at a time may write a disk:
 //! the overlay holds a Web Lock named after the disk while it is open.
 
-use crate::cow::{check_block_size, Overlay};
+use crate::cow::{check_block_len, check_block_size, Overlay};
 use crate::error::{Result, StorageError};
 use async_trait::async_trait;
 use idb::{
@@ -448,13 +448,7 @@ impl IndexedDbOverlay {
                 self.disk_id, self.vm_id
             )));
         }
-        if len != self.block_size as usize {
-            return Err(StorageError::InvalidArgument(format!(
-                "overlay blocks are {} bytes, got {len}",
-                self.block_size
-            )));
-        }
-        Ok(())
+        check_block_len(self.block_size, len)
     }
 }
 
@@ -550,13 +544,7 @@ impl Overlay for IndexedDbOverlay {
     }
 
     async fn read_block(&self, index: u64, buf: &mut [u8]) -> Result<bool> {
-        if buf.len() != self.block_size as usize {
-            return Err(StorageError::InvalidArgument(format!(
-                "overlay blocks are {} bytes, got {}",
-                self.block_size,
-                buf.len()
-            )));
-        }
+        check_block_len(self.block_size, buf.len())?;
         for map in [&self.pending, &self.in_flight] {
             if let Some(data) = map.borrow().get(&index) {
                 buf.copy_from_slice(data);

@@ -49,11 +49,7 @@ impl MemoryBlockDevice {
 
     /// Sets the block size the device reports (a power of two, at least 512).
     pub fn with_block_size(mut self, block_size: u32) -> Result<Self> {
-        if block_size < 512 || !block_size.is_power_of_two() {
-            return Err(StorageError::InvalidArgument(format!(
-                "block size {block_size} is not a power of two of at least 512"
-            )));
-        }
+        crate::cow::check_block_size(block_size)?;
         self.block_size = block_size;
         Ok(self)
     }
