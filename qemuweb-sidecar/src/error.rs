@@ -30,6 +30,11 @@ pub enum ErrorKind {
     AlreadyAttached,
     /// Blocking waits are not possible in this context (the page's main thread).
     WaitUnsupported,
+    /// A transport was used before [`connect`](crate::FrameTransport::connect).
+    NotConnected,
+    /// A transport endpoint was asked to do the other side's job (e.g. `send` on the
+    /// receiving end).
+    WrongSide,
 }
 
 /// An error from this crate's API.
@@ -126,6 +131,17 @@ pub enum SidecarError {
         /// Why (e.g. `Atomics.wait` is not allowed on the page's main thread).
         reason: String,
     },
+    /// The transport is not connected.
+    #[error("the frame transport is not connected (call connect first)")]
+    NotConnected,
+    /// A transport endpoint was asked to do the other side's job.
+    #[error("cannot {operation} on the {side} end of a frame transport")]
+    WrongSide {
+        /// What was asked (`"send"` or `"receive"`).
+        operation: &'static str,
+        /// The endpoint's side (`"sending"` or `"receiving"`).
+        side: &'static str,
+    },
 }
 
 impl SidecarError {
@@ -151,6 +167,8 @@ impl SidecarError {
             SidecarError::InvalidLayout { .. } => ErrorKind::InvalidLayout,
             SidecarError::AlreadyAttached { .. } => ErrorKind::AlreadyAttached,
             SidecarError::WaitUnsupported { .. } => ErrorKind::WaitUnsupported,
+            SidecarError::NotConnected => ErrorKind::NotConnected,
+            SidecarError::WrongSide { .. } => ErrorKind::WrongSide,
         }
     }
 }

@@ -12,6 +12,10 @@
 //! browser a `SharedArrayBuffer`) between the emulator's worker and the page. Its
 //! producer never blocks; stale frames are dropped. See the module for the policy.
 //!
+//! [`FrameTransport`] is how emulators and displays use a transport (`connect`, `send`,
+//! `receive`); [`LocalTransport`] implements it over the ring, its receiving end
+//! waiting with `Atomics.waitAsync` on the page.
+//!
 //! ```
 //! use qemuweb_sidecar::*;
 //!
@@ -37,6 +41,7 @@ mod error;
 mod frame;
 mod memory;
 pub mod ring;
+mod transport;
 
 pub use error::{ErrorKind, SidecarError};
 pub use frame::{DirtyRect, Frame, FrameMetadata, PixelFormat, MAX_DIMENSION, MAX_DIRTY_RECTS};
@@ -46,3 +51,4 @@ pub use memory::SabMemory;
 pub use memory::SharedMemory;
 pub use memory::{SharedWords, WaitOutcome};
 pub use ring::{RingConsumer, RingLayout, RingProducer, RingStats, SendReport};
+pub use transport::{FrameTransport, LocalTransport, RingMemory};

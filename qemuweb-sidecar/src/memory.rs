@@ -213,6 +213,18 @@ mod wasm {
     use js_sys::{Atomics, Int32Array, SharedArrayBuffer, Uint8Array};
     use std::time::Duration;
 
+    #[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
+export function sidecar_sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+"#)]
+    extern "C" {
+        fn sidecar_sleep(ms: f64) -> js_sys::Promise;
+    }
+
+    /// Sleeps `ms` milliseconds (a `setTimeout`), in a window or a worker.
+    pub(crate) async fn sleep_ms(ms: f64) {
+        let _ = wasm_bindgen_futures::JsFuture::from(sidecar_sleep(ms)).await;
+    }
+
     const IN_BOUNDS: &str = "ring word index in bounds (checked on attach)";
 
     /// Shared memory in a `SharedArrayBuffer`, used through `Atomics`; post the buffer
@@ -248,6 +260,48 @@ mod wasm {
         /// The buffer, to post to another thread.
         pub fn buffer(&self) -> &SharedArrayBuffer {
             &self.buffer
+        }
+
+        /// Waits without blocking the thread (`Atomics.waitAsync`, allowed on the page's
+        /// main thread too) while word `index` is `expected`, until notified or
+        /// `timeout` passes. Where `Atomics.waitAsync` is missing it sleeps for the
+        /// timeout (capped at 16 ms, a display frame) and reports `TimedOut`.
+        pub async fn wait_async(
+            &self,
+            index: usize,
+            expected: u32,
+            timeout: Duration,
+        ) -> WaitOutcome {
+            let ms = timeout.as_secs_f64() * 1000.0;
+            let result = match Atomics::wait_async_with_timeout(
+                &self.words,
+                index as u32,
+                expected as i32,
+                ms,
+            ) {
+                Ok(result) => result,
+                Err(_) => {
+                    sleep_ms(ms.min(16.0)).await;
+                    return WaitOutcome::TimedOut;
+                }
+            };
+            let is_async = js_sys::Reflect::get(&result, &"async".into())
+                .map(|v| v.is_truthy())
+                .unwrap_or(false);
+            let value = js_sys::Reflect::get(&result, &"value".into()).unwrap_or_default();
+            let outcome = if is_async {
+                match wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(value)).await {
+                    Ok(v) => v.as_string().unwrap_or_default(),
+                    Err(_) => return WaitOutcome::Unsupported,
+                }
+            } else {
+                value.as_string().unwrap_or_default()
+            };
+            match outcome.as_str() {
+                "not-equal" => WaitOutcome::NotEqual,
+                "timed-out" => WaitOutcome::TimedOut,
+                _ => WaitOutcome::Woken,
+            }
         }
     }
 

@@ -105,6 +105,9 @@ const H_CAPACITY: usize = 3;
 const H_GENERATION: usize = 4;
 /// Incremented after every publish; the consumer waits on it.
 const H_NOTIFY: usize = 5;
+/// The index of the ring's notify word (a `u32` the producer increments and
+/// notifies after every frame it publishes), for asynchronous waits.
+pub const NOTIFY_WORD: usize = H_NOTIFY;
 const H_PUBLISHED: usize = 6;
 const H_DROPPED: usize = 7;
 /// Seqlock version of the consumer's last sequence (odd while being written).
@@ -930,6 +933,13 @@ impl<M: SharedWords> RingConsumer<M> {
                 });
             }
         }
+    }
+
+    /// The ring's notify word now: pass it to a wait (e.g. `Atomics.waitAsync` on word
+    /// [`NOTIFY_WORD`]) started after a `try_receive` that found nothing, so a frame
+    /// published in between is not missed.
+    pub fn notify_value(&self) -> u32 {
+        self.memory.load(H_NOTIFY)
     }
 
     /// The whole current screen as a [`Frame`] (a copy), or `None` before the first.

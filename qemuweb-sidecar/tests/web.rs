@@ -28,7 +28,7 @@ export function spawn_worker(name, sab, frames) {
         self.onmessage = async (e) => {
             try {
                 await glue.default({ module_or_path: ${JSON.stringify(wasm)} });
-                self.postMessage({ sidecarOk: glue[e.data.name](e.data.sab, e.data.frames) });
+                self.postMessage({ sidecarOk: await glue[e.data.name](e.data.sab, e.data.frames) });
             } catch (err) {
                 self.postMessage({ sidecarErr: String(err && err.stack || err) });
             }
@@ -256,4 +256,59 @@ async fn page_produces_worker_consumes_with_atomics_wait() {
     assert_eq!(stats.published, FRAMES);
     assert_eq!(received + stats.dropped, FRAMES);
     assert!(received > 1, "the worker woke for more than the last frame");
+}
+
+/// Runs in the worker: sends `frames` frames through a [`LocalTransport`]'s sending end
+/// as fast as it can; returns the ring's dropped count when done.
+#[wasm_bindgen]
+pub async fn sidecar_test_transport_send(
+    sab: SharedArrayBuffer,
+    frames: u32,
+) -> Result<u32, JsError> {
+    let mut tx = LocalTransport::sender(SabMemory::from_buffer(sab));
+    tx.connect().await?;
+    let mut screen = Screen::new();
+    tx.send(&screen.frame(vec![])).await?;
+    for _ in 1..frames {
+        let frame = screen.step();
+        tx.send(&frame).await?;
+    }
+    Ok(tx.stats().map_or(0, |s| s.dropped))
+}
+
+#[wasm_bindgen_test]
+async fn local_transport_page_receives_with_wait_async_from_a_worker() {
+    let memory = LocalTransport::create_ring(3, WIDTH, HEIGHT, PixelFormat::Rgba).unwrap();
+    let mut rx = LocalTransport::receiver(memory.clone());
+    rx.connect().await.unwrap();
+    let done = wasm_bindgen_futures::JsFuture::from(
+        spawn_worker("sidecar_test_transport_send", memory.buffer(), FRAMES).unwrap(),
+    );
+    let mut expected = Screen::new();
+    let (mut last, mut received) = (0u64, 0u32);
+    while last < FRAMES as u64 {
+        // receive() waits with Atomics.waitAsync: the page's thread is never blocked.
+        let meta = rx.receive().await.unwrap();
+        assert!(meta.sequence > last);
+        if last == 0 {
+            assert!(meta.keyframe, "the first frame received redraws everything");
+        }
+        last = meta.sequence;
+        received += 1;
+        while expected.seq < meta.sequence {
+            expected.step();
+        }
+        assert!(
+            rx.screen() == &expected.data[..],
+            "frame {last} differs from the worker's screen"
+        );
+        // A slow display: every few frames it lets the worker run ahead.
+        if received % 4 == 0 {
+            gloo_timers::future::TimeoutFuture::new(2).await;
+        }
+    }
+    done.await.expect("the worker's sender failed");
+    let stats = rx.stats().unwrap();
+    assert_eq!(stats.published, FRAMES);
+    assert_eq!(received + stats.dropped, FRAMES);
 }
