@@ -14,6 +14,7 @@ cargo build -q -p qemuweb-guests
 cargo build -q -p qemuweb-runtime --example headless
 scripts/build-web --dev qemuweb-storage-js "$target_dir/web/storage" >/dev/null
 scripts/build-web qemuweb-runtime >/dev/null
+scripts/build-npm >/dev/null
 
 (cd e2e && npm ci --no-audit --no-fund --silent)
 cd e2e

@@ -1,0 +1,154 @@
+// The npm packages as a stranger gets them: a scratch project (fixture/, copied to a temporary
+// directory, far from this repository) installs the tarballs scripts/build-npm packed
+// (@qemuweb/runtime, @qemuweb/config, @qemuweb/storage) plus vite, typescript and v86 from the
+// registry, type-checks its TypeScript against the generated declarations with `tsc --strict`,
+// bundles with `vite build`, and the bundle, served with COOP/COEP, boots the x86 test guest
+// in headless Chromium: banner, then an echo over serial.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { launch, logPage, newProfile, removeProfile } from '../lib/browser.mjs';
+import { REPO, serve, TARGET } from '../lib/server.mjs';
+
+const NPM_DIR = join(TARGET, 'npm');
+const SEABIOS = process.env.QEMUWEB_SEABIOS_DIR || '/usr/share/seabios';
+const BANNER = 'QEMUWEB-GUEST x86 v1';
+const VERSION = readFileSync(join(REPO, 'Cargo.toml'), 'utf8').match(/\[workspace\.package\][^[]*?^version\s*=\s*"([^"]+)"/m)[1];
+
+let project;
+
+/** Runs `cmd` in the scratch project; returns { status, out } (stdout and stderr). */
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { cwd: project, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+function mustRun(cmd, args) {
+  const r = run(cmd, args);
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')} failed:\n${r.out}`);
+  return r.out;
+}
+
+before(() => {
+  const tarballs = ['runtime', 'config', 'storage'].map((p) => join(NPM_DIR, `qemuweb-${p}-${VERSION}.tgz`));
+  for (const t of tarballs) {
+    if (!existsSync(t)) throw new Error(`${t} is missing: run scripts/build-npm`);
+  }
+  project = mkdtempSync(join(tmpdir(), 'qemuweb-consumer-'));
+  cpSync(join(import.meta.dirname, 'fixture'), project, {
+    recursive: true,
+    filter: (src) => !/[/\\](node_modules|dist)([/\\]|$)/.test(src),
+  });
+  // The registry packages of fixture/package.json and the three tarballs, as `npm install
+  // ./x.tgz` in any project would add them.
+  mustRun('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs]);
+});
+
+after(() => {
+  if (project) rmSync(project, { recursive: true, force: true });
+});
+
+test('the tarballs install as @qemuweb/* packages of the workspace version with ES module exports', () => {
+  for (const p of ['runtime', 'config', 'storage']) {
+    const dir = join(project, 'node_modules', '@qemuweb', p);
+    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+    assert.equal(pkg.name, `@qemuweb/${p}`);
+    assert.equal(pkg.version, VERSION);
+    assert.equal(pkg.type, 'module');
+    const dot = pkg.exports['.'];
+    assert.deepEqual(Object.keys(dot), ['types', 'import', 'default'], 'types must come first');
+    for (const f of [dot.types, dot.import, pkg.types]) assert.ok(existsSync(join(dir, f)), `${p}: ${f}`);
+    const wasm = readdirSync(dir).filter((f) => f.endsWith('_bg.wasm'));
+    assert.equal(wasm.length, 1, `${p}: ${readdirSync(dir)}`);
+    assert.ok(existsSync(join(dir, 'README.md')));
+  }
+  const runtime = join(project, 'node_modules', '@qemuweb', 'runtime');
+  // The worker is copied verbatim by bundlers: it must not import its siblings.
+  const worker = readFileSync(join(runtime, 'worker.js'), 'utf8');
+  assert.doesNotMatch(worker, /^\s*import\s/m);
+  assert.match(worker, /workerMain\(\);/);
+  // The runtime's declarations are the generated ones (tsify types of the Rust crates).
+  const dts = readFileSync(join(runtime, 'qemuweb_runtime.d.ts'), 'utf8');
+  for (const t of ['interface ClientOptions', 'interface RuntimeCapabilities', 'interface VmProfile', 'class QemuClient']) {
+    assert.ok(dts.includes(`export ${t}`), t);
+  }
+});
+
+test('tsc --strict accepts the program and rejects misuse of the generated types', () => {
+  mustRun('npx', ['--no-install', 'tsc', '--strict', '--noEmit', '-p', '.']);
+  // The same compiler sees the types for what they are, not `any`: each of these is an error.
+  const bad = join(project, 'src', 'bad.ts');
+  writeFileSync(bad, `import { QemuClient, defaultProfiles } from "@qemuweb/runtime";
+import { buildQemuArgs } from "@qemuweb/config";
+import { Disk } from "@qemuweb/storage";
+const memory: string = defaultProfiles()[0].memoryMiB;
+new QemuClient({ assets: { bios: { kind: "ftp", url: "x" } } });
+buildQemuArgs(defaultProfiles()[0], { disk: { source: { kind: "url" } } }, null, { kind: "browser" });
+Disk.memory("big");
+export { memory };
+`);
+  try {
+    const r = run('npx', ['--no-install', 'tsc', '--strict', '--noEmit', '-p', '.']);
+    assert.notEqual(r.status, 0, r.out);
+    const errors = r.out.split('\n').filter((l) => l.startsWith('src/bad.ts('));
+    const lines = new Set(errors.map((l) => Number(l.match(/^src\/bad\.ts\((\d+),/)[1])));
+    assert.deepEqual([...lines].sort((a, b) => a - b), [4, 5, 6, 7], r.out);
+  } finally {
+    rmSync(bad);
+  }
+});
+
+test('vite build bundles it, and the bundle boots the test guest in Chromium', async () => {
+  const pub = join(project, 'public');
+  mkdirSync(join(pub, 'bios'), { recursive: true });
+  for (const f of ['bios-256k.bin', 'vgabios-stdvga.bin']) cpSync(join(SEABIOS, f), join(pub, 'bios', f));
+  mkdirSync(join(pub, 'images'));
+  const guests = join(TARGET, 'debug', 'qemuweb-guests');
+  if (existsSync(guests)) execFileSync(guests, [join(pub, 'images')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  else execFileSync('cargo', ['run', '-q', '-p', 'qemuweb-guests', '--', join(pub, 'images')], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
+
+  mustRun('npx', ['--no-install', 'vite', 'build', '--logLevel', 'warn']);
+  const dist = join(project, 'dist');
+  const assets = readdirSync(join(dist, 'assets'));
+  assert.ok(assets.some((f) => /^worker-.*\.js$/.test(f)), `the worker is an emitted asset: ${assets}`);
+  assert.ok(assets.some((f) => /^qemuweb_runtime_bg-.*\.wasm$/.test(f)), `${assets}`);
+  assert.ok(assets.some((f) => /^qemuweb_config_js_bg-.*\.wasm$/.test(f)), `${assets}`);
+  assert.ok(assets.some((f) => /^qemuweb_storage_js_bg-.*\.wasm$/.test(f)), `${assets}`);
+
+  const server = await serve(dist);
+  const profile = newProfile();
+  let context;
+  try {
+    context = await launch(profile);
+    const page = await context.newPage();
+    logPage(page, 'consumer');
+    await page.goto(`${server.url}/index.html`);
+    await page.waitForFunction(() => document.title !== 'loading', null, { timeout: 60000 });
+    const state = await page.evaluate(() => ({ ...window.consumer, send: undefined }));
+    assert.deepEqual(state.errors, []);
+    assert.equal(state.started, true);
+    assert.equal(state.caps.crossOriginIsolated, true);
+    assert.deepEqual(state.caps.issues, []);
+    assert.match(state.workerUrl, new RegExp(`^${server.url}/assets/worker-[^?]+\\.js\\?wasm=`));
+    // @qemuweb/config: a command line for the profile, with the disk.
+    assert.ok(Array.isArray(state.args.args) && state.args.args.length > 0, JSON.stringify(state.args));
+    // @qemuweb/storage: data sector 100 of the guest starts with its LBA, then (i + 31 * 100) & 0xff.
+    const expected = [100, 0, 0, 0, 0, 0, 0, 0, ...Array.from({ length: 8 }, (_, k) => (8 + k + 3100) & 0xff)];
+    assert.deepEqual(state.sector, expected);
+
+    const waitSerial = (text, from = 0) => page.waitForFunction(
+      ([text, from]) => window.consumer.serial.slice(from).includes(text), [text, from], { timeout: 60000 });
+    await waitSerial(`${BANNER}\r\n> `);
+    const from = await page.evaluate(() => window.consumer.serial.length);
+    await page.evaluate(() => window.consumer.send('echo hello from a packaged consumer'));
+    await waitSerial('hello from a packaged consumer\r\n> ', from);
+    assert.deepEqual(await page.evaluate(() => window.consumer.errors), []);
+  } finally {
+    await context?.close();
+    removeProfile(profile);
+    await server.stop();
+  }
+});
