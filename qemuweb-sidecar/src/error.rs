@@ -35,6 +35,10 @@ pub enum ErrorKind {
     /// A transport endpoint was asked to do the other side's job (e.g. `send` on the
     /// receiving end).
     WrongSide,
+    /// A display cannot draw this pixel format (compressed frames need a decoder).
+    UnsupportedFormat,
+    /// The browser refused a display operation (e.g. no 2D context for a canvas).
+    Display,
 }
 
 /// An error from this crate's API.
@@ -142,6 +146,18 @@ pub enum SidecarError {
         /// The endpoint's side (`"sending"` or `"receiving"`).
         side: &'static str,
     },
+    /// A display cannot draw this pixel format.
+    #[error("cannot draw {format:?} frames (compressed frames need a decoder)")]
+    UnsupportedFormat {
+        /// The format.
+        format: PixelFormat,
+    },
+    /// The browser refused a display operation.
+    #[error("display: {reason}")]
+    Display {
+        /// What failed, with the browser's message.
+        reason: String,
+    },
 }
 
 impl SidecarError {
@@ -169,6 +185,8 @@ impl SidecarError {
             SidecarError::WaitUnsupported { .. } => ErrorKind::WaitUnsupported,
             SidecarError::NotConnected => ErrorKind::NotConnected,
             SidecarError::WrongSide { .. } => ErrorKind::WrongSide,
+            SidecarError::UnsupportedFormat { .. } => ErrorKind::UnsupportedFormat,
+            SidecarError::Display { .. } => ErrorKind::Display,
         }
     }
 }

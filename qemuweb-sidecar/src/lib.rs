@@ -16,6 +16,10 @@
 //! `receive`); [`LocalTransport`] implements it over the ring, its receiving end
 //! waiting with `Atomics.waitAsync` on the page.
 //!
+//! On the page, `CanvasPresenter` (wasm32) draws received frames on a `<canvas>`:
+//! keyframes whole, deltas only their dirty rectangles; `CanvasDisplay` and
+//! `FrameSender` are the JavaScript classes for the page and a JavaScript worker.
+//!
 //! ```
 //! use qemuweb_sidecar::*;
 //!
@@ -37,12 +41,16 @@
 //! ```
 #![warn(missing_docs)]
 
+mod convert;
 mod error;
 mod frame;
 mod memory;
+#[cfg(target_arch = "wasm32")]
+mod present;
 pub mod ring;
 mod transport;
 
+pub use convert::rect_to_rgba;
 pub use error::{ErrorKind, SidecarError};
 pub use frame::{DirtyRect, Frame, FrameMetadata, PixelFormat, MAX_DIMENSION, MAX_DIRTY_RECTS};
 #[cfg(target_arch = "wasm32")]
@@ -50,5 +58,7 @@ pub use memory::SabMemory;
 #[cfg(not(target_arch = "wasm32"))]
 pub use memory::SharedMemory;
 pub use memory::{SharedWords, WaitOutcome};
+#[cfg(target_arch = "wasm32")]
+pub use present::{CanvasDisplay, CanvasPresenter, FrameSender};
 pub use ring::{RingConsumer, RingLayout, RingProducer, RingStats, SendReport};
 pub use transport::{FrameTransport, LocalTransport, RingMemory};

@@ -154,6 +154,38 @@ impl LocalTransport {
         Ok(())
     }
 
+    /// Connects now ([`connect`](FrameTransport::connect) without the future: attaching
+    /// to a ring never waits).
+    pub fn attach(&mut self) -> Result<(), SidecarError> {
+        match &mut self.end {
+            End::Sender(Some(_)) | End::Receiver(Some(_)) => {}
+            End::Sender(p) => *p = Some(RingProducer::attach(self.memory.clone())?),
+            End::Receiver(c) => *c = Some(RingConsumer::attach(self.memory.clone())?),
+        }
+        Ok(())
+    }
+
+    /// Sends now ([`send`](FrameTransport::send) without the future: the ring's
+    /// producer never waits).
+    pub fn send_now(&mut self, frame: &Frame) -> Result<(), SidecarError> {
+        match &mut self.end {
+            End::Sender(Some(p)) => p.send(frame).map(|_| ()),
+            End::Sender(None) => Err(SidecarError::NotConnected),
+            End::Receiver(_) => Err(SidecarError::WrongSide {
+                operation: "send",
+                side: "receiving",
+            }),
+        }
+    }
+
+    /// The receiving end's current screen (see [`FrameTransport::screen`]).
+    pub fn screen_data(&self) -> &[u8] {
+        match &self.end {
+            End::Receiver(Some(c)) => c.data(),
+            _ => &[],
+        }
+    }
+
     /// The receiving end: takes the newest frame if one is ready, without waiting
     /// (`None`: nothing new). For a display that polls, e.g. once an animation frame.
     pub fn try_receive(&mut self) -> Result<Option<FrameMetadata>, SidecarError> {
@@ -203,23 +235,11 @@ impl LocalTransport {
 #[async_trait(?Send)]
 impl FrameTransport for LocalTransport {
     async fn connect(&mut self) -> Result<(), SidecarError> {
-        match &mut self.end {
-            End::Sender(Some(_)) | End::Receiver(Some(_)) => {}
-            End::Sender(p) => *p = Some(RingProducer::attach(self.memory.clone())?),
-            End::Receiver(c) => *c = Some(RingConsumer::attach(self.memory.clone())?),
-        }
-        Ok(())
+        self.attach()
     }
 
     async fn send(&mut self, frame: &Frame) -> Result<(), SidecarError> {
-        match &mut self.end {
-            End::Sender(Some(p)) => p.send(frame).map(|_| ()),
-            End::Sender(None) => Err(SidecarError::NotConnected),
-            End::Receiver(_) => Err(SidecarError::WrongSide {
-                operation: "send",
-                side: "receiving",
-            }),
-        }
+        self.send_now(frame)
     }
 
     async fn receive(&mut self) -> Result<FrameMetadata, SidecarError> {
@@ -234,10 +254,7 @@ impl FrameTransport for LocalTransport {
     }
 
     fn screen(&self) -> &[u8] {
-        match &self.end {
-            End::Receiver(Some(c)) => c.data(),
-            _ => &[],
-        }
+        self.screen_data()
     }
 }
 

@@ -312,3 +312,133 @@ async fn local_transport_page_receives_with_wait_async_from_a_worker() {
     assert_eq!(stats.published, FRAMES);
     assert_eq!(received + stats.dropped, FRAMES);
 }
+
+#[wasm_bindgen(inline_js = r#"
+export function make_canvas() {
+    const c = document.createElement('canvas');
+    document.body.appendChild(c);
+    return c;
+}
+export function canvas_pixels(c) {
+    const ctx = c.getContext('2d');
+    return new Uint8Array(ctx.getImageData(0, 0, c.width, c.height).data.buffer);
+}
+export function canvas_mark(c, x, y) {
+    const ctx = c.getContext('2d');
+    ctx.fillStyle = 'rgb(1, 2, 3)';
+    ctx.fillRect(x, y, 1, 1);
+}
+"#)]
+extern "C" {
+    fn make_canvas() -> web_sys::HtmlCanvasElement;
+    fn canvas_pixels(c: &web_sys::HtmlCanvasElement) -> Vec<u8>;
+    fn canvas_mark(c: &web_sys::HtmlCanvasElement, x: u32, y: u32);
+}
+
+fn pixel(pixels: &[u8], width: u32, x: u32, y: u32) -> [u8; 4] {
+    let at = ((y * width + x) * 4) as usize;
+    pixels[at..at + 4].try_into().unwrap()
+}
+
+#[wasm_bindgen_test]
+fn canvas_presenter_draws_keyframes_whole_and_deltas_only_in_dirty_rects() {
+    let canvas = make_canvas();
+    let mut presenter = CanvasPresenter::new(canvas.clone()).unwrap();
+    let (w, h) = (8u32, 6u32);
+    let mut screen = vec![0u8; (w * h * 4) as usize];
+    for (i, px) in screen.chunks_exact_mut(4).enumerate() {
+        px.copy_from_slice(&[i as u8, 100, 200, 255]);
+    }
+    let key = FrameMetadata::keyframe(1, 0.0, w, h, PixelFormat::Rgba);
+    assert_eq!(presenter.present(&key, &screen).unwrap(), (w * h) as u64);
+    assert_eq!((canvas.width(), canvas.height()), (w, h));
+    assert_eq!(canvas_pixels(&canvas), screen);
+
+    // Mark two pixels behind the presenter's back: a delta must redraw only its rect.
+    canvas_mark(&canvas, 0, 0);
+    canvas_mark(&canvas, 3, 2);
+    for y in 2..4 {
+        for x in 3..5 {
+            let at = ((y * w + x) * 4) as usize;
+            screen[at..at + 4].copy_from_slice(&[9, 8, 7, 255]);
+        }
+    }
+    let delta = FrameMetadata::delta(
+        2,
+        1.0,
+        w,
+        h,
+        PixelFormat::Rgba,
+        vec![DirtyRect::new(3, 2, 2, 2)],
+    );
+    assert_eq!(presenter.present(&delta, &screen).unwrap(), 4);
+    let shown = canvas_pixels(&canvas);
+    assert_eq!(
+        pixel(&shown, w, 0, 0),
+        [1, 2, 3, 255],
+        "outside the rect: untouched"
+    );
+    assert_eq!(pixel(&shown, w, 3, 2), [9, 8, 7, 255], "inside: redrawn");
+    assert_eq!(pixel(&shown, w, 4, 3), [9, 8, 7, 255]);
+    assert_eq!(pixel(&shown, w, 5, 3), pixel(&screen, w, 5, 3));
+
+    // An unchanged screen draws nothing.
+    let nothing = FrameMetadata::delta(3, 2.0, w, h, PixelFormat::Rgba, vec![]);
+    assert_eq!(presenter.present(&nothing, &screen).unwrap(), 0);
+
+    // RGB565, new size: converted and drawn whole, the canvas follows the size.
+    let small: Vec<u8> = [0xf800u16, 0x07e0, 0x001f, 0xffff]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let meta = FrameMetadata::delta(
+        4,
+        3.0,
+        2,
+        2,
+        PixelFormat::Rgb565,
+        vec![DirtyRect::new(0, 0, 1, 1)],
+    );
+    assert_eq!(presenter.present(&meta, &small).unwrap(), 4);
+    assert_eq!((canvas.width(), canvas.height()), (2, 2));
+    assert_eq!(
+        canvas_pixels(&canvas),
+        [255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 255, 255, 255, 255]
+    );
+
+    let compressed = FrameMetadata::keyframe(5, 4.0, 2, 2, PixelFormat::Compressed);
+    let err = presenter.present(&compressed, &[1, 2, 3]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnsupportedFormat);
+}
+
+#[wasm_bindgen_test]
+fn canvas_display_and_frame_sender_classes_move_frames_to_the_canvas() {
+    let canvas = make_canvas();
+    let buffer = CanvasDisplay::create_ring(4, 2, 3).unwrap();
+    let mut display = CanvasDisplay::new(canvas.clone(), buffer.clone()).unwrap();
+    let mut sender = FrameSender::new(buffer).unwrap();
+    assert!(!display.poll().unwrap(), "nothing sent yet");
+    // Opaque pixels: the canvas stores premultiplied alpha, so translucent ones round.
+    let mut screen = [50u8, 60, 70, 255].repeat(4 * 2);
+    sender
+        .send_rgba(1.0, 0.0, 4, 2, screen.clone(), None)
+        .unwrap();
+    screen[(4 + 1) * 4..(4 + 1) * 4 + 4].copy_from_slice(&[0, 0, 0, 255]);
+    sender
+        .send_rgba(2.0, 1.0, 4, 2, screen.clone(), Some(vec![1, 1, 1, 1]))
+        .unwrap();
+    assert!(display.poll().unwrap());
+    assert_eq!(display.last_sequence(), Some(2.0));
+    assert_eq!(display.published(), 2);
+    assert_eq!(
+        display.dropped(),
+        1,
+        "frame 1 was stale when the display polled"
+    );
+    assert_eq!(canvas_pixels(&canvas), screen);
+    assert!(!display.poll().unwrap());
+    // Malformed dirty lists are refused.
+    assert!(sender
+        .send_rgba(3.0, 2.0, 4, 2, screen.clone(), Some(vec![1, 1, 1]))
+        .is_err());
+}
