@@ -1,0 +1,226 @@
+//! `qemuweb boot`: boot an image with QEMU on the host, its serial console on the
+//! terminal.
+//!
+//! The arguments come from [`qemuweb_config::build_qemu_args`] for a
+//! [`NativeTarget`]: KVM, HVF or TCG as the host allows (or as `--accel` says). The
+//! serial port is QEMU's standard input and output, so the guest's console is this
+//! program's. Ctrl-C (`SIGINT` to the process group) stops QEMU cleanly and this program
+//! exits with QEMU's status; QEMU dies with this program (Linux: `PR_SET_PDEATHSIG`) and
+//! is killed when the time limit passes.
+
+use crate::error::{CliError, Result};
+use qemuweb_config::{
+    build_qemu_args, profile_by_id, Accelerator, DiskFormat, DiskInput, HostCaps, ImageSource,
+    NativeTarget, QemuArgsResult, Target, VmInputs, VmOverrides,
+};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The accelerators `--accel` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelArg {
+    /// KVM or HVF when usable for the guest arch, else TCG.
+    Auto,
+    /// Linux KVM.
+    Kvm,
+    /// macOS Hypervisor.framework.
+    Hvf,
+    /// Software emulation.
+    Tcg,
+}
+
+impl From<AccelArg> for Accelerator {
+    fn from(a: AccelArg) -> Self {
+        match a {
+            AccelArg::Auto => Accelerator::Auto,
+            AccelArg::Kvm => Accelerator::Kvm,
+            AccelArg::Hvf => Accelerator::Hvf,
+            AccelArg::Tcg => Accelerator::Tcg,
+        }
+    }
+}
+
+/// Disk formats `--format` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// A raw image.
+    Raw,
+    /// A qcow2 image.
+    Qcow2,
+}
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// The VM profile id (see `qemuweb_config::default_profiles`).
+    pub profile: String,
+    /// The disk image.
+    pub image: PathBuf,
+    /// The image format; `None` goes by the file name.
+    pub format: Option<FormatArg>,
+    /// The accelerator.
+    pub accel: AccelArg,
+    /// Guest RAM in MiB, overriding the profile.
+    pub memory_mib: Option<u32>,
+    /// vCPUs, overriding the profile.
+    pub smp: Option<u32>,
+    /// Discard the guest's disk writes (QEMU `snapshot=on`).
+    pub snapshot: bool,
+    /// Stop the VM after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// The QEMU program and arguments for `opts` on this host.
+///
+/// # Errors
+///
+/// [`CliError::Config`] for an unknown profile or a configuration the builder rejects
+/// (e.g. KVM requested where there is none); [`CliError::InvalidArgument`] for a URL.
+pub fn plan(opts: &BootOptions) -> Result<QemuArgsResult> {
+    let location = opts.image.to_string_lossy();
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Err(CliError::InvalidArgument(
+            "native boot needs a local image file, not a URL".into(),
+        ));
+    }
+    if !opts.image.is_file() {
+        return Err(CliError::io(
+            &opts.image,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file"),
+        ));
+    }
+    let profile = profile_by_id(&opts.profile)?;
+    let mut disk = DiskInput::new(ImageSource::file(location.into_owned()), DiskFormat::Raw);
+    disk.format = opts.format.map(|f| match f {
+        FormatArg::Raw => DiskFormat::Raw,
+        FormatArg::Qcow2 => DiskFormat::Qcow2,
+    });
+    let inputs = VmInputs {
+        disk: Some(disk),
+        ..VmInputs::default()
+    };
+    let mut overrides = VmOverrides {
+        memory_mib: opts.memory_mib,
+        smp: opts.smp,
+        ..VmOverrides::default()
+    };
+    if opts.snapshot {
+        overrides.extra_args.push("-snapshot".into());
+    }
+    let target = Target::Native(NativeTarget::new(opts.accel.into(), HostCaps::detect()));
+    Ok(build_qemu_args(&profile, &inputs, Some(&overrides), &target).into_result()?)
+}
+
+/// Kills and reaps a child process when dropped.
+#[derive(Debug)]
+pub(crate) struct ChildGuard(pub(crate) Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Makes the child get SIGKILL when this process dies, so QEMU never outlives it, and
+/// gives it the default `SIGINT` disposition even while this process ignores `SIGINT`.
+#[cfg(target_os = "linux")]
+pub(crate) fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (signal, prctl, getppid, _exit).
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn die_with_parent(_cmd: &mut Command) {}
+
+/// Ignores `SIGINT` in this process while alive, restoring the previous disposition
+/// when dropped: Ctrl-C on the terminal reaches QEMU (same process group), which shuts
+/// down cleanly and restores the terminal, and this program then reports its status.
+struct IgnoreInterrupt(libc::sighandler_t);
+
+impl IgnoreInterrupt {
+    fn new() -> Self {
+        // SAFETY: installing SIG_IGN has no handler code to be unsafe.
+        IgnoreInterrupt(unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) })
+    }
+}
+
+impl Drop for IgnoreInterrupt {
+    fn drop(&mut self) {
+        // SAFETY: puts back the disposition that was there before.
+        unsafe {
+            libc::signal(libc::SIGINT, self.0);
+        }
+    }
+}
+
+/// Runs QEMU for `opts` with the serial console on this process's stdin and stdout;
+/// messages go to stderr. Returns QEMU's exit status.
+///
+/// # Errors
+///
+/// Those of [`plan`]; [`CliError::Tool`] when QEMU cannot be started;
+/// [`CliError::Timeout`] when the time limit passed (QEMU is killed).
+pub fn boot(opts: &BootOptions) -> Result<ExitStatus> {
+    let plan = plan(opts)?;
+    for w in &plan.warnings {
+        eprintln!("qemuweb: warning: {}", w.message);
+    }
+    let mut cmd = Command::new(&plan.binary);
+    cmd.args(&plan.args)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    die_with_parent(&mut cmd);
+    let _interrupt = IgnoreInterrupt::new();
+    let child = cmd.spawn().map_err(|e| CliError::Tool {
+        program: plan.binary.clone(),
+        message: format!("cannot start it (Debian packages qemu-system-x86, qemu-system-arm): {e}"),
+    })?;
+    eprintln!(
+        "qemuweb: started {} (pid {}): {}",
+        plan.binary,
+        child.id(),
+        plan.args.join(" ")
+    );
+    let mut guard = ChildGuard(Some(child));
+    let started = Instant::now();
+    loop {
+        let child = guard.0.as_mut().expect("child present until reaped");
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                guard.0 = None;
+                return Ok(status);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(CliError::io(&plan.binary, e)),
+        }
+        if let Some(limit) = opts.timeout {
+            if started.elapsed() >= limit {
+                drop(guard);
+                return Err(CliError::Timeout {
+                    seconds: limit.as_secs(),
+                });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

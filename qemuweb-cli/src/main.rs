@@ -1,0 +1,199 @@
+//! `qemuweb`: serve, create and boot VM disk images. See the crate documentation.
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use clap::{Parser, Subcommand};
+    use qemuweb_cli::boot::{AccelArg, BootOptions, FormatArg};
+    use qemuweb_cli::create::{CreateFormat, CreateOptions};
+    use qemuweb_cli::serve::Server;
+    use qemuweb_cli::{CliError, ErrorKind};
+    use std::io::Write;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    /// Tools for QemuWeb VMs on the host.
+    #[derive(Debug, Parser)]
+    #[command(name = "qemuweb", version, about)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Cmd {
+        /// Serve a directory over HTTP for browser VMs: COOP/COEP/CORP, Range requests,
+        /// strong ETags, MIME types.
+        Serve {
+            /// The directory to serve.
+            dir: PathBuf,
+            /// The address to listen on (only this machine by default).
+            #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+            bind: IpAddr,
+            /// The TCP port; 0 picks a free one.
+            #[arg(long, short, default_value_t = 8080)]
+            port: u16,
+            /// Do not log requests on stderr.
+            #[arg(long, short)]
+            quiet: bool,
+        },
+        /// Make an ext4 disk image from a directory (no root, no loop mounts).
+        Create {
+            /// The directory whose contents become the file system.
+            #[arg(long)]
+            from_dir: PathBuf,
+            /// The image to write.
+            out: PathBuf,
+            /// The disk size, e.g. 64M or 2G (default: fits the directory with room).
+            #[arg(long, value_parser = parse_size)]
+            size: Option<u64>,
+            /// The image format.
+            #[arg(long, value_enum, default_value_t = CreateFormat::Qcow2)]
+            format: CreateFormat,
+            /// The file system label (up to 16 bytes).
+            #[arg(long)]
+            label: Option<String>,
+            /// Replace OUT if it exists.
+            #[arg(long)]
+            force: bool,
+        },
+        /// Boot a disk image with QEMU on this machine; the serial console is the terminal.
+        Boot {
+            /// The VM profile id.
+            #[arg(long, default_value = qemuweb_config::LINUX_X86_64_PC_NOGRAPHIC)]
+            profile: String,
+            /// The disk image (raw or qcow2).
+            image: PathBuf,
+            /// The image format (default: by file name).
+            #[arg(long, value_enum)]
+            format: Option<FormatArg>,
+            /// The accelerator.
+            #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+            accel: AccelArg,
+            /// Guest RAM in MiB (default: the profile's).
+            #[arg(long)]
+            memory: Option<u32>,
+            /// Number of vCPUs (default: the profile's).
+            #[arg(long)]
+            smp: Option<u32>,
+            /// Discard the guest's disk writes when QEMU exits.
+            #[arg(long)]
+            snapshot: bool,
+            /// Stop the VM after this many seconds (exit status 124).
+            #[arg(long)]
+            timeout: Option<u64>,
+        },
+    }
+
+    fn parse_size(s: &str) -> Result<u64, String> {
+        qemuweb_cli::create::parse_size(s).map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn main() -> ExitCode {
+        let cli = Cli::parse();
+        match run(cli.command) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("qemuweb: {err}");
+                match err.kind() {
+                    ErrorKind::Timeout => ExitCode::from(124),
+                    ErrorKind::InvalidArgument => ExitCode::from(2),
+                    _ => ExitCode::FAILURE,
+                }
+            }
+        }
+    }
+
+    fn run(cmd: Cmd) -> Result<ExitCode, CliError> {
+        match cmd {
+            Cmd::Serve {
+                dir,
+                bind,
+                port,
+                quiet,
+            } => {
+                let server = Server::bind(&dir, SocketAddr::new(bind, port), quiet)?;
+                let addr = server.local_addr()?;
+                let host = match addr.ip() {
+                    IpAddr::V6(ip) => format!("[{ip}]"),
+                    IpAddr::V4(ip) => ip.to_string(),
+                };
+                println!(
+                    "Serving {} at http://{host}:{}/",
+                    dir.display(),
+                    addr.port()
+                );
+                let _ = std::io::stdout().flush();
+                server.run()?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Cmd::Create {
+                from_dir,
+                out,
+                size,
+                format,
+                label,
+                force,
+            } => {
+                let opts = CreateOptions {
+                    from_dir,
+                    out,
+                    size,
+                    format,
+                    label,
+                    force,
+                };
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.enable_steady_tick(Duration::from_millis(100));
+                let result = qemuweb_cli::create::create(&opts, &|msg| {
+                    bar.set_message(msg.to_string());
+                });
+                bar.finish_and_clear();
+                result?;
+                let size = std::fs::metadata(&opts.out)
+                    .map_err(|e| CliError::io(&opts.out, e))?
+                    .len();
+                println!("Wrote {} ({size} bytes)", opts.out.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Cmd::Boot {
+                profile,
+                image,
+                format,
+                accel,
+                memory,
+                smp,
+                snapshot,
+                timeout,
+            } => {
+                let opts = BootOptions {
+                    profile,
+                    image,
+                    format,
+                    accel,
+                    memory_mib: memory,
+                    smp,
+                    snapshot,
+                    timeout: timeout.map(Duration::from_secs),
+                };
+                let status = qemuweb_cli::boot::boot(&opts)?;
+                Ok(match status.code() {
+                    Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
+                    None => {
+                        eprintln!("qemuweb: QEMU ended by {status}");
+                        ExitCode::FAILURE
+                    }
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `qemuweb boot` run for real on the x86 test guest (TCG: the nested KVM here is slow):
+//! the banner and an echo come through the CLI's stdout, Ctrl-C exits cleanly, and no
+//! QEMU outlives the CLI.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The CLI's output so far, read on a thread.
+struct Output {
+    rx: mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl Output {
+    fn new(mut r: impl Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Output {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until the output contains `text`.
+    fn wait_for(&mut self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = String::from_utf8_lossy(&self.seen).into_owned();
+            if s.contains(text) {
+                return s;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(bytes) => self.seen.extend(bytes),
+                Err(_) => panic!("no {text:?} in {s:?}"),
+            }
+        }
+    }
+
+    /// Everything until the writer closes.
+    fn rest(mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(bytes) => self.seen.extend(bytes),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("output still open"),
+            }
+        }
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped) counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "QEMU pid {pid} is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The QEMU pid from the CLI's "started ... (pid N)" line.
+fn qemu_pid(stderr: &str) -> u32 {
+    let at = stderr.find("(pid ").expect("a pid line") + 5;
+    stderr[at..].split(')').next().unwrap().parse().unwrap()
+}
+
+fn start(image: &std::path::Path, extra: &[&str]) -> (Killed, Output, Output) {
+    let mut child = Command::new(QEMUWEB)
+        .arg("boot")
+        .args(["--accel", "tcg", "--timeout", "60"])
+        .args(extra)
+        .arg(image)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let out = Output::new(child.stdout.take().unwrap());
+    let err = Output::new(child.stderr.take().unwrap());
+    (Killed(child), out, err)
+}
+
+#[test]
+fn boots_the_guest_with_the_serial_console_on_stdio_and_exits_cleanly_on_ctrl_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
+    let (mut cli, mut out, mut err) = start(&guests.x86_qcow2, &[]);
+    out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(30));
+    let console = out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(10));
+    assert!(console.starts_with(qemuweb_guests::X86_BANNER) || console.contains("\n"));
+    let stderr = err.wait_for("): ", Duration::from_secs(5));
+    assert!(stderr.contains("-accel tcg"), "{stderr}");
+    assert!(stderr.contains("-serial stdio"), "{stderr}");
+    let qemu = qemu_pid(&stderr);
+    assert!(alive(qemu));
+
+    let stdin = cli.0.stdin.as_mut().unwrap();
+    stdin.write_all(b"echo through the cli\r").unwrap();
+    stdin.flush().unwrap();
+    out.wait_for("through the cli\r\n", Duration::from_secs(10));
+    stdin.write_all(b"info\r").unwrap();
+    stdin.flush().unwrap();
+    out.wait_for("DISK SECTORS 8192", Duration::from_secs(10));
+
+    // Ctrl-C on a terminal: SIGINT to the whole process group.
+    let pgid = cli.0.id() as i32;
+    // SAFETY: sends a signal to the group the test created for the CLI.
+    assert_eq!(unsafe { libc::kill(-pgid, libc::SIGINT) }, 0);
+    let status = cli.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    wait_gone(qemu);
+    let stderr = err.rest(Duration::from_secs(5));
+    assert!(stderr.contains("terminating on signal 2"), "{stderr}");
+}
+
+#[test]
+fn qemu_dies_with_the_cli_and_the_time_limit_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
+
+    // The CLI killed outright: QEMU goes too.
+    let (mut cli, mut out, mut err) = start(&guests.x86_raw, &[]);
+    out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(30));
+    let qemu = qemu_pid(&err.wait_for("): ", Duration::from_secs(5)));
+    cli.0.kill().unwrap();
+    cli.0.wait().unwrap();
+    wait_gone(qemu);
+
+    // The time limit: exit status 124, QEMU gone.
+    let mut child = Command::new(QEMUWEB)
+        .args(["boot", "--accel", "tcg", "--timeout", "2"])
+        .arg(&guests.x86_raw)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = Output::new(child.stdout.take().unwrap());
+    let mut err = Output::new(child.stderr.take().unwrap());
+    let mut guard = Killed(child);
+    out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(30));
+    let qemu = qemu_pid(&err.wait_for("): ", Duration::from_secs(5)));
+    let status = guard.0.wait().unwrap();
+    assert_eq!(status.code(), Some(124));
+    wait_gone(qemu);
+    assert!(err.rest(Duration::from_secs(5)).contains("time limit"));
+}
+
+#[test]
+fn snapshot_discards_writes_and_plain_boot_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
+    let lba = 100u64;
+    for (extra, kept) in [(&["--snapshot"][..], false), (&[][..], true)] {
+        let (mut cli, mut out, _err) = start(&guests.x86_raw, extra);
+        out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(30));
+        let stdin = cli.0.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("write {lba} AB\r").as_bytes())
+            .unwrap();
+        stdin.flush().unwrap();
+        out.wait_for(
+            &qemuweb_guests::write_reply(lba, 0xab),
+            Duration::from_secs(10),
+        );
+        // SAFETY: signals the CLI's own process group.
+        unsafe { libc::kill(-(cli.0.id() as i32), libc::SIGINT) };
+        assert!(cli.0.wait().unwrap().success());
+        let disk = std::fs::read(&guests.x86_raw).unwrap();
+        let sector = &disk[lba as usize * 512..(lba as usize + 1) * 512];
+        assert_eq!(sector.iter().all(|&b| b == 0xab), kept, "{extra:?}");
+    }
+}
+
+#[test]
+fn refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(QEMUWEB)
+            .arg("boot")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let image = guests.x86_qcow2.to_str().unwrap();
+    let o = run(&["--profile", "no-such-profile", image]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-profile"));
+    let o = run(&["--accel", "hvf", image]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HVF"));
+    let o = run(&["http://127.0.0.1:1/x.qcow2"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&[tmp.path().join("missing.qcow2").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.qcow2"));
+}
