@@ -3,12 +3,13 @@
 // (@qemuweb/runtime, @qemuweb/config, @qemuweb/storage) plus vite, typescript and v86 from the
 // registry, type-checks its TypeScript against the generated declarations with `tsc --strict`,
 // bundles with `vite build`, and the bundle, served with COOP/COEP, boots the x86 test guest
-// in headless Chromium: banner, then an echo over serial.
+// in headless Chromium: banner, then an echo over serial. Vite's dev server runs it too.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { launch, logPage, newProfile, removeProfile } from '../lib/browser.mjs';
 import { REPO, serve, TARGET } from '../lib/server.mjs';
@@ -50,6 +51,62 @@ before(() => {
 after(() => {
   if (project) rmSync(project, { recursive: true, force: true });
 });
+
+/** public/: SeaBIOS and the x86 test guest, which Vite copies into the build or serves. */
+function prepareGuest() {
+  const pub = join(project, 'public');
+  if (existsSync(join(pub, 'images', 'x86-bios.qcow2'))) return;
+  mkdirSync(join(pub, 'bios'), { recursive: true });
+  for (const f of ['bios-256k.bin', 'vgabios-stdvga.bin']) cpSync(join(SEABIOS, f), join(pub, 'bios', f));
+  mkdirSync(join(pub, 'images'), { recursive: true });
+  const guests = join(TARGET, 'debug', 'qemuweb-guests');
+  if (existsSync(guests)) execFileSync(guests, [join(pub, 'images')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  else execFileSync('cargo', ['run', '-q', '-p', 'qemuweb-guests', '--', join(pub, 'images')], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+/** Opens `url`/index.html in Chromium: the program's checks, the banner, an echo. */
+async function bootsInChromium(url, tag, workerPattern) {
+  const profile = newProfile();
+  let context;
+  try {
+    context = await launch(profile);
+    const page = await context.newPage();
+    logPage(page, tag);
+    await page.goto(`${url}/index.html`);
+    await page.waitForFunction(() => document.title !== 'loading', null, { timeout: 60000 });
+    const state = await page.evaluate(() => ({ ...window.consumer, send: undefined }));
+    assert.deepEqual(state.errors, []);
+    assert.equal(state.started, true);
+    assert.equal(state.caps.crossOriginIsolated, true);
+    assert.deepEqual(state.caps.issues, []);
+    assert.match(state.workerUrl, workerPattern(url));
+    // @qemuweb/config: a command line for the profile, with the disk.
+    assert.ok(Array.isArray(state.args.args) && state.args.args.length > 0, JSON.stringify(state.args));
+    // @qemuweb/storage: data sector 100 of the guest starts with its LBA, then (i + 31 * 100) & 0xff.
+    const expected = [100, 0, 0, 0, 0, 0, 0, 0, ...Array.from({ length: 8 }, (_, k) => (8 + k + 3100) & 0xff)];
+    assert.deepEqual(state.sector, expected);
+
+    const waitSerial = (text, from = 0) => page.waitForFunction(
+      ([text, from]) => window.consumer.serial.slice(from).includes(text), [text, from], { timeout: 60000 });
+    await waitSerial(`${BANNER}\r\n> `);
+    const from = await page.evaluate(() => window.consumer.serial.length);
+    await page.evaluate(() => window.consumer.send('echo hello from a packaged consumer'));
+    await waitSerial('hello from a packaged consumer\r\n> ', from);
+    assert.deepEqual(await page.evaluate(() => window.consumer.errors), []);
+  } finally {
+    await context?.close();
+    removeProfile(profile);
+  }
+}
+
+/** A free TCP port on 127.0.0.1. */
+async function freePort() {
+  const srv = createServer();
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
 
 test('the tarballs install as @qemuweb/* packages of the workspace version with ES module exports', () => {
   for (const p of ['runtime', 'config', 'storage']) {
@@ -102,14 +159,7 @@ export { memory };
 });
 
 test('vite build bundles it, and the bundle boots the test guest in Chromium', async () => {
-  const pub = join(project, 'public');
-  mkdirSync(join(pub, 'bios'), { recursive: true });
-  for (const f of ['bios-256k.bin', 'vgabios-stdvga.bin']) cpSync(join(SEABIOS, f), join(pub, 'bios', f));
-  mkdirSync(join(pub, 'images'));
-  const guests = join(TARGET, 'debug', 'qemuweb-guests');
-  if (existsSync(guests)) execFileSync(guests, [join(pub, 'images')], { stdio: ['ignore', 'ignore', 'inherit'] });
-  else execFileSync('cargo', ['run', '-q', '-p', 'qemuweb-guests', '--', join(pub, 'images')], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
-
+  prepareGuest();
   mustRun('npx', ['--no-install', 'vite', 'build', '--logLevel', 'warn']);
   const dist = join(project, 'dist');
   const assets = readdirSync(join(dist, 'assets'));
@@ -119,36 +169,31 @@ test('vite build bundles it, and the bundle boots the test guest in Chromium', a
   assert.ok(assets.some((f) => /^qemuweb_storage_js_bg-.*\.wasm$/.test(f)), `${assets}`);
 
   const server = await serve(dist);
-  const profile = newProfile();
-  let context;
   try {
-    context = await launch(profile);
-    const page = await context.newPage();
-    logPage(page, 'consumer');
-    await page.goto(`${server.url}/index.html`);
-    await page.waitForFunction(() => document.title !== 'loading', null, { timeout: 60000 });
-    const state = await page.evaluate(() => ({ ...window.consumer, send: undefined }));
-    assert.deepEqual(state.errors, []);
-    assert.equal(state.started, true);
-    assert.equal(state.caps.crossOriginIsolated, true);
-    assert.deepEqual(state.caps.issues, []);
-    assert.match(state.workerUrl, new RegExp(`^${server.url}/assets/worker-[^?]+\\.js\\?wasm=`));
-    // @qemuweb/config: a command line for the profile, with the disk.
-    assert.ok(Array.isArray(state.args.args) && state.args.args.length > 0, JSON.stringify(state.args));
-    // @qemuweb/storage: data sector 100 of the guest starts with its LBA, then (i + 31 * 100) & 0xff.
-    const expected = [100, 0, 0, 0, 0, 0, 0, 0, ...Array.from({ length: 8 }, (_, k) => (8 + k + 3100) & 0xff)];
-    assert.deepEqual(state.sector, expected);
-
-    const waitSerial = (text, from = 0) => page.waitForFunction(
-      ([text, from]) => window.consumer.serial.slice(from).includes(text), [text, from], { timeout: 60000 });
-    await waitSerial(`${BANNER}\r\n> `);
-    const from = await page.evaluate(() => window.consumer.serial.length);
-    await page.evaluate(() => window.consumer.send('echo hello from a packaged consumer'));
-    await waitSerial('hello from a packaged consumer\r\n> ', from);
-    assert.deepEqual(await page.evaluate(() => window.consumer.errors), []);
+    await bootsInChromium(server.url, 'consumer', (url) => new RegExp(`^${url}/assets/worker-[^#]+\\.js#wasm=`));
   } finally {
-    await context?.close();
-    removeProfile(profile);
     await server.stop();
+  }
+});
+
+test('the Vite dev server serves the packages so that the guest boots', async () => {
+  prepareGuest();
+  const port = await freePort();
+  const vite = spawn('npx', ['--no-install', 'vite', '--host', '127.0.0.1', '--port', String(port), '--strictPort'], {
+    cwd: project, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' }, detached: true,
+  });
+  let out = '';
+  vite.stdout.on('data', (d) => { out += d; });
+  vite.stderr.on('data', (d) => { out += d; });
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    for (let i = 0; !out.includes(url); i++) {
+      assert.ok(i < 600 && vite.exitCode === null, `vite did not start:\n${out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await bootsInChromium(url, 'consumer-dev', (u) => new RegExp(`^${u}/node_modules/@qemuweb/runtime/worker\\.js#wasm=`));
+    assert.doesNotMatch(out, /error/i, out);
+  } finally {
+    process.kill(-vite.pid);
   }
 });

@@ -8,5 +8,5 @@ export { default } from "./qemuweb_runtime.js";
 /** Where qemuweb_runtime_bg.wasm is, as resolved by the bundler or the browser. */
 export declare const wasmUrl: string;
 
-/** The VM worker script of this package (with `?wasm=` pointing at `wasmUrl`); `QemuClient` uses it unless `workerUrl` is given. */
+/** The VM worker script of this package (with `#wasm=` pointing at `wasmUrl`); `QemuClient` uses it unless `workerUrl` is given. */
 export declare const workerUrl: string;

@@ -12,8 +12,11 @@ export default init;
 /** Where qemuweb_runtime_bg.wasm is (the page's `init()` loads it from there too). */
 export const wasmUrl = new URL('./qemuweb_runtime_bg.wasm', import.meta.url).href;
 
-/** The VM worker script; its `?wasm=` query points it at `wasmUrl`. */
-export const workerUrl = `${new URL('./worker.js', import.meta.url).href}?wasm=${encodeURIComponent(wasmUrl)}`;
+/**
+ * The VM worker script; its `#wasm=` fragment points it at `wasmUrl`. (A fragment, not a
+ * query: it never reaches the server, so no dev server mistakes the request for the wasm.)
+ */
+export const workerUrl = `${new URL('./worker.js', import.meta.url).href}#wasm=${encodeURIComponent(wasmUrl)}`;
 
 /** `QemuClient` whose `workerUrl` option defaults to this package's worker. */
 export class QemuClient extends GeneratedQemuClient {
