@@ -8,6 +8,8 @@
 //!   without root or loop mounts ([`create`]).
 //! - `qemuweb boot IMAGE`: boot an image with native QEMU, using the arguments
 //!   `qemuweb-config` builds for the host, serial console on the terminal ([`boot`]).
+//! - `qemuweb emulator start|stop|reset|status`: a long-running local VM over a base
+//!   image plus an overlay, with port forwards and QMP ([`emulator`]).
 //!
 //! The crate is a host tool; on wasm32 it is empty.
 #![cfg(not(target_arch = "wasm32"))]
@@ -15,6 +17,7 @@
 
 pub mod boot;
 pub mod create;
+pub mod emulator;
 mod error;
 pub mod serve;
 

@@ -13,6 +13,7 @@ mod cli {
     use clap::{Parser, Subcommand};
     use qemuweb_cli::boot::{AccelArg, BootOptions, FormatArg};
     use qemuweb_cli::create::{CreateFormat, CreateOptions};
+    use qemuweb_cli::emulator::{Emulator, Forward, StartOptions, Status};
     use qemuweb_cli::serve::Server;
     use qemuweb_cli::{CliError, ErrorKind};
     use std::io::Write;
@@ -92,6 +93,62 @@ mod cli {
             #[arg(long)]
             timeout: Option<u64>,
         },
+        /// A long-running local VM: a base image plus an overlay, QMP, port forwards.
+        Emulator {
+            /// The state directory (overlay, PID file, QMP socket, serial log).
+            /// Default: $XDG_STATE_HOME/qemuweb/emulator.
+            #[arg(long, global = true, env = "QEMUWEB_EMULATOR_DIR")]
+            state_dir: Option<PathBuf>,
+            #[command(subcommand)]
+            command: EmuCmd,
+        },
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum EmuCmd {
+        /// Start the VM in the background (the overlay is created on first start).
+        Start {
+            /// The base image (remembered in the state directory for later starts).
+            #[arg(long)]
+            image: Option<PathBuf>,
+            /// The VM profile id.
+            #[arg(long, default_value = qemuweb_config::LINUX_X86_64_PC_NOGRAPHIC)]
+            profile: String,
+            /// The accelerator.
+            #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+            accel: AccelArg,
+            /// Number of vCPUs (default: the profile's).
+            #[arg(long, env = "QEMUWEB_EMULATOR_CPUS")]
+            cpus: Option<u32>,
+            /// Guest RAM in MiB (default: the profile's).
+            #[arg(long, env = "QEMUWEB_EMULATOR_MEMORY_MIB")]
+            memory: Option<u32>,
+            /// Forward a host port on 127.0.0.1 to a guest port: [tcp:|udp:]HOST:GUEST.
+            #[arg(long = "forward", value_parser = parse_forward)]
+            forwards: Vec<Forward>,
+        },
+        /// Stop the VM: ACPI power-down, then quit after the grace period.
+        Stop {
+            /// Seconds the guest gets to power off by itself (0: quit at once).
+            #[arg(long, default_value_t = 10)]
+            grace: u64,
+        },
+        /// Wipe the overlay: the disk becomes the base image again (VM must be stopped).
+        Reset,
+        /// Whether the VM runs, its QMP state and its user-network forwards.
+        Status,
+    }
+
+    fn parse_forward(s: &str) -> Result<Forward, String> {
+        s.parse().map_err(|e: CliError| e.to_string())
+    }
+
+    fn default_state_dir() -> PathBuf {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("qemuweb/emulator")
     }
 
     fn parse_size(s: &str) -> Result<u64, String> {
@@ -186,13 +243,79 @@ mod cli {
                     timeout: timeout.map(Duration::from_secs),
                 };
                 let status = qemuweb_cli::boot::boot(&opts)?;
-                Ok(match status.code() {
-                    Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
-                    None => {
-                        eprintln!("qemuweb: QEMU ended by {status}");
-                        ExitCode::FAILURE
+                Ok(exit_code(status))
+            }
+            Cmd::Emulator { state_dir, command } => {
+                let emu = Emulator::new(state_dir.unwrap_or_else(default_state_dir));
+                match command {
+                    EmuCmd::Start {
+                        image,
+                        profile,
+                        accel,
+                        cpus,
+                        memory,
+                        forwards,
+                    } => {
+                        let pid = emu.start(&StartOptions {
+                            image,
+                            profile,
+                            accel,
+                            cpus,
+                            memory_mib: memory,
+                            forwards: forwards.clone(),
+                        })?;
+                        println!("started (pid {pid})");
+                        println!("serial console: {}", emu.serial_log().display());
+                        println!("QMP: {}", emu.qmp_socket().display());
+                        for f in &forwards {
+                            println!(
+                                "forward: 127.0.0.1:{} -> guest {}",
+                                f.host_port, f.guest_port
+                            );
+                        }
                     }
-                })
+                    EmuCmd::Stop { grace } => {
+                        if emu.stop(Duration::from_secs(grace))? {
+                            println!("stopped");
+                        } else {
+                            println!("not running");
+                        }
+                    }
+                    EmuCmd::Reset => {
+                        emu.reset()?;
+                        println!("reset: {} is empty", emu.overlay().display());
+                    }
+                    EmuCmd::Status => match emu.status()? {
+                        Status::Stopped { stale_pid } => {
+                            if let Some(pid) = stale_pid {
+                                println!("removed a stale PID file (pid {pid})");
+                            }
+                            println!("stopped");
+                            return Ok(ExitCode::from(3));
+                        }
+                        Status::Running {
+                            pid,
+                            vm_status,
+                            usernet,
+                        } => {
+                            println!("running (pid {pid})");
+                            println!("vm: {vm_status}");
+                            print!("{usernet}");
+                        }
+                    },
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+
+    /// QEMU's exit status as this program's.
+    fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+        match status.code() {
+            Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
+            None => {
+                eprintln!("qemuweb: QEMU ended by {status}");
+                ExitCode::FAILURE
             }
         }
     }
