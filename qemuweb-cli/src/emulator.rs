@@ -278,8 +278,17 @@ impl Emulator {
                 program: plan.binary.clone(),
                 message: "QEMU exited without leaving a running VM".into(),
             })?;
-        // QMP answers once QEMU runs: check before reporting success.
-        Qmp::connect(&self.qmp_socket(), Duration::from_secs(10))?.execute("query-status")?;
+        // QMP answers once QEMU runs: check before reporting success, and leave no
+        // QEMU behind when it does not.
+        let checked = Qmp::connect(&self.qmp_socket(), Duration::from_secs(10))
+            .and_then(|mut qmp| qmp.execute("query-status"));
+        if let Err(e) = checked {
+            // SAFETY: a signal to the QEMU this call just started (verified by is_qemu).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            wait_exit(pid, Duration::from_secs(5));
+            let _ = self.cleanup();
+            return Err(e);
+        }
         Ok(pid)
     }
 
