@@ -55,8 +55,14 @@ pub enum FormatArg {
 pub struct BootOptions {
     /// The VM profile id (see `qemuweb_config::default_profiles`).
     pub profile: String,
-    /// The disk image.
-    pub image: PathBuf,
+    /// The disk image; may be `None` when a kernel is given.
+    pub image: Option<PathBuf>,
+    /// A kernel for direct boot (`-kernel`), e.g. for `virt` machines without firmware.
+    pub kernel: Option<PathBuf>,
+    /// An initial ramdisk (`-initrd`); needs a kernel.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line (`-append`); needs a kernel.
+    pub append: Option<String>,
     /// The image format; `None` goes by the file name.
     pub format: Option<FormatArg>,
     /// The accelerator.
@@ -76,28 +82,51 @@ pub struct BootOptions {
 /// # Errors
 ///
 /// [`CliError::Config`] for an unknown profile or a configuration the builder rejects
-/// (e.g. KVM requested where there is none); [`CliError::InvalidArgument`] for a URL.
+/// (e.g. KVM requested where there is none, or nothing to boot);
+/// [`CliError::InvalidArgument`] for a URL; [`CliError::Io`] for a missing file.
 pub fn plan(opts: &BootOptions) -> Result<QemuArgsResult> {
-    let location = opts.image.to_string_lossy();
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return Err(CliError::InvalidArgument(
-            "native boot needs a local image file, not a URL".into(),
-        ));
-    }
-    if !opts.image.is_file() {
-        return Err(CliError::io(
-            &opts.image,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file"),
-        ));
-    }
+    let local = |path: &PathBuf| -> Result<String> {
+        let location = path.to_string_lossy();
+        if location.starts_with("http://") || location.starts_with("https://") {
+            return Err(CliError::InvalidArgument(format!(
+                "native boot needs local files, not a URL ({location})"
+            )));
+        }
+        if !path.is_file() {
+            return Err(CliError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+        Ok(location.into_owned())
+    };
     let profile = profile_by_id(&opts.profile)?;
-    let mut disk = DiskInput::new(ImageSource::file(location.into_owned()), DiskFormat::Raw);
-    disk.format = opts.format.map(|f| match f {
-        FormatArg::Raw => DiskFormat::Raw,
-        FormatArg::Qcow2 => DiskFormat::Qcow2,
-    });
+    let disk = match &opts.image {
+        Some(image) => {
+            let mut disk = DiskInput::new(ImageSource::file(local(image)?), DiskFormat::Raw);
+            disk.format = opts.format.map(|f| match f {
+                FormatArg::Raw => DiskFormat::Raw,
+                FormatArg::Qcow2 => DiskFormat::Qcow2,
+            });
+            Some(disk)
+        }
+        None => None,
+    };
     let inputs = VmInputs {
-        disk: Some(disk),
+        disk,
+        kernel: opts
+            .kernel
+            .as_ref()
+            .map(local)
+            .transpose()?
+            .map(ImageSource::file),
+        initrd: opts
+            .initrd
+            .as_ref()
+            .map(local)
+            .transpose()?
+            .map(ImageSource::file),
+        kernel_cmdline: opts.append.clone(),
         ..VmInputs::default()
     };
     let mut overrides = VmOverrides {
@@ -195,12 +224,14 @@ pub fn boot(opts: &BootOptions) -> Result<ExitStatus> {
         program: plan.binary.clone(),
         message: format!("cannot start it (Debian packages qemu-system-x86, qemu-system-arm): {e}"),
     })?;
-    eprintln!(
-        "qemuweb: started {} (pid {}): {}",
+    // One write, so readers never see half the line.
+    let line = format!(
+        "qemuweb: started {} (pid {}): {}\n",
         plan.binary,
         child.id(),
         plan.args.join(" ")
     );
+    eprint!("{line}");
     let mut guard = ChildGuard(Some(child));
     let started = Instant::now();
     loop {

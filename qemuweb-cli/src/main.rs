@@ -67,13 +67,24 @@ mod cli {
             #[arg(long)]
             force: bool,
         },
-        /// Boot a disk image with QEMU on this machine; the serial console is the terminal.
+        /// Boot a disk image (or a kernel) with QEMU on this machine; the serial console is the
+        /// terminal.
         Boot {
             /// The VM profile id.
             #[arg(long, default_value = qemuweb_config::LINUX_X86_64_PC_NOGRAPHIC)]
             profile: String,
-            /// The disk image (raw or qcow2).
-            image: PathBuf,
+            /// The disk image (raw or qcow2); optional with --kernel.
+            #[arg(required_unless_present = "kernel")]
+            image: Option<PathBuf>,
+            /// A kernel to boot directly (needed by `virt` profiles).
+            #[arg(long)]
+            kernel: Option<PathBuf>,
+            /// An initial ramdisk for the kernel.
+            #[arg(long, requires = "kernel")]
+            initrd: Option<PathBuf>,
+            /// The kernel command line.
+            #[arg(long, requires = "kernel")]
+            append: Option<String>,
             /// The image format (default: by file name).
             #[arg(long, value_enum)]
             format: Option<FormatArg>,
@@ -225,6 +236,9 @@ mod cli {
             Cmd::Boot {
                 profile,
                 image,
+                kernel,
+                initrd,
+                append,
                 format,
                 accel,
                 memory,
@@ -235,6 +249,9 @@ mod cli {
                 let opts = BootOptions {
                     profile,
                     image,
+                    kernel,
+                    initrd,
+                    append,
                     format,
                     accel,
                     memory_mib: memory,

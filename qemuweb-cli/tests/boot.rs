@@ -51,6 +51,23 @@ impl Output {
         }
     }
 
+    /// Waits for a whole line containing `text`, and returns the output so far.
+    fn wait_for_line(&mut self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.wait_for(text, deadline.saturating_duration_since(Instant::now()));
+            let at = s.find(text).unwrap();
+            if s[at..].contains('\n') {
+                return s;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(bytes) => self.seen.extend(bytes),
+                Err(_) => panic!("no whole line with {text:?} in {s:?}"),
+            }
+        }
+    }
+
     /// Everything until the writer closes.
     fn rest(mut self, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
@@ -115,7 +132,7 @@ fn boots_the_guest_with_the_serial_console_on_stdio_and_exits_cleanly_on_ctrl_c(
     out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(30));
     let console = out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(10));
     assert!(console.starts_with(qemuweb_guests::X86_BANNER) || console.contains("\n"));
-    let stderr = err.wait_for("): ", Duration::from_secs(5));
+    let stderr = err.wait_for_line("(pid ", Duration::from_secs(5));
     assert!(stderr.contains("-accel tcg"), "{stderr}");
     assert!(stderr.contains("-serial stdio"), "{stderr}");
     let qemu = qemu_pid(&stderr);
@@ -148,7 +165,7 @@ fn qemu_dies_with_the_cli_and_the_time_limit_stops_it() {
     // The CLI killed outright: QEMU goes too.
     let (mut cli, mut out, mut err) = start(&guests.x86_raw, &[]);
     out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(30));
-    let qemu = qemu_pid(&err.wait_for("): ", Duration::from_secs(5)));
+    let qemu = qemu_pid(&err.wait_for_line("(pid ", Duration::from_secs(5)));
     cli.0.kill().unwrap();
     cli.0.wait().unwrap();
     wait_gone(qemu);
@@ -166,7 +183,7 @@ fn qemu_dies_with_the_cli_and_the_time_limit_stops_it() {
     let mut err = Output::new(child.stderr.take().unwrap());
     let mut guard = Killed(child);
     out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(30));
-    let qemu = qemu_pid(&err.wait_for("): ", Duration::from_secs(5)));
+    let qemu = qemu_pid(&err.wait_for_line("(pid ", Duration::from_secs(5)));
     let status = guard.0.wait().unwrap();
     assert_eq!(status.code(), Some(124));
     wait_gone(qemu);
@@ -200,6 +217,42 @@ fn snapshot_discards_writes_and_plain_boot_keeps_them() {
 }
 
 #[test]
+fn boots_the_aarch64_kernel_directly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
+    let mut child = Command::new(QEMUWEB)
+        .args(["boot", "--accel", "tcg", "--timeout", "60"])
+        .args([
+            "--profile",
+            qemuweb_config::LINUX_AARCH64_VIRT_NOGRAPHIC,
+            "--kernel",
+        ])
+        .arg(&guests.aarch64_kernel)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut out = Output::new(child.stdout.take().unwrap());
+    let mut err = Output::new(child.stderr.take().unwrap());
+    let mut cli = Killed(child);
+    out.wait_for(qemuweb_guests::AARCH64_BANNER, Duration::from_secs(30));
+    let stderr = err.wait_for_line("(pid ", Duration::from_secs(5));
+    assert!(stderr.contains("qemu-system-aarch64"), "{stderr}");
+    assert!(stderr.contains("-machine virt"), "{stderr}");
+    let qemu = qemu_pid(&stderr);
+    let stdin = cli.0.stdin.as_mut().unwrap();
+    stdin.write_all(b"echo arm64 says hi\r").unwrap();
+    stdin.flush().unwrap();
+    out.wait_for("arm64 says hi\r\n", Duration::from_secs(10));
+    // SAFETY: signals the CLI's own process group.
+    unsafe { libc::kill(-(cli.0.id() as i32), libc::SIGINT) };
+    assert!(cli.0.wait().unwrap().success());
+    wait_gone(qemu);
+}
+
+#[test]
 fn refusals() {
     let tmp = tempfile::tempdir().unwrap();
     let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
@@ -220,6 +273,15 @@ fn refusals() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("HVF"));
     let o = run(&["http://127.0.0.1:1/x.qcow2"]);
     assert_eq!(o.status.code(), Some(2));
+    // Nothing to boot, or a kernel-only profile without a kernel.
+    assert_eq!(run(&[]).status.code(), Some(2));
+    let o = run(&[
+        "--profile",
+        qemuweb_config::LINUX_AARCH64_VIRT_NOGRAPHIC,
+        image,
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("kernel"));
     let o = run(&[tmp.path().join("missing.qcow2").to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.qcow2"));
