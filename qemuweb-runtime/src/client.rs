@@ -133,8 +133,35 @@ struct VmConn {
     closures: RefCell<Vec<Box<dyn std::any::Any>>>,
 }
 
+/// A canvas showing a VM's screen: the page's end of its display ring, polled once an
+/// animation frame.
+struct Display {
+    buffer: js_sys::SharedArrayBuffer,
+    canvas_display: RefCell<qemuweb_sidecar::CanvasDisplay>,
+    running: Cell<bool>,
+    frame_callback: RefCell<Option<FrameCallback>>,
+}
+
+/// A `requestAnimationFrame` callback.
+type FrameCallback = Closure<dyn FnMut(f64)>;
+
+impl Display {
+    fn request_frame(&self) {
+        if let (Some(cb), Some(window)) = (self.frame_callback.borrow().as_ref(), web_sys::window())
+        {
+            let _ = window.request_animation_frame(cb.as_ref().unchecked_ref());
+        }
+    }
+}
+
+/// The largest guest screen a display ring holds (1024x768 RGBA; VGA text is 640x400).
+const DISPLAY_MAX_WIDTH: u32 = 1024;
+/// See [`DISPLAY_MAX_WIDTH`].
+const DISPLAY_MAX_HEIGHT: u32 = 768;
+
 struct Inner {
     worker_url: String,
+    displays: RefCell<HashMap<String, Rc<Display>>>,
     assets: EngineAssets,
     vms: RefCell<HashMap<String, Rc<VmConn>>>,
     states: RefCell<HashMap<String, VmState>>,
@@ -172,6 +199,7 @@ impl QemuClient {
         Ok(QemuClient {
             inner: Rc::new(Inner {
                 worker_url,
+                displays: RefCell::default(),
                 assets,
                 vms: RefCell::default(),
                 states: RefCell::default(),
@@ -363,6 +391,96 @@ impl QemuClient {
         ids
     }
 
+    /// Shows VM `vmId`'s screen on `canvas` (resized to the guest's screen). Call it
+    /// before `startVm`: the VM's worker then renders its VGA text screen into a
+    /// `SharedArrayBuffer` ring and the page draws what changed once an animation
+    /// frame. Needs a cross-origin isolated page (COOP/COEP); otherwise throws an
+    /// `Error` with code `unsupported`. Replaces an earlier canvas of the same VM.
+    #[wasm_bindgen(js_name = attachDisplay)]
+    pub fn attach_display(
+        &self,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        canvas: web_sys::HtmlCanvasElement,
+    ) -> Result<(), JsValue> {
+        check_id("vmId", &vm_id).map_err(|e| runtime_error(&e, Some(&vm_id)))?;
+        let isolated = Reflect::get(&js_sys::global(), &"crossOriginIsolated".into())
+            .map(|v| v.is_truthy())
+            .unwrap_or(false);
+        if !isolated {
+            return Err(error_value(
+                ErrorCode::Unsupported,
+                "a display needs SharedArrayBuffer: serve the page cross-origin isolated \
+                 (Cross-Origin-Opener-Policy: same-origin, Cross-Origin-Embedder-Policy: \
+                 require-corp)",
+                Some(&vm_id),
+            ));
+        }
+        self.detach_display(vm_id.clone());
+        let browser = |e: JsError| {
+            let e = JsValue::from(e);
+            let message = js_sys::Error::from(e).message();
+            error_value(ErrorCode::Browser, &String::from(message), Some(&vm_id))
+        };
+        let buffer =
+            qemuweb_sidecar::CanvasDisplay::create_ring(DISPLAY_MAX_WIDTH, DISPLAY_MAX_HEIGHT, 3)
+                .map_err(browser)?;
+        let canvas_display =
+            qemuweb_sidecar::CanvasDisplay::new(canvas, buffer.clone()).map_err(browser)?;
+        let display = Rc::new(Display {
+            buffer,
+            canvas_display: RefCell::new(canvas_display),
+            running: Cell::new(true),
+            frame_callback: RefCell::new(None),
+        });
+        let weak = Rc::downgrade(&display);
+        let inner = Rc::downgrade(&self.inner);
+        let id = vm_id.clone();
+        let on_frame = Closure::<dyn FnMut(f64)>::new(move |_: f64| {
+            let Some(display) = weak.upgrade() else {
+                return;
+            };
+            if !display.running.get() {
+                return;
+            }
+            if let Err(e) = display.canvas_display.borrow_mut().poll() {
+                let e = JsValue::from(e);
+                if let Some(inner) = inner.upgrade() {
+                    let err = error_value(
+                        ErrorCode::Browser,
+                        &String::from(js_sys::Error::from(e).message()),
+                        Some(&id),
+                    );
+                    inner.callback(|c| &c.error, &[JsValue::from_str(&id), err]);
+                }
+            }
+            display.request_frame();
+        });
+        *display.frame_callback.borrow_mut() = Some(on_frame);
+        display.request_frame();
+        self.inner.displays.borrow_mut().insert(vm_id, display);
+        Ok(())
+    }
+
+    /// Stops drawing VM `vmId`'s screen (the canvas keeps its last picture). A running
+    /// VM keeps rendering into its ring until it stops.
+    #[wasm_bindgen(js_name = detachDisplay)]
+    pub fn detach_display(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) {
+        if let Some(d) = self.inner.displays.borrow_mut().remove(&vm_id) {
+            d.running.set(false);
+        }
+    }
+
+    /// The sequence number of the last frame VM `vmId`'s display drew (`undefined`
+    /// before the first or without a display).
+    #[wasm_bindgen(js_name = displayFrame)]
+    pub fn display_frame(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Option<f64> {
+        self.inner
+            .displays
+            .borrow()
+            .get(&vm_id)
+            .and_then(|d| d.canvas_display.borrow().last_sequence())
+    }
+
     /// Terminates every worker at once (no sync); pending commands are rejected.
     pub fn terminate(&self) {
         let vms: Vec<Rc<VmConn>> = self
@@ -544,6 +662,13 @@ impl QemuClient {
         let message = to_js(&request).map_err(JsValue::from)?;
         if let Some(files) = files {
             let _ = Reflect::set(&get(&message, "command"), &"files".into(), &files);
+        }
+        if let Some(display) = self.inner.displays.borrow().get(vm_id) {
+            let _ = Reflect::set(
+                &get(&message, "command"),
+                &"display".into(),
+                &display.buffer,
+            );
         }
         Ok(message)
     }

@@ -134,16 +134,38 @@ impl Worker {
         if let Err(e) = self.session.borrow_mut().check(&request.command) {
             return self.fail(Some(id), vm_id.as_deref(), &e);
         }
-        let files = if command_type.as_deref() == Some("start") {
-            files_of(&get(&command_js, "files"))
+        let (files, display) = if command_type.as_deref() == Some("start") {
+            let display = get(&command_js, "display");
+            let display = if display.is_undefined() || display.is_null() {
+                None
+            } else {
+                match display.dyn_into::<js_sys::SharedArrayBuffer>() {
+                    Ok(sab) => Some(sab),
+                    Err(_) => {
+                        let e = RuntimeError::Unsupported(
+                            "display: a SharedArrayBuffer display ring is needed (the page \
+                             must be cross-origin isolated: COOP/COEP)"
+                                .into(),
+                        );
+                        return self.fail(Some(id), vm_id.as_deref(), &e);
+                    }
+                }
+            };
+            (files_of(&get(&command_js, "files")), display)
         } else {
-            FileMap::new()
+            (FileMap::new(), None)
         };
         let this = self.clone();
-        spawn_local(async move { this.run(id, request.command, files).await });
+        spawn_local(async move { this.run(id, request.command, files, display).await });
     }
 
-    async fn run(self: Rc<Self>, id: u64, command: Command, files: FileMap) {
+    async fn run(
+        self: Rc<Self>,
+        id: u64,
+        command: Command,
+        files: FileMap,
+        display: Option<js_sys::SharedArrayBuffer>,
+    ) {
         match command {
             Command::Hello { .. } => {
                 self.emit(Event::Capabilities {
@@ -168,6 +190,7 @@ impl Worker {
                         engine,
                         &assets,
                         &files,
+                        display,
                     )
                     .await;
                 let stop = self.pending_stop.borrow_mut().take();
@@ -327,6 +350,7 @@ impl Worker {
         engine: Option<crate::EngineKind>,
         assets: &EngineAssets,
         files: &FileMap,
+        display: Option<js_sys::SharedArrayBuffer>,
     ) -> Result<Rc<RunningVm>> {
         let plan = plan(profile, inputs, overrides, engine)?;
         for w in &plan.warnings {
@@ -405,6 +429,7 @@ impl Worker {
             kernel,
             initrd,
             cmdline: plan.cmdline.clone(),
+            display,
         };
         match V86Engine::start(config, objects, host).await {
             Ok(engine) => Ok(Rc::new(RunningVm {

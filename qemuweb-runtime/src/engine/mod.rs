@@ -17,6 +17,7 @@ use qemuweb_config::{
     Target, VmInputs, VmOverrides, VmProfile,
 };
 
+pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
 pub mod v86;
 

@@ -15,13 +15,25 @@
 //! by one task, and a sector leaves the map only when its write has reached the device
 //! and no read that might have missed it is in flight. `get_from_cache` answers from the
 //! bytes read before the emulator starts (and is kept up to date by writes).
+//!
+//! # Display
+//!
+//! With a display ring ([`V86Config::display`]), the VGA text screen goes to the page:
+//! v86 in a worker has no screen, but its headless screen adapter is told every text
+//! cell (character, colours), text mode size and the font the guest loaded into VGA
+//! plane 2. The engine wraps those adapter methods, renders the cells with the guest's
+//! own font ([`TextScreen`]) and publishes RGBA frames with dirty rectangles into the
+//! ring (`qemuweb_sidecar::LocalTransport`), at most one per [`FRAME_INTERVAL_MS`].
+//! Graphics modes are not rendered yet.
 
+use crate::engine::text_screen::{TextScreen, GLYPH_STRIDE};
 use crate::engine::{Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{EngineKind, Event, LogLevel, StopReason};
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use qemuweb_sidecar::{LocalTransport, SabMemory};
 use qemuweb_storage::BlockDevice;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -470,6 +482,8 @@ pub struct V86Config {
     pub initrd: Option<Vec<u8>>,
     /// Its command line.
     pub cmdline: Option<String>,
+    /// A display ring (`SharedArrayBuffer`) to send the VGA screen to.
+    pub display: Option<js_sys::SharedArrayBuffer>,
 }
 
 fn buffer_image(bytes: &[u8]) -> Object {
@@ -485,6 +499,48 @@ pub struct V86Engine {
     disks: Vec<Rc<DiskObject>>,
     listeners: RefCell<Vec<Box<dyn std::any::Any>>>,
     stopped: Cell<bool>,
+    /// The display, once attached (at `emulator-started`), with the closures v86 calls.
+    display: Rc<RefCell<Option<AttachedDisplay>>>,
+}
+
+/// A display attached to v86's screen adapter.
+struct AttachedDisplay {
+    state: Rc<DisplayState>,
+    _closures: Vec<Box<dyn std::any::Any>>,
+}
+
+/// How often, at most, the screen is published to the display ring (a 60 Hz display).
+pub const FRAME_INTERVAL_MS: u32 = 16;
+
+/// The text screen and the ring it goes to.
+struct DisplayState {
+    screen: RefCell<TextScreen>,
+    transport: RefCell<LocalTransport>,
+    scheduled: Cell<bool>,
+    stopped: Cell<bool>,
+}
+
+impl DisplayState {
+    /// Publishes the screen's changes within [`FRAME_INTERVAL_MS`], once for any number
+    /// of changes meanwhile.
+    fn schedule(self: Rc<Self>) {
+        if self.scheduled.replace(true) || self.stopped.get() {
+            return;
+        }
+        spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(FRAME_INTERVAL_MS).await;
+            self.scheduled.set(false);
+            if self.stopped.get() {
+                return;
+            }
+            let now = js_sys::Date::now();
+            let frame = self.screen.borrow_mut().take_frame(now);
+            if let Some(frame) = frame {
+                // The ring never blocks; a malformed frame would be our bug: drop it.
+                let _ = self.transport.borrow_mut().send_now(&frame);
+            }
+        });
+    }
 }
 
 impl V86Engine {
@@ -556,8 +612,26 @@ impl V86Engine {
             disks,
             listeners: RefCell::new(Vec::new()),
             stopped: Cell::new(false),
+            display: Rc::default(),
         };
         let heard = Rc::new(Cell::new(false));
+        // v86 makes its screen adapter during its asynchronous set-up; at
+        // `emulator-started` it exists and the guest has not run an instruction yet.
+        let display_error: Rc<RefCell<Option<RuntimeError>>> = Rc::default();
+        if let Some(buffer) = config.display.clone() {
+            let (slot, error) = (engine.display.clone(), display_error.clone());
+            let emulator = engine.emulator.clone();
+            let on_started = Closure::<dyn FnMut()>::new(move || {
+                if slot.borrow().is_some() || error.borrow().is_some() {
+                    return;
+                }
+                match attach_display(&emulator, buffer.clone()) {
+                    Ok(d) => *slot.borrow_mut() = Some(d),
+                    Err(e) => *error.borrow_mut() = Some(e),
+                }
+            });
+            engine.listen("emulator-started", on_started)?;
+        }
 
         // Serial output, batched: bytes that arrive in one turn of the event loop go out
         // in one event.
@@ -637,6 +711,12 @@ impl V86Engine {
             }
         }
 
+        let display_failed = display_error.borrow_mut().take();
+        if let Some(e) = display_failed {
+            let _ = engine.shutdown(true).await;
+            return Err(e);
+        }
+
         // A BIOS that is not a BIOS boots nothing and says nothing: tell the user.
         let vm_id = config.vm_id.clone();
         spawn_local(async move {
@@ -683,6 +763,9 @@ impl V86Engine {
         };
         for d in &self.disks {
             d.release(force);
+        }
+        if let Some(display) = self.display.borrow_mut().take() {
+            display.state.stopped.set(true);
         }
         self.listeners.borrow_mut().clear();
         flushed?;
@@ -732,6 +815,102 @@ impl Engine for V86Engine {
     async fn stop(&self, force: bool) -> Result<()> {
         self.shutdown(force).await
     }
+}
+
+/// Sends the VGA text screen to the display ring in `buffer`: wraps the methods of
+/// v86's (headless) screen adapter through which the VGA reports text cells, text mode
+/// sizes and the font in plane 2, renders them ([`TextScreen`]) and publishes a frame
+/// at most once per [`FRAME_INTERVAL_MS`] (the ring never blocks v86). The adapter's
+/// own methods still run first.
+fn attach_display(
+    emulator: &JsValue,
+    buffer: js_sys::SharedArrayBuffer,
+) -> Result<AttachedDisplay> {
+    let mut transport = LocalTransport::sender(SabMemory::from_buffer(buffer));
+    // The page hands a ring to one run of one VM at a time; a previous run's worker
+    // may have been terminated without detaching, so take the producer's place.
+    transport
+        .force_connect()
+        .map_err(|e| RuntimeError::Engine(format!("display ring: {e}")))?;
+    let adapter: Object = Reflect::get(emulator, &"screen_adapter".into())
+        .ok()
+        .and_then(|a| a.dyn_into().ok())
+        .ok_or_else(|| RuntimeError::Engine("v86 has no screen adapter".into()))?;
+    let state = Rc::new(DisplayState {
+        screen: RefCell::new(TextScreen::default()),
+        transport: RefCell::new(transport),
+        scheduled: Cell::new(false),
+        stopped: Cell::new(false),
+    });
+    let original = |name: &str| -> Option<Function> {
+        Reflect::get(&adapter, &name.into())
+            .ok()
+            .and_then(|f| f.dyn_into().ok())
+    };
+    let wrap = |name: &str, f: JsValue| {
+        set(&adapter, name, &f);
+    };
+
+    let mut closures: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let (st, orig, this) = (state.clone(), original("put_char"), adapter.clone());
+    let put_char = Closure::<dyn FnMut(JsValue, JsValue, JsValue, JsValue, JsValue, JsValue)>::new(
+        move |row: JsValue, col: JsValue, ch: JsValue, flags: JsValue, bg: JsValue, fg: JsValue| {
+            if let Some(f) = &orig {
+                let args: Array = [&row, &col, &ch, &flags, &bg, &fg].into_iter().collect();
+                let _ = f.apply(&this, &args);
+            }
+            let n = |v: &JsValue| v.as_f64().unwrap_or(0.0) as u32;
+            st.screen
+                .borrow_mut()
+                .put_char(n(&row), n(&col), n(&ch) as u8, n(&fg), n(&bg));
+            st.clone().schedule();
+        },
+    );
+    wrap("put_char", put_char.as_ref().clone());
+    closures.push(Box::new(put_char));
+
+    let (st, orig, this) = (state.clone(), original("set_size_text"), adapter.clone());
+    let set_size =
+        Closure::<dyn FnMut(JsValue, JsValue)>::new(move |cols: JsValue, rows: JsValue| {
+            if let Some(f) = &orig {
+                let _ = f.call2(&this, &cols, &rows);
+            }
+            let n = |v: &JsValue| v.as_f64().unwrap_or(0.0) as u32;
+            st.screen.borrow_mut().set_size(n(&cols), n(&rows));
+            st.clone().schedule();
+        });
+    wrap("set_size_text", set_size.as_ref().clone());
+    closures.push(Box::new(set_size));
+
+    let (st, orig, this) = (state.clone(), original("set_font_bitmap"), adapter.clone());
+    let set_font = Closure::<dyn FnMut(JsValue, JsValue, JsValue, JsValue, JsValue, JsValue)>::new(
+        move |height: JsValue,
+              w9: JsValue,
+              dbl: JsValue,
+              copy8: JsValue,
+              plane2: JsValue,
+              dirty: JsValue| {
+            if let Some(f) = &orig {
+                let args: Array = [&height, &w9, &dbl, &copy8, &plane2, &dirty]
+                    .into_iter()
+                    .collect();
+                let _ = f.apply(&this, &args);
+            }
+            if let Some(plane2) = plane2.dyn_ref::<Uint8Array>() {
+                let len = plane2.length().min((256 * GLYPH_STRIDE) as u32);
+                let bytes = plane2.subarray(0, len).to_vec();
+                let h = height.as_f64().unwrap_or(16.0) as u32;
+                st.screen.borrow_mut().set_font(h, &bytes);
+                st.clone().schedule();
+            }
+        },
+    );
+    wrap("set_font_bitmap", set_font.as_ref().clone());
+    closures.push(Box::new(set_font));
+    Ok(AttachedDisplay {
+        state,
+        _closures: closures,
+    })
 }
 
 /// Why a stop happened, from its `force` flag.
