@@ -179,6 +179,11 @@ pub enum Command {
     ///
     /// Files the inputs name as `{kind: "file", path}` are passed beside the command in
     /// a `files` object mapping each path to a `Blob`/`File`.
+    ///
+    /// A display ring (a `SharedArrayBuffer` made by `CanvasDisplay.createRing`, as
+    /// `QemuClient.attachDisplay` does) may be passed beside the command as `display`:
+    /// the engine then sends the guest's screen into it. Anything else there is refused
+    /// with [`ErrorCode::Unsupported`] (the page is not cross-origin isolated).
     #[serde(rename_all = "camelCase")]
     Start {
         /// The VM's id: also the key of its persistent overlays.
