@@ -98,7 +98,7 @@ async fn open_formatted(
 impl Disk {
     /// Opens the image at `url` with HTTP Range requests. `format` is `"raw"`, `"qcow2"` or
     /// omitted to detect it. Resolves to a read-only `Disk`.
-    #[wasm_bindgen(js_name = openUrl)]
+    #[wasm_bindgen(js_name = openUrl, unchecked_return_type = "Promise<Disk>")]
     pub fn open_url(url: String, format: Option<String>) -> Promise {
         let format = match parse_format(format) {
             Ok(f) => f,
@@ -111,7 +111,7 @@ impl Disk {
     }
 
     /// Opens a `Blob` or `File` holding an image. Resolves to a read-only `Disk`.
-    #[wasm_bindgen(js_name = openBlob)]
+    #[wasm_bindgen(js_name = openBlob, unchecked_return_type = "Promise<Disk>")]
     pub fn open_blob(blob: web_sys::Blob, format: Option<String>) -> Promise {
         let format = match parse_format(format) {
             Ok(f) => f,
@@ -131,12 +131,13 @@ impl Disk {
     /// Puts a persistent IndexedDB overlay (VM `vmId`, disk `diskId`) over `base`: writes go
     /// to IndexedDB and survive reloads. With `readOnlyIfLocked`, a disk another tab holds
     /// opens read-only instead of failing with `Locked`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Disk>")]
     pub fn persistent(
-        vm_id: String,
-        disk_id: String,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        #[wasm_bindgen(js_name = "diskId")] disk_id: String,
         base: &Disk,
-        block_size: Option<u32>,
-        read_only_if_locked: Option<bool>,
+        #[wasm_bindgen(js_name = "blockSize")] block_size: Option<u32>,
+        #[wasm_bindgen(js_name = "readOnlyIfLocked")] read_only_if_locked: Option<bool>,
     ) -> Promise {
         let base = base.inner.device();
         promise(async move {
@@ -158,8 +159,8 @@ impl Disk {
     }
 
     /// Deletes every persistent overlay of VM `vmId`.
-    #[wasm_bindgen(js_name = deleteVm)]
-    pub fn delete_vm(vm_id: String) -> Promise {
+    #[wasm_bindgen(js_name = deleteVm, unchecked_return_type = "Promise<void>")]
+    pub fn delete_vm(#[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
         promise(async move {
             IndexedDbOverlay::delete_vm(&vm_id)
                 .await
@@ -180,7 +181,8 @@ impl Disk {
     }
 
     /// Resolves to the `length` bytes at `offset`, as a `Uint8Array`.
-    pub fn read(&self, offset_: f64, length: u32) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn read(&self, #[wasm_bindgen(js_name = "offset")] offset_: f64, length: u32) -> Promise {
         let dev = self.inner.device();
         promise(async move {
             let data = dev.read_vec(offset(offset_)?, length as usize).await?;
@@ -189,7 +191,12 @@ impl Disk {
     }
 
     /// Writes `data` at `offset`.
-    pub fn write(&self, offset_: f64, data: Vec<u8>) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn write(
+        &self,
+        #[wasm_bindgen(js_name = "offset")] offset_: f64,
+        data: Vec<u8>,
+    ) -> Promise {
         let dev = self.inner.device();
         promise(async move {
             dev.write_at(offset(offset_)?, &data).await?;
@@ -198,12 +205,14 @@ impl Disk {
     }
 
     /// Resolves once every completed write is durable.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn sync(&self) -> Promise {
         let dev = self.inner.device();
         promise(async move { dev.sync().await.map(|()| JsValue::UNDEFINED) })
     }
 
     /// Commits pending writes and releases the disk (and its lock).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         let dev = self.inner.device();
         promise(async move { dev.close().await.map(|()| JsValue::UNDEFINED) })
@@ -223,12 +232,12 @@ impl Disk {
 
     /// Exports the overlay: `"compact"` (QemuWeb's checksummed archive) or `"qcow2"` (a
     /// qcow2 overlay naming `backingName` of `backingFormat` as its backing file).
-    #[wasm_bindgen(js_name = exportOverlay)]
+    #[wasm_bindgen(js_name = exportOverlay, unchecked_return_type = "Promise<Uint8Array>")]
     pub fn export_overlay(
         &self,
         format: String,
-        backing_name: Option<String>,
-        backing_format: Option<String>,
+        #[wasm_bindgen(js_name = "backingName")] backing_name: Option<String>,
+        #[wasm_bindgen(js_name = "backingFormat")] backing_format: Option<String>,
     ) -> Promise {
         let cow = self.inner.cow();
         promise(async move {
@@ -260,7 +269,7 @@ impl Disk {
     /// Imports an overlay into this disk's overlay: `"compact"` (the default; verified
     /// before anything is written) or `"qcow2"` (an overlay made by `qemu-img create -b`,
     /// its own clusters only). Resolves to the number of ranges written.
-    #[wasm_bindgen(js_name = importOverlay)]
+    #[wasm_bindgen(js_name = importOverlay, unchecked_return_type = "Promise<number>")]
     pub fn import_overlay(&self, data: Vec<u8>, format: Option<String>) -> Promise {
         let cow = self.inner.cow();
         promise(async move {
