@@ -91,15 +91,26 @@ fn resolve_source(source: &mut ImageSource, base: Option<&str>) {
 }
 
 fn resolve_assets(assets: &mut EngineAssets, base: Option<&str>) {
-    for u in [&mut assets.v86_module, &mut assets.v86_wasm]
-        .into_iter()
-        .flatten()
+    for u in [
+        &mut assets.v86_module,
+        &mut assets.v86_wasm,
+        &mut assets.qemu_module,
+        &mut assets.qemu_wasm,
+        &mut assets.qemu_worker,
+    ]
+    .into_iter()
+    .flatten()
     {
         *u = resolve_url(u, base);
     }
-    for a in [&mut assets.bios, &mut assets.vga_bios]
-        .into_iter()
-        .flatten()
+    for a in [
+        &mut assets.bios,
+        &mut assets.vga_bios,
+        &mut assets.kvmvapic,
+        &mut assets.linuxboot_dma,
+    ]
+    .into_iter()
+    .flatten()
     {
         if let AssetSource::Url { url } = a {
             *url = resolve_url(url, base);

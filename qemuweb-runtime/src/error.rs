@@ -50,7 +50,7 @@ pub enum RuntimeError {
     Unsupported(String),
     /// The engine needs a BIOS image and none was given.
     #[error(
-        "no BIOS image was given: the v86 engine needs one (for example SeaBIOS, \
+        "no BIOS image was given: the v86 and QEMU engines need one (for example SeaBIOS, \
          /usr/share/seabios/bios-256k.bin from Debian's seabios package); pass it as \
          `bios` (a URL or bytes) in the engine assets"
     )]

@@ -98,7 +98,8 @@ pub(crate) mod bytes {
 pub enum EngineKind {
     /// [v86](https://github.com/copy/v86): 32-bit x86, JIT to wasm.
     V86,
-    /// QEMU compiled to wasm (not available yet).
+    /// QEMU compiled to wasm32 (`qemu-system-i386`, TCG interpreter), from a
+    /// `qemuweb-wasm-build` output directory.
     Qemu,
 }
 
@@ -132,6 +133,14 @@ pub enum AssetSource {
 
 /// The files an engine needs that are not the guest's: the emulator itself and firmware.
 /// The embedder provides them; none is bundled.
+///
+/// - v86: `v86Module` (+ `v86Wasm`), `bios`, optionally `vgaBios`.
+/// - QEMU: `qemuModule` (+ `qemuWasm`), the firmware of a `qemuweb-wasm-build` output
+///   directory: `bios` (`bios-256k.bin`, required), `kvmvapic` (`kvmvapic.bin`; without it
+///   QEMU warns), `vgaBios` (`vgabios-stdvga.bin`, graphics profiles) and `linuxbootDma`
+///   (`linuxboot_dma.bin`, required for a direct kernel boot). The QEMU worker script
+///   (`qemu-worker.js`) is found beside the runtime's own worker script unless
+///   `qemuWorker` names it. The page must be cross-origin isolated (COOP/COEP).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Tsify)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineAssets {
@@ -151,6 +160,28 @@ pub struct EngineAssets {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub vga_bios: Option<AssetSource>,
+    /// URL of the QEMU module's ES6 factory (`qemu-system-i386.js`, also the script of its
+    /// pthread workers). Required by the QEMU engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub qemu_module: Option<String>,
+    /// URL of the QEMU module's wasm; default: `qemu-system-i386.wasm` beside `qemuModule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub qemu_wasm: Option<String>,
+    /// URL of the runtime's QEMU worker script (`web/qemu-worker.js` of the bundle);
+    /// default: `qemu-worker.js` beside the VM worker script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub qemu_worker: Option<String>,
+    /// QEMU's `kvmvapic.bin` option ROM (Debian's `qemu-system-data`); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub kvmvapic: Option<AssetSource>,
+    /// QEMU's `linuxboot_dma.bin` option ROM; required for a direct kernel boot on QEMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub linuxboot_dma: Option<AssetSource>,
 }
 
 /// The format of an exported overlay.
@@ -797,6 +828,7 @@ mod tests {
                     vga_bios: Some(AssetSource::Url {
                         url: "v.bin".into(),
                     }),
+                    ..EngineAssets::default()
                 },
             },
             Command::Stop {
@@ -827,6 +859,48 @@ mod tests {
             let back = decode_request_json(&text).unwrap();
             assert_eq!(back, request, "{text}");
         }
+    }
+
+    #[test]
+    fn qemu_assets_travel_in_camel_case() {
+        let assets = EngineAssets {
+            qemu_module: Some("qemu/qemu-system-i386.js".into()),
+            qemu_wasm: Some("qemu/qemu-system-i386.wasm".into()),
+            qemu_worker: Some("qemu-worker.js".into()),
+            bios: Some(AssetSource::Url {
+                url: "qemu/bios-256k.bin".into(),
+            }),
+            kvmvapic: Some(AssetSource::Bytes { data: vec![0x55] }),
+            linuxboot_dma: Some(AssetSource::Url {
+                url: "qemu/linuxboot_dma.bin".into(),
+            }),
+            ..EngineAssets::default()
+        };
+        let json = serde_json::to_value(&assets).unwrap();
+        for key in [
+            "qemuModule",
+            "qemuWasm",
+            "qemuWorker",
+            "bios",
+            "kvmvapic",
+            "linuxbootDma",
+        ] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+        let request = Request {
+            id: 9,
+            command: Command::Start {
+                vm_id: "vm".into(),
+                profile: qemuweb_config::profile_by_id("linux-i386-pc-nographic").unwrap(),
+                inputs: VmInputs::default(),
+                overrides: None,
+                engine: Some(EngineKind::Qemu),
+                assets,
+            },
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert!(text.contains(r#""engine":"qemu""#), "{text}");
+        assert_eq!(decode_request_json(&text).unwrap(), request);
     }
 
     #[test]

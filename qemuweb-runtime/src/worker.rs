@@ -10,12 +10,17 @@
 //! ```
 
 use crate::capabilities;
+use crate::engine::qemu::{check_isolation, QemuConfig, QemuDisk, QemuEngine};
+use crate::engine::qemu_channel::{DEFAULT_TIMEOUT_MS, DEFAULT_WINDOW};
 use crate::engine::v86::{stop_reason, DiskObject, V86Config, V86Engine};
-use crate::engine::{plan, Engine, EngineHost, AVAILABLE_ENGINES};
+use crate::engine::{
+    plan, Engine, EngineHost, EnginePlan, AVAILABLE_ENGINES, FIRMWARE_BIOS, FIRMWARE_KVMVAPIC,
+    FIRMWARE_LINUXBOOT_DMA, FIRMWARE_VGA_BIOS,
+};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{
-    classify, request_id_from_f64, AssetSource, Command, EngineAssets, Event, ExportFormat,
-    LogLevel, Reply, Request, Session, StopReason, VmState, PROTOCOL_VERSION,
+    classify, request_id_from_f64, AssetSource, Command, EngineAssets, EngineKind, Event,
+    ExportFormat, LogLevel, Reply, Request, Session, StopReason, VmState, PROTOCOL_VERSION,
 };
 use crate::storage_stack::{open_disk, open_source, DiskStack, FileMap};
 use js_sys::{Object, Reflect, Uint8Array};
@@ -360,18 +365,19 @@ impl Worker {
                 message: w.clone(),
             });
         }
+        if plan.engine == EngineKind::Qemu {
+            return self.start_qemu(vm_id, &plan, assets, files, display).await;
+        }
         let bios_source = assets.bios.as_ref().ok_or(RuntimeError::MissingBios)?;
         let module_url = assets.v86_module.clone().ok_or_else(|| {
             RuntimeError::InvalidInputs(
                 "assets.v86Module (the URL of v86's libv86.mjs) is missing".into(),
             )
         })?;
-        let wasm_url = assets.v86_wasm.clone().unwrap_or_else(|| {
-            module_url
-                .rsplit_once('/')
-                .map(|(dir, _)| format!("{dir}/v86.wasm"))
-                .unwrap_or_else(|| "v86.wasm".into())
-        });
+        let wasm_url = assets
+            .v86_wasm
+            .clone()
+            .unwrap_or_else(|| beside(&module_url, "v86.wasm"));
         let bios = self.fetch_asset(vm_id, "bios", bios_source).await?;
         let vga_bios = match &assets.vga_bios {
             Some(s) => Some(self.fetch_asset(vm_id, "vgaBios", s).await?),
@@ -386,27 +392,7 @@ impl Worker {
             None => None,
         };
 
-        let mut disks: Vec<DiskStack> = Vec::new();
-        for d in &plan.disks {
-            let host = self.host.clone();
-            let (vm, what) = (vm_id.to_string(), d.id.clone());
-            let opened = open_disk(vm_id, d, files, plan.block_size, move |p| {
-                host.emit(Event::Progress {
-                    vm_id: vm.clone(),
-                    what: what.clone(),
-                    bytes_fetched: p.bytes_fetched,
-                    total: p.total,
-                })
-            })
-            .await;
-            match opened {
-                Ok(stack) => disks.push(stack),
-                Err(e) => {
-                    close_disks(&disks).await;
-                    return Err(e);
-                }
-            }
-        }
+        let disks = self.open_disks(vm_id, &plan, files).await?;
         let host: Rc<dyn EngineHost> = self.host.clone();
         let mut objects = Vec::new();
         for d in &disks {
@@ -432,6 +418,153 @@ impl Worker {
             display,
         };
         match V86Engine::start(config, objects, host).await {
+            Ok(engine) => Ok(Rc::new(RunningVm {
+                engine: Rc::new(engine),
+                disks,
+            })),
+            Err(e) => {
+                close_disks(&disks).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds the storage stack of every disk of `plan`.
+    async fn open_disks(
+        &self,
+        vm_id: &str,
+        plan: &EnginePlan,
+        files: &FileMap,
+    ) -> Result<Vec<DiskStack>> {
+        let mut disks: Vec<DiskStack> = Vec::new();
+        for d in &plan.disks {
+            let host = self.host.clone();
+            let (vm, what) = (vm_id.to_string(), d.id.clone());
+            let opened = open_disk(vm_id, d, files, plan.block_size, move |p| {
+                host.emit(Event::Progress {
+                    vm_id: vm.clone(),
+                    what: what.clone(),
+                    bytes_fetched: p.bytes_fetched,
+                    total: p.total,
+                })
+            })
+            .await;
+            match opened {
+                Ok(stack) => disks.push(stack),
+                Err(e) => {
+                    close_disks(&disks).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(disks)
+    }
+
+    /// Starts `plan` on the QEMU engine: firmware and kernel into the module's
+    /// filesystem, disks through the disk channel.
+    async fn start_qemu(
+        &self,
+        vm_id: &str,
+        plan: &EnginePlan,
+        assets: &EngineAssets,
+        files: &FileMap,
+        display: Option<js_sys::SharedArrayBuffer>,
+    ) -> Result<Rc<RunningVm>> {
+        check_isolation()?;
+        if display.is_some() {
+            return Err(RuntimeError::Unsupported(
+                "the QEMU engine has no display yet (its wasm build has no display backend); \
+                 use the serial console, or the v86 engine for a screen"
+                    .into(),
+            ));
+        }
+        let q = plan
+            .qemu
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Engine("the plan has no QEMU part".into()))?;
+        let module_url = assets.qemu_module.clone().ok_or_else(|| {
+            RuntimeError::InvalidInputs(
+                "assets.qemuModule (the URL of qemu-system-i386.js from a qemuweb-wasm-build \
+                 output directory) is missing"
+                    .into(),
+            )
+        })?;
+        let wasm_url = assets.qemu_wasm.clone().unwrap_or_else(|| {
+            let name = module_url
+                .rsplit('/')
+                .next()
+                .unwrap_or("qemu-system-i386.js");
+            let stem = name.split(['?', '#']).next().unwrap_or(name);
+            beside(
+                &module_url,
+                &format!("{}.wasm", stem.trim_end_matches(".js")),
+            )
+        });
+        let worker_url = assets.qemu_worker.clone().unwrap_or_else(|| {
+            let here = Reflect::get(&js_sys::global(), &"location".into())
+                .ok()
+                .and_then(|l| Reflect::get(&l, &"href".into()).ok())
+                .and_then(|h| h.as_string())
+                .unwrap_or_default();
+            beside(&here, "qemu-worker.js")
+        });
+        let mut mem_files = Vec::new();
+        for name in &q.firmware {
+            let (key, source) = match *name {
+                FIRMWARE_BIOS => ("bios", &assets.bios),
+                FIRMWARE_VGA_BIOS => ("vgaBios", &assets.vga_bios),
+                FIRMWARE_KVMVAPIC => ("kvmvapic", &assets.kvmvapic),
+                _ => ("linuxbootDma", &assets.linuxboot_dma),
+            };
+            let path = format!("{}/{name}", q.firmware_dir);
+            match source {
+                Some(s) => mem_files.push((path, self.fetch_asset(vm_id, key, s).await?)),
+                None if *name == FIRMWARE_BIOS => return Err(RuntimeError::MissingBios),
+                None if *name == FIRMWARE_LINUXBOOT_DMA => {
+                    return Err(RuntimeError::InvalidInputs(
+                        "a direct kernel boot on QEMU needs assets.linuxbootDma \
+                         (linuxboot_dma.bin from a qemuweb-wasm-build output directory)"
+                            .into(),
+                    ))
+                }
+                None => self.emit(Event::Log {
+                    vm_id: Some(vm_id.to_string()),
+                    level: LogLevel::Warn,
+                    message: format!(
+                        "assets.{key} is not given: QEMU runs without {name} (it warns)"
+                    ),
+                }),
+            }
+        }
+        for (source, path, what) in [
+            (&plan.kernel, &q.kernel_path, "kernel"),
+            (&plan.initrd, &q.initrd_path, "initrd"),
+        ] {
+            if let (Some(source), Some(path)) = (source, path) {
+                let bytes = self.read_image(vm_id, what, source, files).await?;
+                mem_files.push((path.clone(), bytes));
+            }
+        }
+        let disks = self.open_disks(vm_id, plan, files).await?;
+        let config = QemuConfig {
+            vm_id: vm_id.to_string(),
+            worker_url,
+            module_url,
+            wasm_url,
+            args: q.args.clone(),
+            files: mem_files,
+            disks: disks
+                .iter()
+                .zip(&q.disk_paths)
+                .map(|(d, path)| QemuDisk {
+                    path: path.clone(),
+                    dev: d.cow.clone(),
+                })
+                .collect(),
+            window: DEFAULT_WINDOW,
+            io_timeout_ms: DEFAULT_TIMEOUT_MS,
+        };
+        match QemuEngine::start(config, self.host.clone()).await {
             Ok(engine) => Ok(Rc::new(RunningVm {
                 engine: Rc::new(engine),
                 disks,
@@ -491,6 +624,14 @@ impl Worker {
             .map_err(|e| RuntimeError::storage(what, e))?;
         let _ = dev.close().await;
         Ok(data)
+    }
+}
+
+/// `name` in the directory of `url`.
+fn beside(url: &str, name: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => name.to_string(),
     }
 }
 

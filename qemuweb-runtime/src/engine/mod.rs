@@ -6,23 +6,29 @@
 //! fetches the assets, and starts the engine; from then on it talks to it through the
 //! [`Engine`] trait. The engine reports what the guest does through an [`EngineHost`].
 //!
-//! Engines: [`EngineKind::V86`] (module `v86`, wasm32 only). QEMU-in-wasm is the next
-//! one; profiles only it could run are refused with [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported).
+//! Engines: [`EngineKind::V86`] (module `v86`, wasm32 only) and [`EngineKind::Qemu`]
+//! (module `qemu`, wasm32 only: `qemu-system-i386` built to wasm32 by `qemuweb-wasm-build`,
+//! with our storage stacks as its disks through [`qemu_channel`]). Profiles neither can
+//! run (64-bit guests, which need a wasm64 QEMU) are refused with
+//! [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported).
 
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{EngineKind, Event};
 use async_trait::async_trait;
 use qemuweb_config::{
-    build_qemu_args, validate_profile, Arch, BrowserTarget, DiskInterface, ImageSource, IssueCode,
-    Target, VmInputs, VmOverrides, VmProfile,
+    build_qemu_args, validate_profile, Arch, BrowserTarget, DiskFormat, DiskInterface, ImageSource,
+    IssueCode, MountRole, Target, VmInputs, VmOverrides, VmProfile,
 };
 
+#[cfg(target_arch = "wasm32")]
+pub mod qemu;
+pub mod qemu_channel;
 pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
 pub mod v86;
 
 /// The engines this build can run.
-pub const AVAILABLE_ENGINES: [EngineKind; 1] = [EngineKind::V86];
+pub const AVAILABLE_ENGINES: [EngineKind; 2] = [EngineKind::V86, EngineKind::Qemu];
 
 /// Where an engine sends what happens: serial output, state changes, logs. The worker
 /// forwards every event to the page.
@@ -54,14 +60,20 @@ pub trait Engine {
 
 /// Picks the engine for `profile` (and `requested`, if the page asked for one).
 ///
+/// Without a request, 32-bit x86 profiles with IDE disks run on v86; other i386 profiles
+/// (virtio or SCSI disks) on QEMU, whose wasm32 build
+/// ([`BrowserTarget::qemu_wasm_i386`]) has only `qemu-system-i386`. 64-bit guests need a
+/// wasm64 QEMU build and are refused.
+///
 /// ```
 /// use qemuweb_runtime::{engine::select_engine, EngineKind, ErrorCode};
 /// let i386 = qemuweb_config::profile_by_id("linux-i386-pc-nographic").unwrap();
 /// assert_eq!(select_engine(&i386, None, None).unwrap(), EngineKind::V86);
+/// assert_eq!(select_engine(&i386, None, Some(EngineKind::Qemu)).unwrap(), EngineKind::Qemu);
 /// let x64 = qemuweb_config::profile_by_id("linux-x86_64-pc-nographic").unwrap();
 /// let err = select_engine(&x64, None, None).unwrap_err();
 /// assert_eq!(err.code(), ErrorCode::Unsupported);
-/// assert!(err.to_string().contains("QEMU engine"));
+/// assert!(err.to_string().contains("wasm64"));
 /// ```
 ///
 /// # Errors
@@ -75,29 +87,34 @@ pub fn select_engine(
     requested: Option<EngineKind>,
 ) -> Result<EngineKind> {
     validate_profile(profile).map_err(|e| RuntimeError::InvalidProfile(e.to_string()))?;
-    if requested == Some(EngineKind::Qemu) {
-        return Err(RuntimeError::Unsupported(
-            "the QEMU engine is not available yet; i386 profiles run on the v86 engine".into(),
-        ));
-    }
-    if profile.arch != Arch::I386 {
+    let qemu_archs = BrowserTarget::qemu_wasm_i386().archs;
+    if !qemu_archs.contains(&profile.arch) {
         return Err(RuntimeError::Unsupported(format!(
-            "profile {:?} is for {} guests: the v86 engine runs only 32-bit x86 (i386) guests, \
-             and {} needs the QEMU engine, which is not available yet",
-            profile.id, profile.arch, profile.arch
+            "profile {:?} is for {arch} guests: the v86 engine runs only 32-bit x86 (i386) \
+             guests, and the QEMU engine's wasm32 build only qemu-system-i386; {arch} guests \
+             need a wasm64 build of QEMU (QEMU 11 with --cpu=wasm64), which this runtime does \
+             not run yet",
+            profile.id,
+            arch = profile.arch
         )));
     }
     let interface = overrides
         .and_then(|o| o.disk_interface)
         .unwrap_or(profile.devices.disk_interface);
-    if interface != DiskInterface::Ide {
-        return Err(RuntimeError::Unsupported(format!(
-            "profile {:?} attaches disks as {}: the v86 engine emulates IDE disks only",
-            profile.id,
-            interface.as_str()
-        )));
+    match requested {
+        Some(EngineKind::Qemu) => Ok(EngineKind::Qemu),
+        Some(EngineKind::V86) if interface != DiskInterface::Ide => {
+            Err(RuntimeError::Unsupported(format!(
+                "profile {:?} attaches disks as {}: the v86 engine emulates IDE disks only \
+                 (the QEMU engine can run it)",
+                profile.id,
+                interface.as_str()
+            )))
+        }
+        Some(EngineKind::V86) => Ok(EngineKind::V86),
+        None if interface == DiskInterface::Ide => Ok(EngineKind::V86),
+        None => Ok(EngineKind::Qemu),
     }
-    Ok(EngineKind::V86)
 }
 
 /// The browser target v86 stands for when inputs are checked with
@@ -134,7 +151,37 @@ pub struct EnginePlan {
     pub warnings: Vec<String>,
     /// The block size of the disks' storage (HTTP chunks), from the profile.
     pub block_size: u32,
+    /// For the QEMU engine: its arguments and where it sees its files.
+    pub qemu: Option<QemuPlan>,
 }
+
+/// What the QEMU engine runs: `build_qemu_args` for [`BrowserTarget::qemu_wasm_i386`],
+/// with every disk given to QEMU as a raw file (the storage stack below it decodes qcow2
+/// and keeps the guest's writes in the copy-on-write overlay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuPlan {
+    /// QEMU's arguments (without the program name).
+    pub args: Vec<String>,
+    /// The directory of the module's filesystem given with `-L`, where the firmware goes.
+    pub firmware_dir: String,
+    /// The firmware files QEMU loads for this plan, by name (`bios-256k.bin`, ...).
+    pub firmware: Vec<&'static str>,
+    /// The path of each disk of [`EnginePlan::disks`], in the same order.
+    pub disk_paths: Vec<String>,
+    /// The path of the kernel (`-kernel`).
+    pub kernel_path: Option<String>,
+    /// The path of the initrd (`-initrd`).
+    pub initrd_path: Option<String>,
+}
+
+/// SeaBIOS, read by every x86 machine.
+pub const FIRMWARE_BIOS: &str = "bios-256k.bin";
+/// The VGA BIOS of the standard VGA card (graphics profiles).
+pub const FIRMWARE_VGA_BIOS: &str = "vgabios-stdvga.bin";
+/// QEMU's x86 TPR-patching option ROM (`qemu-system-data`); without it QEMU warns.
+pub const FIRMWARE_KVMVAPIC: &str = "kvmvapic.bin";
+/// The option ROM that boots a `-kernel` through fw_cfg DMA (`qemu-system-data`).
+pub const FIRMWARE_LINUXBOOT_DMA: &str = "linuxboot_dma.bin";
 
 /// One disk of an [`EnginePlan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,8 +221,11 @@ pub fn plan(
     requested: Option<EngineKind>,
 ) -> Result<EnginePlan> {
     let engine = select_engine(profile, overrides, requested)?;
-    let target = Target::Browser(v86_target());
-    let result = build_qemu_args(profile, inputs, overrides, &target);
+    let (target, qemu_inputs) = match engine {
+        EngineKind::V86 => (v86_target(), inputs.clone()),
+        EngineKind::Qemu => (BrowserTarget::qemu_wasm_i386(), raw_disks(inputs)),
+    };
+    let result = build_qemu_args(profile, &qemu_inputs, overrides, &Target::Browser(target));
     if !result.errors.is_empty() {
         let profile_error = result.errors.iter().all(|i| {
             matches!(
@@ -208,7 +258,7 @@ pub fn plan(
             read_only: d.read_only,
         });
     }
-    if disks.len() > 2 {
+    if engine == EngineKind::V86 && disks.len() > 2 {
         return Err(RuntimeError::InvalidInputs(format!(
             "{} disks given: the v86 engine attaches at most two hard disks",
             disks.len()
@@ -219,7 +269,7 @@ pub fn plan(
         .unwrap_or(profile.memory_mib);
     let mut warnings: Vec<String> = result.warnings.iter().map(|w| w.message.clone()).collect();
     let smp = overrides.and_then(|o| o.smp).unwrap_or(profile.smp);
-    if smp > 1 {
+    if smp > 1 && engine == EngineKind::V86 {
         warnings.push(format!(
             "{smp} vCPUs asked for: the v86 engine emulates one"
         ));
@@ -227,6 +277,34 @@ pub fn plan(
     let graphics = overrides
         .and_then(|o| o.graphics)
         .unwrap_or(profile.supports_graphics);
+    let qemu = (engine == EngineKind::Qemu).then(|| {
+        let path = |role: MountRole, index: u32| {
+            result
+                .files_to_mount
+                .iter()
+                .find(|f| f.role == role && f.index == index)
+                .map(|f| f.path.clone())
+        };
+        let mut firmware = vec![FIRMWARE_BIOS, FIRMWARE_KVMVAPIC];
+        if graphics {
+            firmware.push(FIRMWARE_VGA_BIOS);
+        }
+        if inputs.kernel.is_some() {
+            firmware.push(FIRMWARE_LINUXBOOT_DMA);
+        }
+        QemuPlan {
+            firmware_dir: BrowserTarget::qemu_wasm_i386()
+                .firmware_dir
+                .unwrap_or_else(|| "/firmware".into()),
+            firmware,
+            disk_paths: (0..disks.len() as u32)
+                .filter_map(|i| path(MountRole::Disk, i))
+                .collect(),
+            kernel_path: path(MountRole::Kernel, 0),
+            initrd_path: path(MountRole::Initrd, 0),
+            args: result.args.clone(),
+        }
+    });
     Ok(EnginePlan {
         engine,
         memory_bytes: u64::from(memory_mib) << 20,
@@ -241,7 +319,24 @@ pub fn plan(
         block_size: profile
             .block_size_bytes
             .unwrap_or(qemuweb_config::DEFAULT_BLOCK_SIZE_BYTES),
+        qemu,
     })
+}
+
+/// The inputs QEMU is given: every disk raw and writable, because the storage stack under
+/// it presents the guest-visible bytes (qcow2 decoded) and keeps a read-only disk's writes
+/// in a memory overlay that is dropped at stop.
+fn raw_disks(inputs: &VmInputs) -> VmInputs {
+    let mut inputs = inputs.clone();
+    for d in inputs
+        .disk
+        .iter_mut()
+        .chain(inputs.additional_disks.iter_mut())
+    {
+        d.format = Some(DiskFormat::Raw);
+        d.read_only = false;
+    }
+    inputs
 }
 
 #[cfg(test)]
@@ -264,20 +359,132 @@ mod tests {
             let r = select_engine(&p, None, None);
             if p.arch == Arch::I386 {
                 assert_eq!(r.unwrap(), EngineKind::V86, "{}", p.id);
+                assert_eq!(
+                    select_engine(&p, None, Some(EngineKind::Qemu)).unwrap(),
+                    EngineKind::Qemu
+                );
             } else {
-                let e = r.unwrap_err();
-                assert_eq!(e.code(), ErrorCode::Unsupported, "{}", p.id);
-                assert!(e.to_string().contains(p.arch.as_str()), "{e}");
+                for requested in [None, Some(EngineKind::Qemu), Some(EngineKind::V86)] {
+                    let e = select_engine(&p, None, requested).unwrap_err();
+                    assert_eq!(e.code(), ErrorCode::Unsupported, "{}", p.id);
+                    assert!(e.to_string().contains(p.arch.as_str()), "{e}");
+                    assert!(e.to_string().contains("wasm64"), "{e}");
+                }
             }
         }
-        let e = select_engine(&i386(), None, Some(EngineKind::Qemu)).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Unsupported);
+        // Disks v86 cannot attach: QEMU runs the profile; v86 on request is refused.
         let over = VmOverrides {
             disk_interface: Some(DiskInterface::VirtioBlk),
             ..Default::default()
         };
-        let e = select_engine(&i386(), Some(&over), None).unwrap_err();
+        assert_eq!(
+            select_engine(&i386(), Some(&over), None).unwrap(),
+            EngineKind::Qemu
+        );
+        let e = select_engine(&i386(), Some(&over), Some(EngineKind::V86)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported);
         assert!(e.to_string().contains("IDE"), "{e}");
+    }
+
+    fn qemu_plan(inputs: &VmInputs, over: Option<&VmOverrides>) -> Result<EnginePlan> {
+        plan(&i386(), inputs, over, Some(EngineKind::Qemu))
+    }
+
+    #[test]
+    fn a_qemu_plan_gives_raw_disks_and_firmware() {
+        let inputs = VmInputs {
+            disk: Some(disk("http://h/a.qcow2")),
+            additional_disks: vec![
+                DiskInput {
+                    read_only: true,
+                    ..disk("http://h/b.qcow2")
+                },
+                disk("http://h/c.img"),
+            ],
+            ..Default::default()
+        };
+        let p = qemu_plan(&inputs, None).unwrap();
+        assert_eq!(p.engine, EngineKind::Qemu);
+        assert_eq!(p.disks.len(), 3, "QEMU's pc machine has 4 IDE ports");
+        assert!(p.disks[1].read_only);
+        let q = p.qemu.unwrap();
+        assert_eq!(
+            q.disk_paths,
+            ["/mnt/disk0.raw", "/mnt/disk1.raw", "/mnt/disk2.raw"]
+        );
+        let args = q.args.join(" ");
+        assert!(args.starts_with("-L /firmware -nodefaults"), "{args}");
+        for want in [
+            "-accel tcg",
+            "-m 256",
+            "-display none",
+            "-serial stdio",
+            "-drive file=/mnt/disk0.raw,format=raw,if=ide,index=0,media=disk",
+            // Read-only: the stack drops the writes, so no snapshot file in MEMFS.
+            "-drive file=/mnt/disk1.raw,format=raw,if=ide,index=1,media=disk -drive",
+        ] {
+            assert!(args.contains(want), "{want:?} not in {args}");
+        }
+        assert!(
+            !args.contains("qcow2") && !args.contains("snapshot"),
+            "{args}"
+        );
+        assert_eq!(q.firmware_dir, "/firmware");
+        assert_eq!(q.firmware, [FIRMWARE_BIOS, FIRMWARE_KVMVAPIC]);
+        assert!(q.kernel_path.is_none());
+        // v86 plans carry no QEMU part, and refuse the third disk.
+        let e = plan(&i386(), &inputs, None, None).unwrap_err();
+        assert!(e.to_string().contains("two"), "{e}");
+    }
+
+    #[test]
+    fn qemu_plans_check_the_wasm_build_limits() {
+        let inputs = VmInputs {
+            disk: Some(disk("http://h/a.qcow2")),
+            ..Default::default()
+        };
+        // The wasm32 build gives at most 1024 MiB of guest RAM; v86 allows 2048.
+        let mut roomy = i386();
+        roomy.max_memory_mib = None;
+        let over = VmOverrides {
+            memory_mib: Some(1536),
+            ..Default::default()
+        };
+        let e = plan(&roomy, &inputs, Some(&over), Some(EngineKind::Qemu)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidInputs, "{e}");
+        assert!(e.to_string().contains("1024"), "{e}");
+        assert!(plan(&roomy, &inputs, Some(&over), None).is_ok());
+        // Several vCPUs: no v86 warning (QEMU emulates them, one thread in TCI).
+        let over = VmOverrides {
+            smp: Some(2),
+            disk_interface: Some(DiskInterface::VirtioBlk),
+            ..Default::default()
+        };
+        let p = plan(&i386(), &inputs, Some(&over), None).unwrap();
+        assert_eq!(p.engine, EngineKind::Qemu);
+        assert!(
+            !p.warnings.iter().any(|w| w.contains("v86")),
+            "{:?}",
+            p.warnings
+        );
+        let args = p.qemu.unwrap().args.join(" ");
+        assert!(
+            args.contains("file=/mnt/disk0.raw,format=raw,if=none,id=disk0")
+                && args.contains("virtio-blk-pci,drive=disk0,bootindex=0"),
+            "{args}"
+        );
+        // A direct kernel boot loads linuxboot_dma.bin.
+        let inputs = VmInputs {
+            kernel: Some(ImageSource::url("http://h/bzImage")),
+            initrd: Some(ImageSource::url("http://h/initrd")),
+            kernel_cmdline: Some("console=ttyS0".into()),
+            ..Default::default()
+        };
+        let q = qemu_plan(&inputs, None).unwrap().qemu.unwrap();
+        assert_eq!(q.kernel_path.as_deref(), Some("/mnt/kernel"));
+        assert_eq!(q.initrd_path.as_deref(), Some("/mnt/initrd"));
+        assert!(q.firmware.contains(&FIRMWARE_LINUXBOOT_DMA));
+        assert!(q.args.join(" ").contains("-append console=ttyS0"));
     }
 
     #[test]

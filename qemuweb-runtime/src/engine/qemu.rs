@@ -1,0 +1,675 @@
+//! The QEMU engine (wasm32 only): `qemu-system-i386` built to wasm32 by
+//! `qemuweb-wasm-build` (an Emscripten ES6 factory with pthreads and `PROXY_TO_PTHREAD`),
+//! run in a module worker of its own (`web/qemu-worker.js`) that the VM worker starts.
+//!
+//! - **Arguments**: `build_qemu_args` for [`BrowserTarget::qemu_wasm_i386`](qemuweb_config::BrowserTarget::qemu_wasm_i386)
+//!   ([`QemuPlan`](super::QemuPlan)), every disk a raw file under `/mnt`.
+//! - **Firmware and kernels**: written into the module's MEMFS (`/firmware`, `/mnt`)
+//!   before QEMU's `main` runs.
+//! - **Disks**: each is a MEMFS node of the disk's size whose `read`/`write` callbacks go
+//!   through the [`qemu_channel`](super::qemu_channel) to this worker's storage stack
+//!   ([`QemuDiskPort`] on the QEMU side, [`QemuEngine`] serving here). Nothing is fetched
+//!   before the guest asks for it; qcow2 decoding and the IndexedDB copy-on-write overlay
+//!   are the stack's, as with v86.
+//! - **Serial**: QEMU's `-serial stdio` is Emscripten's stdin/stdout devices: the QEMU
+//!   worker batches `Module.stdout`'s characters into messages, and queues serial input for
+//!   `Module.stdin`.
+//! - **Reset** starts a new QEMU on the same disks; **stop** terminates its worker (and
+//!   with it QEMU's pthread workers).
+
+use crate::engine::qemu_channel::{
+    self as channel, slot, IoOp, IoRequest, State, EIO, HEADER_BYTES, HEADER_WORDS,
+};
+use crate::engine::{Engine, EngineHost};
+use crate::error::{Result, RuntimeError};
+use crate::protocol::{EngineKind, Event, LogLevel};
+use async_trait::async_trait;
+use futures::channel::oneshot;
+use js_sys::{
+    Array, Atomics, Function, Int32Array, Object, Reflect, SharedArrayBuffer, Uint8Array,
+};
+use qemuweb_storage::BlockDevice;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::spawn_local;
+
+/// How long QEMU's worker may take to load the module and reach `main`.
+const START_TIMEOUT_MS: u32 = 120_000;
+/// Lines of QEMU's stderr kept for error messages.
+const STDERR_TAIL: usize = 20;
+
+fn js_text(v: &JsValue) -> String {
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+fn set(obj: &Object, key: &str, value: &JsValue) {
+    // Setting a property of a plain object cannot fail.
+    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Whether this worker may share memory with others (`crossOriginIsolated`): the QEMU
+/// module's threads and the disk channel need `SharedArrayBuffer`.
+///
+/// # Errors
+///
+/// [`RuntimeError::Unsupported`] with the fix when it is not.
+pub fn check_isolation() -> Result<()> {
+    let global: JsValue = js_sys::global().into();
+    let isolated = get(&global, "crossOriginIsolated").as_bool() == Some(true);
+    let has_sab = !get(&global, "SharedArrayBuffer").is_undefined();
+    if isolated && has_sab {
+        Ok(())
+    } else {
+        Err(RuntimeError::Unsupported(
+            "the QEMU engine needs SharedArrayBuffer (QEMU's threads and its disk channel), \
+             and this page is not cross-origin isolated: serve the page and its workers with \
+             `Cross-Origin-Opener-Policy: same-origin` and \
+             `Cross-Origin-Embedder-Policy: require-corp` (or use the v86 engine)"
+                .into(),
+        ))
+    }
+}
+
+/// One disk as QEMU sees it.
+pub struct QemuDisk {
+    /// Its path in the module's filesystem (from the plan: `/mnt/disk0.raw`).
+    pub path: String,
+    /// The storage stack (the copy-on-write device on top).
+    pub dev: Rc<dyn BlockDevice>,
+}
+
+/// What the QEMU engine needs to start.
+pub struct QemuConfig {
+    /// The VM's id (for events).
+    pub vm_id: String,
+    /// URL of `qemu-worker.js`.
+    pub worker_url: String,
+    /// URL of the module's ES6 factory (`qemu-system-i386.js`).
+    pub module_url: String,
+    /// URL of its wasm.
+    pub wasm_url: String,
+    /// QEMU's arguments.
+    pub args: Vec<String>,
+    /// Files written into the module's filesystem before `main`: firmware, kernel, initrd
+    /// (absolute path, bytes).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The disks, in the order QEMU's arguments number them.
+    pub disks: Vec<QemuDisk>,
+    /// The data window of the disk channel.
+    pub window: u32,
+    /// How long QEMU waits for one disk answer.
+    pub io_timeout_ms: u32,
+}
+
+/// A running QEMU worker and its disk channel.
+struct Instance {
+    worker: web_sys::Worker,
+    header: Int32Array,
+    data: Uint8Array,
+    _closures: Vec<Box<dyn std::any::Any>>,
+}
+
+struct Inner {
+    config: QemuConfig,
+    host: Rc<dyn EngineHost>,
+    instance: RefCell<Option<Instance>>,
+    /// Bumped for each QEMU started; answers for an older one are dropped.
+    generation: Cell<u32>,
+    /// Disk requests being served (at most one: QEMU's side waits for each).
+    serving: Cell<u32>,
+    idle_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    stopped: Cell<bool>,
+    start_waiter: RefCell<Option<oneshot::Sender<Result<()>>>>,
+    stderr: RefCell<VecDeque<String>>,
+}
+
+/// QEMU behind the [`Engine`] trait.
+pub struct QemuEngine {
+    inner: Rc<Inner>,
+}
+
+impl Inner {
+    fn error(&self, e: &RuntimeError) {
+        self.host
+            .emit(Event::error(None, Some(&self.config.vm_id), e));
+    }
+
+    fn stderr_tail(&self) -> String {
+        let lines = self.stderr.borrow();
+        if lines.is_empty() {
+            "(no output on stderr)".into()
+        } else {
+            lines.iter().cloned().collect::<Vec<_>>().join("\n")
+        }
+    }
+
+    /// Ends a start in progress with `result`; `false` if none was waiting.
+    fn finish_start(&self, result: Result<()>) -> bool {
+        match self.start_waiter.borrow_mut().take() {
+            Some(tx) => {
+                let _ = tx.send(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn on_message(self: &Rc<Self>, generation: u32, data: JsValue) {
+        if generation != self.generation.get() || self.stopped.get() {
+            return;
+        }
+        let kind = get(&data, "type").as_string().unwrap_or_default();
+        match kind.as_str() {
+            "io" => self.clone().serve(generation),
+            "ready" => {
+                self.finish_start(Ok(()));
+            }
+            "serial" => {
+                if let Ok(bytes) = get(&data, "data").dyn_into::<Uint8Array>() {
+                    self.host.emit(Event::SerialOut {
+                        vm_id: self.config.vm_id.clone(),
+                        data: bytes.to_vec(),
+                    });
+                }
+            }
+            "stderr" => {
+                let line = get(&data, "line").as_string().unwrap_or_default();
+                {
+                    let mut tail = self.stderr.borrow_mut();
+                    if tail.len() == STDERR_TAIL {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line.clone());
+                }
+                self.host.emit(Event::Log {
+                    vm_id: Some(self.config.vm_id.clone()),
+                    level: LogLevel::Warn,
+                    message: format!("qemu: {line}"),
+                });
+            }
+            "exit" => {
+                let status = get(&data, "status").as_f64().unwrap_or(-1.0);
+                let e = || {
+                    RuntimeError::Engine(format!(
+                        "QEMU exited with status {status}; its last output:\n{}",
+                        self.stderr_tail()
+                    ))
+                };
+                if !self.finish_start(Err(e())) {
+                    if status == 0.0 {
+                        self.host.emit(Event::Log {
+                            vm_id: Some(self.config.vm_id.clone()),
+                            level: LogLevel::Info,
+                            message: "QEMU exited (the guest powered off)".into(),
+                        });
+                    } else {
+                        self.error(&e());
+                    }
+                }
+            }
+            "error" => {
+                let message = get(&data, "message").as_string().unwrap_or_default();
+                let what = get(&data, "what").as_string().unwrap_or_default();
+                let e = || {
+                    if what == "module" {
+                        RuntimeError::Fetch {
+                            what: "the QEMU module".into(),
+                            url: self.config.module_url.clone(),
+                            reason: message.clone(),
+                        }
+                    } else {
+                        RuntimeError::Engine(format!("QEMU: {message}"))
+                    }
+                };
+                if !self.finish_start(Err(e())) {
+                    self.error(&e());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Serves the request in the channel of QEMU `generation`.
+    fn serve(self: Rc<Self>, generation: u32) {
+        let (header, data) = match &*self.instance.borrow() {
+            Some(i) => (i.header.clone(), i.data.clone()),
+            None => return,
+        };
+        let mut words = [0i32; HEADER_WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = Atomics::load(&header, i as u32).unwrap_or(0);
+        }
+        if words[slot::STATE] != State::Pending as i32 {
+            return;
+        }
+        let disks: Vec<(u64, bool)> = self
+            .config
+            .disks
+            .iter()
+            .map(|d| (d.dev.size(), true))
+            .collect();
+        let request = IoRequest::decode(&words).and_then(|r| {
+            r.check(self.config.window, &disks)?;
+            Ok(r)
+        });
+        self.serving.set(self.serving.get() + 1);
+        spawn_local(async move {
+            let result = match request {
+                Err(e) => {
+                    self.error(&RuntimeError::Engine(format!("QEMU disk channel: {e}")));
+                    -e.errno()
+                }
+                Ok(r) => self.transfer(&r, &data).await,
+            };
+            self.serving.set(self.serving.get() - 1);
+            if self.serving.get() == 0 {
+                for w in self.idle_waiters.borrow_mut().drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            if generation != self.generation.get() {
+                return; // That QEMU is gone; its channel with it.
+            }
+            let _ = Atomics::store(&header, slot::RESULT as u32, result);
+            let _ = Atomics::store(&header, slot::ACK as u32, words[slot::SEQ]);
+            let _ = Atomics::store(&header, slot::STATE as u32, State::Done as i32);
+            let _ = Atomics::notify(&header, slot::STATE as u32);
+        });
+    }
+
+    /// Does one checked request against the storage stack: bytes done or `-errno`.
+    async fn transfer(&self, r: &IoRequest, window: &Uint8Array) -> i32 {
+        let disk = &self.config.disks[r.disk as usize];
+        let id = format!("disk{}", r.disk);
+        let len = r.len as usize;
+        let result = match r.op {
+            IoOp::Read => {
+                let mut buf = vec![0u8; len];
+                let res = disk.dev.read_at(r.offset, &mut buf).await;
+                if res.is_ok() {
+                    window.subarray(0, r.len).copy_from(&buf);
+                }
+                res
+            }
+            IoOp::Write => {
+                let buf = window.subarray(0, r.len).to_vec();
+                disk.dev.write_at(r.offset, &buf).await
+            }
+        };
+        match result {
+            Ok(()) => r.len as i32,
+            Err(e) => {
+                self.error(&RuntimeError::storage(&id, e));
+                -EIO
+            }
+        }
+    }
+
+    /// Starts a QEMU worker; resolves when QEMU's runtime is up and `main` was called.
+    async fn launch(self: &Rc<Self>) -> Result<()> {
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        self.stderr.borrow_mut().clear();
+        let c = &self.config;
+        let sab = SharedArrayBuffer::new(channel::channel_bytes(c.window) as u32);
+        let header = Int32Array::new_with_byte_offset_and_length(&sab, 0, HEADER_WORDS as u32);
+        let data = Uint8Array::new_with_byte_offset_and_length(&sab, HEADER_BYTES as u32, c.window);
+
+        let options = web_sys::WorkerOptions::new();
+        options.set_type(web_sys::WorkerType::Module);
+        options.set_name(&format!("qemu {}", c.vm_id));
+        let worker = web_sys::Worker::new_with_options(&c.worker_url, &options).map_err(|e| {
+            RuntimeError::Fetch {
+                what: "the QEMU worker script".into(),
+                url: c.worker_url.clone(),
+                reason: js_text(&e),
+            }
+        })?;
+        let weak = Rc::downgrade(self);
+        let on_message =
+            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.on_message(generation, e.data());
+                }
+            });
+        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        let weak = Rc::downgrade(self);
+        let url = c.worker_url.clone();
+        let on_error =
+            Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
+                e.prevent_default();
+                let Some(inner) = weak.upgrade() else { return };
+                if generation != inner.generation.get() {
+                    return;
+                }
+                let err = || RuntimeError::Fetch {
+                    what: "the QEMU worker script".into(),
+                    url: url.clone(),
+                    reason: if e.message().is_empty() {
+                        "it failed to load (is qemu-worker.js beside worker.js?)".into()
+                    } else {
+                        e.message()
+                    },
+                };
+                if !inner.finish_start(Err(err())) {
+                    inner.error(&err());
+                }
+            });
+        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+
+        let message = Object::new();
+        set(&message, "type", &"start".into());
+        set(&message, "moduleUrl", &c.module_url.as_str().into());
+        set(&message, "wasmUrl", &c.wasm_url.as_str().into());
+        let args: Array = c.args.iter().map(|a| JsValue::from_str(a)).collect();
+        set(&message, "args", &args);
+        let files = Array::new();
+        for (path, bytes) in &c.files {
+            let f = Object::new();
+            set(&f, "path", &path.as_str().into());
+            set(&f, "data", &Uint8Array::from(&bytes[..]));
+            files.push(&f);
+        }
+        set(&message, "files", &files);
+        let disks = Array::new();
+        for d in &c.disks {
+            let o = Object::new();
+            set(&o, "path", &d.path.as_str().into());
+            set(&o, "size", &JsValue::from_f64(d.dev.size() as f64));
+            disks.push(&o);
+        }
+        set(&message, "disks", &disks);
+        set(&message, "channel", &sab);
+        set(&message, "ioTimeoutMs", &JsValue::from(c.io_timeout_ms));
+
+        let (tx, rx) = oneshot::channel();
+        *self.start_waiter.borrow_mut() = Some(tx);
+        *self.instance.borrow_mut() = Some(Instance {
+            worker: worker.clone(),
+            header,
+            data,
+            _closures: vec![Box::new(on_message), Box::new(on_error)],
+        });
+        worker.post_message(&message).map_err(|e| {
+            RuntimeError::Engine(format!("posting to the QEMU worker: {}", js_text(&e)))
+        })?;
+
+        let timeout = gloo_timers::future::TimeoutFuture::new(START_TIMEOUT_MS);
+        futures::pin_mut!(timeout);
+        let outcome = match futures::future::select(rx, timeout).await {
+            futures::future::Either::Left((Ok(r), _)) => r,
+            futures::future::Either::Left((Err(_), _)) => {
+                Err(RuntimeError::Engine("QEMU's start was abandoned".into()))
+            }
+            futures::future::Either::Right(_) => Err(RuntimeError::Engine(format!(
+                "QEMU did not start within {} s (check that {} is a qemu-system-i386 module \
+                 built by qemuweb-wasm-build); its last output:\n{}",
+                START_TIMEOUT_MS / 1000,
+                c.module_url,
+                self.stderr_tail()
+            ))),
+        };
+        if outcome.is_err() {
+            self.start_waiter.borrow_mut().take();
+            self.terminate();
+        }
+        outcome
+    }
+
+    fn terminate(&self) {
+        if let Some(i) = self.instance.borrow_mut().take() {
+            i.worker.set_onmessage(None);
+            i.worker.set_onerror(None);
+            i.worker.terminate();
+        }
+    }
+
+    /// Waits until no disk request is being served.
+    async fn idle(&self) {
+        if self.serving.get() == 0 {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.idle_waiters.borrow_mut().push(tx);
+        let _ = rx.await;
+    }
+}
+
+impl QemuEngine {
+    /// Starts QEMU in a new worker; resolves once QEMU's runtime is up and its `main`
+    /// runs.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unsupported`] without cross-origin isolation; [`RuntimeError::Fetch`]
+    /// or [`RuntimeError::Engine`] if the worker or module cannot be loaded, or QEMU exits
+    /// (bad arguments, missing firmware) or does not start in time.
+    pub async fn start(config: QemuConfig, host: Rc<dyn EngineHost>) -> Result<Self> {
+        check_isolation()?;
+        let inner = Rc::new(Inner {
+            config,
+            host,
+            instance: RefCell::new(None),
+            generation: Cell::new(0),
+            serving: Cell::new(0),
+            idle_waiters: RefCell::new(Vec::new()),
+            stopped: Cell::new(false),
+            start_waiter: RefCell::new(None),
+            stderr: RefCell::new(VecDeque::new()),
+        });
+        inner.launch().await?;
+        Ok(Self { inner })
+    }
+}
+
+#[async_trait(?Send)]
+impl Engine for QemuEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Qemu
+    }
+
+    fn send_serial(&self, data: &[u8]) -> Result<()> {
+        let instance = self.inner.instance.borrow();
+        let worker = &instance
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Engine("QEMU is not running".into()))?
+            .worker;
+        let message = Object::new();
+        set(&message, "type", &"stdin".into());
+        set(&message, "data", &Uint8Array::from(data));
+        worker
+            .post_message(&message)
+            .map_err(|e| RuntimeError::Engine(format!("serial input: {}", js_text(&e))))
+    }
+
+    async fn reset(&self) -> Result<()> {
+        // Every write QEMU made has been answered, so it is in the storage stack: a new
+        // QEMU on the same disks is a reboot.
+        self.inner.terminate();
+        self.inner.idle().await;
+        self.inner.launch().await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Writes are answered only once the storage stack took them; wait for one that is
+        // being served.
+        self.inner.idle().await;
+        Ok(())
+    }
+
+    async fn stop(&self, force: bool) -> Result<()> {
+        if self.inner.stopped.replace(true) {
+            return Ok(());
+        }
+        self.inner.terminate();
+        if !force {
+            self.inner.idle().await;
+        }
+        Ok(())
+    }
+}
+
+/// The QEMU side of the disk channel, used by `web/qemu-worker.js` inside the disks'
+/// filesystem callbacks: `read`/`write` block (`Atomics.wait`) until the VM worker has
+/// served each window-sized piece.
+#[wasm_bindgen]
+pub struct QemuDiskPort {
+    header: Int32Array,
+    data: Uint8Array,
+    window: u32,
+    sizes: Vec<u64>,
+    seq: Cell<u32>,
+    timeout_ms: f64,
+    doorbell: Function,
+    broken: RefCell<Option<String>>,
+}
+
+#[wasm_bindgen]
+impl QemuDiskPort {
+    /// A port on `channel` (the `SharedArrayBuffer` the engine made) for disks of `sizes`
+    /// bytes; `doorbell()` tells the VM worker a request is waiting.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        channel: SharedArrayBuffer,
+        sizes: Vec<f64>,
+        doorbell: Function,
+        timeout_ms: f64,
+    ) -> std::result::Result<QemuDiskPort, JsError> {
+        let bytes = channel.byte_length() as usize;
+        if bytes <= HEADER_BYTES {
+            return Err(JsError::new("the disk channel is too small"));
+        }
+        Ok(QemuDiskPort {
+            header: Int32Array::new_with_byte_offset_and_length(&channel, 0, HEADER_WORDS as u32),
+            data: Uint8Array::new_with_byte_offset(&channel, HEADER_BYTES as u32),
+            window: (bytes - HEADER_BYTES) as u32,
+            sizes: sizes.into_iter().map(|s| s as u64).collect(),
+            seq: Cell::new(0),
+            timeout_ms,
+            doorbell,
+            broken: RefCell::new(None),
+        })
+    }
+
+    /// Reads into `dest` from disk `disk` at `position`; returns the bytes read (fewer at
+    /// the end of the disk). Throws `{errno, message}` on failure.
+    pub fn read(
+        &self,
+        disk: u32,
+        dest: &Uint8Array,
+        position: f64,
+    ) -> std::result::Result<u32, JsValue> {
+        self.transfer(IoOp::Read, disk, dest, position)
+    }
+
+    /// Writes `src` to disk `disk` at `position`; returns the bytes written. Throws
+    /// `{errno, message}` on failure.
+    pub fn write(
+        &self,
+        disk: u32,
+        src: &Uint8Array,
+        position: f64,
+    ) -> std::result::Result<u32, JsValue> {
+        self.transfer(IoOp::Write, disk, src, position)
+    }
+
+    fn fail(errno: i32, message: String) -> JsValue {
+        let e = Object::new();
+        set(&e, "errno", &JsValue::from(errno));
+        set(&e, "message", &message.into());
+        e.into()
+    }
+
+    fn transfer(
+        &self,
+        op: IoOp,
+        disk: u32,
+        buf: &Uint8Array,
+        position: f64,
+    ) -> std::result::Result<u32, JsValue> {
+        if let Some(why) = &*self.broken.borrow() {
+            return Err(Self::fail(EIO, why.clone()));
+        }
+        let size = *self
+            .sizes
+            .get(disk as usize)
+            .ok_or_else(|| Self::fail(EIO, format!("no disk{disk}")))?;
+        if !(position >= 0.0 && position.fract() == 0.0) {
+            return Err(Self::fail(EIO, format!("bad position {position}")));
+        }
+        let position = position as u64;
+        let len = match op {
+            IoOp::Read => channel::clamp_read(size, position, u64::from(buf.length())),
+            IoOp::Write => u64::from(buf.length()),
+        };
+        for (offset, at, n) in channel::split(position, len, self.window) {
+            let seq = self.seq.get().wrapping_add(1);
+            self.seq.set(seq);
+            let request = IoRequest {
+                op,
+                disk,
+                offset,
+                len: n,
+                seq,
+            };
+            let mut words = [0i32; HEADER_WORDS];
+            request.encode(&mut words);
+            if op == IoOp::Write {
+                self.data
+                    .subarray(0, n)
+                    .set(&buf.subarray(at as u32, at as u32 + n), 0);
+            }
+            for (i, w) in words.iter().enumerate().take(slot::SEQ + 1).skip(slot::OP) {
+                let _ = Atomics::store(&self.header, i as u32, *w);
+            }
+            let _ = Atomics::store(&self.header, slot::STATE as u32, State::Pending as i32);
+            let _ = self.doorbell.call0(&JsValue::NULL);
+            let waited = Atomics::wait_with_timeout(
+                &self.header,
+                slot::STATE as u32,
+                State::Pending as i32,
+                self.timeout_ms,
+            );
+            let state = Atomics::load(&self.header, slot::STATE as u32).unwrap_or(-1);
+            let ack = Atomics::load(&self.header, slot::ACK as u32).unwrap_or(0);
+            if state != State::Done as i32 || ack != seq as i32 {
+                let why = match waited {
+                    Ok(s) if s == "timed-out" => format!(
+                        "no answer from the storage stack within {} s for {n} bytes at {offset} of disk{disk}",
+                        self.timeout_ms / 1000.0
+                    ),
+                    Ok(s) => format!("the disk channel is in an unknown state ({})", String::from(s)),
+                    Err(e) => format!("Atomics.wait failed: {}", js_text(&e)),
+                };
+                *self.broken.borrow_mut() = Some(format!("the disk channel broke earlier: {why}"));
+                return Err(Self::fail(EIO, why));
+            }
+            let result = Atomics::load(&self.header, slot::RESULT as u32).unwrap_or(-EIO);
+            let _ = Atomics::store(&self.header, slot::STATE as u32, State::Idle as i32);
+            if result < 0 {
+                return Err(Self::fail(
+                    -result,
+                    format!(
+                        "disk{disk}: {n} bytes at {offset} failed (errno {})",
+                        -result
+                    ),
+                ));
+            }
+            if op == IoOp::Read {
+                buf.subarray(at as u32, at as u32 + n)
+                    .set(&self.data.subarray(0, n), 0);
+            }
+        }
+        Ok(len as u32)
+    }
+}

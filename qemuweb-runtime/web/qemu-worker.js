@@ -1,0 +1,105 @@
+// The QEMU worker of one VM on the QEMU engine (started by the VM worker, worker.js).
+// It is the main JavaScript thread of the Emscripten QEMU module: it imports the module's
+// ES6 factory, writes firmware and kernels into MEMFS, gives each disk a MEMFS node whose
+// read/write callbacks go through the disk channel to the VM worker (QemuDiskPort, which
+// blocks with Atomics.wait while the storage stack answers), and carries the serial port.
+// The logic (channel, request splitting, arguments) is Rust; this file is the glue.
+//
+// Messages in:  {type: "start", moduleUrl, wasmUrl, args, files: [{path, data}],
+//                disks: [{path, size}], channel: SharedArrayBuffer, ioTimeoutMs}
+//               {type: "stdin", data: Uint8Array}
+// Messages out: {type: "ready"} {type: "io"} {type: "serial", data: Uint8Array}
+//               {type: "stderr", line} {type: "exit", status} {type: "error", what, message}
+import init, { QemuDiskPort } from "./qemuweb_runtime.js";
+
+const EIO = 29;
+const stdin = [];
+let started = false;
+
+const post = (m, transfer) => self.postMessage(m, transfer ?? []);
+const fail = (what, e) => post({ type: "error", what, message: String(e?.message ?? e) });
+
+self.onmessage = (e) => {
+  const m = e.data;
+  if (m?.type === "stdin") {
+    for (const b of m.data) stdin.push(b);
+  } else if (m?.type === "start" && !started) {
+    started = true;
+    start(m).catch((err) => fail("start", err));
+  }
+};
+
+/** Characters in, messages out: one message per turn of the event loop. */
+function batcher(flush) {
+  let pending = [];
+  return (c) => {
+    if (c === null || c === undefined) return;
+    if (pending.length === 0) setTimeout(() => { const p = pending; pending = []; flush(p); }, 0);
+    pending.push(c & 0xff);
+  };
+}
+
+/** A MEMFS file of `size` bytes whose reads and writes go through `port` (disk `index`). */
+function channelFile(FS, port, path, index, size) {
+  const slash = path.lastIndexOf("/");
+  const node = FS.createFile(path.slice(0, slash) || "/", path.slice(slash + 1), {}, true, true);
+  Object.defineProperty(node, "usedBytes", { get: () => size });
+  const call = (f, buffer, offset, length, position) => {
+    const view = new Uint8Array(buffer.buffer, buffer.byteOffset + offset, length);
+    try {
+      return f.call(port, index, view, position);
+    } catch (err) {
+      post({ type: "error", what: "io", message: `${path}: ${err.message ?? err}` });
+      throw new FS.ErrnoError(err.errno ?? EIO);
+    }
+  };
+  node.stream_ops = {
+    ...node.stream_ops,
+    read: (stream, buffer, offset, length, position) => call(port.read, buffer, offset, length, position),
+    write: (stream, buffer, offset, length, position) => call(port.write, buffer, offset, length, position),
+    allocate: () => {},
+    mmap: () => { throw new FS.ErrnoError(EIO); },
+    msync: () => 0,
+  };
+}
+
+async function start(m) {
+  await init();
+  const port = new QemuDiskPort(m.channel, m.disks.map((d) => d.size), () => post({ type: "io" }), m.ioTimeoutMs);
+  let factory;
+  try {
+    factory = (await import(m.moduleUrl)).default;
+  } catch (err) {
+    return fail("module", err);
+  }
+  let line = [];
+  const stderr = batcher((bytes) => {
+    for (const b of bytes) {
+      if (b === 10) { post({ type: "stderr", line: new TextDecoder().decode(new Uint8Array(line)) }); line = []; } else line.push(b);
+    }
+  });
+  await factory({
+    arguments: m.args,
+    locateFile: (name) => (name.endsWith(".wasm") ? m.wasmUrl : new URL(name, m.moduleUrl).href),
+    mainScriptUrlOrBlob: m.moduleUrl,
+    stdin: () => (stdin.length ? stdin.shift() : undefined),
+    stdout: batcher((bytes) => { const data = new Uint8Array(bytes); post({ type: "serial", data }, [data.buffer]); }),
+    stderr,
+    print: (text) => post({ type: "stderr", line: text }),
+    printErr: (text) => post({ type: "stderr", line: text }),
+    onExit: (status) => post({ type: "exit", status }),
+    onAbort: (what) => fail("abort", what),
+    preRun: [(Module) => {
+      const FS = Module.FS;
+      for (const f of m.files) {
+        FS.mkdirTree(f.path.slice(0, f.path.lastIndexOf("/")));
+        FS.writeFile(f.path, f.data);
+      }
+      m.disks.forEach((d, i) => {
+        FS.mkdirTree(d.path.slice(0, d.path.lastIndexOf("/")));
+        channelFile(FS, port, d.path, i, d.size);
+      });
+    }],
+  });
+  post({ type: "ready" });
+}
