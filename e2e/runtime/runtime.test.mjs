@@ -258,7 +258,7 @@ test('the worker answers malformed, unknown and out-of-order messages with error
     });
     assert.equal(replies.ready.type, 'ready');
     assert.equal(replies.ready.version, 1);
-    assert.deepEqual(replies.ready.engines, ['v86']);
+    assert.deepEqual(replies.ready.engines, ['v86', 'qemu']);
     const code = (m) => [m[0].type, m[0].code, m[0].requestId];
     assert.deepEqual(code(replies.number), ['error', 'malformed', undefined]);
     assert.deepEqual(code(replies.noCommand), ['error', 'malformed', 1]);
