@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark of qemuweb-runtime (not a test): page start to the x86 test guest's banner, and
 # with --linux to the Debian i386 Linux shell prompt, through QemuClient against v86 used
-# directly with the same guest in the same headless Chromium. Prints medians and ratios.
+# directly with the same guest in the same headless Chromium, and against native
+# qemu-system-i386 (TCG). With QEMUWEB_QEMU_DIR (a qemuweb-wasm-build output directory) it also
+# boots the guest on the QEMU engine. Prints medians and ratios.
 #
 #   scripts/bench-runtime.sh [--runs N] [--linux]
 #
-# Honours CARGO_TARGET_DIR and QEMUWEB_LINUX_CACHE (see scripts/linux-guest).
+# Honours CARGO_TARGET_DIR, QEMUWEB_QEMU_DIR and QEMUWEB_LINUX_CACHE (see scripts/linux-guest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}

@@ -1,12 +1,17 @@
 // Benchmark (not a test): page start to the test guest's banner, and to the Linux shell
 // prompt, through QemuClient (worker, storage stack, v86 engine) against v86 used directly
-// with the same guest, in the same Chromium run. Prints medians and ratios.
+// with the same guest, in the same Chromium run. With a QEMU module (QEMUWEB_QEMU_DIR), also
+// QemuClient on the QEMU engine (qemu-system-i386 in wasm32) against the v86 engine and
+// against native qemu-system-i386 (TCG) started from this process. Prints medians and ratios.
 //
 //   node e2e/runtime/bench.mjs [--runs N] [--linux]
 //
 // Needs what scripts/e2e-tests.sh builds; --linux also runs scripts/linux-guest (cached).
-import { copyFileSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { QEMU_ASSETS, QEMU_FILES, qemuMissing } from './qemu-assets.mjs';
 import { launch, newProfile } from '../lib/browser.mjs';
 import { dropProfile, linuxGuest, openPage, setUp } from './common.mjs';
 
@@ -23,6 +28,13 @@ if (withLinux) {
   copyFileSync(kernel, join(env.webRoot, 'bzImage'));
   copyFileSync(initrd, join(env.webRoot, 'initrd.img'));
 }
+const qemuMissingWhy = qemuMissing();
+if (qemuMissingWhy) {
+  console.error(`!! QEMU module not built (${qemuMissingWhy}): the QEMU-wasm rows are left out`);
+} else {
+  mkdirSync(join(env.webRoot, 'qemu'));
+  for (const f of QEMU_FILES) copyFileSync(join(process.env.QEMUWEB_QEMU_DIR, f), join(env.webRoot, 'qemu', f));
+}
 const profile = newProfile();
 const context = await launch(profile);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -30,17 +42,17 @@ const results = {};
 const record = (name, ms) => (results[name] ??= []).push(ms);
 
 /** Ours: a fresh page; ms from navigation start to `marker` on the VM's serial output. */
-async function ours(name, inputs, marker, memoryMiB) {
+async function ours(name, inputs, marker, memoryMiB, engine = 'v86') {
   const page = await openPage(context, env.web, name);
   const vm = `bench-${Date.now()}`;
-  const ms = await page.evaluate(async ([vm, inputs, marker, memoryMiB]) => {
-    window.client = makeClient();
+  const ms = await page.evaluate(async ([vm, inputs, marker, memoryMiB, engine, qemuAssets]) => {
+    window.client = engine === 'qemu' ? makeClient({ workerUrl: './pkg/worker.js', assets: qemuAssets }) : makeClient();
     await client.init();
-    await client.startVm(vm, profiles['linux-i386-pc-nographic'], inputs, { memoryMiB });
+    await client.startVm(vm, profiles['linux-i386-pc-nographic'], inputs, { memoryMiB }, { engine });
     const at = await waitSerial(vm, marker, 0, 180000);
     await client.stopVm(vm, true);
     return at;
-  }, [vm, inputs, marker, memoryMiB]);
+  }, [vm, inputs, marker, memoryMiB, engine, QEMU_ASSETS]);
   await page.close();
   record(name, ms);
 }
@@ -55,6 +67,28 @@ async function direct(name, options, marker) {
   record(name, ms);
 }
 
+/** Native qemu-system-i386 (TCG): ms from spawning it to `marker` on its serial stdout. */
+function native(name, image, marker) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn('qemu-system-i386', ['-nodefaults', '-no-user-config', '-machine', 'pc', '-accel', 'tcg',
+      '-m', '64', '-display', 'none', '-serial', 'stdio', '-snapshot',
+      '-drive', `file=${image},format=qcow2,if=ide,index=0,media=disk`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let text = '';
+    const timer = setTimeout(() => { child.kill(); reject(new Error(`native: no ${marker}: ${JSON.stringify(text)}`)); }, 60000);
+    child.stdout.on('data', (d) => {
+      text += d;
+      if (text.includes(marker)) {
+        record(name, performance.now() - t0);
+        clearTimeout(timer);
+        child.kill();
+        resolve();
+      }
+    });
+    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+  });
+}
+
 const img = env.web.url;
 const rawSize = statSync(join(env.imageRoot, 'x86-bios.raw')).size;
 const banner = 'QEMUWEB-GUEST x86 v1';
@@ -65,7 +99,11 @@ try {
       () => ours('ours qcow2', { disk: { source: { kind: 'url', url: `${img}/x86-bios.qcow2` } } }, banner, 64),
       () => ours('ours raw', { disk: { source: { kind: 'url', url: `${img}/x86-bios.raw` } } }, banner, 64),
       () => direct('v86 raw', { memory_size: 64 << 20, hda: { url: `${img}/x86-bios.raw`, async: true, size: rawSize } }, banner),
+      () => native('native qemu', join(env.imageRoot, 'x86-bios.qcow2'), banner),
     ];
+    if (!qemuMissingWhy) {
+      steps.push(() => ours('qemu-wasm', { disk: { source: { kind: 'url', url: `${img}/x86-bios.qcow2` } } }, banner, 64, 'qemu'));
+    }
     for (const s of i % 2 ? steps.reverse() : steps) await s();
   }
   if (withLinux) {
@@ -87,9 +125,15 @@ try {
 
 const line = (name) => `${name.padEnd(12)} median ${median(results[name]).toFixed(0).padStart(6)} ms   runs: ${results[name].map((x) => x.toFixed(0)).join(', ')}`;
 console.log(`page start -> x86 test guest banner (${runs} runs each, one Chromium)`);
-for (const n of ['ours qcow2', 'ours raw', 'v86 raw']) console.log('  ' + line(n));
-console.log(`  ratio ours qcow2 / v86: ${(median(results['ours qcow2']) / median(results['v86 raw'])).toFixed(2)}`);
-console.log(`  ratio ours raw   / v86: ${(median(results['ours raw']) / median(results['v86 raw'])).toFixed(2)}`);
+const ratio = (a, b) => (median(results[a]) / median(results[b])).toFixed(2);
+for (const n of ['ours qcow2', 'ours raw', 'v86 raw', 'qemu-wasm', 'native qemu']) if (results[n]) console.log('  ' + line(n));
+console.log(`  ratio ours qcow2 / v86: ${ratio('ours qcow2', 'v86 raw')}`);
+console.log(`  ratio ours raw   / v86: ${ratio('ours raw', 'v86 raw')}`);
+if (results['qemu-wasm']) {
+  console.log(`  ratio qemu-wasm (QemuClient, qcow2) / v86 engine (QemuClient, qcow2): ${ratio('qemu-wasm', 'ours qcow2')}`);
+  console.log(`  ratio qemu-wasm / native qemu-system-i386 (TCG): ${ratio('qemu-wasm', 'native qemu')}`);
+}
+console.log(`  ratio v86 engine (QemuClient, qcow2) / native qemu-system-i386 (TCG): ${ratio('ours qcow2', 'native qemu')}`);
 if (withLinux) {
   console.log('page start -> Linux shell prompt');
   for (const n of ['ours linux', 'v86 linux']) console.log('  ' + line(n));

@@ -15,30 +15,13 @@ import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { TARGET } from '../lib/server.mjs';
 import { browserWithPage, converse, dropProfile, initialSector, readReply, setUp } from './common.mjs';
+import { QEMU_ASSETS, QEMU_FILES, qemuMissing } from './qemu-assets.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
-export const QEMU_FILES = ['qemu-system-i386.js', 'qemu-system-i386.wasm', 'bios-256k.bin', 'vgabios-stdvga.bin', 'kvmvapic.bin', 'linuxboot_dma.bin'];
-
-/** Why the QEMU module cannot be used, or null. */
-export function qemuMissing(dir = process.env.QEMUWEB_QEMU_DIR) {
-  if (!dir) return 'QEMUWEB_QEMU_DIR is not set (build it: scripts/build-qemu)';
-  const gone = QEMU_FILES.filter((f) => !existsSync(join(dir, f)));
-  return gone.length ? `${dir} lacks ${gone.join(', ')}` : null;
-}
-
 const missing = qemuMissing();
 if (missing) {
   console.error(`\n${'!'.repeat(78)}\n!! QEMU module not built: ${missing}\n!! The QEMU engine tests are SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
 }
-
-/** Engine assets of the QEMU build copied to /qemu/ of the web root. */
-export const QEMU_ASSETS = {
-  qemuModule: './qemu/qemu-system-i386.js',
-  bios: { kind: 'url', url: './qemu/bios-256k.bin' },
-  vgaBios: { kind: 'url', url: './qemu/vgabios-stdvga.bin' },
-  kvmvapic: { kind: 'url', url: './qemu/kvmvapic.bin' },
-  linuxbootDma: { kind: 'url', url: './qemu/linuxboot_dma.bin' },
-};
 
 let env;
 
