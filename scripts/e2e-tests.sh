@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the end-to-end tests in e2e/ (Node's test runner + playwright-core driving Debian's
 # headless Chromium against pages served on 127.0.0.1): qemuweb-storage's persistence and
-# interop tests and qemuweb-runtime's VM tests. The Linux boot is its own step
+# interop tests, qemuweb-runtime's VM tests and the example app's click-through (examples/). The Linux boot is its own step
 # (scripts/e2e-linux.sh). Dependencies must be installed (scripts/setup).
 # Honours CARGO_TARGET_DIR; extra arguments are test files or directories under e2e/.
 set -euo pipefail

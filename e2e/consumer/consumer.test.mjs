@@ -6,13 +6,12 @@
 // in headless Chromium: banner, then an echo over serial. Vite's dev server runs it too.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { launch, logPage, newProfile, removeProfile } from '../lib/browser.mjs';
-import { REPO, serve, TARGET } from '../lib/server.mjs';
+import { withFreshPage } from '../lib/browser.mjs';
+import { freePort, REPO, serve, TARGET, writeGuests } from '../lib/server.mjs';
 
 const NPM_DIR = join(TARGET, 'npm');
 const SEABIOS = process.env.QEMUWEB_SEABIOS_DIR || '/usr/share/seabios';
@@ -53,25 +52,18 @@ after(() => {
 });
 
 /** public/: SeaBIOS and the x86 test guest, which Vite copies into the build or serves. */
-function prepareGuest() {
+async function prepareGuest() {
   const pub = join(project, 'public');
   if (existsSync(join(pub, 'images', 'x86-bios.qcow2'))) return;
   mkdirSync(join(pub, 'bios'), { recursive: true });
   for (const f of ['bios-256k.bin', 'vgabios-stdvga.bin']) cpSync(join(SEABIOS, f), join(pub, 'bios', f));
   mkdirSync(join(pub, 'images'), { recursive: true });
-  const guests = join(TARGET, 'debug', 'qemuweb-guests');
-  if (existsSync(guests)) execFileSync(guests, [join(pub, 'images')], { stdio: ['ignore', 'ignore', 'inherit'] });
-  else execFileSync('cargo', ['run', '-q', '-p', 'qemuweb-guests', '--', join(pub, 'images')], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
+  await writeGuests(join(pub, 'images'));
 }
 
 /** Opens `url`/index.html in Chromium: the program's checks, the banner, an echo. */
-async function bootsInChromium(url, tag, workerPattern) {
-  const profile = newProfile();
-  let context;
-  try {
-    context = await launch(profile);
-    const page = await context.newPage();
-    logPage(page, tag);
+function bootsInChromium(url, tag, workerPattern) {
+  return withFreshPage(tag, async (page) => {
     await page.goto(`${url}/index.html`);
     await page.waitForFunction(() => document.title !== 'loading', null, { timeout: 60000 });
     const state = await page.evaluate(() => ({ ...window.consumer, send: undefined }));
@@ -93,19 +85,7 @@ async function bootsInChromium(url, tag, workerPattern) {
     await page.evaluate(() => window.consumer.send('echo hello from a packaged consumer'));
     await waitSerial('hello from a packaged consumer\r\n> ', from);
     assert.deepEqual(await page.evaluate(() => window.consumer.errors), []);
-  } finally {
-    await context?.close();
-    removeProfile(profile);
-  }
-}
-
-/** A free TCP port on 127.0.0.1. */
-async function freePort() {
-  const srv = createServer();
-  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address();
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
+  });
 }
 
 test('the tarballs install as @qemuweb/* packages of the workspace version with ES module exports', () => {
@@ -159,7 +139,7 @@ export { memory };
 });
 
 test('vite build bundles it, and the bundle boots the test guest in Chromium', async () => {
-  prepareGuest();
+  await prepareGuest();
   mustRun('npx', ['--no-install', 'vite', 'build', '--logLevel', 'warn']);
   const dist = join(project, 'dist');
   const assets = readdirSync(join(dist, 'assets'));
@@ -177,7 +157,7 @@ test('vite build bundles it, and the bundle boots the test guest in Chromium', a
 });
 
 test('the Vite dev server serves the packages so that the guest boots', async () => {
-  prepareGuest();
+  await prepareGuest();
   const port = await freePort();
   const vite = spawn('npx', ['--no-install', 'vite', '--host', '127.0.0.1', '--port', String(port), '--strictPort'], {
     cwd: project, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' }, detached: true,

@@ -57,3 +57,21 @@ export function logPage(page, tag) {
   page.on('console', (m) => console.log(`[${tag}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => console.log(`[${tag}] pageerror: ${e.stack || e}`));
 }
+
+/**
+ * Runs `run(page, context)` in a new page of Chromium on a fresh profile (its console logged
+ * with `tag`), then closes the browser and removes the profile, whatever happened.
+ */
+export async function withFreshPage(tag, run) {
+  const profile = newProfile();
+  let context;
+  try {
+    context = await launch(profile);
+    const page = await context.newPage();
+    logPage(page, tag);
+    return await run(page, context);
+  } finally {
+    await context?.close();
+    removeProfile(profile);
+  }
+}

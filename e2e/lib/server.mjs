@@ -40,3 +40,21 @@ export async function serve(root) {
     },
   };
 }
+
+/** A free TCP port on 127.0.0.1 (for servers that need one given). */
+export async function freePort() {
+  const { createServer } = await import('node:net');
+  const srv = createServer();
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+/** Writes QemuWeb's test guests (x86-bios.qcow2, x86-bios.raw, ...) into `dir`. */
+export async function writeGuests(dir) {
+  const { execFileSync } = await import('node:child_process');
+  const bin = join(TARGET, 'debug', 'qemuweb-guests');
+  const [cmd, args, cwd] = existsSync(bin) ? [bin, [dir]] : ['cargo', ['run', '-q', '-p', 'qemuweb-guests', '--', dir], REPO];
+  execFileSync(cmd, args, { cwd, stdio: ['ignore', 'ignore', 'inherit'] });
+}

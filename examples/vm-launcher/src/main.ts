@@ -1,0 +1,374 @@
+// QemuWeb's VM launcher: one page, one VM at a time.
+//
+// - @qemuweb/runtime's QemuClient boots the VM in a worker (v86 engine for i386 profiles);
+// - the guest's first serial port is an xterm.js terminal, its screen a canvas (graphics
+//   profiles, cross-origin isolated pages only);
+// - the disk's writes go to an IndexedDB overlay named after the VM id, which this page
+//   derives from the disk (its URL, or a file's name and size), so a reload, or picking the
+//   same disk again, finds the changes; @qemuweb/storage reads how much is stored and deletes
+//   it ("Reset disk").
+import initRuntime, {
+  QemuClient,
+  defaultProfiles,
+  type ImageSource,
+  type RuntimeCapabilities,
+  type VmInputs,
+  type VmProfile,
+} from "@qemuweb/runtime";
+import initStorage, { Disk } from "@qemuweb/storage";
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import "@xterm/xterm/css/xterm.css";
+import "./style.css";
+// v86 is an npm dependency of this app; Vite emits its module and wasm as assets.
+import v86Module from "v86/build/libv86.mjs?url";
+import v86Wasm from "v86/build/v86.wasm?url";
+
+/** SeaBIOS, copied into public/bios/ by `npm run bios` (Debian's seabios package). */
+const BIOS = "./bios/bios-256k.bin";
+const VGA_BIOS = "./bios/vgabios-stdvga.bin";
+/** The runtime's overlay block size: the persistence view must open the disk with it. */
+const OVERLAY_BLOCK_SIZE = 4096;
+const SAVED = "qemuweb-vm-launcher";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const ui = {
+  form: $<HTMLFormElement>("setup"),
+  profile: $<HTMLSelectElement>("profile"),
+  profileHelp: $("profile-help"),
+  cmdline: $<HTMLInputElement>("cmdline"),
+  start: $<HTMLButtonElement>("start"),
+  stop: $<HTMLButtonElement>("stop"),
+  reset: $<HTMLButtonElement>("reset"),
+  exportOverlay: $<HTMLButtonElement>("export"),
+  resetDisk: $<HTMLButtonElement>("reset-disk"),
+  localEcho: $<HTMLInputElement>("local-echo"),
+  state: $("state"),
+  warnings: $("warnings"),
+  progress: $<HTMLProgressElement>("progress"),
+  progressText: $("progress-text"),
+  persistence: $("persistence"),
+  error: $("error"),
+  screen: $<HTMLCanvasElement>("screen"),
+};
+
+/** A file-or-URL input (a fieldset with a URL field, a file input, and drag-and-drop). */
+class SourcePicker {
+  file: File | null = null;
+  private readonly url: HTMLInputElement;
+
+  constructor(readonly id: string, onChange: () => void) {
+    const box = $<HTMLFieldSetElement>(id);
+    this.url = $<HTMLInputElement>(`${id}-url`);
+    const input = $<HTMLInputElement>(`${id}-file`);
+    this.url.addEventListener("change", () => {
+      this.file = null;
+      input.value = "";
+      onChange();
+    });
+    const take = (f: File | undefined) => {
+      if (!f) return;
+      this.file = f;
+      this.url.value = "";
+      onChange();
+    };
+    input.addEventListener("change", () => take(input.files?.[0]));
+    box.addEventListener("dragover", (e) => {
+      e.preventDefault();
+      box.classList.add("dragover");
+    });
+    box.addEventListener("dragleave", () => box.classList.remove("dragover"));
+    box.addEventListener("drop", (e) => {
+      e.preventDefault();
+      box.classList.remove("dragover");
+      input.value = "";
+      take(e.dataTransfer?.files[0]);
+    });
+  }
+
+  get urlValue(): string {
+    return this.url.value.trim();
+  }
+
+  set urlValue(v: string) {
+    this.url.value = v;
+  }
+
+  /** The source for `VmInputs`, with the `files` entry a local file needs; null if empty. */
+  source(files: Record<string, Blob>): ImageSource | null {
+    if (this.file) {
+      // The name is also what an exported qcow2 overlay names as its backing file.
+      const path = this.file.name;
+      files[path] = this.file;
+      return { kind: "file", path };
+    }
+    return this.urlValue ? { kind: "url", url: new URL(this.urlValue, location.href).href } : null;
+  }
+
+  /** What identifies the image for its overlay: the URL, or a file's name and size. */
+  identity(): string | null {
+    if (this.file) return `file:${this.file.name}:${this.file.size}`;
+    return this.urlValue ? `url:${new URL(this.urlValue, location.href).href}` : null;
+  }
+}
+
+const term = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000 });
+const fit = new FitAddon();
+term.loadAddon(fit);
+term.open($("terminal"));
+fit.fit();
+addEventListener("resize", () => fit.fit());
+
+let client: QemuClient;
+let caps: RuntimeCapabilities;
+let profiles: VmProfile[] = [];
+/** The VM that runs (or last ran) and its disk's identity. */
+let vmId: string | null = null;
+let running = false;
+const disk = new SourcePicker("disk", () => void diskChanged());
+const kernel = new SourcePicker("kernel", () => {});
+const initrd = new SourcePicker("initrd", () => {});
+
+/** While a VM runs, the persistence line follows the runtime's syncs (every second). */
+let persistenceTimer: ReturnType<typeof setInterval> | undefined;
+
+function setState(state: string): void {
+  ui.state.textContent = state;
+  ui.state.dataset.state = state;
+  running = state === "running" || state === "starting";
+  clearInterval(persistenceTimer);
+  if (state === "running") persistenceTimer = setInterval(() => void refreshPersistence(), 3000);
+  ui.start.disabled = running;
+  ui.stop.disabled = !running;
+  ui.reset.disabled = state !== "running";
+  ui.exportOverlay.disabled = state !== "running";
+  ui.profile.disabled = running;
+}
+
+function showError(e: unknown): void {
+  const err = e as Error & { code?: string };
+  ui.error.textContent = err?.message ? `${err.code ?? err.name}: ${err.message}` : String(e);
+}
+
+function warn(code: string, message: string, fatal = false): void {
+  const li = document.createElement("li");
+  li.dataset.code = code;
+  li.className = fatal ? "fatal" : "";
+  li.textContent = message;
+  ui.warnings.append(li);
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / (1 << 20)).toFixed(1)} MiB`;
+}
+
+/** The VM id of a disk: `vm-` and 16 hex digits of the SHA-256 of its identity. */
+async function vmIdOf(identity: string): Promise<string> {
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(identity)));
+  return `vm-${Array.from(hash.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** Opens the picked image read-only (for the persistence view), or null. */
+async function openBase(): Promise<Disk | null> {
+  if (disk.file) return Disk.openBlob(disk.file);
+  return disk.urlValue ? Disk.openUrl(new URL(disk.urlValue, location.href).href) : null;
+}
+
+/** Shows how much of the disk's changes IndexedDB holds, and whether storage is persistent. */
+async function showPersistence(): Promise<void> {
+  const identity = disk.identity();
+  if (!identity) {
+    ui.persistence.textContent = "Pick a disk: its changes will be kept in this browser.";
+    delete ui.persistence.dataset.blocks;
+    return;
+  }
+  const id = await vmIdOf(identity);
+  let blocks = 0;
+  const base = await openBase();
+  if (base) {
+    // A read-only view while the VM's worker holds the disk.
+    const view = await Disk.persistent(id, "disk0", base, OVERLAY_BLOCK_SIZE, true);
+    blocks = view.overlayBlocks().length;
+    await view.close();
+    await base.close();
+  }
+  const persisted = (await navigator.storage?.persisted?.()) ?? false;
+  ui.persistence.dataset.blocks = String(blocks);
+  ui.persistence.dataset.vmId = id;
+  ui.persistence.textContent =
+    (blocks
+      ? `Persisted: ${bytes(blocks * OVERLAY_BLOCK_SIZE)} of changes to this disk (${blocks} blocks) are kept in IndexedDB as VM ${id}.`
+      : `No changes to this disk are stored yet; they will be kept in IndexedDB as VM ${id}.`) +
+    (persisted ? " Browser storage is persistent." : " The browser may evict them under storage pressure.");
+}
+
+let persistenceCheck: Promise<void> = Promise.resolve();
+/** Refreshes the persistence line; calls are serialised so none overlaps a start. */
+function refreshPersistence(): Promise<void> {
+  persistenceCheck = persistenceCheck.then(showPersistence).catch(showError);
+  return persistenceCheck;
+}
+
+function saveForm(): void {
+  localStorage.setItem(SAVED, JSON.stringify({ profile: ui.profile.value, disk: disk.urlValue, file: disk.file?.name }));
+}
+
+async function diskChanged(): Promise<void> {
+  ui.error.textContent = "";
+  saveForm();
+  await refreshPersistence();
+}
+
+function profileChanged(): void {
+  const p = profiles.find((p) => p.id === ui.profile.value);
+  if (!p) return;
+  ui.form.classList.toggle("needs-kernel", p.requiresKernel);
+  ui.profileHelp.textContent = [p.description, p.requiresKernel ? p.kernelHelpText : ""].filter(Boolean).join(" ");
+  saveForm();
+}
+
+async function start(): Promise<void> {
+  ui.error.textContent = "";
+  const profile = profiles.find((p) => p.id === ui.profile.value)!;
+  const files: Record<string, Blob> = {};
+  const inputs: VmInputs = {};
+  const diskSource = disk.source(files);
+  if (diskSource) inputs.disk = { source: diskSource };
+  const kernelSource = kernel.source(files);
+  if (kernelSource) {
+    inputs.kernel = kernelSource;
+    const initrdSource = initrd.source(files);
+    if (initrdSource) inputs.initrd = initrdSource;
+    if (ui.cmdline.value.trim()) inputs.kernelCmdline = ui.cmdline.value.trim();
+  }
+  if (!diskSource && !kernelSource) throw new Error("pick a disk image (or a kernel)");
+  await persistenceCheck;
+  vmId = await vmIdOf(disk.identity() ?? `kernel:${kernel.identity()}`);
+  // Ask the browser not to evict the overlay (Chromium decides without a prompt).
+  void navigator.storage?.persist?.();
+  term.reset();
+  ui.screen.hidden = !(caps.crossOriginIsolated && profile.supportsGraphics);
+  if (!ui.screen.hidden) client.attachDisplay(vmId, ui.screen);
+  setState("starting");
+  try {
+    await client.startVm(vmId, profile, inputs, null, null, files);
+  } catch (e) {
+    setState("failed");
+    throw e;
+  }
+  setState("running");
+  term.focus();
+}
+
+async function stop(): Promise<void> {
+  if (!vmId) return;
+  setState("stopping");
+  await client.stopVm(vmId);
+  setState("stopped");
+  await refreshPersistence();
+}
+
+async function resetDisk(): Promise<void> {
+  const identity = disk.identity();
+  if (!identity) return;
+  if (running) await stop();
+  await persistenceCheck; // its view of the disk holds the overlay's lock while open
+  await Disk.deleteVm(await vmIdOf(identity));
+  await refreshPersistence();
+}
+
+async function exportOverlay(): Promise<void> {
+  if (!vmId) return;
+  const data = await client.exportOverlay(vmId, "disk0", "qcow2");
+  // The qcow2 names the image as its backing file: keep both in one directory.
+  const name = (disk.file?.name ?? new URL(disk.urlValue, location.href).pathname.split("/").pop()) || "disk";
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([data as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }));
+  a.download = `${name.replace(/\.(qcow2?|img|raw)$/, "")}.overlay.qcow2`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+/** Runs a button's action, showing its error. */
+function action(button: HTMLElement, f: () => Promise<void>): void {
+  button.addEventListener("click", (e) => {
+    e.preventDefault();
+    f().catch(showError);
+  });
+}
+
+async function checkBios(): Promise<void> {
+  const r = await fetch(BIOS, { method: "HEAD" }).catch(() => null);
+  if (!r?.ok) {
+    warn("missing-bios", `SeaBIOS is not at ${BIOS}: run \`npm run bios\` (it copies Debian's seabios package) before building, or put bios-256k.bin and vgabios-stdvga.bin in public/bios/.`, true);
+  }
+}
+
+async function main(): Promise<void> {
+  await Promise.all([initRuntime(), initStorage()]);
+  client = new QemuClient({
+    assets: {
+      v86Module: new URL(v86Module, location.href).href,
+      v86Wasm: new URL(v86Wasm, location.href).href,
+      bios: { kind: "url", url: new URL(BIOS, location.href).href },
+      vgaBios: { kind: "url", url: new URL(VGA_BIOS, location.href).href },
+    },
+  });
+  caps = await client.init();
+  for (const issue of caps.issues) {
+    const fix = issue.code === "cross-origin-isolation"
+      ? " This app ships public/_headers (Netlify, Cloudflare Pages) and nginx.conf that do it; `npm run dev` and `npm run preview` do too."
+      : "";
+    warn(issue.code, issue.message + fix, issue.fatal);
+  }
+  if (!caps.crossOriginIsolated) warn("no-display", "The VM's screen needs cross-origin isolation: only the serial console works.");
+  await checkBios();
+
+  const decoder = new TextDecoder();
+  client.onSerialOut((_id, data) => term.write(decoder.decode(data, { stream: true })));
+  client.onProgress((_id, p) => {
+    ui.progress.max = p.total || 1;
+    ui.progress.value = p.bytesFetched;
+    ui.progressText.textContent = `${p.what}: ${bytes(p.bytesFetched)}${p.total ? ` of ${bytes(p.total)}` : ""} downloaded`;
+  });
+  client.onError((_id, e) => showError(e));
+  client.onStopped((_id, reason) => {
+    setState(reason === "error" ? "failed" : "stopped");
+    void refreshPersistence();
+  });
+  term.onData((data) => {
+    if (!vmId || !running) return;
+    client.sendSerialIn(vmId, data);
+    if (ui.localEcho.checked) term.write(data.replace(/\r/g, "\r\n"));
+  });
+
+  profiles = defaultProfiles();
+  for (const p of profiles) ui.profile.append(new Option(`${p.name} (${p.arch}, ${p.machine})`, p.id));
+  // Query parameters (?profile=ID&disk=URL&echo=1) win over what the last visit chose.
+  const params = new URLSearchParams(location.search);
+  const saved = JSON.parse(localStorage.getItem(SAVED) ?? "{}") as { profile?: string; disk?: string; file?: string };
+  ui.profile.value = params.get("profile") ?? saved.profile ?? "linux-i386-pc-nographic";
+  disk.urlValue = params.get("disk") ?? saved.disk ?? "";
+  ui.localEcho.checked = params.get("echo") === "1";
+  if (!disk.urlValue && saved.file) ui.persistence.textContent = `Pick ${saved.file} again to boot it with its saved changes.`;
+  ui.profile.addEventListener("change", profileChanged);
+  profileChanged();
+  ui.form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    start().catch(showError);
+  });
+  action(ui.stop, stop);
+  action(ui.reset, () => client.resetVm(vmId!));
+  action(ui.resetDisk, resetDisk);
+  action(ui.exportOverlay, exportOverlay);
+  setState("idle");
+  if (disk.urlValue) await refreshPersistence();
+  document.body.dataset.ready = "true";
+}
+
+main().catch((e) => {
+  showError(e);
+  document.body.dataset.ready = "failed";
+});
