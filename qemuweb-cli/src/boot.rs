@@ -7,6 +7,10 @@
 //! program's. Ctrl-C (`SIGINT` to the process group) stops QEMU cleanly and this program
 //! exits with QEMU's status; QEMU dies with this program (Linux: `PR_SET_PDEATHSIG`) and
 //! is killed when the time limit passes.
+//!
+//! With `--browser` ([`boot_in_browser`]) the same image boots instead through
+//! `QemuClient` in headless Chromium (the `qemuweb-headless` crate), its serial console
+//! on the terminal too.
 
 use crate::error::{CliError, Result};
 use qemuweb_config::{
@@ -48,6 +52,27 @@ pub enum FormatArg {
     Raw,
     /// A qcow2 image.
     Qcow2,
+}
+
+/// The browser engines `--engine` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineArg {
+    /// v86 (32-bit x86 guests).
+    #[default]
+    V86,
+    /// QEMU compiled to wasm.
+    Qemu,
+}
+
+/// Settings of `boot --browser` that native boots do not have.
+#[derive(Debug, Clone, Default)]
+pub struct BrowserBoot {
+    /// The browser engine.
+    pub engine: EngineArg,
+    /// The BIOS (default Debian's SeaBIOS).
+    pub bios: Option<PathBuf>,
+    /// Report the page's progress and Chromium's output on stderr.
+    pub verbose: bool,
 }
 
 /// What to boot and how.
@@ -253,5 +278,89 @@ pub fn boot(opts: &BootOptions) -> Result<ExitStatus> {
             }
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The runner's options for booting `opts` in headless Chromium.
+///
+/// ```
+/// use qemuweb_cli::boot::{browser_options, AccelArg, BootOptions, BrowserBoot};
+/// let opts = BootOptions {
+///     profile: "linux-i386-pc-nographic".into(),
+///     image: Some("https://example.com/disk.qcow2".into()),
+///     kernel: None,
+///     initrd: None,
+///     append: None,
+///     format: None,
+///     accel: AccelArg::Auto,
+///     memory_mib: Some(64),
+///     smp: None,
+///     snapshot: false,
+///     timeout: None,
+/// };
+/// let runner = browser_options(&opts, &BrowserBoot::default()).unwrap();
+/// assert_eq!(runner.disk.as_deref(), Some("https://example.com/disk.qcow2"));
+/// assert_eq!(runner.memory_mib, Some(64));
+/// ```
+///
+/// # Errors
+///
+/// [`CliError::InvalidArgument`] for settings only a native boot has (`--accel` other
+/// than `auto`, `--smp`).
+pub fn browser_options(
+    opts: &BootOptions,
+    browser: &BrowserBoot,
+) -> Result<qemuweb_headless::RunnerOptions> {
+    if opts.accel != AccelArg::Auto {
+        return Err(CliError::InvalidArgument(
+            "--accel is for native boots; the browser runs the guest on its engine".into(),
+        ));
+    }
+    if opts.smp.is_some() {
+        return Err(CliError::InvalidArgument(
+            "--smp is for native boots; the browser engines run one vCPU".into(),
+        ));
+    }
+    let location = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let mut runner = qemuweb_headless::RunnerOptions::new(opts.profile.clone());
+    runner.engine = match browser.engine {
+        EngineArg::V86 => qemuweb_headless::Engine::V86,
+        EngineArg::Qemu => qemuweb_headless::Engine::Qemu,
+    };
+    runner.disk = opts.image.as_ref().map(location);
+    runner.kernel = opts.kernel.as_ref().map(location);
+    runner.initrd = opts.initrd.as_ref().map(location);
+    runner.append = opts.append.clone();
+    runner.memory_mib = opts.memory_mib;
+    runner.timeout = opts.timeout;
+    runner.bios = browser.bios.clone();
+    runner.verbose = browser.verbose;
+    Ok(runner)
+}
+
+/// Boots `opts` through `QemuClient` in headless Chromium with the serial console on this
+/// process's stdin and stdout, until stdin ends (the VM is stopped with a final sync), the
+/// time limit, Ctrl-C, or a fatal error in the page. The browser profile is temporary, so
+/// the guest's disk writes are discarded as with `--snapshot`.
+///
+/// # Errors
+///
+/// Those of [`browser_options`]; [`CliError::InvalidArgument`] for unusable options (an
+/// unknown profile, a missing file); [`CliError::Browser`] when the runtime refuses the VM
+/// or Chromium cannot start; [`CliError::Timeout`] when the time limit passed.
+pub fn boot_in_browser(
+    opts: &BootOptions,
+    browser: &BrowserBoot,
+) -> Result<qemuweb_headless::Outcome> {
+    let runner = browser_options(opts, browser)?;
+    match qemuweb_headless::run(&runner, qemuweb_headless::Console::stdio()) {
+        Ok(qemuweb_headless::Outcome::Timeout) => Err(CliError::Timeout {
+            seconds: opts.timeout.map_or(0, |t| t.as_secs()),
+        }),
+        Ok(outcome) => Ok(outcome),
+        Err(e) if e.kind() == qemuweb_headless::ErrorKind::InvalidOptions => {
+            Err(CliError::InvalidArgument(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
     }
 }

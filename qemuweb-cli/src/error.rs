@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Config,
     /// The VM ran longer than the requested time limit.
     Timeout,
+    /// The headless browser runner could not start the VM.
+    Browser,
 }
 
 /// An error of the `qemuweb` command line.
@@ -45,6 +47,9 @@ pub enum CliError {
     /// The VM configuration was rejected.
     #[error(transparent)]
     Config(#[from] qemuweb_config::ConfigError),
+    /// The headless browser runner could not start the VM (`boot --browser`).
+    #[error(transparent)]
+    Browser(#[from] qemuweb_headless::HeadlessError),
     /// The VM did not finish within the time limit and was stopped.
     #[error("the VM was stopped after the {seconds} s time limit")]
     Timeout {
@@ -67,6 +72,7 @@ impl CliError {
             CliError::Tool { .. } => ErrorKind::Tool,
             CliError::Config(_) => ErrorKind::Config,
             CliError::Timeout { .. } => ErrorKind::Timeout,
+            CliError::Browser(_) => ErrorKind::Browser,
         }
     }
 

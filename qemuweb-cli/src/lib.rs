@@ -7,7 +7,8 @@
 //! - `qemuweb create --from-dir DIR OUT.qcow2`: an ext4 disk image from a directory,
 //!   without root or loop mounts ([`create`]).
 //! - `qemuweb boot IMAGE`: boot an image with native QEMU, using the arguments
-//!   `qemuweb-config` builds for the host, serial console on the terminal ([`boot`]).
+//!   `qemuweb-config` builds for the host, serial console on the terminal; with
+//!   `--browser`, through `QemuClient` in headless Chromium ([`boot`]).
 //! - `qemuweb emulator start|stop|reset|status`: a long-running local VM over a base
 //!   image plus an overlay, with port forwards and QMP ([`emulator`]).
 //!

@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use clap::{Parser, Subcommand};
-    use qemuweb_cli::boot::{AccelArg, BootOptions, FormatArg};
+    use qemuweb_cli::boot::{AccelArg, BootOptions, BrowserBoot, EngineArg, FormatArg};
     use qemuweb_cli::create::{CreateFormat, CreateOptions};
     use qemuweb_cli::emulator::{Emulator, Forward, StartOptions, Status};
     use qemuweb_cli::serve::Server;
@@ -67,8 +67,8 @@ mod cli {
             #[arg(long)]
             force: bool,
         },
-        /// Boot a disk image (or a kernel) with QEMU on this machine; the serial console is the
-        /// terminal.
+        /// Boot a disk image (or a kernel) with QEMU on this machine, or with --browser in
+        /// headless Chromium; the serial console is the terminal.
         Boot {
             /// The VM profile id.
             #[arg(long, default_value = qemuweb_config::LINUX_X86_64_PC_NOGRAPHIC)]
@@ -103,6 +103,19 @@ mod cli {
             /// Stop the VM after this many seconds (exit status 124).
             #[arg(long)]
             timeout: Option<u64>,
+            /// Boot in headless Chromium through QemuClient instead of native QEMU (the
+            /// image may then be an http(s) URL).
+            #[arg(long)]
+            browser: bool,
+            /// The browser engine.
+            #[arg(long, value_enum, default_value_t = EngineArg::V86, requires = "browser")]
+            engine: EngineArg,
+            /// The BIOS for the browser (default Debian's SeaBIOS).
+            #[arg(long, requires = "browser")]
+            bios: Option<PathBuf>,
+            /// Report the page's progress and Chromium's output on stderr.
+            #[arg(long, requires = "browser")]
+            verbose: bool,
         },
         /// A long-running local VM: a base image plus an overlay, QMP, port forwards.
         Emulator {
@@ -245,6 +258,10 @@ mod cli {
                 smp,
                 snapshot,
                 timeout,
+                browser,
+                engine,
+                bios,
+                verbose,
             } => {
                 let opts = BootOptions {
                     profile,
@@ -259,6 +276,18 @@ mod cli {
                     snapshot,
                     timeout: timeout.map(Duration::from_secs),
                 };
+                if browser {
+                    let browser = BrowserBoot {
+                        engine,
+                        bios,
+                        verbose,
+                    };
+                    let outcome = qemuweb_cli::boot::boot_in_browser(&opts, &browser)?;
+                    if outcome.exit_code() != 0 {
+                        eprintln!("qemuweb: {outcome}");
+                    }
+                    return Ok(ExitCode::from(outcome.exit_code()));
+                }
                 let status = qemuweb_cli::boot::boot(&opts)?;
                 Ok(exit_code(status))
             }

@@ -285,4 +285,83 @@ fn refusals() {
     let o = run(&[tmp.path().join("missing.qcow2").to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.qcow2"));
+    // Native-only settings with --browser, and browser-only settings without it.
+    for args in [
+        &["--browser", "--smp", "2", image][..],
+        &["--browser", "--accel", "tcg", image],
+        &["--engine", "qemu", image],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// `qemuweb boot --browser` in headless Chromium. It needs the runtime's web bundle and v86
+/// from `e2e/node_modules`, which `scripts/e2e-tests.sh` provides; scripts/test runs it
+/// after that step: `cargo test -p qemuweb-cli --test boot -- --ignored`.
+#[test]
+#[ignore = "needs the web bundle and e2e/node_modules (run by scripts/test after the e2e step)"]
+fn browser_boot_streams_the_serial_console_and_exits_by_the_input_or_the_time_limit() {
+    const I386: &str = qemuweb_config::LINUX_I386_PC_NOGRAPHIC;
+    let tmp = tempfile::tempdir().unwrap();
+    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
+    let browser = |extra: &[&str], image: &std::path::Path| {
+        let mut child = Command::new(QEMUWEB)
+            .args(["boot", "--browser"])
+            .args(extra)
+            .arg(image)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Output::new(child.stdout.take().unwrap());
+        let err = Output::new(child.stderr.take().unwrap());
+        (Killed(child), out, err)
+    };
+    let chromium_of = |pid: u32| {
+        let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.contains(&format!("qemuweb-headless-{pid}-")))
+            .count()
+    };
+
+    // The banner and an echo on stdout; stdin's end stops the VM: status 0, nothing left.
+    let (mut cli, mut out, err) =
+        browser(&["--profile", I386, "--timeout", "120"], &guests.x86_qcow2);
+    let pid = cli.0.id();
+    out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(60));
+    out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(10));
+    assert!(chromium_of(pid) > 0, "Chromium runs on the CLI's profile");
+    let mut stdin = cli.0.stdin.take().unwrap();
+    stdin.write_all(b"echo through the browser\n").unwrap();
+    stdin.flush().unwrap();
+    out.wait_for("through the browser\r\n", Duration::from_secs(20));
+    drop(stdin);
+    let status = cli.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        err.rest(Duration::from_secs(5))
+    );
+    assert_eq!(chromium_of(pid), 0, "no Chromium left running");
+
+    // The time limit: 124 with the same message as a native boot.
+    let (mut cli, mut out, err) =
+        browser(&["--profile", I386, "--timeout", "5"], &guests.x86_qcow2);
+    // Child::wait closes stdin, which would end the run: keep it open.
+    let _stdin = cli.0.stdin.take();
+    out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(60));
+    assert_eq!(cli.0.wait().unwrap().code(), Some(124));
+    assert!(err.rest(Duration::from_secs(5)).contains("time limit"));
+
+    // A 64-bit profile needs the QEMU engine: refused before a browser starts.
+    let (mut cli, _out, err) = browser(
+        &["--profile", qemuweb_config::LINUX_X86_64_PC_NOGRAPHIC],
+        &guests.x86_raw,
+    );
+    assert_eq!(cli.0.wait().unwrap().code(), Some(1));
+    assert!(err.rest(Duration::from_secs(5)).contains("QEMU engine"));
 }
