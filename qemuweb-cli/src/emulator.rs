@@ -438,25 +438,7 @@ fn daemon_args(
 
 /// The format `qemu-img info` finds.
 fn image_format(path: &Path) -> Result<String> {
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(path)
-        .output()
-        .map_err(|e| CliError::Tool {
-            program: "qemu-img".into(),
-            message: format!("cannot run it (Debian package qemu-utils): {e}"),
-        })?;
-    if !out.status.success() {
-        return Err(CliError::Tool {
-            program: "qemu-img".into(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    let info: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| CliError::Tool {
-            program: "qemu-img".into(),
-            message: format!("unreadable info: {e}"),
-        })?;
+    let info = crate::qemu_img_info(path)?;
     match info["format"].as_str() {
         Some(f @ ("raw" | "qcow2")) => Ok(f.to_string()),
         other => Err(CliError::InvalidArgument(format!(

@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Timeout,
     /// The headless browser runner could not start the VM.
     Browser,
+    /// The storage stack (e.g. the Atlas store) failed.
+    Storage,
 }
 
 /// An error of the `qemuweb` command line.
@@ -50,6 +52,9 @@ pub enum CliError {
     /// The headless browser runner could not start the VM (`boot --browser`).
     #[error(transparent)]
     Browser(#[from] qemuweb_headless::HeadlessError),
+    /// The storage stack failed (`prepare --atlas`).
+    #[error(transparent)]
+    Storage(#[from] qemuweb_storage::StorageError),
     /// The VM did not finish within the time limit and was stopped.
     #[error("the VM was stopped after the {seconds} s time limit")]
     Timeout {
@@ -73,6 +78,7 @@ impl CliError {
             CliError::Config(_) => ErrorKind::Config,
             CliError::Timeout { .. } => ErrorKind::Timeout,
             CliError::Browser(_) => ErrorKind::Browser,
+            CliError::Storage(_) => ErrorKind::Storage,
         }
     }
 

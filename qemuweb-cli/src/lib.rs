@@ -9,6 +9,9 @@
 //! - `qemuweb boot IMAGE`: boot an image with native QEMU, using the arguments
 //!   `qemuweb-config` builds for the host, serial console on the terminal; with
 //!   `--browser`, through `QemuClient` in headless Chromium ([`boot`]).
+//! - `qemuweb prepare IMAGE OUT_DIR`: the image as a qcow2 with the HTTP device's block
+//!   size as cluster size (or raw), `vm.json`, `_headers` and a SHA-256 manifest, and
+//!   optionally an Atlas content-addressed store ([`prepare`]).
 //! - `qemuweb emulator start|stop|reset|status`: a long-running local VM over a base
 //!   image plus an overlay, with port forwards and QMP ([`emulator`]).
 //!
@@ -20,6 +23,7 @@ pub mod boot;
 pub mod create;
 pub mod emulator;
 mod error;
+pub mod prepare;
 pub mod serve;
 
 pub use error::{CliError, ErrorKind, Result};
@@ -48,4 +52,23 @@ pub(crate) fn run_tool(cmd: &mut Command, program: &str, package: &str) -> Resul
         });
     }
     Ok(())
+}
+
+/// `qemu-img info --output=json` of `path`, parsed.
+pub(crate) fn qemu_img_info(path: &std::path::Path) -> Result<serde_json::Value> {
+    let tool = |message: String| CliError::Tool {
+        program: "qemu-img".into(),
+        message,
+    };
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path)
+        .output()
+        .map_err(|e| tool(format!("cannot run it (Debian package qemu-utils): {e}")))?;
+    if !out.status.success() {
+        return Err(tool(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| tool(format!("unreadable info: {e}")))
 }

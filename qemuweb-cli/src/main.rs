@@ -14,6 +14,7 @@ mod cli {
     use qemuweb_cli::boot::{AccelArg, BootOptions, BrowserBoot, EngineArg, FormatArg};
     use qemuweb_cli::create::{CreateFormat, CreateOptions};
     use qemuweb_cli::emulator::{Emulator, Forward, StartOptions, Status};
+    use qemuweb_cli::prepare::{PrepareFormat, PrepareOptions};
     use qemuweb_cli::serve::Server;
     use qemuweb_cli::{CliError, ErrorKind};
     use std::io::Write;
@@ -116,6 +117,35 @@ mod cli {
             /// Report the page's progress and Chromium's output on stderr.
             #[arg(long, requires = "browser")]
             verbose: bool,
+        },
+        /// Make an image ready for a static web host: a qcow2 with the HTTP block size as
+        /// cluster size (or raw), vm.json, _headers and manifest.json with SHA-256s.
+        Prepare {
+            /// The source image (any format qemu-img reads).
+            image: PathBuf,
+            /// The output directory.
+            out_dir: PathBuf,
+            /// The VM profile id for vm.json.
+            #[arg(long, default_value = qemuweb_config::LINUX_I386_PC_NOGRAPHIC)]
+            profile: String,
+            /// The output format.
+            #[arg(long, value_enum, default_value_t = PrepareFormat::Qcow2)]
+            format: PrepareFormat,
+            /// Do not compress qcow2 clusters.
+            #[arg(long)]
+            no_compress: bool,
+            /// The qcow2 cluster size, e.g. 64K (default: the HTTP device's block size).
+            #[arg(long, value_parser = parse_size)]
+            cluster_size: Option<u64>,
+            /// Also split the disk into a content-addressed Atlas store in OUT_DIR/atlas.
+            #[arg(long)]
+            atlas: bool,
+            /// Guest RAM in MiB for vm.json (default: the profile's).
+            #[arg(long)]
+            memory: Option<u32>,
+            /// Write into a non-empty OUT_DIR.
+            #[arg(long)]
+            force: bool,
         },
         /// A long-running local VM: a base image plus an overlay, QMP, port forwards.
         Emulator {
@@ -290,6 +320,51 @@ mod cli {
                 }
                 let status = qemuweb_cli::boot::boot(&opts)?;
                 Ok(exit_code(status))
+            }
+            Cmd::Prepare {
+                image,
+                out_dir,
+                profile,
+                format,
+                no_compress,
+                cluster_size,
+                atlas,
+                memory,
+                force,
+            } => {
+                let cluster_size = cluster_size
+                    .map(|c| {
+                        u32::try_from(c).map_err(|_| {
+                            CliError::InvalidArgument(format!("cluster size {c}: too large"))
+                        })
+                    })
+                    .transpose()?;
+                let opts = PrepareOptions {
+                    image,
+                    out_dir,
+                    profile,
+                    format,
+                    compress: !no_compress,
+                    cluster_size,
+                    atlas,
+                    memory_mib: memory,
+                    force,
+                };
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.enable_steady_tick(Duration::from_millis(100));
+                let result = qemuweb_cli::prepare::prepare(&opts, &|msg| {
+                    bar.set_message(msg.to_string());
+                });
+                bar.finish_and_clear();
+                let manifest = result?;
+                for f in &manifest.files {
+                    println!("{}  {:>12}  {}", f.sha256, f.size, f.path);
+                }
+                if let Some(a) = &manifest.atlas {
+                    println!("atlas: {} chunks, manifest {}", a.chunks, a.manifest_hash);
+                }
+                println!("Wrote {}", opts.out_dir.join("manifest.json").display());
+                Ok(ExitCode::SUCCESS)
             }
             Cmd::Emulator { state_dir, command } => {
                 let emu = Emulator::new(state_dir.unwrap_or_else(default_state_dir));

@@ -327,26 +327,52 @@ fn browser_boot_streams_the_serial_console_and_exits_by_the_input_or_the_time_li
             .count()
     };
 
+    // Types `command`, waits for `reply`, then ends stdin: the run must end with status 0.
+    let type_then_close =
+        |mut cli: Killed, mut out: Output, err: Output, command: &str, reply: &str| {
+            let mut stdin = cli.0.stdin.take().unwrap();
+            stdin.write_all(command.as_bytes()).unwrap();
+            stdin.flush().unwrap();
+            out.wait_for(reply, Duration::from_secs(20));
+            drop(stdin);
+            let status = cli.0.wait().unwrap();
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "{}",
+                err.rest(Duration::from_secs(5))
+            );
+        };
+
     // The banner and an echo on stdout; stdin's end stops the VM: status 0, nothing left.
-    let (mut cli, mut out, err) =
-        browser(&["--profile", I386, "--timeout", "120"], &guests.x86_qcow2);
+    let (cli, mut out, err) = browser(&["--profile", I386, "--timeout", "120"], &guests.x86_qcow2);
     let pid = cli.0.id();
     out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(60));
     out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(10));
     assert!(chromium_of(pid) > 0, "Chromium runs on the CLI's profile");
-    let mut stdin = cli.0.stdin.take().unwrap();
-    stdin.write_all(b"echo through the browser\n").unwrap();
-    stdin.flush().unwrap();
-    out.wait_for("through the browser\r\n", Duration::from_secs(20));
-    drop(stdin);
-    let status = cli.0.wait().unwrap();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}",
-        err.rest(Duration::from_secs(5))
+    type_then_close(
+        cli,
+        out,
+        err,
+        "echo through the browser\n",
+        "through the browser\r\n",
     );
     assert_eq!(chromium_of(pid), 0, "no Chromium left running");
+
+    // `prepare`'s output, served by `qemuweb serve`, boots from its URL (HTTP Range reads).
+    let site = tmp.path().join("site");
+    let o = Command::new(QEMUWEB)
+        .arg("prepare")
+        .arg(&guests.x86_raw)
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_server, base) = serve(&site, &[]);
+    let url = std::path::PathBuf::from(format!("{base}disk.qcow2"));
+    let (cli, mut out, err) = browser(&["--profile", I386, "--timeout", "120"], &url);
+    out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(60));
+    type_then_close(cli, out, err, "info\n", "DISK SECTORS 8192");
 
     // The time limit: 124 with the same message as a native boot.
     let (mut cli, mut out, err) =

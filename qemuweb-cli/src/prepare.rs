@@ -1,0 +1,339 @@
+//! `qemuweb prepare`: an image made ready for a static web host.
+//!
+//! The output directory gets:
+//!
+//! - the disk: a qcow2 (compressed unless told otherwise) whose cluster size is the block
+//!   size our HTTP device fetches ([`HttpOptions`]' `chunk_size`, 64 KiB), so a lazy reader
+//!   fetches whole clusters and nothing it does not need, written by `qemu-img convert`;
+//!   or a raw copy;
+//! - `vm.json`: the profile, inputs and overrides a page passes to `QemuClient.startVm`,
+//!   the disk named by a URL relative to the page;
+//! - `_headers`: the COOP/COEP/CORP headers for hosts that read that file (Netlify,
+//!   Cloudflare Pages), since the runtime needs cross-origin isolation;
+//! - `manifest.json`: every file's size and SHA-256, the image's format, virtual size and
+//!   cluster size;
+//! - with [`PrepareOptions::atlas`], `atlas/`: the disk split into content-addressed
+//!   chunks (an Atlas [`DirAtlasBackend`] store), its manifest hash in `manifest.json`.
+
+use crate::error::{CliError, Result};
+use crate::run_tool;
+use qemuweb_config::{profile_by_id, DiskFormat, DiskInput, ImageSource, VmInputs, VmOverrides};
+use qemuweb_storage::atlas::{AtlasStore, DirAtlasBackend, FileOrigin, ManifestType, StoreOptions};
+use qemuweb_storage::{FileBlockDevice, HttpOptions};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The image forms `prepare` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrepareFormat {
+    /// qcow2 with the HTTP device's block size as cluster size.
+    Qcow2,
+    /// A raw image.
+    Raw,
+}
+
+/// What to prepare.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// The source image (any format `qemu-img` reads).
+    pub image: PathBuf,
+    /// The output directory (created; must be empty or absent unless `force`).
+    pub out_dir: PathBuf,
+    /// The VM profile id written to `vm.json`.
+    pub profile: String,
+    /// The output format.
+    pub format: PrepareFormat,
+    /// Compress qcow2 clusters (zlib, which our qcow2 reader decodes).
+    pub compress: bool,
+    /// The qcow2 cluster size; `None` takes the HTTP device's block size.
+    pub cluster_size: Option<u32>,
+    /// Also store the disk in a content-addressed Atlas store under `atlas/`.
+    pub atlas: bool,
+    /// Guest RAM in MiB for `vm.json`, overriding the profile.
+    pub memory_mib: Option<u32>,
+    /// Write into a non-empty `out_dir`, replacing the files `prepare` writes.
+    pub force: bool,
+}
+
+/// One file of the output with its size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileEntry {
+    /// The path relative to the output directory.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256.
+    pub sha256: String,
+}
+
+/// The image as `qemu-img info` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageInfo {
+    /// The disk file, relative to the output directory.
+    pub path: String,
+    /// `qcow2` or `raw`.
+    pub format: String,
+    /// The guest-visible size in bytes.
+    pub virtual_size: u64,
+    /// The qcow2 cluster size, when qcow2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<u64>,
+    /// Whether clusters are compressed.
+    pub compressed: bool,
+}
+
+/// `manifest.json`: what was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrepareManifest {
+    /// The image.
+    pub image: ImageInfo,
+    /// The profile id in `vm.json`.
+    pub profile: String,
+    /// The Atlas store's name for the disk and its manifest hash, with `--atlas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub atlas: Option<AtlasEntry>,
+    /// Every other file (disk, `vm.json`, `_headers`) with size and SHA-256.
+    pub files: Vec<FileEntry>,
+}
+
+/// The disk in the Atlas store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AtlasEntry {
+    /// The store directory, relative to the output directory.
+    pub dir: String,
+    /// The file name in the store.
+    pub name: String,
+    /// `sha256:<hex>` of the file's chunk manifest.
+    pub manifest_hash: String,
+    /// The number of chunks.
+    pub chunks: usize,
+}
+
+/// The `_headers` file: cross-origin isolation for every path.
+pub const HEADERS_FILE: &str = "/*\n  Cross-Origin-Opener-Policy: same-origin\n  \
+Cross-Origin-Embedder-Policy: require-corp\n  Cross-Origin-Resource-Policy: cross-origin\n";
+
+/// The cluster size `prepare` uses by default: the block size [`HttpOptions`] fetches.
+///
+/// ```
+/// assert_eq!(qemuweb_cli::prepare::default_cluster_size(), 64 * 1024);
+/// ```
+pub fn default_cluster_size() -> u32 {
+    HttpOptions::default().chunk_size
+}
+
+/// The `vm.json` for a disk at `disk_url` (relative to the page): profile, inputs and
+/// overrides as `QemuClient.startVm` takes them.
+///
+/// ```
+/// use qemuweb_cli::prepare::{vm_json, PrepareFormat};
+/// let v = vm_json("linux-i386-pc-nographic", "disk.qcow2", PrepareFormat::Qcow2, None).unwrap();
+/// assert_eq!(v["inputs"]["disk"]["source"]["url"], "disk.qcow2");
+/// assert_eq!(v["profile"]["id"], "linux-i386-pc-nographic");
+/// ```
+///
+/// # Errors
+///
+/// [`CliError::Config`] for an unknown profile.
+pub fn vm_json(
+    profile: &str,
+    disk_url: &str,
+    format: PrepareFormat,
+    memory_mib: Option<u32>,
+) -> Result<serde_json::Value> {
+    let profile = profile_by_id(profile)?;
+    let inputs = VmInputs {
+        disk: Some(DiskInput::new(
+            ImageSource::url(disk_url),
+            match format {
+                PrepareFormat::Qcow2 => DiskFormat::Qcow2,
+                PrepareFormat::Raw => DiskFormat::Raw,
+            },
+        )),
+        ..VmInputs::default()
+    };
+    let overrides = VmOverrides {
+        memory_mib,
+        ..VmOverrides::default()
+    };
+    Ok(serde_json::json!({ "profile": profile, "inputs": inputs, "overrides": overrides }))
+}
+
+/// Lowercase hex SHA-256 of a file, read in pieces.
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| CliError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| CliError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn entry(dir: &Path, name: &str) -> Result<FileEntry> {
+    let path = dir.join(name);
+    let size = std::fs::metadata(&path)
+        .map_err(|e| CliError::io(&path, e))?
+        .len();
+    Ok(FileEntry {
+        path: name.to_string(),
+        size,
+        sha256: sha256_file(&path)?,
+    })
+}
+
+/// `qemu-img info` of `path`: (format, virtual size, cluster size).
+fn image_info(path: &Path) -> Result<(String, u64, Option<u64>)> {
+    let info = crate::qemu_img_info(path)?;
+    Ok((
+        info["format"].as_str().unwrap_or("").to_string(),
+        info["virtual-size"].as_u64().unwrap_or(0),
+        info["cluster-size"].as_u64(),
+    ))
+}
+
+/// Checks a cluster size: a power of two from 512 bytes to 2 MiB (qcow2's limits).
+///
+/// ```
+/// assert!(qemuweb_cli::prepare::check_cluster_size(65536).is_ok());
+/// assert!(qemuweb_cli::prepare::check_cluster_size(3000).is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`CliError::InvalidArgument`] otherwise.
+pub fn check_cluster_size(size: u32) -> Result<()> {
+    if size.is_power_of_two() && (512..=2 << 20).contains(&size) {
+        Ok(())
+    } else {
+        Err(CliError::InvalidArgument(format!(
+            "cluster size {size}: must be a power of two from 512 bytes to 2 MiB"
+        )))
+    }
+}
+
+/// Prepares `opts.image` into `opts.out_dir` (see the module documentation), reporting
+/// each step to `step`, and returns what `manifest.json` holds.
+///
+/// # Errors
+///
+/// [`CliError::InvalidArgument`] for a bad cluster size, a missing image or a non-empty
+/// output directory without `force`; [`CliError::Config`] for an unknown profile;
+/// [`CliError::Tool`] when `qemu-img` fails (e.g. the input is no image);
+/// [`CliError::Io`] for file errors; [`CliError::Storage`] when the Atlas store fails.
+pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareManifest> {
+    let cluster = opts.cluster_size.unwrap_or_else(default_cluster_size);
+    check_cluster_size(cluster)?;
+    profile_by_id(&opts.profile)?;
+    if !opts.image.is_file() {
+        return Err(CliError::InvalidArgument(format!(
+            "{}: no such image",
+            opts.image.display()
+        )));
+    }
+    let dir = &opts.out_dir;
+    if dir.exists() && !opts.force {
+        let mut entries = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?;
+        if entries.next().is_some() {
+            return Err(CliError::InvalidArgument(format!(
+                "{}: not empty (--force writes into it)",
+                dir.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
+
+    let disk_name = match opts.format {
+        PrepareFormat::Qcow2 => "disk.qcow2",
+        PrepareFormat::Raw => "disk.img",
+    };
+    let disk = dir.join(disk_name);
+    step(&format!("converting to {disk_name}"));
+    let mut convert = Command::new("qemu-img");
+    convert.arg("convert");
+    match opts.format {
+        PrepareFormat::Qcow2 => {
+            if opts.compress {
+                convert.arg("-c");
+            }
+            convert
+                .args(["-O", "qcow2", "-o"])
+                .arg(format!("cluster_size={cluster},compression_type=zlib"));
+        }
+        PrepareFormat::Raw => {
+            convert.args(["-O", "raw"]);
+        }
+    }
+    convert.arg(&opts.image).arg(&disk);
+    run_tool(&mut convert, "qemu-img", "qemu-utils")?;
+    let (format, virtual_size, cluster_size) = image_info(&disk)?;
+
+    step("writing vm.json and _headers");
+    let vm = vm_json(&opts.profile, disk_name, opts.format, opts.memory_mib)?;
+    let vm_path = dir.join("vm.json");
+    let text = serde_json::to_string_pretty(&vm).expect("JSON values serialize");
+    std::fs::write(&vm_path, text + "\n").map_err(|e| CliError::io(&vm_path, e))?;
+    let headers = dir.join("_headers");
+    std::fs::write(&headers, HEADERS_FILE).map_err(|e| CliError::io(&headers, e))?;
+
+    let atlas = if opts.atlas {
+        step("storing the disk in atlas/ (content-addressed chunks)");
+        let root = dir.join("atlas");
+        let store = AtlasStore::new(DirAtlasBackend::open(&root)?);
+        let device = FileBlockDevice::open(&disk, true)?;
+        let file_type = match opts.format {
+            PrepareFormat::Qcow2 => ManifestType::Qcow2,
+            PrepareFormat::Raw => ManifestType::Raw,
+        };
+        let meta = futures::executor::block_on(store.store_device(
+            disk_name,
+            &device,
+            StoreOptions::new(file_type, FileOrigin::Derived),
+        ))?;
+        let manifest = futures::executor::block_on(store.file_manifest(disk_name))?;
+        Some(AtlasEntry {
+            dir: "atlas".into(),
+            name: disk_name.into(),
+            manifest_hash: meta.manifest_hash.to_string(),
+            chunks: manifest.chunks.len(),
+        })
+    } else {
+        None
+    };
+
+    step("hashing");
+    let manifest = PrepareManifest {
+        image: ImageInfo {
+            path: disk_name.into(),
+            format,
+            virtual_size,
+            cluster_size,
+            compressed: opts.format == PrepareFormat::Qcow2 && opts.compress,
+        },
+        profile: opts.profile.clone(),
+        atlas,
+        files: vec![
+            entry(dir, disk_name)?,
+            entry(dir, "vm.json")?,
+            entry(dir, "_headers")?,
+        ],
+    };
+    let path = dir.join("manifest.json");
+    let text = serde_json::to_string_pretty(&manifest).expect("the manifest serializes");
+    std::fs::write(&path, text + "\n").map_err(|e| CliError::io(&path, e))?;
+    Ok(manifest)
+}
