@@ -39,6 +39,20 @@ pub enum ErrorKind {
     UnsupportedFormat,
     /// The browser refused a display operation (e.g. no 2D context for a canvas).
     Display,
+    /// A [`RemoteTransport`](crate::RemoteTransport) message is not well formed
+    /// (truncated, trailing bytes, bad magic, unknown type, flags or lengths).
+    Malformed,
+    /// The peers share no wire version or pixel format, or the peer refused.
+    Negotiation,
+    /// A well-formed message arrived when the protocol does not allow it.
+    Protocol,
+    /// A delta frame does not apply to the receiver's screen (wrong base frame or
+    /// geometry).
+    Desync,
+    /// The receiver's screen does not match the sender's checksum.
+    ChecksumMismatch,
+    /// The connection failed or closed.
+    Connection,
 }
 
 /// An error from this crate's API.
@@ -158,6 +172,50 @@ pub enum SidecarError {
         /// What failed, with the browser's message.
         reason: String,
     },
+    /// A wire message is not well formed.
+    #[error("malformed frame-stream message: {reason}")]
+    Malformed {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The peers share no wire version or pixel format, or the peer refused.
+    #[error("frame-stream negotiation failed: {reason}")]
+    Negotiation {
+        /// Why.
+        reason: String,
+    },
+    /// A well-formed message arrived when the protocol does not allow it.
+    #[error("frame-stream protocol violation: {reason}")]
+    Protocol {
+        /// What arrived when.
+        reason: String,
+    },
+    /// A delta frame does not apply to the receiver's screen.
+    #[error("frame {sequence} is a delta on frame {base}, but the screen holds {current:?}")]
+    Desync {
+        /// The delta's sequence number.
+        sequence: u64,
+        /// The frame it applies on top of.
+        base: u64,
+        /// The frame the receiver holds (`None`: none on this connection yet).
+        current: Option<u64>,
+    },
+    /// The receiver's screen does not match the sender's checksum.
+    #[error("screen checksum after frame {sequence} is {actual:#010x}, the sender's is {expected:#010x}")]
+    ChecksumMismatch {
+        /// The frame's sequence number.
+        sequence: u64,
+        /// The sender's CRC-32 of its screen.
+        expected: u32,
+        /// The receiver's CRC-32 of its screen.
+        actual: u32,
+    },
+    /// The connection failed or closed.
+    #[error("frame-stream connection: {reason}")]
+    Connection {
+        /// What happened, with the socket's message.
+        reason: String,
+    },
 }
 
 impl SidecarError {
@@ -187,6 +245,12 @@ impl SidecarError {
             SidecarError::WrongSide { .. } => ErrorKind::WrongSide,
             SidecarError::UnsupportedFormat { .. } => ErrorKind::UnsupportedFormat,
             SidecarError::Display { .. } => ErrorKind::Display,
+            SidecarError::Malformed { .. } => ErrorKind::Malformed,
+            SidecarError::Negotiation { .. } => ErrorKind::Negotiation,
+            SidecarError::Protocol { .. } => ErrorKind::Protocol,
+            SidecarError::Desync { .. } => ErrorKind::Desync,
+            SidecarError::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
+            SidecarError::Connection { .. } => ErrorKind::Connection,
         }
     }
 }

@@ -70,6 +70,23 @@ impl PixelFormat {
         })
     }
 
+    /// The bytes [`rect_spans`](Self::rect_spans) yields for `rect` (which must fit
+    /// the frame), computed without walking the rows. 0 for compressed frames.
+    pub(crate) fn rect_len(self, rect: &DirtyRect) -> usize {
+        let (x, y) = (rect.x as usize, rect.y as usize);
+        let (rw, rh) = (rect.width as usize, rect.height as usize);
+        match self {
+            PixelFormat::Rgba => rw * rh * 4,
+            PixelFormat::Rgb565 => rw * rh * 2,
+            PixelFormat::Yuv420 => {
+                let cols = (x + rw).div_ceil(2) - x / 2;
+                let rows = (y + rh).div_ceil(2) - y / 2;
+                rw * rh + 2 * cols * rows
+            }
+            PixelFormat::Compressed => 0,
+        }
+    }
+
     /// Calls `span(offset, len)` for every byte run of `data` that holds the pixels of
     /// `rect` in a `width x height` frame (rows of RGBA/RGB565; for YUV420 the Y rows
     /// and the U and V rows covering it). Nothing for [`PixelFormat::Compressed`].
@@ -116,6 +133,17 @@ pub struct DirtyRect {
     pub width: u32,
     /// Height (at least 1).
     pub height: u32,
+}
+
+/// Adds `more` to the damage list `into`; past `cap` rectangles the list collapses to
+/// its bounding box.
+pub(crate) fn merge_damage(into: &mut Vec<DirtyRect>, more: &[DirtyRect], cap: usize) {
+    into.extend_from_slice(more);
+    if into.len() > cap {
+        let bound = into.iter().skip(1).fold(into[0], |a, r| a.union(r));
+        into.clear();
+        into.push(bound);
+    }
 }
 
 impl DirtyRect {
@@ -448,5 +476,27 @@ mod tests {
         let idx: Vec<usize> = (0..touched.len()).filter(|&i| touched[i]).collect();
         // Y row 1 cols 3..5; U/V row 0 cols 1..3.
         assert_eq!(idx, vec![8, 9, 15 + 1, 15 + 2, 21 + 1, 21 + 2]);
+    }
+
+    #[test]
+    fn rect_len_matches_the_spans() {
+        let formats = [PixelFormat::Rgba, PixelFormat::Rgb565, PixelFormat::Yuv420];
+        for format in formats {
+            for (x, y, w, h) in [(0, 0, 7, 5), (3, 1, 2, 1), (1, 2, 5, 3), (6, 4, 1, 1)] {
+                let rect = DirtyRect::new(x, y, w, h);
+                let mut total = 0;
+                format.rect_spans(7, 5, &rect, |_, len| total += len);
+                assert_eq!(format.rect_len(&rect), total, "{format:?} {rect:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn damage_past_the_cap_collapses_to_its_bounding_box() {
+        let mut list = vec![DirtyRect::new(0, 0, 1, 1)];
+        merge_damage(&mut list, &[DirtyRect::new(4, 4, 1, 1)], 2);
+        assert_eq!(list.len(), 2);
+        merge_damage(&mut list, &[DirtyRect::new(2, 9, 1, 1)], 2);
+        assert_eq!(list, vec![DirtyRect::new(0, 0, 5, 10)]);
     }
 }

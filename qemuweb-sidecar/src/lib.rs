@@ -16,6 +16,12 @@
 //! `receive`); [`LocalTransport`] implements it over the ring, its receiving end
 //! waiting with `Atomics.waitAsync` on the page.
 //!
+//! [`RemoteTransport`] implements it over a WebSocket for a display on another machine
+//! (the [`remote`] module: handshake, back-pressure, reconnects; the [`wire`] module:
+//! the versioned binary format). Natively it is built on `tungstenite` and the
+//! `frame-server` binary serves frames with it; in the browser it uses `WebSocket`, and
+//! `RemoteDisplay` draws a remote screen on a canvas.
+//!
 //! On the page, `CanvasPresenter` (wasm32) draws received frames on a `<canvas>`:
 //! keyframes whole, deltas only their dirty rectangles; `CanvasDisplay` and
 //! `FrameSender` are the JavaScript classes for the page and a JavaScript worker.
@@ -47,8 +53,11 @@ mod frame;
 mod memory;
 #[cfg(target_arch = "wasm32")]
 mod present;
+pub mod remote;
 pub mod ring;
+pub mod synthetic;
 mod transport;
+pub mod wire;
 
 pub use convert::rect_to_rgba;
 pub use error::{ErrorKind, SidecarError};
@@ -60,5 +69,8 @@ pub use memory::SharedMemory;
 pub use memory::{SharedWords, WaitOutcome};
 #[cfg(target_arch = "wasm32")]
 pub use present::{CanvasDisplay, CanvasPresenter, FrameSender};
+#[cfg(target_arch = "wasm32")]
+pub use remote::RemoteDisplay;
+pub use remote::{RemoteOptions, RemoteStats, RemoteTransport};
 pub use ring::{RingConsumer, RingLayout, RingProducer, RingStats, SendReport};
 pub use transport::{FrameTransport, LocalTransport, RingMemory};

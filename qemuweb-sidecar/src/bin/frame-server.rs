@@ -1,0 +1,217 @@
+//! `frame-server`: a native peer of `RemoteTransport` serving synthetic frames over
+//! WebSocket on 127.0.0.1 (for tests, benchmarks and demos).
+//!
+//! ```text
+//! frame-server [--port N] [--bind ADDR]
+//! ```
+//!
+//! Prints `frame-server listening on ws://ADDR:PORT` once it listens. Paths:
+//!
+//! - `/stream/NAME?frames=N&fps=F&width=W&height=H&seed=S&resize=AT:WxH` — a shared
+//!   stream of `SyntheticScreen` frames (default 600 frames at 120 fps, 320x200, seed 1,
+//!   no resize), produced from the first connection on; every connection gets the
+//!   current screen as a keyframe, then the stream (the newest frame wins when a
+//!   connection is slow). Other connections to the same name join the same stream.
+//! - `/bench?frames=N&width=W&height=H` — lock step: a whole-screen keyframe, stamped
+//!   with the wall clock (milliseconds since the Unix epoch), then the next once the
+//!   receiver acknowledged it.
+//! - `/sink` — the server receives: it asks for checksums, checks every frame against
+//!   them and acknowledges each with its own screen's checksum.
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    if let Err(err) = native::main() {
+        eprintln!("frame-server: {err}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use futures::executor::block_on;
+    use qemuweb_sidecar::synthetic::SyntheticScreen;
+    use qemuweb_sidecar::*;
+
+    type Streams = Arc<Mutex<HashMap<String, Sender<RemoteTransport>>>>;
+
+    pub fn main() -> Result<(), String> {
+        let mut args = std::env::args().skip(1);
+        let (mut bind, mut port) = ("127.0.0.1".to_string(), 0u16);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--port" => port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
+                "--bind" => bind = value()?,
+                "--help" | "-h" => {
+                    println!("usage: frame-server [--port N] [--bind ADDR] (see the crate README)");
+                    return Ok(());
+                }
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        let listener = TcpListener::bind((bind.as_str(), port)).map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("frame-server listening on ws://{addr}");
+        let _ = std::io::stdout().flush();
+        let streams = Streams::default();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let streams = streams.clone();
+            std::thread::spawn(move || {
+                if let Err(err) = serve(stream, &streams) {
+                    eprintln!("frame-server: connection: {err}");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// `key=value` pairs of a query string.
+    fn query(path: &str) -> HashMap<String, String> {
+        let q = path.split_once('?').map_or("", |(_, q)| q);
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn num<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str, default: T) -> T {
+        q.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    fn serve(stream: TcpStream, streams: &Streams) -> Result<(), SidecarError> {
+        let (ws, path) = RemoteTransport::accept(stream)?;
+        let route = path.split('?').next().unwrap_or_default().to_string();
+        let q = query(&path);
+        if route == "/sink" {
+            return sink(RemoteTransport::accepted_receiver(
+                ws,
+                RemoteOptions {
+                    checksums: true,
+                    ..RemoteOptions::default()
+                },
+            ));
+        }
+        let mut tx = RemoteTransport::accepted_sender(ws, RemoteOptions::default());
+        block_on(tx.connect())?;
+        if route == "/bench" {
+            return bench(tx, &q);
+        }
+        let Some(name) = route.strip_prefix("/stream/") else {
+            return Err(SidecarError::Protocol {
+                reason: format!("no such path {route}"),
+            });
+        };
+        let mut map = streams.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = match map.get(name) {
+            Some(joins) => match joins.send(tx) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::SendError(tx)) => tx, // its producer ended: start a new one
+            },
+            None => tx,
+        };
+        // The first connection to this name: its thread produces the stream.
+        let (joins, joined) = mpsc::channel();
+        let _ = joins.send(tx);
+        map.insert(name.to_string(), joins);
+        drop(map);
+        produce(joined, &q)
+    }
+
+    fn epoch_ms() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// Produces a stream's frames at its rate and sends each to every connection.
+    fn produce(
+        joined: Receiver<RemoteTransport>,
+        q: &HashMap<String, String>,
+    ) -> Result<(), SidecarError> {
+        let frames = num(q, "frames", 600u64);
+        let fps = num(q, "fps", 120.0f64).max(1.0);
+        let mut screen = SyntheticScreen::new(
+            num(q, "seed", 1),
+            num(q, "width", 320),
+            num(q, "height", 200),
+        );
+        if let Some((at, size)) = q.get("resize").and_then(|r| r.split_once(':')) {
+            if let (Ok(at), Some((w, h))) = (at.parse(), size.split_once('x')) {
+                screen = screen.with_resize(at, w.parse().unwrap_or(1), h.parse().unwrap_or(1));
+            }
+        }
+        let period = Duration::from_secs_f64(1.0 / fps);
+        let mut next = Instant::now();
+        let mut sinks: Vec<RemoteTransport> = Vec::new();
+        loop {
+            let got = if screen.sequence() >= frames {
+                joined.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                joined.recv_timeout(next.saturating_duration_since(Instant::now()))
+            };
+            match got {
+                Ok(mut tx) => {
+                    // A new connection starts with the current screen (as a keyframe).
+                    if block_on(tx.send(&screen.frame())).is_ok() {
+                        sinks.push(tx);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            next += period;
+            let frame = screen.step();
+            sinks.retain_mut(|tx| block_on(tx.send(&frame)).is_ok());
+        }
+    }
+
+    /// Lock step: one whole-screen keyframe at a time, the next once acknowledged.
+    fn bench(mut tx: RemoteTransport, q: &HashMap<String, String>) -> Result<(), SidecarError> {
+        let frames = num(q, "frames", 200u64);
+        let (w, h) = (num(q, "width", 1024u32), num(q, "height", 768u32));
+        let mut frame = Frame {
+            metadata: FrameMetadata::keyframe(1, 0.0, w, h, PixelFormat::Rgba),
+            data: vec![0; w as usize * h as usize * 4],
+        };
+        for i in (0..frame.data.len()).step_by(4096) {
+            frame.data[i] = (i & 255) as u8;
+        }
+        for i in 1..=frames {
+            frame.data[0] = i as u8;
+            frame.metadata.sequence = i;
+            frame.metadata.timestamp = epoch_ms();
+            block_on(tx.send(&frame))?;
+            if !tx.wait_acked(Duration::from_secs(10))? {
+                return Err(SidecarError::Connection {
+                    reason: format!("frame {i} was not acknowledged within 10 s"),
+                });
+            }
+        }
+        tx.close(Duration::from_secs(5))
+    }
+
+    /// Receives and checks frames until the peer closes.
+    fn sink(mut rx: RemoteTransport) -> Result<(), SidecarError> {
+        block_on(rx.connect())?;
+        loop {
+            match block_on(rx.receive()) {
+                Ok(_) => {}
+                Err(err) if err.kind() == ErrorKind::Connection => break,
+                Err(err) => return Err(err),
+            }
+        }
+        eprintln!("frame-server: sink received {} frames", rx.stats().received);
+        Ok(())
+    }
+}
