@@ -4,8 +4,9 @@
 //! and its format), `disk.qcow2` (a qcow2 overlay over the base, so the base never
 //! changes and data persists across stop and start), `qemu.pid`, the QMP socket
 //! `qmp.sock` and `serial.log`. QEMU runs daemonized with the arguments
-//! `qemuweb-config` builds for the host, plus user-network port forwards bound to
-//! `127.0.0.1`. `stop` asks the guest to power down over QMP, then quits QEMU;
+//! `qemuweb-config` builds for the host, with the serial port in `serial.log` and
+//! user-network port forwards bound to `127.0.0.1` (its `serialFile` and `portForwards`
+//! overrides). `stop` asks the guest to power down over QMP, then quits QEMU;
 //! `reset` replaces the overlay with an empty one; `status` reads QMP. A PID file whose
 //! process is gone (or is not QEMU) is stale and is removed.
 
@@ -14,7 +15,7 @@ use crate::error::{CliError, Result};
 use crate::run_tool;
 use qemuweb_config::{
     build_qemu_args, overlay_create_args, profile_by_id, DiskFormat, DiskInput, HostCaps,
-    ImageSource, NativeTarget, Target, VmInputs, VmOverrides,
+    ImageSource, NativeTarget, PortForward, Target, VmInputs, VmOverrides,
 };
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -22,60 +23,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A host port forwarded to a guest port through QEMU's user network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Forward {
-    /// `true` for UDP, `false` for TCP.
-    pub udp: bool,
-    /// The port on `127.0.0.1` of the host.
-    pub host_port: u16,
-    /// The guest's port.
-    pub guest_port: u16,
-}
-
-impl std::str::FromStr for Forward {
-    type Err = CliError;
-
-    /// Parses `[tcp:|udp:]HOST_PORT:GUEST_PORT`, e.g. `8080:80`.
-    ///
-    /// ```
-    /// let f: qemuweb_cli::emulator::Forward = "udp:5353:53".parse().unwrap();
-    /// assert_eq!((f.udp, f.host_port, f.guest_port), (true, 5353, 53));
-    /// assert!("80".parse::<qemuweb_cli::emulator::Forward>().is_err());
-    /// ```
-    fn from_str(s: &str) -> Result<Forward> {
-        let bad = || {
-            CliError::InvalidArgument(format!(
-                "invalid port forward '{s}' (expected [tcp:|udp:]HOST_PORT:GUEST_PORT)"
-            ))
-        };
-        let (udp, rest) = if let Some(r) = s.strip_prefix("udp:") {
-            (true, r)
-        } else {
-            (false, s.strip_prefix("tcp:").unwrap_or(s))
-        };
-        let (h, g) = rest.split_once(':').ok_or_else(bad)?;
-        let host_port: u16 = h.parse().map_err(|_| bad())?;
-        let guest_port: u16 = g.parse().map_err(|_| bad())?;
-        if guest_port == 0 {
-            return Err(bad());
-        }
-        Ok(Forward {
-            udp,
-            host_port,
-            guest_port,
-        })
-    }
-}
-
-impl Forward {
-    /// QEMU's `hostfwd=` value.
-    pub fn hostfwd(&self) -> String {
-        let proto = if self.udp { "udp" } else { "tcp" };
-        format!("{proto}:127.0.0.1:{}-:{}", self.host_port, self.guest_port)
-    }
-}
 
 /// How to start the emulator.
 #[derive(Debug, Clone)]
@@ -91,7 +38,7 @@ pub struct StartOptions {
     /// Guest RAM in MiB, overriding the profile.
     pub memory_mib: Option<u32>,
     /// Host ports forwarded to the guest.
-    pub forwards: Vec<Forward>,
+    pub forwards: Vec<PortForward>,
 }
 
 /// What `emulator.json` records.
@@ -250,6 +197,8 @@ impl Emulator {
         let overrides = VmOverrides {
             memory_mib: opts.memory_mib,
             smp: opts.cpus,
+            port_forwards: opts.forwards.clone(),
+            serial_file: Some(self.serial_log().to_string_lossy().into_owned()),
             ..VmOverrides::default()
         };
         let mut target = NativeTarget::new(opts.accel.into(), HostCaps::detect());
@@ -259,13 +208,7 @@ impl Emulator {
         for w in &plan.warnings {
             eprintln!("qemuweb: warning: {}", w.message);
         }
-        let args = daemon_args(
-            plan.args,
-            &opts.forwards,
-            &self.serial_log(),
-            &self.qmp_socket(),
-            &self.pid_file(),
-        )?;
+        let args = daemon_args(plan.args, &self.qmp_socket(), &self.pid_file());
         let _ = std::fs::remove_file(self.qmp_socket());
         // With -daemonize QEMU returns once the VM is set up, after writing the PID file.
         let mut cmd = Command::new(&plan.binary);
@@ -399,33 +342,9 @@ impl Emulator {
     }
 }
 
-/// Turns the builder's foreground arguments into a daemon's: serial to a log file,
-/// port forwards on the user network, QMP socket, PID file, `-daemonize`.
-fn daemon_args(
-    mut args: Vec<String>,
-    forwards: &[Forward],
-    serial_log: &Path,
-    qmp: &Path,
-    pid_file: &Path,
-) -> Result<Vec<String>> {
-    for i in 1..args.len() {
-        if args[i - 1] == "-serial" && args[i] == "stdio" {
-            args[i] = format!("file:{}", serial_log.display());
-        }
-    }
-    if !forwards.is_empty() {
-        let netdev = (1..args.len())
-            .find(|&i| args[i - 1] == "-netdev" && args[i].starts_with("user,"))
-            .ok_or_else(|| {
-                CliError::InvalidArgument(
-                    "port forwards need a profile with user networking".into(),
-                )
-            })?;
-        for f in forwards {
-            args[netdev].push_str(",hostfwd=");
-            args[netdev].push_str(&f.hostfwd());
-        }
-    }
+/// Turns the builder's foreground arguments into a daemon's: QMP socket, PID file,
+/// `-daemonize` (the serial log and port forwards are in the builder's arguments already).
+fn daemon_args(mut args: Vec<String>, qmp: &Path, pid_file: &Path) -> Vec<String> {
     args.extend([
         "-qmp".to_string(),
         format!("unix:{},server=on,wait=off", qmp.display()),
@@ -433,7 +352,7 @@ fn daemon_args(
         pid_file.display().to_string(),
         "-daemonize".to_string(),
     ]);
-    Ok(args)
+    args
 }
 
 /// The format `qemu-img info` finds.

@@ -13,10 +13,11 @@ mod cli {
     use clap::{Parser, Subcommand};
     use qemuweb_cli::boot::{AccelArg, BootOptions, BrowserBoot, EngineArg, FormatArg};
     use qemuweb_cli::create::{CreateFormat, CreateOptions};
-    use qemuweb_cli::emulator::{Emulator, Forward, StartOptions, Status};
+    use qemuweb_cli::emulator::{Emulator, StartOptions, Status};
     use qemuweb_cli::prepare::{PrepareFormat, PrepareOptions};
     use qemuweb_cli::serve::Server;
     use qemuweb_cli::{CliError, ErrorKind};
+    use qemuweb_config::PortForward;
     use std::io::Write;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::path::PathBuf;
@@ -179,7 +180,7 @@ mod cli {
             memory: Option<u32>,
             /// Forward a host port on 127.0.0.1 to a guest port: [tcp:|udp:]HOST:GUEST.
             #[arg(long = "forward", value_parser = parse_forward)]
-            forwards: Vec<Forward>,
+            forwards: Vec<PortForward>,
         },
         /// Stop the VM: ACPI power-down, then quit after the grace period.
         Stop {
@@ -193,8 +194,9 @@ mod cli {
         Status,
     }
 
-    fn parse_forward(s: &str) -> Result<Forward, String> {
-        s.parse().map_err(|e: CliError| e.to_string())
+    fn parse_forward(s: &str) -> Result<PortForward, String> {
+        s.parse()
+            .map_err(|e: qemuweb_config::ConfigError| e.to_string())
     }
 
     fn default_state_dir() -> PathBuf {

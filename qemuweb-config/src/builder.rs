@@ -4,7 +4,7 @@ use crate::profiles::validate_profile;
 use crate::target::{Accelerator, BrowserTarget, NativeDisplay, NativeTarget, Target};
 use crate::types::{
     Arch, DiskFormat, DiskInput, DiskInterface, FileMountInfo, ImageSource, Issue, IssueCode,
-    MountRole, NetMode, QemuArgsResult, SerialMode, VmInputs, VmOverrides, VmProfile,
+    MountRole, NetMode, PortForward, QemuArgsResult, SerialMode, VmInputs, VmOverrides, VmProfile,
 };
 
 /// Options that exist only on a host, never in the browser build: `(option, takes a value)`.
@@ -143,6 +143,9 @@ struct Effective {
     disk_interface: DiskInterface,
     net: NetMode,
     serial: SerialMode,
+    /// `-serial file:PATH` in place of `serial`.
+    serial_file: Option<String>,
+    forwards: Vec<PortForward>,
     accel: Accelerator,
 }
 
@@ -195,10 +198,10 @@ impl Builder<'_> {
         self.push(["-m".to_string(), eff.memory.to_string()]);
         self.push(["-smp".to_string(), eff.smp.to_string()]);
         self.display(&eff);
-        self.serial(eff.serial);
+        self.serial(eff.serial, eff.serial_file.as_deref());
         self.boot(inputs, ov);
         self.disks(inputs, &eff);
-        self.net(eff.net);
+        self.net(eff.net, &eff.forwards);
         if profile.devices.rng {
             self.push(["-device", "virtio-rng-pci"]);
         }
@@ -272,6 +275,31 @@ impl Builder<'_> {
         let mut cpu = ov.cpu.clone().or_else(|| profile.cpu.clone());
         let mut serial = profile.devices.serial;
         let mut net = ov.net.unwrap_or(profile.devices.net);
+        let mut serial_file = ov.serial_file.clone();
+        let mut forwards = ov.port_forwards.clone();
+        if let Some(path) = &serial_file {
+            if path.is_empty() || path.contains(',') {
+                self.error(
+                    IssueCode::InvalidSerialFile,
+                    format!("serial file '{path}': the path must be non-empty without commas"),
+                );
+            }
+        }
+        for (i, f) in forwards.iter().enumerate() {
+            let twice = forwards[..i]
+                .iter()
+                .any(|o| o.protocol == f.protocol && o.host_port == f.host_port);
+            if f.host_port == 0 || f.guest_port == 0 || twice {
+                self.error(
+                    IssueCode::InvalidPortForward,
+                    format!(
+                        "port forward {}: ports must be from 1 to 65535 and each host port \
+                         forwarded once",
+                        f.hostfwd()
+                    ),
+                );
+            }
+        }
         let accel;
         match self.target {
             Target::Browser(browser) => {
@@ -317,6 +345,20 @@ impl Builder<'_> {
                     );
                     serial = SerialMode::Stdio;
                 }
+                if !forwards.is_empty() {
+                    self.warn(
+                        IssueCode::PortForwardUnavailable,
+                        "port forwards dropped: a browser cannot listen on host ports".into(),
+                    );
+                    forwards.clear();
+                }
+                if serial_file.take().is_some() {
+                    self.warn(
+                        IssueCode::SerialFileUnavailable,
+                        "serial file ignored: in the browser the worker owns the serial port"
+                            .into(),
+                    );
+                }
                 if net == NetMode::User && !browser.user_net {
                     self.warn(
                         IssueCode::UserNetUnavailable,
@@ -337,6 +379,12 @@ impl Builder<'_> {
                 }
             }
             Target::Native(native) => {
+                if !forwards.is_empty() && net != NetMode::User {
+                    self.error(
+                        IssueCode::PortForwardWithoutNet,
+                        "port forwards need user networking, which is off".into(),
+                    );
+                }
                 accel = match native.resolve_accelerator(arch) {
                     Ok(accel) => accel,
                     Err(message) => {
@@ -378,6 +426,8 @@ impl Builder<'_> {
             disk_interface: ov.disk_interface.unwrap_or(profile.devices.disk_interface),
             net,
             serial,
+            serial_file,
+            forwards,
             accel,
         })
     }
@@ -415,7 +465,11 @@ impl Builder<'_> {
         }
     }
 
-    fn serial(&mut self, serial: SerialMode) {
+    fn serial(&mut self, serial: SerialMode, file: Option<&str>) {
+        if let Some(path) = file {
+            self.push(["-serial".to_string(), format!("file:{path}")]);
+            return;
+        }
         match serial {
             SerialMode::Stdio => self.push(["-serial", "stdio"]),
             SerialMode::Pty => self.push(["-serial", "pty"]),
@@ -662,7 +716,7 @@ impl Builder<'_> {
         }
     }
 
-    fn net(&mut self, net: NetMode) {
+    fn net(&mut self, net: NetMode, forwards: &[PortForward]) {
         if net == NetMode::User {
             // e1000 for the 32-bit PC (the NIC old and small guests know), virtio elsewhere.
             // `romfile=` leaves out the NIC's PXE option ROM: boots stay on the disk and no
@@ -672,7 +726,12 @@ impl Builder<'_> {
             } else {
                 "virtio-net-pci"
             };
-            self.push(["-netdev", "user,id=net0"]);
+            let mut netdev = "user,id=net0".to_string();
+            for f in forwards {
+                netdev.push_str(",hostfwd=");
+                netdev.push_str(&f.hostfwd());
+            }
+            self.push(["-netdev".to_string(), netdev]);
             self.push(["-device".to_string(), format!("{nic},netdev=net0,romfile=")]);
         }
     }

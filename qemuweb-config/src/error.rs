@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Json,
     /// [`build_qemu_args`](crate::build_qemu_args) reported errors.
     Rejected,
+    /// A port forward's text form is malformed.
+    InvalidPortForward,
 }
 
 /// An error from this crate's API. The builder's own findings are
@@ -59,6 +61,12 @@ pub enum ConfigError {
         /// The errors, as in [`QemuArgsResult::errors`](crate::QemuArgsResult::errors).
         errors: Vec<Issue>,
     },
+    /// A port forward is not `[tcp:|udp:]HOST_PORT:GUEST_PORT` with ports from 1 to 65535.
+    #[error("invalid port forward '{text}' (expected [tcp:|udp:]HOST_PORT:GUEST_PORT)")]
+    InvalidPortForward {
+        /// The text given.
+        text: String,
+    },
 }
 
 fn join(issues: &[Issue]) -> String {
@@ -83,6 +91,7 @@ impl ConfigError {
             ConfigError::DuplicateProfile { .. } => ErrorKind::DuplicateProfile,
             ConfigError::Json { .. } => ErrorKind::Json,
             ConfigError::Rejected { .. } => ErrorKind::Rejected,
+            ConfigError::InvalidPortForward { .. } => ErrorKind::InvalidPortForward,
         }
     }
 }

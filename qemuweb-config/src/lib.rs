@@ -48,7 +48,7 @@ pub use target::{
     Accelerator, BrowserTarget, HostCaps, HostOs, NativeDisplay, NativeTarget, Target,
 };
 pub use types::{
-    Arch, DiskFormat, DiskInput, DiskInterface, FileMountInfo, ImageSource, Issue, IssueCode,
-    MountRole, NetMode, QemuArgsResult, SerialMode, Severity, VmDevices, VmInputs, VmOverrides,
-    VmProfile,
+    Arch, DiskFormat, DiskInput, DiskInterface, FileMountInfo, ForwardProtocol, ImageSource, Issue,
+    IssueCode, MountRole, NetMode, PortForward, QemuArgsResult, SerialMode, Severity, VmDevices,
+    VmInputs, VmOverrides, VmProfile,
 };

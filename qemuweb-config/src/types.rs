@@ -338,6 +338,97 @@ pub struct VmOverrides {
     /// QEMU arguments appended last (filtered like the profile's `defaultArgs`).
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// Host ports forwarded to the guest over user networking (native only; the browser
+    /// target drops them with a warning).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[tsify(optional)]
+    pub port_forwards: Vec<PortForward>,
+    /// Write the first serial port to this file (`-serial file:PATH`) instead of the
+    /// profile's serial mode (native only; the browser keeps the worker's serial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub serial_file: Option<String>,
+}
+
+/// The transport of a [`PortForward`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardProtocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A port on the host's `127.0.0.1` forwarded to a guest port through QEMU's user
+/// network (`hostfwd`). Native targets only: a browser cannot listen on host ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForward {
+    /// TCP or UDP.
+    #[serde(default)]
+    pub protocol: ForwardProtocol,
+    /// The port on the host's `127.0.0.1`.
+    pub host_port: u16,
+    /// The guest's port.
+    pub guest_port: u16,
+}
+
+impl PortForward {
+    /// A TCP forward from `127.0.0.1:host_port` to the guest's `guest_port`.
+    pub fn tcp(host_port: u16, guest_port: u16) -> Self {
+        PortForward {
+            protocol: ForwardProtocol::Tcp,
+            host_port,
+            guest_port,
+        }
+    }
+
+    /// QEMU's `hostfwd=` value.
+    ///
+    /// ```
+    /// assert_eq!(qemuweb_config::PortForward::tcp(8080, 80).hostfwd(), "tcp:127.0.0.1:8080-:80");
+    /// ```
+    pub fn hostfwd(&self) -> String {
+        let proto = match self.protocol {
+            ForwardProtocol::Tcp => "tcp",
+            ForwardProtocol::Udp => "udp",
+        };
+        format!("{proto}:127.0.0.1:{}-:{}", self.host_port, self.guest_port)
+    }
+}
+
+impl std::str::FromStr for PortForward {
+    type Err = crate::ConfigError;
+
+    /// Parses `[tcp:|udp:]HOST_PORT:GUEST_PORT`, e.g. `8080:80`.
+    ///
+    /// ```
+    /// use qemuweb_config::{ForwardProtocol, PortForward};
+    /// let f: PortForward = "udp:5353:53".parse().unwrap();
+    /// assert_eq!((f.protocol, f.host_port, f.guest_port), (ForwardProtocol::Udp, 5353, 53));
+    /// assert!("80".parse::<PortForward>().is_err());
+    /// assert!("0:80".parse::<PortForward>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || crate::ConfigError::InvalidPortForward { text: s.into() };
+        let (protocol, rest) = match s.strip_prefix("udp:") {
+            Some(r) => (ForwardProtocol::Udp, r),
+            None => (ForwardProtocol::Tcp, s.strip_prefix("tcp:").unwrap_or(s)),
+        };
+        let (h, g) = rest.split_once(':').ok_or_else(bad)?;
+        let host_port: u16 = h.parse().map_err(|_| bad())?;
+        let guest_port: u16 = g.parse().map_err(|_| bad())?;
+        if host_port == 0 || guest_port == 0 {
+            return Err(bad());
+        }
+        Ok(PortForward {
+            protocol,
+            host_port,
+            guest_port,
+        })
+    }
 }
 
 /// What a mounted file is for.
@@ -433,6 +524,12 @@ pub enum IssueCode {
     CpuHostWithoutAccelerator,
     /// Error: a disk overlay was given without a disk.
     OverlayWithoutDisk,
+    /// Error: port forwards with networking off (a profile or override without user net).
+    PortForwardWithoutNet,
+    /// Error: two port forwards on the same host port and protocol, or a port of 0.
+    InvalidPortForward,
+    /// Error: the serial file path is empty or holds a comma.
+    InvalidSerialFile,
     /// Warning: an argument that cannot apply on this target was dropped.
     HostOnlyArgDropped,
     /// Warning: an accelerator option in the profile's or overrides' arguments was
@@ -454,6 +551,10 @@ pub enum IssueCode {
     SmpInBrowser,
     /// Warning: the target has no display backend; the display device is emulated headless.
     DisplayUnavailable,
+    /// Warning: port forwards in the browser, which cannot listen on host ports; dropped.
+    PortForwardUnavailable,
+    /// Warning: a serial file in the browser, where the worker owns the serial port; ignored.
+    SerialFileUnavailable,
 }
 
 impl IssueCode {
@@ -483,7 +584,10 @@ impl IssueCode {
             | UrlNotSupportedNative
             | AcceleratorUnavailable
             | CpuHostWithoutAccelerator
-            | OverlayWithoutDisk => Severity::Error,
+            | OverlayWithoutDisk
+            | PortForwardWithoutNet
+            | InvalidPortForward
+            | InvalidSerialFile => Severity::Error,
             HostOnlyArgDropped
             | AcceleratorArgDropped
             | SoftwareEmulation
@@ -493,7 +597,9 @@ impl IssueCode {
             | SerialPtyUnavailable
             | ReadOnlyIdeSnapshot
             | SmpInBrowser
-            | DisplayUnavailable => Severity::Warning,
+            | DisplayUnavailable
+            | PortForwardUnavailable
+            | SerialFileUnavailable => Severity::Warning,
         }
     }
 }

@@ -504,3 +504,72 @@ fn auto_accelerator_aarch64_is_tcg_on_x86_hosts() {
     };
     boot_auto(LINUX_AARCH64_VIRT_NOGRAPHIC, &inputs, AARCH64_BANNER);
 }
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `serialFile` and `portForwards` as QEMU takes them: the banner lands in the file, the
+/// forward listens on the host and shows in the monitor's `info usernet`.
+#[test]
+fn serial_file_and_port_forward() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = TempDir::new("serial-file-forward");
+    let path = dir.join("disk.raw");
+    write_x86_raw(&path);
+    let serial = dir.join("serial.log");
+    let monitor = dir.join("monitor.sock");
+    let port = free_port();
+    let overrides = VmOverrides {
+        serial_file: Some(serial.to_str().unwrap().into()),
+        port_forwards: vec![PortForward::tcp(port, 7)],
+        extra_args: vec![
+            "-monitor".into(),
+            format!("unix:{},server=on,wait=off", monitor.display()),
+        ],
+        ..VmOverrides::default()
+    };
+    let _vm = start(
+        LINUX_I386_PC_NOGRAPHIC,
+        &disk(&path, DiskFormat::Raw),
+        Some(&overrides),
+        &native(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&serial).unwrap_or_default();
+        if text.contains(X86_BANNER) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serial file: {text:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // QEMU listens on the forwarded host port.
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stream = std::os::unix::net::UnixStream::connect(&monitor).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    writeln!(stream.try_clone().unwrap(), "info usernet").unwrap();
+    let mut reader = BufReader::new(stream);
+    // "TCP[HOST_FORWARD]  13  127.0.0.1 PORT  10.0.2.15  7 ..."
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "monitor: {seen}");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"TCP[HOST_FORWARD]") && words.contains(&&*port.to_string()) {
+            assert!(words.contains(&"7"), "{line}");
+            break;
+        }
+        seen.push_str(&line);
+    }
+}

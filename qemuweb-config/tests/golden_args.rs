@@ -669,3 +669,68 @@ fn profile_without_cpu_keeps_the_machine_default() {
     let r = build_qemu_args(&profile, &qcow2_file("/d.qcow2"), None, &tcg_target());
     assert!(!r.args.contains(&"-cpu".to_string()));
 }
+
+#[test]
+fn port_forwards_and_serial_file() {
+    let overrides = VmOverrides {
+        port_forwards: vec![PortForward::tcp(8080, 80), "udp:5353:53".parse().unwrap()],
+        serial_file: Some("/state/serial.log".into()),
+        ..VmOverrides::default()
+    };
+    let profile = profile_by_id(LINUX_X86_64_PC_NOGRAPHIC).unwrap();
+    let r = build_qemu_args(
+        &profile,
+        &qcow2_file("/d.qcow2"),
+        Some(&overrides),
+        &tcg_target(),
+    );
+    assert!(r.is_ok(), "{:?}", r.errors);
+    let at = |flag: &str| {
+        let i = r.args.iter().position(|a| a == flag).unwrap();
+        r.args[i + 1].clone()
+    };
+    assert_eq!(at("-serial"), "file:/state/serial.log");
+    assert_eq!(
+        at("-netdev"),
+        "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:127.0.0.1:5353-:53"
+    );
+    assert_eq!(r.args.iter().filter(|a| *a == "-serial").count(), 1);
+
+    // The browser cannot listen on host ports or write host files: both dropped, warned.
+    let r = build_qemu_args(
+        &profile,
+        &qcow2_file("/d.qcow2"),
+        Some(&overrides),
+        &browser_all_archs(),
+    );
+    assert!(r.is_ok(), "{:?}", r.errors);
+    let codes = r.warning_codes();
+    assert!(
+        codes.contains(&IssueCode::PortForwardUnavailable),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&IssueCode::SerialFileUnavailable),
+        "{codes:?}"
+    );
+    assert!(!r
+        .args
+        .iter()
+        .any(|a| a.contains("hostfwd") || a.starts_with("file:")));
+    assert!(r.args.windows(2).any(|w| w == ["-serial", "stdio"]));
+
+    // Errors (no network, a host port twice, a bad path) are in tests/issues.rs.
+
+    // The JSON form.
+    let json = serde_json::to_value(&overrides).unwrap();
+    assert_eq!(
+        json["portForwards"],
+        serde_json::json!([
+            {"protocol": "tcp", "hostPort": 8080, "guestPort": 80},
+            {"protocol": "udp", "hostPort": 5353, "guestPort": 53}
+        ])
+    );
+    assert_eq!(json["serialFile"], "/state/serial.log");
+    let back: VmOverrides = serde_json::from_value(json).unwrap();
+    assert_eq!(back, overrides);
+}

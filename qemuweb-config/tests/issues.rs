@@ -237,6 +237,21 @@ fn scenarios() -> Vec<Scenario> {
             (UserNetUnavailable, NO_NET),
             (DisplayUnavailable, "the browser build has no display backend: the display device is emulated but not shown"),
         ]),
+        s("port forwards without a network", p(LINUX_I386_PC_NOGRAPHIC), disk_inputs(),
+          ov(|o| { o.net = Some(NetMode::None); o.port_forwards = vec![PortForward::tcp(8080, 80)] }), tcg(),
+          vec![(PortForwardWithoutNet, "port forwards need user networking, which is off")], vec![]),
+        s("a host port forwarded twice", p(LINUX_I386_PC_NOGRAPHIC), disk_inputs(),
+          ov(|o| o.port_forwards = vec![PortForward::tcp(8080, 80), PortForward::tcp(8080, 81)]), tcg(),
+          vec![(InvalidPortForward, "port forward tcp:127.0.0.1:8080-:81: ports must be from 1 to 65535 and each host port forwarded once")], vec![]),
+        s("a serial file with a comma", p(LINUX_I386_PC_NOGRAPHIC), disk_inputs(),
+          ov(|o| o.serial_file = Some("/a,b.log".into())), tcg(),
+          vec![(InvalidSerialFile, "serial file '/a,b.log': the path must be non-empty without commas")], vec![]),
+        s("port forwards and a serial file in the browser", p(LINUX_I386_PC_NOGRAPHIC), disk_inputs(),
+          ov(|o| { o.port_forwards = vec![PortForward::tcp(8080, 80)]; o.serial_file = Some("/s.log".into()) }), browser_all(),
+          vec![], vec![
+            (PortForwardUnavailable, "port forwards dropped: a browser cannot listen on host ports"),
+            (SerialFileUnavailable, "serial file ignored: in the browser the worker owns the serial port"),
+        ]),
     ]
 }
 
@@ -308,6 +323,11 @@ fn all_codes() -> Vec<IssueCode> {
         ReadOnlyIdeSnapshot,
         SmpInBrowser,
         DisplayUnavailable,
+        PortForwardWithoutNet,
+        InvalidPortForward,
+        InvalidSerialFile,
+        PortForwardUnavailable,
+        SerialFileUnavailable,
     ];
     for code in &all {
         match code {
@@ -337,7 +357,12 @@ fn all_codes() -> Vec<IssueCode> {
             | SerialPtyUnavailable
             | ReadOnlyIdeSnapshot
             | SmpInBrowser
-            | DisplayUnavailable => {}
+            | DisplayUnavailable
+            | PortForwardWithoutNet
+            | InvalidPortForward
+            | InvalidSerialFile
+            | PortForwardUnavailable
+            | SerialFileUnavailable => {}
         }
     }
     all
