@@ -311,3 +311,33 @@ http {
     nginx.kill();
   }
 });
+
+test('scripts/demo --serve builds the launcher, serves it with the test guest preselected and prints the URL', async () => {
+  const port = await freePort();
+  const demo = spawn(join(REPO, 'scripts', 'demo'), ['--serve', '--port', String(port)], {
+    cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, CARGO_TARGET_DIR: TARGET },
+  });
+  let out = '';
+  demo.stdout.on('data', (d) => { out += d; });
+  demo.stderr.on('data', (d) => { out += d; });
+  try {
+    // The first build of the app takes a while; the server's own line comes last.
+    for (let i = 0; !out.includes(`Serving `); i++) {
+      assert.ok(i < 6000 && demo.exitCode === null, `scripts/demo --serve did not serve:\n${out}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const url = out.match(/open (http:\/\/127\.0\.0\.1:\d+\/\S*)/)?.[1];
+    assert.equal(url, `http://127.0.0.1:${port}/?disk=images/x86-bios.qcow2&echo=1`, out);
+    await withApp(url, 'launcher-demo', async (page) => {
+      assert.equal(await page.locator('#warnings li').count(), 0, await page.textContent('#warnings'));
+      assert.equal(await page.isChecked('#local-echo'), true);
+      await startVm(page);
+      await typeLine(page, 'echo from the demo');
+      // Rows follow each other in the text: the local echo, then the guest's answer.
+      await waitTerminal(page, '> echo from the demofrom the demo> ');
+      await stopVm(page);
+    });
+  } finally {
+    process.kill(-demo.pid);
+  }
+});
