@@ -5,9 +5,11 @@
 # benchmark, tests/bench_web.rs, in release mode, which then includes the WebSocket path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q -p qemuweb-sidecar --bin frame-server
+profile=debug
+if [ "${1:-}" = bench ]; then profile=release; fi
+cargo build -q -p qemuweb-sidecar --bin frame-server $([ $profile = release ] && echo --release)
 log=$(mktemp)
-"${CARGO_TARGET_DIR:-target}/debug/frame-server" >"$log" &
+"${CARGO_TARGET_DIR:-target}/$profile/frame-server" >"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do

@@ -5,12 +5,15 @@
 //! - the frame ring (`LocalTransport`, keyframes: every byte copied in and out),
 //! - `postMessage` with the frame's `ArrayBuffer` transferred,
 //! - `postMessage` with the frame structured-cloned,
+//! - a WebSocket from the native `frame-server` on 127.0.0.1 (`RemoteTransport`, keyframes,
+//!   lock step on its acknowledgements; only when built with `QEMUWEB_FRAME_SERVER`),
 //!
 //! and, as the limit, a plain copy of the same bytes in the page's wasm (memcpy).
 //! Frames per second and mean / p95 latency (worker stamp to page receipt), printed with
 //! ratios against memcpy.
 //!
-//! Run: `CHROMEDRIVER=/usr/bin/chromedriver
+//! Run: `scripts/sidecar-remote.sh bench` (with the WebSocket path), or
+//! `CHROMEDRIVER=/usr/bin/chromedriver
 //! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 //! cargo test -p qemuweb-sidecar --release --target wasm32-unknown-unknown --test bench_web -- --nocapture`
 #![cfg(target_arch = "wasm32")]
@@ -227,6 +230,37 @@ async fn bench_1024x768_rgba_frames_worker_to_page() {
                 .map(|v| v.as_f64().unwrap())
                 .collect();
         results.push(summarize(name, seconds, lat));
+    }
+
+    // The WebSocket path: the native frame-server on 127.0.0.1 (started by
+    // scripts/sidecar-remote.sh bench) sends whole-screen keyframes in lock step (the
+    // next once the page's RemoteTransport acknowledged one). Latency: the server's
+    // wall-clock stamp to the page's receipt (same machine, same clock).
+    match option_env!("QEMUWEB_FRAME_SERVER") {
+        Some(server) => {
+            let url = format!("{server}/bench?frames={FRAMES}&width={WIDTH}&height={HEIGHT}");
+            let mut rx = RemoteTransport::receiver(url, RemoteOptions::default());
+            rx.connect().await.unwrap();
+            let (mut lat, mut start, mut last) = (Vec::new(), None, 0);
+            while last < FRAMES as u64 {
+                let meta = rx.receive().await.unwrap();
+                assert!(meta.keyframe && meta.sequence > last);
+                last = meta.sequence;
+                lat.push(now_abs() - meta.timestamp);
+                start.get_or_insert(meta.timestamp);
+                assert_eq!(rx.screen()[0], last as u8);
+                assert_eq!(rx.screen()[4096], 0);
+            }
+            results.push(summarize(
+                "WebSocket (RemoteTransport)",
+                (now_abs() - start.unwrap()) / 1000.0,
+                lat,
+            ));
+        }
+        None => console_log!(
+            "!!!! RemoteTransport not measured: build with QEMUWEB_FRAME_SERVER set \
+             (scripts/sidecar-remote.sh bench) !!!!"
+        ),
     }
 
     let limit = results[0].fps;

@@ -28,7 +28,7 @@
 //! dirty rectangles are merged into the new one's, so nothing is lost but stale
 //! intermediate screens ([`RemoteStats::dropped`] counts them).
 //!
-//! The receiving end keeps the screen ([`FrameTransport::screen`]) across reconnects;
+//! The receiving end keeps the screen ([`FrameTransport::screen`](crate::FrameTransport::screen)) across reconnects;
 //! after an error the connection is dropped and `connect` makes a new one.
 
 use crate::convert::rect_to_rgba;
