@@ -10,10 +10,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
-import { TARGET } from '../lib/server.mjs';
+import { serve, TARGET } from '../lib/server.mjs';
 import { browserWithPage, converse, dropProfile, initialSector, readReply, setUp } from './common.mjs';
 import { QEMU_ASSETS, QEMU_FILES, qemuMissing } from './qemu-assets.mjs';
 
@@ -132,6 +133,27 @@ test('QEMU engine: missing module and 64-bit profiles are typed errors', async (
     assert.match(out.noModule.message, /qemuModule/);
     assert.equal(out.badModule.error, 'fetch', out.badModule.message);
     assert.equal(out.tooBig.error, 'invalid-inputs');
+
+    // The image host goes away under a running guest: a read it has not fetched yet is an
+    // I/O error in the guest (the BIOS reports a disk status) and an error event, not a hang.
+    const root = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-qemu-gone-'));
+    cpSync(join(env.imageRoot, 'x86-bios.qcow2'), join(root, 'x86-bios.qcow2'));
+    const host = await serve(root);
+    try {
+      assert.deepEqual(await startQemu(page, 'q-gone', `${host.url}/x86-bios.qcow2`), { ok: undefined });
+      await waitBanner(page, 'q-gone');
+      await host.stop();
+      const reply = await converse(page, 'q-gone', 'read 8000', 'ERR disk status', 90000);
+      assert.match(reply, /ERR disk status [0-9A-F]{2}/);
+      const errors = await page.evaluate(() => events.filter((e) => e.type === 'error' && e.vmId === 'q-gone').map((e) => e.args[0]));
+      assert.ok(errors.some((e) => e.code === 'storage'), JSON.stringify(errors));
+      // The guest still answers.
+      await converse(page, 'q-gone', 'echo still here', 'still here\r\n> ', 60000);
+      await page.evaluate(() => client.stopVm('q-gone', true));
+    } finally {
+      await host.stop();
+      rmSync(root, { recursive: true, force: true });
+    }
     await context.close();
   } finally {
     dropProfile(profile);

@@ -19,6 +19,28 @@ let started = false;
 const post = (m, transfer) => self.postMessage(m, transfer ?? []);
 const fail = (what, e) => post({ type: "error", what, message: String(e?.message ?? e) });
 
+// QEMU's exit() ends in Emscripten throwing an ExitStatus on this thread; anything else
+// uncaught is an error. Both are reported rather than left to the worker's error event.
+let stderrLine = [];
+const flushStderr = () => {
+  if (stderrLine.length) post({ type: "stderr", line: new TextDecoder().decode(new Uint8Array(stderrLine)) });
+  stderrLine = [];
+};
+let exited = false;
+const exit = (status) => {
+  if (exited) return;
+  exited = true;
+  flushStderr();
+  post({ type: "exit", status });
+};
+const uncaught = (e, error) => {
+  e.preventDefault();
+  if (error?.name === "ExitStatus") exit(error.status);
+  else fail("uncaught", error ?? e.message);
+};
+self.addEventListener("error", (e) => uncaught(e, e.error));
+self.addEventListener("unhandledrejection", (e) => uncaught(e, e.reason));
+
 self.onmessage = (e) => {
   const m = e.data;
   if (m?.type === "stdin") {
@@ -72,12 +94,11 @@ async function start(m) {
   } catch (err) {
     return fail("module", err);
   }
-  let line = [];
-  const stderr = batcher((bytes) => {
-    for (const b of bytes) {
-      if (b === 10) { post({ type: "stderr", line: new TextDecoder().decode(new Uint8Array(line)) }); line = []; } else line.push(b);
-    }
-  });
+  const stderr = (c) => {
+    if (c === null || c === undefined) return;
+    if ((c & 0xff) === 10) flushStderr();
+    else stderrLine.push(c & 0xff);
+  };
   await factory({
     arguments: m.args,
     locateFile: (name) => (name.endsWith(".wasm") ? m.wasmUrl : new URL(name, m.moduleUrl).href),
@@ -87,7 +108,9 @@ async function start(m) {
     stderr,
     print: (text) => post({ type: "stderr", line: text }),
     printErr: (text) => post({ type: "stderr", line: text }),
-    onExit: (status) => post({ type: "exit", status }),
+    // Called only when the runtime may exit: with PROXY_TO_PTHREAD Emscripten keeps it
+    // alive, so QEMU's exit() is silent and its stderr line is what the engine reports.
+    onExit: exit,
     onAbort: (what) => fail("abort", what),
     preRun: [(Module) => {
       const FS = Module.FS;

@@ -323,6 +323,20 @@ pub fn plan(
     })
 }
 
+/// Whether a line QEMU wrote to stderr is a fatal error (`qemu-system-i386: -drive ...:
+/// Could not open ...`) rather than a warning or a note. QEMU's `exit()` is not observable
+/// in the Emscripten build (the runtime is kept alive), so such a line is the report.
+///
+/// ```
+/// use qemuweb_runtime::engine::qemu_stderr_is_fatal as is_fatal;
+/// assert!(is_fatal("qemu-system-i386: -m 99999: ram size too large"));
+/// assert!(!is_fatal("qemu-system-i386: warning: TCG doesn't support requested feature"));
+/// assert!(!is_fatal("VNC server running on ::1:5900"));
+/// ```
+pub fn qemu_stderr_is_fatal(line: &str) -> bool {
+    line.starts_with("qemu-system-") && !line.contains(": warning: ") && !line.contains(": info: ")
+}
+
 /// The inputs QEMU is given: every disk raw and writable, because the storage stack under
 /// it presents the guest-visible bytes (qcow2 decoded) and keeps a read-only disk's writes
 /// in a memory overlay that is dropped at stop.

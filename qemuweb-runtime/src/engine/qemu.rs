@@ -20,7 +20,7 @@
 use crate::engine::qemu_channel::{
     self as channel, slot, IoOp, IoRequest, State, EIO, HEADER_BYTES, HEADER_WORDS,
 };
-use crate::engine::{Engine, EngineHost};
+use crate::engine::{qemu_stderr_is_fatal, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{EngineKind, Event, LogLevel};
 use async_trait::async_trait;
@@ -191,11 +191,15 @@ impl Inner {
                     }
                     tail.push_back(line.clone());
                 }
-                self.host.emit(Event::Log {
-                    vm_id: Some(self.config.vm_id.clone()),
-                    level: LogLevel::Warn,
-                    message: format!("qemu: {line}"),
-                });
+                if qemu_stderr_is_fatal(&line) {
+                    self.error(&RuntimeError::Engine(format!("QEMU: {line}")));
+                } else {
+                    self.host.emit(Event::Log {
+                        vm_id: Some(self.config.vm_id.clone()),
+                        level: LogLevel::Warn,
+                        message: format!("qemu: {line}"),
+                    });
+                }
             }
             "exit" => {
                 let status = get(&data, "status").as_f64().unwrap_or(-1.0);
