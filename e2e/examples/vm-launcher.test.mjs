@@ -244,6 +244,20 @@ test('a file from the file picker and one dropped on the page boot on the graphi
   });
 });
 
+test('a profile that needs a kernel opens the kernel fields; the runtime refusing its arch shows as an error', async () => {
+  await withApp(`${isolated.url}/index.html`, 'launcher-kernel', async (page) => {
+    assert.equal(await page.isVisible('#kernel-url'), false);
+    await page.selectOption('#profile', 'linux-aarch64-virt-nographic');
+    assert.equal(await page.isVisible('#kernel-url'), true);
+    assert.match(await page.textContent('#profile-help'), /kernel/i);
+    await page.fill('#kernel-url', `${images.url}/aarch64-virt.img`);
+    await page.click('#start');
+    await page.waitForSelector('#state[data-state="failed"]', { timeout: 30000 });
+    assert.match(await page.textContent('#error'), /^unsupported: .*aarch64/);
+    assert.equal(await page.isEnabled('#start'), true, 'a failed start can be retried');
+  });
+});
+
 test('served without COOP/COEP, the page warns with the fix and boots on the serial console only', async (t) => {
   const diskUrl = `${images.url}/x86-bios.qcow2`;
   await withApp(`${plain.url}/index.html?disk=${encodeURIComponent(diskUrl)}`, 'launcher-plain', async (page) => {

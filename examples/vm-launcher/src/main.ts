@@ -224,7 +224,7 @@ async function diskChanged(): Promise<void> {
 function profileChanged(): void {
   const p = profiles.find((p) => p.id === ui.profile.value);
   if (!p) return;
-  ui.form.classList.toggle("needs-kernel", p.requiresKernel);
+  if (p.requiresKernel) $<HTMLDetailsElement>("kernel-boot").open = true;
   ui.profileHelp.textContent = [p.description, p.requiresKernel ? p.kernelHelpText : ""].filter(Boolean).join(" ");
   saveForm();
 }
