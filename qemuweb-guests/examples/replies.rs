@@ -1,0 +1,70 @@
+//! What the x86 test guest answers, worked out without running it: give it the commands
+//! you would type on its serial console and it prints the replies, keeping the sectors your
+//! `write`s changed, as the guest's disk would. A test oracle for pages and scripts that
+//! drive the guest.
+//!
+//! ```sh
+//! cargo run -p qemuweb-guests --example replies -- 'read 100' 'write 100 AB' 'read 100' info
+//! ```
+//!
+//! Exit status: 0, 2 for a command the guest would refuse (its `ERR` reply is printed) or
+//! a sector outside the disk.
+
+use qemuweb_guests::{
+    read_reply, write_reply, x86_bios_disk, PROMPT, SECTOR_SIZE, X86_BANNER, X86_DATA_START_LBA,
+    X86_DISK_SECTORS,
+};
+use std::process::ExitCode;
+
+/// The guest's reply to one command line, or its `ERR` line.
+fn reply(disk: &mut [u8], line: &str) -> Result<String, String> {
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let sector = |n: &str| -> Result<u64, String> {
+        let lba: u64 = n.parse().map_err(|_| "ERR bad number".to_string())?;
+        if lba >= X86_DISK_SECTORS {
+            return Err(format!(
+                "sector {lba} is outside the {X86_DISK_SECTORS}-sector disk"
+            ));
+        }
+        Ok(lba)
+    };
+    let bytes = |lba: u64| lba as usize * SECTOR_SIZE..(lba as usize + 1) * SECTOR_SIZE;
+    match word {
+        "echo" => Ok(rest.to_string()),
+        "info" => Ok(format!("DISK SECTORS {X86_DISK_SECTORS}")),
+        "read" => {
+            let lba = sector(rest)?;
+            Ok(read_reply(lba, &disk[bytes(lba)]))
+        }
+        "write" => {
+            let (n, fill) = rest.split_once(' ').ok_or("ERR bad number")?;
+            let lba = sector(n)?;
+            let byte = match fill.len() {
+                2 => u8::from_str_radix(fill, 16).map_err(|_| "ERR bad number")?,
+                _ => return Err("ERR bad number".into()),
+            };
+            if lba < X86_DATA_START_LBA {
+                return Err("ERR protected sector".into());
+            }
+            disk[bytes(lba)].fill(byte);
+            Ok(write_reply(lba, byte))
+        }
+        _ => Err("ERR unknown command".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let mut disk = x86_bios_disk();
+    println!("{X86_BANNER}");
+    for line in std::env::args().skip(1) {
+        println!("{PROMPT}{line}");
+        match reply(&mut disk, &line) {
+            Ok(r) => println!("{r}"),
+            Err(e) => {
+                println!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
