@@ -36,6 +36,7 @@ const exit = (status) => {
 const uncaught = (e, error) => {
   e.preventDefault();
   if (error?.name === "ExitStatus") exit(error.status);
+  else if (error instanceof Event || (!error && !e.message)) fail("uncaught", "a worker of the QEMU module failed to load (are qemu-system-i386.js and .wasm served side by side, with COOP/COEP?)");
   else fail("uncaught", error ?? e.message);
 };
 self.addEventListener("error", (e) => uncaught(e, e.error));

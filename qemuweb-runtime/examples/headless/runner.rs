@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! cargo run -p qemuweb-runtime --example headless -- --profile linux-i386-pc-nographic \
-//!     --disk x86-bios.qcow2 [--bios FILE] [--engine v86] [--timeout SECS]
+//!     --disk x86-bios.qcow2 [--bios FILE] [--engine v86|qemu] [--qemu-dir DIR] [--timeout SECS]
 //! ```
+//!
+//! With `--engine qemu` the QEMU module and its firmware come from `--qemu-dir DIR` (a
+//! `qemuweb-wasm-build` output directory; default `$QEMUWEB_QEMU_DIR`).
 //!
 //! A thin command line over the `qemuweb-headless` crate, which serves everything the page
 //! needs on 127.0.0.1, starts Chromium on a temporary profile, copies serial output to
@@ -17,19 +20,21 @@
 //! with the port the runner served on, so the next run has the same origin and the guest's
 //! disk writes (its IndexedDB overlays) are there again.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use qemuweb_headless::{run, Console, HeadlessError, Outcome, RunnerOptions};
+use qemuweb_headless::{run, Console, Engine, ExtraFile, HeadlessError, Outcome, RunnerOptions};
 
 const USAGE: &str =
     "usage: headless --profile ID --disk PATH_OR_URL [--bios FILE] [--vga-bios FILE] \
-[--engine v86] [--kernel PATH_OR_URL] [--initrd PATH_OR_URL] [--append CMDLINE] [--memory MIB] \
+[--engine v86|qemu] [--qemu-dir DIR] [--kernel PATH_OR_URL] [--initrd PATH_OR_URL] [--append CMDLINE] [--memory MIB] \
 [--vm-id ID] [--timeout SECS] [--v86-dir DIR] [--bundle DIR] [--chromium PATH] \
 [--user-data-dir DIR] [--verbose]";
 
 fn parse_args() -> Result<RunnerOptions, String> {
     let mut profile = None;
+    let mut qemu_dir = None;
     let mut a = RunnerOptions::new("");
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -40,6 +45,7 @@ fn parse_args() -> Result<RunnerOptions, String> {
             "--bios" => a.bios = Some(value()?.into()),
             "--vga-bios" => a.vga_bios = Some(value()?.into()),
             "--engine" => a.engine = value()?.parse().map_err(|e: HeadlessError| e.to_string())?,
+            "--qemu-dir" => qemu_dir = Some(PathBuf::from(value()?)),
             "--kernel" => a.kernel = Some(value()?),
             "--initrd" => a.initrd = Some(value()?),
             "--append" => a.append = Some(value()?),
@@ -73,10 +79,56 @@ fn parse_args() -> Result<RunnerOptions, String> {
         }
     }
     a.profile = profile.ok_or("--profile is required")?;
+    if a.engine == Engine::Qemu {
+        let dir = qemu_dir
+            .or_else(|| std::env::var_os("QEMUWEB_QEMU_DIR").map(PathBuf::from))
+            .ok_or("--engine qemu needs --qemu-dir DIR (or QEMUWEB_QEMU_DIR): a qemuweb-wasm-build output directory (scripts/build-qemu)")?;
+        add_qemu(&mut a, &dir)?;
+    } else if qemu_dir.is_some() {
+        return Err("--qemu-dir goes with --engine qemu".into());
+    }
     if a.disk.is_none() && a.kernel.is_none() {
         return Err("give --disk or --kernel".into());
     }
     Ok(a)
+}
+
+/// Serves the QEMU module and firmware of `dir` under `/qemu/` and names them in the engine
+/// assets (the build's SeaBIOS replaces the default BIOS unless `--bios` was given).
+fn add_qemu(a: &mut RunnerOptions, dir: &std::path::Path) -> Result<(), String> {
+    for (name, key, required) in [
+        ("qemu-system-i386.js", "qemuModule", true),
+        ("qemu-system-i386.wasm", "qemuWasm", true),
+        ("bios-256k.bin", "bios", a.bios.is_none()),
+        ("kvmvapic.bin", "kvmvapic", false),
+        ("vgabios-stdvga.bin", "vgaBios", false),
+        ("linuxboot_dma.bin", "linuxbootDma", false),
+    ] {
+        let file = dir.join(name);
+        if !file.is_file() {
+            if required {
+                return Err(format!(
+                    "--qemu-dir {}: {name} is missing (build the module: scripts/build-qemu)",
+                    dir.display()
+                ));
+            }
+            continue;
+        }
+        if name == "bios-256k.bin" && a.bios.is_some() {
+            continue;
+        }
+        let url = format!("/qemu/{name}");
+        let value = match key {
+            "qemuModule" | "qemuWasm" => serde_json::Value::from(url.clone()),
+            _ => serde_json::json!({"kind": "url", "url": url}),
+        };
+        a.assets.insert(key.into(), value);
+        a.extra_files.push(ExtraFile {
+            url_path: url,
+            file,
+        });
+    }
+    Ok(())
 }
 
 pub fn main() -> ExitCode {
