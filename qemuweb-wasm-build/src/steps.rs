@@ -102,6 +102,14 @@ fn flags(plan: &BuildPlan, cpu: WasmCpu) -> (Vec<String>, Vec<String>) {
     (cflags, ldflags)
 }
 
+/// Strings as the inside of a meson array: `'-O3', '-pthread'`.
+fn meson_list(v: &[String]) -> String {
+    v.iter()
+        .map(|f| format!("'{}'", f.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The meson cross file for Emscripten, with the dependencies installed under `prefix`.
 ///
 /// ```
@@ -112,12 +120,7 @@ fn flags(plan: &BuildPlan, cpu: WasmCpu) -> (Vec<String>, Vec<String>) {
 /// ```
 pub fn meson_cross_file(plan: &BuildPlan, cpu: WasmCpu, prefix: &str) -> String {
     let (cflags, ldflags) = flags(plan, cpu);
-    let list = |v: &[String]| {
-        v.iter()
-            .map(|f| format!("'{}'", f.replace('\'', "")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = meson_list;
     let mut link = ldflags.clone();
     link.push(format!("-L{prefix}/lib"));
     let cpu_name = match cpu {
@@ -214,6 +217,9 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
         WasmCpu::Wasm32 => "wasm32-unknown-linux",
         WasmCpu::Wasm64 => "wasm64-unknown-linux",
     };
+    // glib's deprecated GCompletion assigns strncmp to a pointer with an `unsigned` length.
+    let mut glib_cflags = flags(plan, cpu).0;
+    glib_cflags.push("-Wno-incompatible-function-pointer-types".into());
     let mut steps = vec![
         Step {
             name: "fetch".into(),
@@ -268,7 +274,8 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
                  rm -f \"$PREFIX/lib/libresolv.a\"\n\
                  emar rcs \"$PREFIX/lib/libresolv.a\" build/resolv/r.o\n\
                  unpack glib {}\ncd build/glib\n\
-                 CFLAGS=\"$CFLAGS -Wno-incompatible-function-pointer-types\" meson setup _build \
+                 # Environment CFLAGS do not reach the host machine of a meson cross build.\n\
+                 meson setup _build -Dc_args={glib_cargs} \
                  --cross-file=\"$W/cross.meson\" --prefix=\"$PREFIX\" --default-library=static \
                  --buildtype=release --wrap-mode=nodownload -Dselinux=disabled -Dxattr=false \
                  -Dlibmount=disabled -Dnls=disabled -Dintrospection=disabled -Dtests=false \
@@ -276,7 +283,8 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
                  # Emscripten declares these but does not implement them usefully.\n\
                  sed -i '/HAVE_POSIX_SPAWN/d;/HAVE_PTHREAD_GETNAME_NP/d' _build/config.h\n\
                  meson install -C _build\n",
-                src("glib")
+                src("glib"),
+                glib_cargs = sh_quote(&format!("[{}]", meson_list(&glib_cflags))),
             ),
             other => format!("echo 'no recipe for dependency {other}' >&2\nexit 1\n"),
         };
@@ -287,6 +295,8 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
         "qemu-configure",
         format!(
             "rm -rf build/qemu\nmkdir -p build/qemu\ncd build/qemu\n\
+             # emconfigure resets PKG_CONFIG_PATH/LIBDIR; it passes this one on.\n\
+             export EM_PKG_CONFIG_PATH=\"$PREFIX/lib/pkgconfig\"\n\
              emconfigure \"$W/build/qemu-src/configure\" {}\n",
             sh_words(&configure_args(plan, cpu))
         ),
@@ -463,6 +473,12 @@ mod tests {
         assert!(script("pcre2").contains("--disable-jit"));
         assert!(script("glib").contains("/HAVE_POSIX_SPAWN/d;/HAVE_PTHREAD_GETNAME_NP/d"));
         assert!(script("glib").contains("libresolv.a"));
+        assert!(script("glib").contains(
+            "-Dc_args='['\\''-O3'\\'', '\\''-pthread'\\'', '\\''-DWASM_BIGINT'\\'', \
+             '\\''-Wno-incompatible-function-pointer-types'\\'']'"
+        ));
+        assert!(script("qemu-configure")
+            .contains("export EM_PKG_CONFIG_PATH=\"$PREFIX/lib/pkgconfig\""));
         assert!(script("qemu-source").contains("unpack qemu-src 'qemu_10.2.2+ds.orig.tar.xz'"));
         assert!(script("qemu-source").contains("unpack_edk2_blobs = false"));
     }
