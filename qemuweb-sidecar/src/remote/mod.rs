@@ -155,6 +155,19 @@ pub fn negotiate(hello: &Hello, source: PixelFormat) -> Result<Welcome, Refusal>
     })
 }
 
+/// Checks that the sender's `welcome` gives what the receiving end asked for.
+pub(crate) fn check_welcome(
+    options: &RemoteOptions,
+    welcome: &Welcome,
+) -> Result<(), SidecarError> {
+    if !options.accept.contains(&welcome.format) || welcome.checksums != options.checksums {
+        return Err(SidecarError::Negotiation {
+            reason: format!("the sender chose {welcome:?}, not what was asked"),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a frame the sending end is given: valid, sequence increasing, and of a format
 /// the stream can carry.
 pub(crate) fn check_outgoing(

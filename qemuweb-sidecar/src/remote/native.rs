@@ -11,8 +11,8 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use super::{
-    check_outgoing, negotiate, refused, Outbox, RemoteOptions, RemoteStats, StreamDecoder,
-    StreamEncoder,
+    check_outgoing, check_welcome, negotiate, refused, Outbox, RemoteOptions, RemoteStats,
+    StreamDecoder, StreamEncoder,
 };
 use crate::frame::{Frame, FrameMetadata};
 use crate::wire::{decode, WireMessage};
@@ -38,10 +38,10 @@ pub(crate) fn ws_config() -> WebSocketConfig {
 
 /// Reads the next binary message; `Ok(None)` if the socket would block (non-blocking
 /// reads or a read timeout).
-fn read_binary(ws: &mut WebSocket<TcpStream>) -> Result<Option<Vec<u8>>, SidecarError> {
+fn read_binary(ws: &mut WebSocket<TcpStream>) -> Result<Option<tungstenite::Bytes>, SidecarError> {
     loop {
         match ws.read() {
-            Ok(Message::Binary(bytes)) => return Ok(Some(bytes.to_vec())),
+            Ok(Message::Binary(bytes)) => return Ok(Some(bytes)),
             Ok(Message::Text(_)) => {
                 return Err(SidecarError::Protocol {
                     reason: "a text message on a binary frame stream".into(),
@@ -70,7 +70,7 @@ fn write(ws: &mut WebSocket<TcpStream>, message: &WireMessage<'_>) -> Result<(),
 }
 
 /// Reads one message within the handshake timeout.
-fn read_handshake(ws: &mut WebSocket<TcpStream>) -> Result<Vec<u8>, SidecarError> {
+fn read_handshake(ws: &mut WebSocket<TcpStream>) -> Result<tungstenite::Bytes, SidecarError> {
     ws.get_mut()
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
         .map_err(|e| connection("set_read_timeout", e))?;
@@ -398,13 +398,7 @@ impl RemoteTransport {
         let bytes = read_handshake(&mut ws)?;
         match decode(&bytes)? {
             WireMessage::Welcome(welcome) => {
-                if !self.options.accept.contains(&welcome.format)
-                    || welcome.checksums != self.options.checksums
-                {
-                    return Err(SidecarError::Negotiation {
-                        reason: format!("the sender chose {welcome:?}, not what was asked"),
-                    });
-                }
+                check_welcome(&self.options, &welcome)?;
                 self.decoder.start(&welcome);
                 self.stats.connections += 1;
                 self.link = Link::Receiver(Some(ws));

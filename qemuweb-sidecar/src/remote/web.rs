@@ -11,8 +11,8 @@ use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, Event, HtmlCanvasElement, MessageEvent, WebSocket};
 
 use super::{
-    check_outgoing, negotiate, refused, Outbox, RemoteOptions, RemoteStats, StreamDecoder,
-    StreamEncoder,
+    check_outgoing, check_welcome, negotiate, refused, Outbox, RemoteOptions, RemoteStats,
+    StreamDecoder, StreamEncoder,
 };
 use crate::frame::{Frame, FrameMetadata};
 use crate::present::CanvasPresenter;
@@ -37,7 +37,7 @@ fn connection(what: &str, err: JsValue) -> SidecarError {
 #[derive(Debug)]
 struct State {
     sender: bool,
-    source_format: crate::PixelFormat,
+    options: RemoteOptions,
     ws: Option<WebSocket>,
     open: bool,
     welcome: Option<Welcome>,
@@ -46,7 +46,6 @@ struct State {
     encoder: Option<StreamEncoder>,
     outbox: Outbox,
     stats: RemoteStats,
-    max_buffered: u32,
     pumping: bool,
     waker: Option<Waker>,
 }
@@ -76,7 +75,7 @@ impl State {
         match decode(bytes)? {
             WireMessage::Refusal(r) => Err(refused(&r)),
             WireMessage::Hello(hello) if self.sender && self.welcome.is_none() => {
-                match negotiate(&hello, self.source_format) {
+                match negotiate(&hello, self.options.source_format) {
                     Ok(welcome) => {
                         self.send_bytes(&WireMessage::Welcome(welcome).encode())?;
                         self.encoder = Some(StreamEncoder::new(welcome));
@@ -96,6 +95,7 @@ impl State {
                 Ok(())
             }
             WireMessage::Welcome(welcome) if !self.sender && self.welcome.is_none() => {
+                check_welcome(&self.options, &welcome)?;
                 self.decoder.start(&welcome);
                 self.welcome = Some(welcome);
                 Ok(())
@@ -117,7 +117,7 @@ impl State {
         let Some(ws) = self.ws.clone() else {
             return Ok(());
         };
-        while !self.outbox.is_empty() && ws.buffered_amount() <= self.max_buffered {
+        while !self.outbox.is_empty() && ws.buffered_amount() <= self.options.max_buffered {
             let (Some(encoder), Some(frame)) = (self.encoder.as_mut(), self.outbox.take()) else {
                 break;
             };
@@ -214,7 +214,7 @@ impl RemoteTransport {
     fn new(url: String, options: RemoteOptions, sender: bool) -> RemoteTransport {
         let state = State {
             sender,
-            source_format: options.source_format,
+            options: options.clone(),
             ws: None,
             open: false,
             welcome: None,
@@ -223,7 +223,6 @@ impl RemoteTransport {
             encoder: None,
             outbox: Outbox::default(),
             stats: RemoteStats::default(),
-            max_buffered: options.max_buffered,
             pumping: false,
             waker: None,
         };
