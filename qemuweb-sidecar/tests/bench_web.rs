@@ -5,8 +5,9 @@
 //! - the frame ring (`LocalTransport`, keyframes: every byte copied in and out),
 //! - `postMessage` with the frame's `ArrayBuffer` transferred,
 //! - `postMessage` with the frame structured-cloned,
-//! - a WebSocket from the native `frame-server` on 127.0.0.1 (`RemoteTransport`, keyframes,
-//!   lock step on its acknowledgements; only when built with `QEMUWEB_FRAME_SERVER`),
+//! - a WebSocket from the native `frame-server` on 127.0.0.1 (`RemoteTransport`, lock step
+//!   on its acknowledgements; keyframes, and deltas of one 64x64 dirty square; only when
+//!   built with `QEMUWEB_FRAME_SERVER`),
 //!
 //! and, as the limit, a plain copy of the same bytes in the page's wasm (memcpy).
 //! Frames per second and mean / p95 latency (worker stamp to page receipt), printed with
@@ -169,6 +170,39 @@ fn summarize(name: &'static str, seconds: f64, mut lat: Vec<f64>) -> Result1 {
     }
 }
 
+/// The WebSocket path: the native frame-server on 127.0.0.1 (started by
+/// scripts/sidecar-remote.sh bench) sends frames in lock step (the next once the page's
+/// RemoteTransport acknowledged one): whole-screen keyframes, or (`side > 0`) deltas of
+/// one `side x side` square. Latency: the server's wall-clock stamp to the page's
+/// receipt (same machine, same clock).
+async fn remote_run(server: &str, name: &'static str, side: u32) -> Result1 {
+    let url = format!("{server}/bench?frames={FRAMES}&width={WIDTH}&height={HEIGHT}&rect={side}");
+    let mut rx = RemoteTransport::receiver(url, RemoteOptions::default());
+    rx.connect().await.unwrap();
+    let (mut lat, mut start, mut last) = (Vec::new(), None, 0);
+    while last < FRAMES as u64 {
+        let meta = rx.receive().await.unwrap();
+        assert!(meta.sequence > last);
+        last = meta.sequence;
+        lat.push(now_abs() - meta.timestamp);
+        start.get_or_insert(meta.timestamp);
+        if side == 0 || last == 1 {
+            assert!(meta.keyframe);
+            assert_eq!(rx.screen()[0], last as u8);
+            assert_eq!(rx.screen()[4096], 0);
+        } else {
+            // The square the server painted (its bench_rect), every byte = sequence.
+            let x = (last as u32).wrapping_mul(61) % (WIDTH - side + 1);
+            let y = (last as u32).wrapping_mul(37) % (HEIGHT - side + 1);
+            assert_eq!(meta.dirty, vec![DirtyRect::new(x, y, side, side)]);
+            let at = ((y * WIDTH + x) * 4) as usize;
+            assert_eq!(rx.screen()[at], last as u8);
+        }
+    }
+    rx.close();
+    summarize(name, (now_abs() - start.unwrap()) / 1000.0, lat)
+}
+
 #[wasm_bindgen_test]
 async fn bench_1024x768_rgba_frames_worker_to_page() {
     // memcpy: the limit.
@@ -238,24 +272,12 @@ async fn bench_1024x768_rgba_frames_worker_to_page() {
     // wall-clock stamp to the page's receipt (same machine, same clock).
     match option_env!("QEMUWEB_FRAME_SERVER") {
         Some(server) => {
-            let url = format!("{server}/bench?frames={FRAMES}&width={WIDTH}&height={HEIGHT}");
-            let mut rx = RemoteTransport::receiver(url, RemoteOptions::default());
-            rx.connect().await.unwrap();
-            let (mut lat, mut start, mut last) = (Vec::new(), None, 0);
-            while last < FRAMES as u64 {
-                let meta = rx.receive().await.unwrap();
-                assert!(meta.keyframe && meta.sequence > last);
-                last = meta.sequence;
-                lat.push(now_abs() - meta.timestamp);
-                start.get_or_insert(meta.timestamp);
-                assert_eq!(rx.screen()[0], last as u8);
-                assert_eq!(rx.screen()[4096], 0);
+            for (name, side) in [
+                ("WebSocket (RemoteTransport)", 0),
+                ("WebSocket, 64x64 dirty rect", 64),
+            ] {
+                results.push(remote_run(server, name, side).await);
             }
-            results.push(summarize(
-                "WebSocket (RemoteTransport)",
-                (now_abs() - start.unwrap()) / 1000.0,
-                lat,
-            ));
         }
         None => console_log!(
             "!!!! RemoteTransport not measured: build with QEMUWEB_FRAME_SERVER set \

@@ -12,9 +12,11 @@
 //!   no resize), produced from the first connection on; every connection gets the
 //!   current screen as a keyframe, then the stream (the newest frame wins when a
 //!   connection is slow). Other connections to the same name join the same stream.
-//! - `/bench?frames=N&width=W&height=H` — lock step: a whole-screen keyframe, stamped
-//!   with the wall clock (milliseconds since the Unix epoch), then the next once the
-//!   receiver acknowledged it.
+//! - `/bench?frames=N&width=W&height=H&rect=S` — lock step: a frame stamped with the
+//!   wall clock (milliseconds since the Unix epoch), then the next once the receiver
+//!   acknowledged it. Whole-screen keyframes, or with `rect=S` a keyframe and then
+//!   deltas of one `S x S` square each (at `x = 61 i mod (W - S + 1)`,
+//!   `y = 37 i mod (H - S + 1)`, every byte set to `i mod 256`).
 //! - `/sink` — the server receives: it asks for checksums, checks every frame against
 //!   them and acknowledges each with its own screen's checksum.
 #[cfg(not(target_arch = "wasm32"))]
@@ -176,6 +178,13 @@ mod native {
         }
     }
 
+    /// The square frame `i` of a `rect=side` benchmark changes (the page computes the same).
+    pub fn bench_rect(i: u64, side: u32, w: u32, h: u32) -> DirtyRect {
+        let x = (i as u32).wrapping_mul(61) % (w - side + 1);
+        let y = (i as u32).wrapping_mul(37) % (h - side + 1);
+        DirtyRect::new(x, y, side, side)
+    }
+
     /// Lock step: one whole-screen keyframe at a time, the next once acknowledged.
     fn bench(mut tx: RemoteTransport, q: &HashMap<String, String>) -> Result<(), SidecarError> {
         let frames = num(q, "frames", 200u64);
@@ -187,9 +196,21 @@ mod native {
         for i in (0..frame.data.len()).step_by(4096) {
             frame.data[i] = (i & 255) as u8;
         }
+        let side = num(q, "rect", 0u32).min(w).min(h);
         for i in 1..=frames {
-            frame.data[0] = i as u8;
             frame.metadata.sequence = i;
+            if side == 0 || i == 1 {
+                frame.data[0] = i as u8;
+            } else {
+                // A delta: one side x side square, every byte set to the sequence number.
+                let rect = bench_rect(i, side, w, h);
+                for row in rect.y..rect.y + rect.height {
+                    let at = (row as usize * w as usize + rect.x as usize) * 4;
+                    frame.data[at..at + side as usize * 4].fill(i as u8);
+                }
+                frame.metadata.keyframe = false;
+                frame.metadata.dirty = vec![rect];
+            }
             frame.metadata.timestamp = epoch_ms();
             block_on(tx.send(&frame))?;
             if !tx.wait_acked(Duration::from_secs(10))? {

@@ -22,6 +22,9 @@ use crate::{FrameTransport, SidecarError};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the writer thread looks for acknowledgements while no frame waits.
 const ACK_POLL: Duration = Duration::from_millis(2);
+/// How long the writer thread waits on the socket for an outstanding acknowledgement
+/// before it looks at the outbox again.
+const ACK_WAIT: Duration = Duration::from_millis(1);
 
 fn connection(what: &str, err: impl std::fmt::Display) -> SidecarError {
     SidecarError::Connection {
@@ -621,11 +624,19 @@ impl SenderLink {
 fn write_loop(mut ws: WebSocket<TcpStream>, mut encoder: StreamEncoder, shared: &Shared) {
     let lock = || shared.state.lock().unwrap_or_else(|e| e.into_inner());
     let mut buf = Vec::new();
+    let mut last_written = None;
     let result = (|| -> Result<(), SidecarError> {
         loop {
             let frame = {
                 let mut state = lock();
-                if state.outbox.is_empty() && state.stop.is_none() {
+                let idle = state.outbox.is_empty() && state.stop.is_none();
+                if idle && last_written > state.stats.last_acked {
+                    // A frame awaits its ack: wait on the socket (an ack wakes at once).
+                    drop(state);
+                    read_acks(&mut ws, shared, Some(ACK_WAIT))?;
+                    continue;
+                }
+                if idle {
                     state = shared
                         .changed
                         .wait_timeout(state, ACK_POLL)
@@ -664,6 +675,7 @@ fn write_loop(mut ws: WebSocket<TcpStream>, mut encoder: StreamEncoder, shared: 
                 state.writing = false;
                 match written {
                     Ok(len) => {
+                        last_written = Some(frame.metadata.sequence);
                         state.stats.sent += 1;
                         state.stats.bytes_sent += len;
                     }
@@ -673,7 +685,7 @@ fn write_loop(mut ws: WebSocket<TcpStream>, mut encoder: StreamEncoder, shared: 
                 drop(state);
                 shared.changed.notify_all();
             }
-            read_acks(&mut ws, shared)?;
+            read_acks(&mut ws, shared, None)?;
         }
     })();
     let mut state = lock();
@@ -685,11 +697,19 @@ fn write_loop(mut ws: WebSocket<TcpStream>, mut encoder: StreamEncoder, shared: 
     shared.changed.notify_all();
 }
 
-/// Reads whatever acknowledgements arrived, without blocking.
-fn read_acks(ws: &mut WebSocket<TcpStream>, shared: &Shared) -> Result<(), SidecarError> {
-    ws.get_mut()
-        .set_nonblocking(true)
-        .map_err(|e| connection("set_nonblocking", e))?;
+/// Reads whatever acknowledgements arrived without blocking, or (`wait`) blocks up to
+/// `wait` for one.
+fn read_acks(
+    ws: &mut WebSocket<TcpStream>,
+    shared: &Shared,
+    wait: Option<Duration>,
+) -> Result<(), SidecarError> {
+    let socket = ws.get_mut();
+    match wait {
+        Some(wait) => socket.set_read_timeout(Some(wait)),
+        None => socket.set_nonblocking(true),
+    }
+    .map_err(|e| connection("socket options", e))?;
     let result = (|| loop {
         let Some(bytes) = read_binary(ws)? else {
             return Ok(());
@@ -700,6 +720,9 @@ fn read_acks(ws: &mut WebSocket<TcpStream>, shared: &Shared) -> Result<(), Sidec
                 state.stats.record_ack(&ack);
                 drop(state);
                 shared.changed.notify_all();
+                if wait.is_some() {
+                    return Ok(()); // one ack; the outbox may hold the next frame
+                }
             }
             WireMessage::Refusal(r) => return Err(refused(&r)),
             other => {
@@ -709,8 +732,11 @@ fn read_acks(ws: &mut WebSocket<TcpStream>, shared: &Shared) -> Result<(), Sidec
             }
         }
     })();
-    ws.get_mut()
-        .set_nonblocking(false)
-        .map_err(|e| connection("set_nonblocking", e))?;
+    let socket = ws.get_mut();
+    match wait {
+        Some(_) => socket.set_read_timeout(None),
+        None => socket.set_nonblocking(false),
+    }
+    .map_err(|e| connection("socket options", e))?;
     result
 }
