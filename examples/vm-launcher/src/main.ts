@@ -188,11 +188,14 @@ async function showPersistence(): Promise<void> {
   let blocks = 0;
   const base = await openBase();
   if (base) {
-    // A read-only view while the VM's worker holds the disk.
-    const view = await Disk.persistent(id, "disk0", base, OVERLAY_BLOCK_SIZE, true);
-    blocks = view.overlayBlocks().length;
-    await view.close();
-    await base.close();
+    try {
+      // A read-only view while the VM's worker holds the disk.
+      const view = await Disk.persistent(id, "disk0", base, OVERLAY_BLOCK_SIZE, true);
+      blocks = view.overlayBlocks().length;
+      await view.close();
+    } finally {
+      await base.close();
+    }
   }
   const persisted = (await navigator.storage?.persisted?.()) ?? false;
   ui.persistence.dataset.blocks = String(blocks);
