@@ -39,6 +39,12 @@ pub struct StartOptions {
     pub memory_mib: Option<u32>,
     /// Host ports forwarded to the guest.
     pub forwards: Vec<PortForward>,
+    /// A kernel to boot directly (`-kernel`) instead of the disk's boot loader.
+    pub kernel: Option<PathBuf>,
+    /// An initial ramdisk for the kernel.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    pub append: Option<String>,
 }
 
 /// What `emulator.json` records.
@@ -190,8 +196,15 @@ impl Emulator {
 
         let profile = profile_by_id(&opts.profile)?;
         let base = record.base.to_string_lossy().into_owned();
+        let file = |p: &PathBuf| -> Result<ImageSource> {
+            let abs = p.canonicalize().map_err(|e| CliError::io(p, e))?;
+            Ok(ImageSource::file(abs.to_string_lossy()))
+        };
         let inputs = VmInputs {
             disk: Some(DiskInput::new(ImageSource::file(base), format)),
+            kernel: opts.kernel.as_ref().map(file).transpose()?,
+            initrd: opts.initrd.as_ref().map(file).transpose()?,
+            kernel_cmdline: opts.append.clone(),
             ..VmInputs::default()
         };
         let overrides = VmOverrides {

@@ -78,15 +78,8 @@ mod cli {
             /// The disk image (raw or qcow2); optional with --kernel.
             #[arg(required_unless_present = "kernel")]
             image: Option<PathBuf>,
-            /// A kernel to boot directly (needed by `virt` profiles).
-            #[arg(long)]
-            kernel: Option<PathBuf>,
-            /// An initial ramdisk for the kernel.
-            #[arg(long, requires = "kernel")]
-            initrd: Option<PathBuf>,
-            /// The kernel command line.
-            #[arg(long, requires = "kernel")]
-            append: Option<String>,
+            #[command(flatten)]
+            direct: DirectBoot,
             /// The image format (default: by file name).
             #[arg(long, value_enum)]
             format: Option<FormatArg>,
@@ -159,6 +152,21 @@ mod cli {
         },
     }
 
+    /// A kernel booted directly (`-kernel`), for `virt` profiles or instead of the disk's
+    /// boot loader (the image is then a data disk).
+    #[derive(Debug, clap::Args)]
+    struct DirectBoot {
+        /// A kernel to boot directly.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// An initial ramdisk for the kernel.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        /// The kernel command line.
+        #[arg(long, requires = "kernel")]
+        append: Option<String>,
+    }
+
     #[derive(Debug, Subcommand)]
     enum EmuCmd {
         /// Start the VM in the background (the overlay is created on first start).
@@ -181,6 +189,8 @@ mod cli {
             /// Forward a host port on 127.0.0.1 to a guest port: [tcp:|udp:]HOST:GUEST.
             #[arg(long = "forward", value_parser = parse_forward)]
             forwards: Vec<PortForward>,
+            #[command(flatten)]
+            direct: DirectBoot,
         },
         /// Stop the VM: ACPI power-down, then quit after the grace period.
         Stop {
@@ -281,9 +291,7 @@ mod cli {
             Cmd::Boot {
                 profile,
                 image,
-                kernel,
-                initrd,
-                append,
+                direct,
                 format,
                 accel,
                 memory,
@@ -298,9 +306,9 @@ mod cli {
                 let opts = BootOptions {
                     profile,
                     image,
-                    kernel,
-                    initrd,
-                    append,
+                    kernel: direct.kernel,
+                    initrd: direct.initrd,
+                    append: direct.append,
                     format,
                     accel,
                     memory_mib: memory,
@@ -378,6 +386,7 @@ mod cli {
                         cpus,
                         memory,
                         forwards,
+                        direct,
                     } => {
                         let pid = emu.start(&StartOptions {
                             image,
@@ -386,6 +395,9 @@ mod cli {
                             cpus,
                             memory_mib: memory,
                             forwards: forwards.clone(),
+                            kernel: direct.kernel,
+                            initrd: direct.initrd,
+                            append: direct.append,
                         })?;
                         println!("started (pid {pid})");
                         println!("serial console: {}", emu.serial_log().display());

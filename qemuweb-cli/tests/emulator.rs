@@ -194,3 +194,160 @@ fn stale_pid_files_are_detected() {
     let o = emu(&state, &["start", "--forward", "80"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A newc cpio archive (what the kernel unpacks as an initramfs) of `(path, mode, data)`.
+fn newc(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let pad = |out: &mut Vec<u8>| out.resize(out.len().div_ceil(4) * 4, 0);
+    let trailer: (&str, u32, &[u8]) = ("TRAILER!!!", 0, b"");
+    for (ino, (name, mode, data)) in entries.iter().chain([&trailer]).enumerate() {
+        let fields = [
+            ino as u32 + 1,
+            *mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        out.extend_from_slice(format!("{:08X}{:08X}", name.len() + 1, 0).as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        pad(&mut out);
+        out.extend_from_slice(data);
+        pad(&mut out);
+    }
+    out
+}
+
+/// The guest's side of the connection: it reads a line and answers with it and its kernel.
+const ANSWER: &str = "#!/bin/sh\nread line\necho \"guest got: $line on $(uname -r)\"\n";
+
+/// The Linux guest's /init with networking: the e1000 driver, QEMU's user network
+/// addresses, and busybox `nc` serving `answer` on port 7 for every connection.
+const NET_INIT: &str = "#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+insmod /lib/e1000.ko
+ifconfig lo 127.0.0.1 up
+ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up
+route add default gw 10.0.2.2
+nc -ll -p 7 -e /bin/answer &
+echo QEMUWEB-NET-READY
+exec sh
+";
+
+/// `emulator start --forward` carries a TCP connection from the host to a listener in
+/// Debian's i386 Linux (scripts/linux-guest: its kernel, and its busybox initramfs with a
+/// second archive appended that loads the kernel's own e1000 module and runs `nc`).
+/// It needs the cached guest, which `scripts/e2e-linux.sh` builds; scripts/test runs it
+/// after that step: `cargo test -p qemuweb-cli --test emulator -- --ignored`.
+#[test]
+#[ignore = "needs scripts/linux-guest's cache (run by scripts/test after the Linux e2e step)"]
+fn a_port_forward_reaches_a_listener_in_the_linux_guest() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut linux_guest = Command::new(repo.join("scripts/linux-guest"));
+    if let Some(cache) = std::env::var_os("QEMUWEB_LINUX_CACHE") {
+        linux_guest.arg(cache);
+    }
+    let paths = String::from_utf8(run(&mut linux_guest)).unwrap();
+    let mut lines = paths.lines();
+    let kernel = PathBuf::from(lines.next().expect("the kernel path"));
+    let initrd = PathBuf::from(lines.next().expect("the initrd path"));
+    let cache = kernel.parent().unwrap().parent().unwrap();
+    let modules = std::fs::read_dir(cache.join("extract/lib/modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let e1000 =
+        std::fs::read(modules.join("kernel/drivers/net/ethernet/intel/e1000/e1000.ko")).unwrap();
+
+    // The initramfs, then a second archive whose /init replaces the first one's.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut initramfs = std::fs::read(&initrd).unwrap();
+    // The kernel takes an uncompressed archive only at a 4-byte boundary; zeros between
+    // archives are skipped.
+    initramfs.resize(initramfs.len().div_ceil(4) * 4, 0);
+    initramfs.extend(newc(&[
+        ("lib", 0o040755, b""),
+        ("lib/e1000.ko", 0o100644, &e1000),
+        ("bin/answer", 0o100755, ANSWER.as_bytes()),
+        ("init", 0o100755, NET_INIT.as_bytes()),
+    ]));
+    let net_initrd = tmp.path().join("initrd-net.img");
+    std::fs::write(&net_initrd, initramfs).unwrap();
+    let data = tmp.path().join("data.img");
+    std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+
+    let state = tmp.path().join("state");
+    let _stopper = Stopper(state.clone());
+    let port = free_port();
+    let o = emu(
+        &state,
+        &[
+            "start",
+            // TCG: the nested KVM here boots Linux far slower than TCG does.
+            "--accel",
+            "tcg",
+            "--profile",
+            qemuweb_config::LINUX_I386_PC_NOGRAPHIC,
+            "--image",
+            data.to_str().unwrap(),
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            net_initrd.to_str().unwrap(),
+            "--append",
+            "console=ttyS0 quiet",
+            "--forward",
+            &format!("{port}:7"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let serial = state.join("serial.log");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let log = std::fs::read_to_string(&serial).unwrap_or_default();
+        if log.contains("QEMUWEB-NET-READY") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no READY line; serial: {log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = text(&emu(&state, &["status"]));
+    assert!(status.contains("HOST_FORWARD"), "{status}");
+
+    // The guest's nc may need a moment after the READY line: retry until it answers.
+    let answer = loop {
+        let mut reply = String::new();
+        if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(b"hello through the forward\n").unwrap();
+            let _ = conn.read_to_string(&mut reply);
+        }
+        if reply.contains("guest got") || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        answer.starts_with("guest got: hello through the forward on 6."),
+        "{answer:?}"
+    );
+    assert!(answer.trim_end().ends_with("-686"), "{answer:?}");
+    assert!(emu(&state, &["stop", "--grace", "0"]).status.success());
+}
