@@ -3,7 +3,8 @@
 //! resize) to the page, which checks every screen byte for byte against a replica of
 //! the stream and the canvas (through `CanvasPresenter`) against the screen, across a
 //! reconnect; and the page sends frames to the server's sink, whose acknowledgements
-//! carry the checksum of the screen it rebuilt.
+//! carry the checksum of the screen it rebuilt, also when a busy socket makes the page
+//! drop to the newest frame.
 //!
 //! The server's URL is compiled in from `QEMUWEB_FRAME_SERVER` (scripts/test starts
 //! `frame-server` and sets it):
@@ -155,6 +156,48 @@ async fn frames_from_the_page_reach_the_native_sink_checksum_for_checksum() {
     }
     let stats = tx.stats();
     assert_eq!(stats.sent + stats.dropped, 60);
+    tx.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_busy_socket_holds_back_frames_and_the_newest_wins() {
+    // No bytes may wait in the socket: while one frame is on its way, later ones wait in
+    // the outbox and replace each other; the last one still arrives, whole.
+    let options = RemoteOptions {
+        max_buffered: 0,
+        ..RemoteOptions::default()
+    };
+    let mut tx = RemoteTransport::sender(format!("{}/sink", server()), options);
+    tx.connect().await.unwrap();
+    // Let the handshake's welcome leave the socket: then the keyframe goes at once.
+    while tx.buffered_amount() > 0 {
+        gloo_timers::future::TimeoutFuture::new(1).await;
+    }
+    let mut screen = SyntheticScreen::new(13, 640, 480);
+    tx.send(&screen.frame()).await.unwrap();
+    assert_eq!(tx.stats().sent, 1);
+    for _ in 1..100 {
+        tx.send(&screen.step()).await.unwrap(); // never waits
+    }
+    let mut waited = 0;
+    while tx.stats().last_acked != Some(100) {
+        waited += 1;
+        assert!(
+            waited < 2000,
+            "frame 100 never acknowledged: {:?}",
+            tx.stats()
+        );
+        gloo_timers::future::TimeoutFuture::new(5).await;
+    }
+    let stats = tx.stats();
+    // Held-back frames were merged into deltas that carry all their damage.
+    assert!(stats.dropped > 0 && stats.sent >= 2, "{stats:?}");
+    assert_eq!(stats.sent + stats.dropped, 100);
+    assert_eq!(
+        stats.last_ack_checksum,
+        Some(crc32fast::hash(screen.data())),
+        "the sink's screen differs from the page's after the merged frames"
+    );
     tx.close();
 }
 
