@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Io,
     /// JSON (a plan or a build manifest) could not be read or written.
     Json,
+    /// The build was stopped by SIGINT or SIGTERM.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::NotBuilt => "not-built",
             ErrorKind::Io => "io",
             ErrorKind::Json => "json",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }
@@ -150,6 +153,12 @@ pub enum Error {
     /// JSON could not be read or written.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A signal stopped the build before step `before`.
+    #[error("interrupted by a signal before step {before}")]
+    Interrupted {
+        /// The step that did not start.
+        before: String,
+    },
 }
 
 fn format_checks(checks: &[EnvCheck]) -> String {
@@ -179,6 +188,7 @@ impl Error {
             Error::NotBuilt(_) => ErrorKind::NotBuilt,
             Error::Io { .. } => ErrorKind::Io,
             Error::Json(_) => ErrorKind::Json,
+            Error::Interrupted { .. } => ErrorKind::Interrupted,
         }
     }
 

@@ -144,6 +144,7 @@ mod cli {
                 if let Some(jobs) = jobs {
                     opts.jobs = jobs;
                 }
+                qemuweb_wasm_build::runner::stop_on_signals();
                 let outcome = build(&plan, &opts, &mut std::io::stderr())?;
                 say(format_args!("{}", outcome.out_dir.display()));
             }

@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::cache::{step_key, Stamp, Stamps};
@@ -15,6 +16,24 @@ use crate::output::{
 };
 use crate::plan::BuildPlan;
 use crate::steps::{build_steps, Action, Step};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM stop the build between steps instead of killing the process,
+/// so that the environment is always cleaned up (the debootstrap build root unmounted).
+/// A step's own processes still receive a terminal's SIGINT and end it at once.
+pub fn stop_on_signals() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
 
 /// How many lines of a failed step's log its error shows.
 pub const TAIL_LINES: usize = 40;
@@ -91,6 +110,11 @@ pub fn run_steps(
                 });
                 continue;
             }
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted {
+                before: step.name.clone(),
+            });
         }
         dirty = true;
         stamps.remove(&step.name)?;
