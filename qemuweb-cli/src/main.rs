@@ -140,6 +140,10 @@ mod cli {
             /// Write into a non-empty OUT_DIR.
             #[arg(long)]
             force: bool,
+            /// A built web app to copy in, opening on the disk (e.g. the dist/ directory
+            /// scripts/build-example makes from examples/vm-launcher).
+            #[arg(long)]
+            app: Option<PathBuf>,
         },
         /// A long-running local VM: a base image plus an overlay, QMP, port forwards.
         Emulator {
@@ -341,6 +345,7 @@ mod cli {
                 atlas,
                 memory,
                 force,
+                app,
             } => {
                 let cluster_size = cluster_size
                     .map(|c| {
@@ -359,6 +364,7 @@ mod cli {
                     atlas,
                     memory_mib: memory,
                     force,
+                    app,
                 };
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.enable_steady_tick(Duration::from_millis(100));

@@ -12,6 +12,10 @@
 //!   Cloudflare Pages), since the runtime needs cross-origin isolation;
 //! - `manifest.json`: every file's size and SHA-256, the image's format, virtual size and
 //!   cluster size;
+//! - with [`PrepareOptions::app`], a built web app (such as `examples/vm-launcher`'s
+//!   `dist/`, made by `scripts/build-example`) copied in, its `index.html` opening on this
+//!   disk and profile (`?disk=...&profile=...` when the address has no query), its own
+//!   `_headers` kept when it has one;
 //! - with [`PrepareOptions::atlas`], `atlas/`: the disk split into content-addressed
 //!   chunks (an Atlas [`DirAtlasBackend`] store), its manifest hash in `manifest.json`.
 
@@ -56,6 +60,8 @@ pub struct PrepareOptions {
     pub memory_mib: Option<u32>,
     /// Write into a non-empty `out_dir`, replacing the files `prepare` writes.
     pub force: bool,
+    /// A built web app to copy in and preconfigure (its directory holds `index.html`).
+    pub app: Option<PathBuf>,
 }
 
 /// One file of the output with its size and SHA-256.
@@ -97,7 +103,8 @@ pub struct PrepareManifest {
     /// The Atlas store's name for the disk and its manifest hash, with `--atlas`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub atlas: Option<AtlasEntry>,
-    /// Every other file (disk, `vm.json`, `_headers`) with size and SHA-256.
+    /// Every file written but the manifest (disk, `vm.json`, `_headers`, the app's files)
+    /// with size and SHA-256.
     pub files: Vec<FileEntry>,
 }
 
@@ -239,6 +246,14 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
     let cluster = opts.cluster_size.unwrap_or_else(default_cluster_size);
     check_cluster_size(cluster)?;
     profile_by_id(&opts.profile)?;
+    if let Some(app) = &opts.app {
+        if !app.join("index.html").is_file() {
+            return Err(CliError::InvalidArgument(format!(
+                "--app {}: no index.html there (a built app, e.g. scripts/build-example's dist)",
+                app.display()
+            )));
+        }
+    }
     if !opts.image.is_file() {
         return Err(CliError::InvalidArgument(format!(
             "{}: no such image",
@@ -287,8 +302,16 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
     let vm_path = dir.join("vm.json");
     let text = serde_json::to_string_pretty(&vm).expect("JSON values serialize");
     std::fs::write(&vm_path, text + "\n").map_err(|e| CliError::io(&vm_path, e))?;
-    let headers = dir.join("_headers");
-    std::fs::write(&headers, HEADERS_FILE).map_err(|e| CliError::io(&headers, e))?;
+    let mut app_files = Vec::new();
+    if let Some(app) = &opts.app {
+        step("copying the app");
+        copy_tree(app, dir, "", &mut app_files)?;
+        preconfigure_app(&dir.join("index.html"), disk_name, &opts.profile)?;
+    }
+    if !app_files.iter().any(|f| f == "_headers") {
+        let headers = dir.join("_headers");
+        std::fs::write(&headers, HEADERS_FILE).map_err(|e| CliError::io(&headers, e))?;
+    }
 
     let atlas = if opts.atlas {
         step("storing the disk in atlas/ (content-addressed chunks)");
@@ -326,14 +349,71 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
         },
         profile: opts.profile.clone(),
         atlas,
-        files: vec![
-            entry(dir, disk_name)?,
-            entry(dir, "vm.json")?,
-            entry(dir, "_headers")?,
-        ],
+        files: [disk_name, "vm.json", "_headers"]
+            .into_iter()
+            .map(String::from)
+            .chain(app_files.into_iter().filter(|f| f != "_headers"))
+            .map(|f| entry(dir, &f))
+            .collect::<Result<_>>()?,
     };
     let path = dir.join("manifest.json");
     let text = serde_json::to_string_pretty(&manifest).expect("the manifest serializes");
     std::fs::write(&path, text + "\n").map_err(|e| CliError::io(&path, e))?;
     Ok(manifest)
+}
+
+/// Copies the regular files under `from` into `to` (keeping the tree), recording their
+/// relative paths in `copied`.
+fn copy_tree(from: &Path, to: &Path, prefix: &str, copied: &mut Vec<String>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .map_err(|e| CliError::io(from, e))?
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| CliError::io(from, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = format!("{prefix}{name}");
+        let (src, dst) = (e.path(), to.join(&name));
+        let kind = e.file_type().map_err(|err| CliError::io(&src, err))?;
+        if kind.is_dir() {
+            std::fs::create_dir_all(&dst).map_err(|err| CliError::io(&dst, err))?;
+            copy_tree(&src, &dst, &format!("{rel}/"), copied)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst).map_err(|err| CliError::io(&src, err))?;
+            copied.push(rel);
+        }
+    }
+    Ok(())
+}
+
+/// The script `prepare` puts first in the app's `<head>`: with no query in the address,
+/// it adds one naming the disk and the profile, before the app reads it.
+///
+/// ```
+/// let s = qemuweb_cli::prepare::app_preset_script("disk.qcow2", "linux-i386-pc-nographic");
+/// assert!(s.contains("?disk=disk.qcow2&profile=linux-i386-pc-nographic"));
+/// ```
+pub fn app_preset_script(disk_url: &str, profile: &str) -> String {
+    let query = format!("?disk={disk_url}&profile={profile}");
+    let query = serde_json::to_string(&query).expect("strings serialize");
+    format!(
+        "<script>if (!location.search) history.replaceState(null, \"\", location.pathname + {query});</script>"
+    )
+}
+
+fn preconfigure_app(index: &Path, disk_url: &str, profile: &str) -> Result<()> {
+    let html = std::fs::read_to_string(index).map_err(|e| CliError::io(index, e))?;
+    let at = html
+        .find("<head>")
+        .map(|i| i + "<head>".len())
+        .ok_or_else(|| {
+            CliError::InvalidArgument(format!("{}: no <head> to preconfigure", index.display()))
+        })?;
+    let html = format!(
+        "{}\n{}{}",
+        &html[..at],
+        app_preset_script(disk_url, profile),
+        &html[at..]
+    );
+    std::fs::write(index, html).map_err(|e| CliError::io(index, e))
 }

@@ -174,6 +174,10 @@ fn refusals() {
             .code(),
         Some(2)
     );
+    // --app needs a built app (its index.html).
+    let o = prepare(&["--app", tmp.path().to_str().unwrap()], &src, &out);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("index.html"));
     let o = prepare(&["--profile", "no-such-profile"], &src, &out);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-profile"));
     assert!(!o.status.success());

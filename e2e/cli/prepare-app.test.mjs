@@ -1,0 +1,86 @@
+// `qemuweb prepare --app`: the example app (examples/vm-launcher, built by
+// scripts/build-example) is copied next to a prepared disk; `qemuweb serve` serves the
+// directory and headless Chromium, driven by playwright-core, opens its index.html with no
+// query: the page is preset to the disk and profile, and the guest boots and echoes in
+// its xterm.js terminal. manifest.json's SHA-256s are checked against the files.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { withFreshPage } from '../lib/browser.mjs';
+import { REPO, TARGET, writeGuests } from '../lib/server.mjs';
+
+const QEMUWEB = join(TARGET, 'debug', 'qemuweb');
+const BANNER = 'QEMUWEB-GUEST x86 v1';
+
+let work;
+let site;
+let server;
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-prepare-'));
+  execFileSync('cargo', ['build', '-q', '-p', 'qemuweb-cli'], { cwd: REPO, stdio: 'inherit' });
+  const dist = execFileSync(join(REPO, 'scripts', 'build-example'), [join(work, 'app')], { encoding: 'utf8' }).trim().split('\n').at(-1);
+  await writeGuests(join(work, 'guests'));
+  site = join(work, 'site');
+  execFileSync(QEMUWEB, ['prepare', '--app', dist, join(work, 'guests', 'x86-bios.raw'), site], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(QEMUWEB, ['serve', site, '--port', '0', '--quiet'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/http:\/\/\S+/);
+      if (m) resolve(m[0].replace(/\/$/, ''));
+    });
+    child.on('exit', (code) => reject(new Error(`qemuweb serve exited (${code}): ${out}`)));
+  });
+  server = { child, url };
+});
+
+after(() => {
+  server?.child.kill();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+test('prepare --app: the manifest covers the app, its SHA-256s match', () => {
+  const manifest = JSON.parse(readFileSync(join(site, 'manifest.json'), 'utf8'));
+  const paths = manifest.files.map((f) => f.path);
+  for (const p of ['disk.qcow2', 'vm.json', '_headers', 'index.html']) assert.ok(paths.includes(p), `${p} in ${paths}`);
+  assert.ok(paths.some((p) => p.startsWith('assets/')), paths.join(' '));
+  for (const f of manifest.files) {
+    const bytes = readFileSync(join(site, f.path));
+    assert.equal(f.size, bytes.length, f.path);
+    assert.equal(f.sha256, createHash('sha256').update(bytes).digest('hex'), f.path);
+  }
+  // The app's own _headers (cross-origin isolation for every file) is kept.
+  assert.match(readFileSync(join(site, '_headers'), 'utf8'), /Cross-Origin-Embedder-Policy: require-corp/);
+});
+
+test('prepare --app: the page opens on the prepared disk and boots it', async () => {
+  await withFreshPage('prepared-site', async (page) => {
+    await page.goto(`${server.url}/`);
+    await page.waitForSelector('body[data-ready]', { timeout: 60000 });
+    assert.equal(await page.getAttribute('body', 'data-ready'), 'true', await page.textContent('#error'));
+    assert.match(page.url(), /\?disk=disk\.qcow2&profile=linux-i386-pc-nographic$/);
+    assert.equal(await page.inputValue('#profile'), 'linux-i386-pc-nographic');
+    await page.click('#start');
+    await page.waitForSelector('#state[data-state="running"], #state[data-state="failed"]', { timeout: 60000 });
+    assert.equal(await page.getAttribute('#state', 'data-state'), 'running', await page.textContent('#error'));
+    const terminal = () => page.evaluate(() => document.querySelector('.xterm-rows').textContent.replace(/\u00a0/g, ' '));
+    const waitTerminal = async (text) => {
+      try {
+        await page.waitForFunction((t) => document.querySelector('.xterm-rows').textContent.replace(/\u00a0/g, ' ').includes(t), text, { timeout: 60000 });
+      } catch (e) {
+        throw new Error(`"${text}" not in the terminal: ${await terminal()}\nerror: ${await page.textContent('#error')}`, { cause: e });
+      }
+    };
+    await waitTerminal(BANNER);
+    await page.click('#terminal');
+    await page.keyboard.type('echo from a prepared site');
+    await page.keyboard.press('Enter');
+    await waitTerminal('from a prepared site> ');
+  });
+});
