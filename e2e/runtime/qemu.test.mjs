@@ -68,7 +68,7 @@ test('QEMU engine: boots the qcow2 guest over HTTP lazily, serial both ways, a w
     assert.deepEqual(started, ['qemu']);
 
     assert.match(await converse(page, vm, 'echo hello qemu', 'hello qemu\r\n> ', 60000), /hello qemu\r\n> $/);
-    assert.match(await converse(page, vm, `read ${lba}`, 'CRC32', 60000), new RegExp(readReply(lba, initialSector(lba))));
+    await converse(page, vm, `read ${lba}`, `${readReply(lba, initialSector(lba))}\r\n> `, 60000);
     await converse(page, vm, `write ${lba} 5A`, `WROTE SECTOR ${lba} FILL 5A`, 60000);
     await converse(page, vm, `read ${lba}`, `${readReply(lba, filled)}\r\n> `, 60000);
     // The worker syncs the overlay every second by itself.

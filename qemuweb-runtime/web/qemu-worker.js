@@ -7,13 +7,13 @@
 //
 // Messages in:  {type: "start", moduleUrl, wasmUrl, args, files: [{path, data}],
 //                disks: [{path, size}], channel: SharedArrayBuffer, ioTimeoutMs}
-//               {type: "stdin", data: Uint8Array}
+// (serial input arrives through the channel's stdin ring: QEMU polls stdin from this thread
+// in a loop of proxied calls, during which it may not get to its message queue.)
 // Messages out: {type: "ready"} {type: "io"} {type: "serial", data: Uint8Array}
 //               {type: "stderr", line} {type: "exit", status} {type: "error", what, message}
 import init, { QemuDiskPort } from "./qemuweb_runtime.js";
 
 const EIO = 29;
-const stdin = [];
 let started = false;
 
 const post = (m, transfer) => self.postMessage(m, transfer ?? []);
@@ -44,23 +44,11 @@ self.addEventListener("unhandledrejection", (e) => uncaught(e, e.reason));
 
 self.onmessage = (e) => {
   const m = e.data;
-  if (m?.type === "stdin") {
-    for (const b of m.data) stdin.push(b);
-  } else if (m?.type === "start" && !started) {
+  if (m?.type === "start" && !started) {
     started = true;
     start(m).catch((err) => fail("start", err));
   }
 };
-
-/** Characters in, messages out: one message per turn of the event loop. */
-function batcher(flush) {
-  let pending = [];
-  return (c) => {
-    if (c === null || c === undefined) return;
-    if (pending.length === 0) setTimeout(() => { const p = pending; pending = []; flush(p); }, 0);
-    pending.push(c & 0xff);
-  };
-}
 
 /** A MEMFS file of `size` bytes whose reads and writes go through `port` (disk `index`). */
 function channelFile(FS, port, path, index, size) {
@@ -104,8 +92,10 @@ async function start(m) {
     arguments: m.args,
     locateFile: (name) => (name.endsWith(".wasm") ? m.wasmUrl : new URL(name, m.moduleUrl).href),
     mainScriptUrlOrBlob: m.moduleUrl,
-    stdin: () => (stdin.length ? stdin.shift() : undefined),
-    stdout: batcher((bytes) => { const data = new Uint8Array(bytes); post({ type: "serial", data }, [data.buffer]); }),
+    stdin: () => port.stdinByte(),
+    // Posted at once (this thread may not return to its event loop for a while); the VM
+    // worker batches them into serial events.
+    stdout: (c) => { if (c !== null && c !== undefined) post({ type: "serial", data: new Uint8Array([c & 0xff]) }); },
     stderr,
     print: (text) => post({ type: "stderr", line: text }),
     printErr: (text) => post({ type: "stderr", line: text }),

@@ -12,13 +12,15 @@
 //!   before the guest asks for it; qcow2 decoding and the IndexedDB copy-on-write overlay
 //!   are the stack's, as with v86.
 //! - **Serial**: QEMU's `-serial stdio` is Emscripten's stdin/stdout devices: the QEMU
-//!   worker batches `Module.stdout`'s characters into messages, and queues serial input for
-//!   `Module.stdin`.
+//!   worker posts `Module.stdout`'s characters, which this side batches into serial events;
+//!   serial input goes into the channel's stdin ring, which `Module.stdin` reads
+//!   ([`QemuDiskPort::stdin_byte`]).
 //! - **Reset** starts a new QEMU on the same disks; **stop** terminates its worker (and
 //!   with it QEMU's pthread workers).
 
 use crate::engine::qemu_channel::{
-    self as channel, slot, IoOp, IoRequest, State, EIO, HEADER_BYTES, HEADER_WORDS,
+    self as channel, slot, IoOp, IoRequest, State, EIO, HEADER_BYTES, HEADER_WORDS, STDIN_RING,
+    WINDOW_OFFSET,
 };
 use crate::engine::{qemu_stderr_is_fatal, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
@@ -116,6 +118,7 @@ struct Instance {
     worker: web_sys::Worker,
     header: Int32Array,
     data: Uint8Array,
+    stdin: Uint8Array,
     _closures: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -131,6 +134,11 @@ struct Inner {
     stopped: Cell<bool>,
     start_waiter: RefCell<Option<oneshot::Sender<Result<()>>>>,
     stderr: RefCell<VecDeque<String>>,
+    /// Serial input that did not fit the ring yet.
+    stdin_pending: RefCell<VecDeque<u8>>,
+    stdin_pumping: Cell<bool>,
+    /// Serial output of this turn of the event loop, sent as one event.
+    serial_out: RefCell<Vec<u8>>,
 }
 
 /// QEMU behind the [`Engine`] trait.
@@ -176,10 +184,25 @@ impl Inner {
             }
             "serial" => {
                 if let Ok(bytes) = get(&data, "data").dyn_into::<Uint8Array>() {
-                    self.host.emit(Event::SerialOut {
-                        vm_id: self.config.vm_id.clone(),
-                        data: bytes.to_vec(),
-                    });
+                    let first = {
+                        let mut out = self.serial_out.borrow_mut();
+                        let first = out.is_empty();
+                        out.extend(bytes.to_vec());
+                        first
+                    };
+                    if first {
+                        let this = self.clone();
+                        spawn_local(async move {
+                            gloo_timers::future::TimeoutFuture::new(1).await;
+                            let data = std::mem::take(&mut *this.serial_out.borrow_mut());
+                            if !data.is_empty() {
+                                this.host.emit(Event::SerialOut {
+                                    vm_id: this.config.vm_id.clone(),
+                                    data,
+                                });
+                            }
+                        });
+                    }
                 }
             }
             "stderr" => {
@@ -327,7 +350,13 @@ impl Inner {
         let c = &self.config;
         let sab = SharedArrayBuffer::new(channel::channel_bytes(c.window) as u32);
         let header = Int32Array::new_with_byte_offset_and_length(&sab, 0, HEADER_WORDS as u32);
-        let data = Uint8Array::new_with_byte_offset_and_length(&sab, HEADER_BYTES as u32, c.window);
+        let stdin = Uint8Array::new_with_byte_offset_and_length(
+            &sab,
+            HEADER_BYTES as u32,
+            STDIN_RING as u32,
+        );
+        let data =
+            Uint8Array::new_with_byte_offset_and_length(&sab, WINDOW_OFFSET as u32, c.window);
 
         let options = web_sys::WorkerOptions::new();
         options.set_type(web_sys::WorkerType::Module);
@@ -402,6 +431,7 @@ impl Inner {
             worker: worker.clone(),
             header,
             data,
+            stdin,
             _closures: vec![Box::new(on_message), Box::new(on_error)],
         });
         worker.post_message(&message).map_err(|e| {
@@ -438,6 +468,42 @@ impl Inner {
         }
     }
 
+    /// Moves pending serial input into the ring; retries every few milliseconds while the
+    /// ring is full.
+    fn pump_stdin(self: &Rc<Self>) {
+        let moved = match &*self.instance.borrow() {
+            Some(i) => {
+                let written =
+                    Atomics::load(&i.header, slot::STDIN_WRITTEN as u32).unwrap_or(0) as u32;
+                let taken = Atomics::load(&i.header, slot::STDIN_TAKEN as u32).unwrap_or(0) as u32;
+                let mut pending = self.stdin_pending.borrow_mut();
+                let n = channel::stdin_free(written, taken).min(pending.len());
+                for (k, b) in pending.drain(..n).enumerate() {
+                    let at = channel::stdin_slot(written.wrapping_add(k as u32));
+                    i.stdin.set_index(at as u32, b);
+                }
+                let _ = Atomics::store(
+                    &i.header,
+                    slot::STDIN_WRITTEN as u32,
+                    written.wrapping_add(n as u32) as i32,
+                );
+                true
+            }
+            None => false,
+        };
+        let waiting = !self.stdin_pending.borrow().is_empty();
+        if (waiting || !moved) && !self.stopped.get() && !self.stdin_pumping.replace(true) {
+            let this = self.clone();
+            spawn_local(async move {
+                gloo_timers::future::TimeoutFuture::new(5).await;
+                this.stdin_pumping.set(false);
+                if !this.stdin_pending.borrow().is_empty() {
+                    this.pump_stdin();
+                }
+            });
+        }
+    }
+
     /// Waits until no disk request is being served.
     async fn idle(&self) {
         if self.serving.get() == 0 {
@@ -470,6 +536,9 @@ impl QemuEngine {
             stopped: Cell::new(false),
             start_waiter: RefCell::new(None),
             stderr: RefCell::new(VecDeque::new()),
+            stdin_pending: RefCell::new(VecDeque::new()),
+            stdin_pumping: Cell::new(false),
+            serial_out: RefCell::new(Vec::new()),
         });
         inner.launch().await?;
         Ok(Self { inner })
@@ -483,17 +552,12 @@ impl Engine for QemuEngine {
     }
 
     fn send_serial(&self, data: &[u8]) -> Result<()> {
-        let instance = self.inner.instance.borrow();
-        let worker = &instance
-            .as_ref()
-            .ok_or_else(|| RuntimeError::Engine("QEMU is not running".into()))?
-            .worker;
-        let message = Object::new();
-        set(&message, "type", &"stdin".into());
-        set(&message, "data", &Uint8Array::from(data));
-        worker
-            .post_message(&message)
-            .map_err(|e| RuntimeError::Engine(format!("serial input: {}", js_text(&e))))
+        if self.inner.stopped.get() {
+            return Err(RuntimeError::Engine("QEMU is not running".into()));
+        }
+        self.inner.stdin_pending.borrow_mut().extend(data);
+        self.inner.pump_stdin();
+        Ok(())
     }
 
     async fn reset(&self) -> Result<()> {
@@ -530,6 +594,7 @@ impl Engine for QemuEngine {
 pub struct QemuDiskPort {
     header: Int32Array,
     data: Uint8Array,
+    stdin: Uint8Array,
     window: u32,
     sizes: Vec<u64>,
     seq: Cell<u32>,
@@ -550,13 +615,18 @@ impl QemuDiskPort {
         timeout_ms: f64,
     ) -> std::result::Result<QemuDiskPort, JsError> {
         let bytes = channel.byte_length() as usize;
-        if bytes <= HEADER_BYTES {
+        if bytes <= WINDOW_OFFSET {
             return Err(JsError::new("the disk channel is too small"));
         }
         Ok(QemuDiskPort {
             header: Int32Array::new_with_byte_offset_and_length(&channel, 0, HEADER_WORDS as u32),
-            data: Uint8Array::new_with_byte_offset(&channel, HEADER_BYTES as u32),
-            window: (bytes - HEADER_BYTES) as u32,
+            data: Uint8Array::new_with_byte_offset(&channel, WINDOW_OFFSET as u32),
+            stdin: Uint8Array::new_with_byte_offset_and_length(
+                &channel,
+                HEADER_BYTES as u32,
+                STDIN_RING as u32,
+            ),
+            window: (bytes - WINDOW_OFFSET) as u32,
             sizes: sizes.into_iter().map(|s| s as u64).collect(),
             seq: Cell::new(0),
             timeout_ms,
@@ -585,6 +655,24 @@ impl QemuDiskPort {
         position: f64,
     ) -> std::result::Result<u32, JsValue> {
         self.transfer(IoOp::Write, disk, src, position)
+    }
+
+    /// The next byte of serial input, if any (for `Module.stdin`; `undefined` means none
+    /// yet).
+    #[wasm_bindgen(js_name = stdinByte)]
+    pub fn stdin_byte(&self) -> Option<u8> {
+        let written = Atomics::load(&self.header, slot::STDIN_WRITTEN as u32).unwrap_or(0) as u32;
+        let taken = Atomics::load(&self.header, slot::STDIN_TAKEN as u32).unwrap_or(0) as u32;
+        if written == taken {
+            return None;
+        }
+        let byte = self.stdin.get_index(channel::stdin_slot(taken) as u32);
+        let _ = Atomics::store(
+            &self.header,
+            slot::STDIN_TAKEN as u32,
+            taken.wrapping_add(1) as i32,
+        );
+        Some(byte)
     }
 
     fn fail(errno: i32, message: String) -> JsValue {

@@ -18,8 +18,11 @@
 //!  copy window -> QEMU's buffer (reads); STATE = IDLE
 //! ```
 //!
-//! The channel is one `SharedArrayBuffer`: a header of [`HEADER_WORDS`] 32-bit words, then a
-//! data window of `window` bytes. A request larger than the window is [`split`] into
+//! The channel is one `SharedArrayBuffer`: a header of [`HEADER_WORDS`] 32-bit words, a
+//! [`STDIN_RING`]-byte ring for the guest's serial input, then a data window of `window`
+//! bytes. Serial input goes through shared memory too, because QEMU polls its stdin from
+//! the module's main thread in a tight loop of proxied calls, during which that thread
+//! may never return to its event loop to receive a message. A request larger than the window is [`split`] into
 //! window-sized pieces. A wait that times out breaks the channel for good (a late answer
 //! could land in the window of the next request): every later request fails at once with
 //! `EIO`, and the engine reports an error event, so the guest sees I/O errors, never a hang.
@@ -43,6 +46,10 @@ use std::fmt;
 pub const HEADER_WORDS: usize = 16;
 /// Bytes of the header; the data window starts here.
 pub const HEADER_BYTES: usize = HEADER_WORDS * 4;
+/// Bytes of the serial input ring (the most one `serialIn` command carries).
+pub const STDIN_RING: usize = 64 * 1024;
+/// Where the data window starts.
+pub const WINDOW_OFFSET: usize = HEADER_BYTES + STDIN_RING;
 /// The default data window: 1 MiB (QEMU's reads are mostly 4 KiB to 1 MiB).
 pub const DEFAULT_WINDOW: u32 = 1 << 20;
 /// How long a callback waits for one answer before it gives up (the storage stack does a
@@ -75,6 +82,27 @@ pub mod slot {
     pub const SEQ: usize = 7;
     /// The sequence number of the request the answer is for.
     pub const ACK: usize = 8;
+    /// Serial input bytes written into the ring so far (wrapping), by the VM worker.
+    pub const STDIN_WRITTEN: usize = 9;
+    /// Serial input bytes taken from the ring so far (wrapping), by QEMU's side.
+    pub const STDIN_TAKEN: usize = 10;
+}
+
+/// How many bytes the serial input ring can take, from its two counters.
+///
+/// ```
+/// use qemuweb_runtime::engine::qemu_channel::{stdin_free, STDIN_RING};
+/// assert_eq!(stdin_free(0, 0), STDIN_RING);
+/// assert_eq!(stdin_free(10, 4), STDIN_RING - 6);
+/// assert_eq!(stdin_free(3, u32::MAX), STDIN_RING - 4); // the counters wrap
+/// ```
+pub fn stdin_free(written: u32, taken: u32) -> usize {
+    STDIN_RING.saturating_sub(written.wrapping_sub(taken) as usize)
+}
+
+/// The ring offset of the byte with counter value `n`.
+pub fn stdin_slot(n: u32) -> usize {
+    n as usize % STDIN_RING
 }
 
 /// The values of the [`slot::STATE`] word.
@@ -275,7 +303,7 @@ pub fn split(offset: u64, len: u64, window: u32) -> impl Iterator<Item = (u64, u
 
 /// The bytes of a channel's `SharedArrayBuffer` with a `window`-byte data window.
 pub fn channel_bytes(window: u32) -> usize {
-    HEADER_BYTES + window as usize
+    WINDOW_OFFSET + window as usize
 }
 
 #[cfg(test)]
@@ -366,6 +394,12 @@ mod tests {
         }
         // A zero window is treated as one byte rather than looping forever.
         assert_eq!(split(0, 3, 0).count(), 3);
-        assert_eq!(channel_bytes(DEFAULT_WINDOW), HEADER_BYTES + (1 << 20));
+        assert_eq!(
+            channel_bytes(DEFAULT_WINDOW),
+            HEADER_BYTES + STDIN_RING + (1 << 20)
+        );
+        // The ring's slots wrap with the counters (STDIN_RING divides 2^32).
+        assert_eq!(stdin_slot(u32::MAX), STDIN_RING - 1);
+        assert_eq!(stdin_slot(u32::MAX.wrapping_add(1)), 0);
     }
 }
