@@ -73,12 +73,14 @@ function native(name, image, marker) {
     const t0 = performance.now();
     const child = spawn('qemu-system-i386', ['-nodefaults', '-no-user-config', '-machine', 'pc', '-accel', 'tcg',
       '-m', '64', '-display', 'none', '-serial', 'stdio', '-snapshot',
-      '-drive', `file=${image},format=qcow2,if=ide,index=0,media=disk`], { stdio: ['pipe', 'pipe', 'inherit'] });
+      '-drive', `file=${image},format=qcow2,if=ide,index=0,media=disk`], { stdio: ['pipe', 'pipe', 'ignore'] });
     let text = '';
+    let done = false;
     const timer = setTimeout(() => { child.kill(); reject(new Error(`native: no ${marker}: ${JSON.stringify(text)}`)); }, 60000);
     child.stdout.on('data', (d) => {
       text += d;
-      if (text.includes(marker)) {
+      if (!done && text.includes(marker)) {
+        done = true;
         record(name, performance.now() - t0);
         clearTimeout(timer);
         child.kill();
