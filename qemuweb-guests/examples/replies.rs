@@ -17,7 +17,7 @@ use qemuweb_guests::{
 use std::process::ExitCode;
 
 /// The guest's reply to one command line, or its `ERR` line.
-fn reply(disk: &mut [u8], line: &str) -> Result<String, String> {
+fn reply(disk: &mut [u8], gfx: &mut bool, line: &str) -> Result<String, String> {
     let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
     let sector = |n: &str| -> Result<u64, String> {
         let lba: u64 = n.parse().map_err(|_| "ERR bad number".to_string())?;
@@ -49,16 +49,41 @@ fn reply(disk: &mut [u8], line: &str) -> Result<String, String> {
             disk[bytes(lba)].fill(byte);
             Ok(write_reply(lba, byte))
         }
+        "gfx" if rest.is_empty() => {
+            *gfx = true;
+            Ok("GFX 320x200".into())
+        }
+        "text" if rest.is_empty() => {
+            *gfx = false;
+            Ok("TEXT 80x25".into())
+        }
+        "hline" => {
+            let (n, fill) = rest.split_once(' ').ok_or("ERR bad number")?;
+            let y: u32 = n.parse().map_err(|_| "ERR bad number")?;
+            let byte = match fill.len() {
+                2 => u8::from_str_radix(fill, 16).map_err(|_| "ERR bad number")?,
+                _ => return Err("ERR bad number".into()),
+            };
+            if y >= 200 {
+                return Err("ERR bad number".into());
+            }
+            if !*gfx {
+                return Err("ERR not in graphics mode".into());
+            }
+            Ok(format!("HLINE {y} FILL {byte:02X}"))
+        }
+        "gfx" | "text" => Err("ERR bad number".into()),
         _ => Err("ERR unknown command".into()),
     }
 }
 
 fn main() -> ExitCode {
     let mut disk = x86_bios_disk();
+    let mut gfx = false;
     println!("{X86_BANNER}");
     for line in std::env::args().skip(1) {
         println!("{PROMPT}{line}");
-        match reply(&mut disk, &line) {
+        match reply(&mut disk, &mut gfx, &line) {
             Ok(r) => println!("{r}"),
             Err(e) => {
                 println!("{e}");

@@ -13,8 +13,13 @@
 ;   read N           -> SECTOR N CRC32 XXXXXXXX   (CRC-32/ISO-HDLC of the 512 bytes, as zlib)
 ;   write N BB       -> WROTE SECTOR N FILL BB    (every byte of sector N set to hex byte BB)
 ;   info             -> DISK SECTORS N            (from int 13h AH=48h)
+;   gfx              -> GFX 320x200               (VGA mode 13h via int 10h, DAC entries 0-7
+;                       set to R = bit 2, G = bit 1, B = bit 0 of the index (each 0 or 63),
+;                       pixel (x, y) = ((x >> 4) xor (y >> 3)) and 7)
+;   hline Y BB       -> HLINE Y FILL BB           (graphics mode: row Y, 0-199, set to colour BB)
+;   text             -> TEXT 80x25                (back to mode 3, the banner on row 0 again)
 ; Errors: "ERR unknown command", "ERR bad number", "ERR protected sector",
-; "ERR disk status XX" (XX = the BIOS status in AH). N is decimal, BB is two hex digits.
+; "ERR disk status XX" (XX = the BIOS status in AH), "ERR not in graphics mode". N is decimal, BB is two hex digits.
 ; Every reply ends with CR LF and is followed by the prompt "> ".
 ; Sectors are read and written with the int 13h extensions (AH=42h/43h, LBA), which
 ; SeaBIOS provides for IDE/AHCI, virtio-blk and virtio-scsi disks alike.
@@ -75,7 +80,13 @@ msg_load_fail:
 ; ---------------------------------------------------------------- stage 2
 stage2:
     call serial_init
-    ; banner on the VGA text screen, row 0, white on blue
+    call vga_banner
+    mov si, msg_banner
+    call puts
+    jmp main_loop
+
+; the banner on the VGA text screen, row 0, white on blue
+vga_banner:
     push es
     mov ax, 0xb800
     mov es, ax
@@ -92,8 +103,7 @@ stage2:
     jmp .vga
 .vga_done:
     pop es
-    mov si, msg_banner
-    call puts
+    ret
 
 main_loop:
     mov si, msg_prompt
@@ -113,6 +123,15 @@ main_loop:
     mov di, word_info
     call match_word
     jnc cmd_info
+    mov di, word_gfx
+    call match_word
+    jnc cmd_gfx
+    mov di, word_hline
+    call match_word
+    jnc cmd_hline
+    mov di, word_text
+    call match_word
+    jnc cmd_text
     mov si, msg_unknown
     call puts
     jmp main_loop
@@ -197,6 +216,112 @@ cmd_info:
     mov eax, [SECTOR_BUF + 0x10]
     call put_dec
     call crlf
+    jmp main_loop
+
+; gfx: mode 13h, the DAC's first 8 entries, the pattern
+cmd_gfx:
+    call skip_spaces
+    cmp byte [si], 0
+    jne bad_number
+    mov ax, 0x0013
+    int 0x10
+    mov byte [gfx_mode], 1
+    mov dx, 0x3c8               ; DAC write index 0, then R, G, B of entries 0..7
+    xor al, al
+    out dx, al
+    inc dx
+    xor bl, bl
+.pal:
+    mov bh, 4                   ; bit 2 (R), bit 1 (G), bit 0 (B)
+.chan:
+    xor al, al
+    test bl, bh
+    jz .dark
+    mov al, 63
+.dark:
+    out dx, al
+    shr bh, 1
+    jnz .chan
+    inc bl
+    cmp bl, 8
+    jb .pal
+    push es
+    mov ax, 0xa000
+    mov es, ax
+    xor di, di
+    xor dx, dx                  ; y
+.row:
+    xor cx, cx                  ; x
+.px:
+    mov ax, cx
+    shr ax, 4
+    mov bx, dx
+    shr bx, 3
+    xor ax, bx
+    and al, 7
+    stosb
+    inc cx
+    cmp cx, 320
+    jb .px
+    inc dx
+    cmp dx, 200
+    jb .row
+    pop es
+    mov si, msg_gfx
+    call puts
+    jmp main_loop
+
+; hline Y BB: row Y of the mode 13h screen set to colour BB
+cmd_hline:
+    call skip_spaces
+    call parse_dec
+    jc bad_number
+    cmp eax, 200
+    jae bad_number
+    mov [cur_lba], eax
+    call skip_spaces
+    call parse_hex_byte
+    jc bad_number
+    mov [fill_byte], al
+    call skip_spaces
+    cmp byte [si], 0
+    jne bad_number
+    cmp byte [gfx_mode], 0
+    je .text
+    push es
+    mov ax, 0xa000
+    mov es, ax
+    imul di, [cur_lba], 320
+    mov al, [fill_byte]
+    mov cx, 320
+    rep stosb
+    pop es
+    mov si, msg_hline
+    call puts
+    mov eax, [cur_lba]
+    call put_dec
+    mov si, msg_fill
+    call puts
+    mov al, [fill_byte]
+    call put_hex8
+    call crlf
+    jmp main_loop
+.text:
+    mov si, msg_not_gfx
+    call puts
+    jmp main_loop
+
+; text: back to mode 3 with the banner
+cmd_text:
+    call skip_spaces
+    cmp byte [si], 0
+    jne bad_number
+    mov ax, 0x0003
+    int 0x10
+    mov byte [gfx_mode], 0
+    call vga_banner
+    mov si, msg_text
+    call puts
     jmp main_loop
 
 bad_number:
@@ -511,6 +636,7 @@ dap_io:
     dq 0
 cur_lba:    dd 0
 fill_byte:  db 0
+gfx_mode:   db 0
 
 msg_banner:     db "QEMUWEB-GUEST x86 v1", 13, 10, 0
 msg_prompt:     db "> ", 0
@@ -527,6 +653,13 @@ word_echo:      db "echo", 0
 word_read:      db "read", 0
 word_write:     db "write", 0
 word_info:      db "info", 0
+word_gfx:       db "gfx", 0
+word_hline:     db "hline", 0
+word_text:      db "text", 0
+msg_gfx:        db "GFX 320x200", 13, 10, 0
+msg_hline:      db "HLINE ", 0
+msg_text:       db "TEXT 80x25", 13, 10, 0
+msg_not_gfx:    db "ERR not in graphics mode", 13, 10, 0
 
 %if ($ - $$) > (1 + STAGE2_SECTORS) * 512
 %error "guest code does not fit in the sectors the boot sector loads"

@@ -22,10 +22,14 @@
 //! | `read N` | `SECTOR N CRC32 XXXXXXXX` ([`read_reply`]; the checksum is [`crc32`] of the 512 bytes of sector `N`) |
 //! | `write N BB` | `WROTE SECTOR N FILL BB` ([`write_reply`]; every byte of sector `N` becomes the hex byte `BB`) |
 //! | `info` | `DISK SECTORS N` (the disk size the BIOS reports) |
+//! | `gfx` | `GFX 320x200`: VGA mode 13h through int 10h, DAC entries 0-7 programmed and the pattern [`x86_gfx_pixel`] drawn |
+//! | `hline Y BB` | `HLINE Y FILL BB`: in graphics mode, row `Y` (0-199) set to colour `BB` |
+//! | `text` | `TEXT 80x25`: back to text mode 3, the banner on row 0 again |
 //!
 //! `N` is decimal and `BB` two hex digits. Errors are `ERR unknown command`,
-//! `ERR bad number`, `ERR protected sector` (a `write` below [`X86_DATA_START_LBA`]) and
-//! `ERR disk status XX` (the BIOS status). Sectors are read and written with the int 13h
+//! `ERR bad number`, `ERR protected sector` (a `write` below [`X86_DATA_START_LBA`]),
+//! `ERR disk status XX` (the BIOS status) and `ERR not in graphics mode` (`hline` in text
+//! mode). Sectors are read and written with the int 13h
 //! extensions (AH=42h/43h), so the same image works as an IDE/AHCI, virtio-blk or
 //! virtio-scsi disk under SeaBIOS.
 //!
@@ -70,6 +74,40 @@ pub const X86_DATA_START_LBA: u64 = 64;
 pub const X86_DISK_SECTORS: u64 = 8192;
 // The guest's code must stay out of the sectors `write` may change.
 const _: () = assert!(X86_CODE_SECTORS <= X86_DATA_START_LBA);
+
+/// Width of the x86 guest's graphics screen (`gfx`: VGA mode 13h).
+pub const X86_GFX_WIDTH: u32 = 320;
+/// Height of the x86 guest's graphics screen.
+pub const X86_GFX_HEIGHT: u32 = 200;
+
+/// The colour (R, G, B) of DAC entry `index` (0-7) after the x86 guest's `gfx`: red is
+/// bit 2, green bit 1, blue bit 0, each fully on (6-bit 63, shown as 255) or off.
+///
+/// ```
+/// assert_eq!(qemuweb_guests::x86_gfx_colour(6), [255, 255, 0]);
+/// ```
+pub fn x86_gfx_colour(index: u8) -> [u8; 3] {
+    let on = |bit: u8| if index & bit != 0 { 255 } else { 0 };
+    [on(4), on(2), on(1)]
+}
+
+/// The colour index the x86 guest's `gfx` draws at (`x`, `y`) of its 320x200 screen:
+/// `((x >> 4) ^ (y >> 3)) & 7`, blocks 16 pixels wide and 8 tall.
+///
+/// ```
+/// assert_eq!(qemuweb_guests::x86_gfx_index(0, 0), 0);
+/// assert_eq!(qemuweb_guests::x86_gfx_index(16, 0), 1);
+/// assert_eq!(qemuweb_guests::x86_gfx_index(16, 8), 0);
+/// ```
+pub fn x86_gfx_index(x: u32, y: u32) -> u8 {
+    (((x >> 4) ^ (y >> 3)) & 7) as u8
+}
+
+/// The colour the x86 guest's `gfx` shows at (`x`, `y`): [`x86_gfx_colour`] of
+/// [`x86_gfx_index`].
+pub fn x86_gfx_pixel(x: u32, y: u32) -> [u8; 3] {
+    x86_gfx_colour(x86_gfx_index(x, y))
+}
 
 /// The guest physical address the aarch64 image runs at on `virt` (RAM base + `text_offset`).
 pub const AARCH64_LOAD_ADDRESS: u64 = 0x4008_0000;
