@@ -198,6 +198,15 @@ mod tests {
     }
 
     #[test]
+    fn mounts_below_a_directory_are_found_deepest_first() {
+        // /dev always has /dev/pts (and usually /dev/shm) mounted below it.
+        let found = mounts_under(Path::new("/dev"));
+        assert!(found.contains(&PathBuf::from("/dev/pts")), "{found:?}");
+        let depths: Vec<usize> = found.iter().map(|p| p.components().count()).collect();
+        assert!(depths.windows(2).all(|w| w[0] >= w[1]), "{found:?}");
+    }
+
+    #[test]
     fn clean_removes_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("wasm-build");
