@@ -417,16 +417,7 @@ impl Worker {
             cmdline: plan.cmdline.clone(),
             display,
         };
-        match V86Engine::start(config, objects, host).await {
-            Ok(engine) => Ok(Rc::new(RunningVm {
-                engine: Rc::new(engine),
-                disks,
-            })),
-            Err(e) => {
-                close_disks(&disks).await;
-                Err(e)
-            }
-        }
+        running(V86Engine::start(config, objects, host).await, disks).await
     }
 
     /// Builds the storage stack of every disk of `plan`.
@@ -564,16 +555,7 @@ impl Worker {
             window: DEFAULT_WINDOW,
             io_timeout_ms: DEFAULT_TIMEOUT_MS,
         };
-        match QemuEngine::start(config, self.host.clone()).await {
-            Ok(engine) => Ok(Rc::new(RunningVm {
-                engine: Rc::new(engine),
-                disks,
-            })),
-            Err(e) => {
-                close_disks(&disks).await;
-                Err(e)
-            }
-        }
+        running(QemuEngine::start(config, self.host.clone()).await, disks).await
     }
 
     async fn fetch_asset(&self, vm_id: &str, what: &str, source: &AssetSource) -> Result<Vec<u8>> {
@@ -624,6 +606,23 @@ impl Worker {
             .map_err(|e| RuntimeError::storage(what, e))?;
         let _ = dev.close().await;
         Ok(data)
+    }
+}
+
+/// The VM `started` runs, or its disks closed again when the engine did not start.
+async fn running<E: Engine + 'static>(
+    started: Result<E>,
+    disks: Vec<DiskStack>,
+) -> Result<Rc<RunningVm>> {
+    match started {
+        Ok(engine) => Ok(Rc::new(RunningVm {
+            engine: Rc::new(engine),
+            disks,
+        })),
+        Err(e) => {
+            close_disks(&disks).await;
+            Err(e)
+        }
     }
 }
 

@@ -27,6 +27,22 @@ pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
 pub mod v86;
 
+/// The message of a JS exception or value.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn js_text(v: &wasm_bindgen::JsValue) -> String {
+    use wasm_bindgen::JsCast;
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// Sets `obj[key] = value` on a plain object (which cannot fail).
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn set(obj: &js_sys::Object, key: &str, value: &wasm_bindgen::JsValue) {
+    let _ = js_sys::Reflect::set(obj, &wasm_bindgen::JsValue::from_str(key), value);
+}
+
 /// The engines this build can run.
 pub const AVAILABLE_ENGINES: [EngineKind; 2] = [EngineKind::V86, EngineKind::Qemu];
 

@@ -22,7 +22,7 @@ use crate::engine::qemu_channel::{
     self as channel, slot, IoOp, IoRequest, State, EIO, HEADER_BYTES, HEADER_WORDS, STDIN_RING,
     WINDOW_OFFSET,
 };
-use crate::engine::{qemu_stderr_is_fatal, Engine, EngineHost};
+use crate::engine::{js_text, qemu_stderr_is_fatal, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{EngineKind, Event, LogLevel};
 use async_trait::async_trait;
@@ -42,18 +42,6 @@ use wasm_bindgen_futures::spawn_local;
 const START_TIMEOUT_MS: u32 = 120_000;
 /// Lines of QEMU's stderr kept for error messages.
 const STDERR_TAIL: usize = 20;
-
-fn js_text(v: &JsValue) -> String {
-    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
-        return String::from(e.message());
-    }
-    v.as_string().unwrap_or_else(|| format!("{v:?}"))
-}
-
-fn set(obj: &Object, key: &str, value: &JsValue) {
-    // Setting a property of a plain object cannot fail.
-    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
-}
 
 fn get(v: &JsValue, key: &str) -> JsValue {
     Reflect::get(v, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)

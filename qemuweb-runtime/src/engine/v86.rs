@@ -27,7 +27,7 @@
 //! Graphics modes are not rendered yet.
 
 use crate::engine::text_screen::{TextScreen, GLYPH_STRIDE};
-use crate::engine::{Engine, EngineHost};
+use crate::engine::{js_text, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{EngineKind, Event, LogLevel, StopReason};
 use async_trait::async_trait;
@@ -76,18 +76,6 @@ extern "C" {
     fn restart(this: &V86) -> std::result::Result<(), JsValue>;
     #[wasm_bindgen(method, catch)]
     fn destroy(this: &V86) -> std::result::Result<Promise, JsValue>;
-}
-
-fn js_text(v: &JsValue) -> String {
-    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
-        return String::from(e.message());
-    }
-    v.as_string().unwrap_or_else(|| format!("{v:?}"))
-}
-
-fn set(obj: &Object, key: &str, value: &JsValue) {
-    // Setting a property of a plain object cannot fail.
-    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
 }
 
 /// A guest write waiting to reach the storage stack.
