@@ -2,14 +2,18 @@
 // worker, writes its banner on the VGA text screen, the worker renders the text cells with
 // the guest's own VGA font into a SharedArrayBuffer frame ring (qemuweb-sidecar's
 // LocalTransport) and the page's canvas shows it. The canvas is read back and the banner
-// found in its 8x16 glyph cells; a screenshot is saved under the test's temp dir.
+// found in its 8x16 glyph cells.
+// Then the guest switches to VGA mode 13h (its `gfx` command): the worker sends v86's
+// framebuffer as RGBA frames and every canvas pixel is checked against the guest's known
+// pattern; `hline` changes one row and `text` goes back to the banner. Screenshots are
+// kept under target/e2e-artifacts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
-import { browserWithPage, dropProfile, setUp } from './common.mjs';
+import { TARGET } from '../lib/server.mjs';
+import { browserWithPage, converse, dropProfile, setUp } from './common.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
 let env;
@@ -70,23 +74,32 @@ function findBanner([banner]) {
   return { found: false, width, height, lit };
 }
 
+/**
+ * Boots the x86 test guest as VM `vm` (graphics profile) in the page, its display on a new
+ * canvas `#screen`, and waits for its serial banner.
+ */
+async function bootOnCanvas(page, vm) {
+  const started = await page.evaluate(async ([vm, disk]) => {
+    const canvas = document.createElement('canvas');
+    canvas.id = 'screen';
+    document.body.append(canvas);
+    window.client = makeClient();
+    await client.init();
+    client.attachDisplay(vm, canvas);
+    return attempt(() => client.startVm(vm, profiles['linux-i386-pc-graphics'],
+      { disk: { source: { kind: 'url', url: disk } } }, { memoryMiB: 64 }));
+  }, [vm, `${env.images.url}/x86-bios.qcow2`]);
+  assert.deepEqual(started, { ok: undefined });
+  await page.evaluate(([vm, b]) => waitSerial(vm, b, 0, 30000), [vm, BANNER]);
+}
+
 test('the VGA text banner of the x86 test guest shows on the page canvas through the SharedArrayBuffer ring', async (t) => {
   const profile = newProfile();
-  const artifacts = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-display-'));
+  const artifacts = join(TARGET, 'e2e-artifacts');
+  mkdirSync(artifacts, { recursive: true });
   const { context, page } = await browserWithPage(profile, env.web, 'display');
   try {
-    const started = await page.evaluate(async ([disk]) => {
-      const canvas = document.createElement('canvas');
-      canvas.id = 'screen';
-      document.body.append(canvas);
-      window.client = makeClient();
-      await client.init();
-      client.attachDisplay('screen', canvas);
-      return attempt(() => client.startVm('screen', profiles['linux-i386-pc-graphics'],
-        { disk: { source: { kind: 'url', url: disk } } }, { memoryMiB: 64 }));
-    }, [`${env.images.url}/x86-bios.qcow2`]);
-    assert.deepEqual(started, { ok: undefined });
-    await page.evaluate(([b]) => waitSerial('screen', b, 0, 30000), [BANNER]);
+    await bootOnCanvas(page, 'screen');
 
     // The screen follows the serial banner within a few frames.
     let result;
@@ -95,7 +108,7 @@ test('the VGA text banner of the x86 test guest shows on the page canvas through
       await new Promise((r) => setTimeout(r, 250));
       result = await page.evaluate(findBanner, [BANNER]);
     } while (!result.found && Date.now() < deadline);
-    const shot = join(artifacts, 'display.png');
+    const shot = join(artifacts, 'display-text.png');
     await page.locator('#screen').screenshot({ path: shot });
     t.diagnostic(`screenshot: ${shot}`);
     assert.ok(result.found, `banner not on the canvas (${result.width}x${result.height}, lit cells per row ${result.lit})`);
@@ -112,6 +125,92 @@ test('the VGA text banner of the x86 test guest shows on the page canvas through
     assert.deepEqual(errors, []);
   } finally {
     await page.evaluate(() => client.stopVm('screen', true)).catch(() => {});
+    await context.close();
+    dropProfile(profile);
+  }
+});
+
+/**
+ * Runs in the page: compares every pixel of the canvas with the x86 guest's `gfx` pattern
+ * (qemuweb_guests::x86_gfx_pixel: index ((x >> 4) ^ (y >> 3)) & 7, red = bit 2, green =
+ * bit 1, blue = bit 0), rows listed in `lines` being filled with colour index `lines[y]`.
+ */
+function checkPattern([lines]) {
+  const canvas = document.getElementById('screen');
+  const { width, height } = canvas;
+  if (width !== 320 || height !== 200) return { width, height, bad: -1 };
+  const px = canvas.getContext('2d').getImageData(0, 0, width, height).data;
+  let bad = 0;
+  let first = null;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = lines[y] ?? (((x >> 4) ^ (y >> 3)) & 7);
+      const want = [i & 4 ? 255 : 0, i & 2 ? 255 : 0, i & 1 ? 255 : 0, 255];
+      const at = (y * width + x) * 4;
+      const got = [px[at], px[at + 1], px[at + 2], px[at + 3]];
+      if (got.some((v, k) => v !== want[k])) {
+        bad++;
+        first ??= { x, y, got, want };
+      }
+    }
+  }
+  return { width, height, bad, first };
+}
+
+/** Polls `check` in the page until it reports no bad pixel (or 15 s pass). */
+async function until(page, check, args) {
+  let result;
+  const deadline = Date.now() + 15000;
+  do {
+    result = await page.evaluate(check, args);
+    if (result.bad === 0 || result.found) return result;
+    await new Promise((r) => setTimeout(r, 100));
+  } while (Date.now() < deadline);
+  return result;
+}
+
+test('VGA mode 13h: the guest\'s framebuffer reaches the canvas pixel for pixel, one changed row and the way back to text', async (t) => {
+  const profile = newProfile();
+  const artifacts = join(TARGET, 'e2e-artifacts');
+  mkdirSync(artifacts, { recursive: true });
+  const { context, page } = await browserWithPage(profile, env.web, 'display-gfx');
+  try {
+    await bootOnCanvas(page, 'gfx');
+    assert.ok((await until(page, findBanner, [BANNER])).found, 'the text banner first');
+    const textSeq = await page.evaluate(() => client.displayFrame('gfx'));
+
+    assert.match(await converse(page, 'gfx', 'gfx', 'GFX 320x200'), /GFX 320x200/);
+    let result = await until(page, checkPattern, [{}]);
+    const shot = join(artifacts, 'display-gfx-mode13h.png');
+    await page.locator('#screen').screenshot({ path: shot });
+    t.diagnostic(`screenshot: ${shot}`);
+    assert.equal(result.bad, 0, `pattern on the canvas: ${JSON.stringify(result)}`);
+    const gfxSeq = await page.evaluate(() => client.displayFrame('gfx'));
+    assert.ok(gfxSeq > textSeq, `graphics frames follow the text frames (${textSeq} -> ${gfxSeq})`);
+
+    // One row changes: the canvas follows (red is DAC entry 4, which the guest set).
+    assert.match(await converse(page, 'gfx', 'hline 100 04', 'FILL 04'), /HLINE 100 FILL 04/);
+    result = await until(page, checkPattern, [{ 100: 4 }]);
+    await page.locator('#screen').screenshot({ path: join(artifacts, 'display-gfx-hline.png') });
+    assert.equal(result.bad, 0, `pattern with row 100 red: ${JSON.stringify(result)}`);
+
+    // An unchanged graphics screen sends no frames.
+    const idle = await page.evaluate(async () => {
+      const a = client.displayFrame('gfx');
+      await new Promise((r) => setTimeout(r, 500));
+      return [a, client.displayFrame('gfx')];
+    });
+    assert.equal(idle[0], idle[1], 'no frames while the screen does not change');
+
+    // Back to text mode: the banner again on a 640x400 canvas.
+    assert.match(await converse(page, 'gfx', 'text', 'TEXT 80x25'), /TEXT 80x25/);
+    const banner = await until(page, findBanner, [BANNER]);
+    assert.ok(banner.found, `banner back on the canvas (${banner.width}x${banner.height})`);
+    assert.deepEqual([banner.width, banner.height], [640, 400]);
+    const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.evaluate(() => client.stopVm('gfx', true)).catch(() => {});
     await context.close();
     dropProfile(profile);
   }

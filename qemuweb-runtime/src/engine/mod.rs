@@ -26,6 +26,7 @@ pub mod qemu_channel;
 pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
 pub mod v86;
+pub mod vga_graphics;
 
 /// The message of a JS exception or value.
 #[cfg(target_arch = "wasm32")]

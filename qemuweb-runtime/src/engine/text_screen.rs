@@ -101,6 +101,11 @@ impl TextScreen {
         self.whole = true;
     }
 
+    /// Makes the next frame a keyframe (the screen is shown again after a graphics mode).
+    pub fn invalidate(&mut self) {
+        self.whole = true;
+    }
+
     /// Loads the font from VGA plane 2 (`plane2`: glyph `c` at `c * 32`, `height` scan
     /// lines each, 1..=32). Every cell is redrawn.
     pub fn set_font(&mut self, height: u32, plane2: &[u8]) {

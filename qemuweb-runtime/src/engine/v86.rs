@@ -24,9 +24,16 @@
 //! plane 2. The engine wraps those adapter methods, renders the cells with the guest's
 //! own font ([`TextScreen`]) and publishes RGBA frames with dirty rectangles into the
 //! ring (`qemuweb_sidecar::LocalTransport`), at most one per [`FRAME_INTERVAL_MS`].
-//! Graphics modes are not rendered yet.
+//!
+//! In a graphics mode (v86's adapter is told `set_mode(true)` and the size through
+//! `set_size_graphical`), the engine asks v86's VGA to render its framebuffer every
+//! [`FRAME_INTERVAL_MS`] (`screen_fill_buffer`; a headless v86 never does), takes the
+//! layers v86 hands to the adapter's `update_buffer` into a [`GraphicsScreen`] and
+//! publishes RGBA frames whose dirty rectangles cover only the rows and columns that
+//! changed; a new size or a switch between text and graphics starts with a keyframe.
 
 use crate::engine::text_screen::{TextScreen, GLYPH_STRIDE};
+use crate::engine::vga_graphics::{GraphicsScreen, Layer};
 use crate::engine::{js_text, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{EngineKind, Event, LogLevel, StopReason};
@@ -500,9 +507,16 @@ struct AttachedDisplay {
 /// How often, at most, the screen is published to the display ring (a 60 Hz display).
 pub const FRAME_INTERVAL_MS: u32 = 16;
 
-/// The text screen and the ring it goes to.
+/// The screens and the ring they go to.
 struct DisplayState {
     screen: RefCell<TextScreen>,
+    graphics: RefCell<GraphicsScreen>,
+    /// Whether the VGA is in a graphics mode (v86's `set_mode`).
+    graphical: Cell<bool>,
+    /// The sequence number of the last frame published (text and graphics share it).
+    sequence: Cell<u64>,
+    /// The emulator (its VGA renders graphics frames on request).
+    emulator: JsValue,
     transport: RefCell<LocalTransport>,
     scheduled: Cell<bool>,
     stopped: Cell<bool>,
@@ -522,12 +536,81 @@ impl DisplayState {
                 return;
             }
             let now = js_sys::Date::now();
-            let frame = self.screen.borrow_mut().take_frame(now);
-            if let Some(frame) = frame {
+            let sequence = self.sequence.get() + 1;
+            let graphical = self.graphical.get();
+            let frame = if graphical {
+                // v86 calls the adapter's `update_buffer` (see `attach_display`) from here.
+                self.fill_graphics();
+                self.graphics.borrow_mut().take_frame(sequence, now)
+            } else {
+                self.screen.borrow_mut().take_frame(now)
+            };
+            if let Some(mut frame) = frame {
+                frame.metadata.sequence = sequence;
+                self.sequence.set(sequence);
                 // The ring never blocks; a malformed frame would be our bug: drop it.
                 let _ = self.transport.borrow_mut().send_now(&frame);
             }
+            // The guest draws into video memory without telling anyone: look again.
+            if graphical {
+                self.schedule();
+            }
         });
+    }
+
+    /// Has v86's VGA render its graphics framebuffer (`screen_fill_buffer`, which hands
+    /// the result to the adapter's `update_buffer`).
+    fn fill_graphics(&self) {
+        let mut vga = self.emulator.clone();
+        for key in ["v86", "cpu", "devices", "vga"] {
+            vga = Reflect::get(&vga, &key.into()).unwrap_or(JsValue::UNDEFINED);
+        }
+        if let Ok(fill) =
+            Reflect::get(&vga, &"screen_fill_buffer".into()).and_then(|f| f.dyn_into::<Function>())
+        {
+            let _ = fill.call0(&vga);
+        }
+    }
+
+    /// Copies the layers of v86's `update_buffer(layers)` into the graphics screen.
+    fn take_layers(&self, layers: &JsValue) {
+        let Some(layers) = layers.dyn_ref::<Array>() else {
+            return;
+        };
+        let num = |v: &JsValue, key: &str| {
+            Reflect::get(v, &key.into())
+                .ok()
+                .and_then(|n| n.as_f64())
+                .unwrap_or(0.0)
+        };
+        let mut graphics = self.graphics.borrow_mut();
+        for layer in layers.iter() {
+            let image = Reflect::get(&layer, &"image_data".into()).unwrap_or_default();
+            let Ok(data) = Reflect::get(&image, &"data".into())
+                .and_then(|d| d.dyn_into::<js_sys::Uint8ClampedArray>())
+            else {
+                continue;
+            };
+            let image_width = num(&image, "width") as u32;
+            let l = Layer {
+                screen_x: num(&layer, "screen_x") as i64,
+                screen_y: num(&layer, "screen_y") as i64,
+                buffer_x: num(&layer, "buffer_x") as u32,
+                buffer_y: num(&layer, "buffer_y") as u32,
+                buffer_width: num(&layer, "buffer_width") as u32,
+                buffer_height: num(&layer, "buffer_height") as u32,
+            };
+            // Only the image rows the layer shows cross into Rust.
+            let stride = image_width.saturating_mul(4);
+            let start = l.buffer_y.saturating_mul(stride).min(data.length());
+            let end = l
+                .buffer_y
+                .saturating_add(l.buffer_height)
+                .saturating_mul(stride)
+                .min(data.length());
+            let rows = data.subarray(start, end).to_vec();
+            graphics.blit(&l, image_width, &rows);
+        }
     }
 }
 
@@ -826,6 +909,10 @@ fn attach_display(
         .ok_or_else(|| RuntimeError::Engine("v86 has no screen adapter".into()))?;
     let state = Rc::new(DisplayState {
         screen: RefCell::new(TextScreen::default()),
+        graphics: RefCell::new(GraphicsScreen::new(320, 200)),
+        graphical: Cell::new(false),
+        sequence: Cell::new(0),
+        emulator: emulator.clone(),
         transport: RefCell::new(transport),
         scheduled: Cell::new(false),
         stopped: Cell::new(false),
@@ -895,6 +982,54 @@ fn attach_display(
     );
     wrap("set_font_bitmap", set_font.as_ref().clone());
     closures.push(Box::new(set_font));
+
+    let (st, orig, this) = (state.clone(), original("set_mode"), adapter.clone());
+    let set_mode = Closure::<dyn FnMut(JsValue)>::new(move |graphical: JsValue| {
+        if let Some(f) = &orig {
+            let _ = f.call1(&this, &graphical);
+        }
+        let graphical = graphical.is_truthy();
+        if st.graphical.replace(graphical) != graphical {
+            // The other screen was not shown meanwhile: send it whole.
+            if graphical {
+                st.graphics.borrow_mut().invalidate();
+            } else {
+                st.screen.borrow_mut().invalidate();
+            }
+        }
+        st.clone().schedule();
+    });
+    wrap("set_mode", set_mode.as_ref().clone());
+    closures.push(Box::new(set_mode));
+
+    let (st, orig, this) = (
+        state.clone(),
+        original("set_size_graphical"),
+        adapter.clone(),
+    );
+    let set_size_graphical = Closure::<dyn FnMut(JsValue, JsValue, JsValue, JsValue)>::new(
+        move |w: JsValue, h: JsValue, vw: JsValue, vh: JsValue| {
+            if let Some(f) = &orig {
+                let args: Array = [&w, &h, &vw, &vh].into_iter().collect();
+                let _ = f.apply(&this, &args);
+            }
+            let n = |v: &JsValue| v.as_f64().unwrap_or(0.0) as u32;
+            st.graphics.borrow_mut().set_size(n(&w), n(&h));
+            st.clone().schedule();
+        },
+    );
+    wrap("set_size_graphical", set_size_graphical.as_ref().clone());
+    closures.push(Box::new(set_size_graphical));
+
+    let (st, orig, this) = (state.clone(), original("update_buffer"), adapter.clone());
+    let update_buffer = Closure::<dyn FnMut(JsValue)>::new(move |layers: JsValue| {
+        if let Some(f) = &orig {
+            let _ = f.call1(&this, &layers);
+        }
+        st.take_layers(&layers);
+    });
+    wrap("update_buffer", update_buffer.as_ref().clone());
+    closures.push(Box::new(update_buffer));
     Ok(AttachedDisplay {
         state,
         _closures: closures,
