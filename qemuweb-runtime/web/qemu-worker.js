@@ -16,11 +16,12 @@ import init, { QemuDiskPort } from "./qemuweb_runtime.js";
 const EIO = 29;
 let started = false;
 
-const post = (m, transfer) => self.postMessage(m, transfer ?? []);
+const post = (m) => self.postMessage(m);
 const fail = (what, e) => post({ type: "error", what, message: String(e?.message ?? e) });
 
-// QEMU's exit() ends in Emscripten throwing an ExitStatus on this thread; anything else
-// uncaught is an error. Both are reported rather than left to the worker's error event.
+// An ExitStatus that escapes Emscripten is QEMU's exit; anything else uncaught (a wasm trap
+// in a QEMU thread, a pthread worker that failed to load) is an error. Both are reported
+// rather than left to the worker's error event.
 let stderrLine = [];
 const flushStderr = () => {
   if (stderrLine.length) post({ type: "stderr", line: new TextDecoder().decode(new Uint8Array(stderrLine)) });
