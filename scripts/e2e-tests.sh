@@ -11,6 +11,7 @@ export CARGO_TARGET_DIR=$target_dir
 
 cargo build -q -p qemuweb-testkit --bin qemuweb-test-server
 cargo build -q -p qemuweb-guests
+cargo build -q -p qemuweb-sidecar --bin frame-server   # display.test.mjs forwards to its sink
 cargo build -q -p qemuweb-runtime --example headless
 scripts/build-web --dev qemuweb-storage-js "$target_dir/web/storage" >/dev/null
 scripts/build-web qemuweb-runtime >/dev/null

@@ -6,10 +6,15 @@
 // Then the guest switches to VGA mode 13h (its `gfx` command): the worker sends v86's
 // framebuffer as RGBA frames and every canvas pixel is checked against the guest's known
 // pattern; `hline` changes one row and `text` goes back to the banner. Screenshots are
-// kept under target/e2e-artifacts.
+// kept under target/e2e-artifacts. Finally the page forwards what its display draws over
+// the sidecar's RemoteTransport (WebSocket) to the native `frame-server`'s sink, which checks
+// every frame's checksum, acknowledges each with its own screen's CRC (the page compares it
+// with its screen's) and writes its final screen, compared byte for byte with the canvas.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { TARGET } from '../lib/server.mjs';
@@ -231,5 +236,137 @@ test('a page that is not cross-origin isolated gets a clear capability error fro
   } finally {
     await context.close();
     dropProfile(profile);
+  }
+});
+
+/** Starts `frame-server --dump-dir DIR` on a free port; resolves with its URL and log. */
+async function frameServer(dir) {
+  const bin = join(TARGET, 'debug', 'frame-server');
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: cargo build -p qemuweb-sidecar --bin frame-server`);
+  const child = spawn(bin, ['--dump-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = [];
+  let err = '';
+  child.stderr.on('data', (d) => {
+    err += d;
+    const lines = err.split('\n');
+    err = lines.pop();
+    log.push(...lines);
+  });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/frame-server listening on (ws:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+    child.on('exit', (code) => reject(new Error(`frame-server exited (${code}): ${log.join('\n')}`)));
+  });
+  return { url, log, stop: () => child.kill() };
+}
+
+/** Reads a PAM (RGB_ALPHA) file: {width, height, data}. */
+function readPam(path) {
+  const bytes = readFileSync(path);
+  const end = bytes.indexOf('ENDHDR\n') + 'ENDHDR\n'.length;
+  const header = bytes.subarray(0, end).toString('latin1');
+  const width = Number(header.match(/WIDTH (\d+)/)[1]);
+  const height = Number(header.match(/HEIGHT (\d+)/)[1]);
+  return { width, height, data: bytes.subarray(end) };
+}
+
+/** Waits for `path` to exist (the sink writes it when the page closes the stream). */
+async function waitFile(path, ms = 10000) {
+  const deadline = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (Date.now() > deadline) throw new Error(`${path} was not written`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Runs in the page: forwards VM `vm`'s display to `url` until `wait` (a serial command) is
+ * done, flushes (the sink acknowledged the last frame), reads the stats and the canvas
+ * pixels back, and closes the stream.
+ */
+async function forwardAndRead([vm, url, line, expect]) {
+  const forward = client.forwardDisplay(vm, url);
+  const deadline = performance.now() + 15000;
+  // Connected, and the current screen went out as the stream's keyframe.
+  while (!forward.stats().connected || forward.stats().forwarded < 1) {
+    if (forward.stats().error || performance.now() > deadline) return { stats: forward.stats() };
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  if (line) {
+    const from = window.serial[vm].length;
+    client.sendSerialIn(vm, line + '\r');
+    await waitSerial(vm, expect, from, 20000);
+  }
+  // Let the screen settle (a few 16 ms frame intervals), then wait for the last ack.
+  let seq;
+  do {
+    seq = client.displayFrame(vm);
+    await new Promise((r) => setTimeout(r, 300));
+  } while (seq !== client.displayFrame(vm));
+  const flushed = await forward.flush(10000);
+  const stats = forward.stats();
+  const canvas = document.getElementById('screen');
+  const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  forward.close();
+  return { flushed, stats, width: canvas.width, height: canvas.height, pixels: Array.from(px) };
+}
+
+test('the page forwards its display over the RemoteTransport to the native frame-server byte for byte (text, then mode 13h)', async (t) => {
+  const profile = newProfile();
+  const dumps = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-display-remote-'));
+  const server = await frameServer(dumps);
+  const { context, page } = await browserWithPage(profile, env.web, 'display-remote');
+  try {
+    await bootOnCanvas(page, 'remote');
+    assert.ok((await until(page, findBanner, [BANNER])).found, 'the text banner first');
+
+    const check = async (name, got) => {
+      assert.ok(got.flushed, `${name}: the sink acknowledged the last frame: ${JSON.stringify(got.stats)}`);
+      assert.equal(got.stats.error, undefined);
+      assert.equal(got.stats.mismatched, 0, `${name}: an ack's CRC differs from the page's screen`);
+      assert.ok(got.stats.matched >= 1, `${name}: acks checked against the page's screen CRC`);
+      assert.equal(got.stats.lastAcked, got.stats.lastSequence);
+      await waitFile(join(dumps, `${name}.pam`));
+      const pam = readPam(join(dumps, `${name}.pam`));
+      assert.deepEqual([pam.width, pam.height], [got.width, got.height]);
+      assert.ok(Buffer.from(got.pixels).equals(pam.data), `${name}: the sink's screen equals the canvas byte for byte`);
+      t.diagnostic(`${name}: ${got.stats.forwarded} frames forwarded, ${got.stats.bytesSent} bytes, ${got.stats.matched} acks matched`);
+    };
+
+    // The text screen: the first frame is the current screen as a keyframe.
+    const text = await page.evaluate(forwardAndRead, ['remote', `${server.url}/sink?name=text`, 'echo hi', 'hi']);
+    await check('text', text);
+    assert.deepEqual([text.width, text.height], [640, 400]);
+
+    // A new stream, through the switch to mode 13h and one changed row.
+    const gfx = await page.evaluate(forwardAndRead, ['remote', `${server.url}/sink?name=gfx`, 'gfx', 'GFX 320x200']);
+    await check('gfx', gfx);
+    assert.deepEqual([gfx.width, gfx.height], [320, 200]);
+    // A third stream carries the change of one row.
+    const hline = await page.evaluate(forwardAndRead, ['remote', `${server.url}/sink?name=hline`, 'hline 100 04', 'FILL 04']);
+    await check('hline', hline);
+    const red = hline.pixels.slice(100 * 320 * 4, 101 * 320 * 4);
+    assert.ok(red.every((v, i) => v === [255, 0, 0, 255][i % 4]), 'row 100 is red');
+
+    // What the sink saw: each stream opens with a keyframe; the hline is a one-row delta.
+    const frames = (name) => server.log.filter((l) => l.startsWith(`frame-server: sink ${name} frame `));
+    for (const name of ['text', 'gfx', 'hline']) {
+      assert.match(frames(name)[0] ?? '', / key - /, `${name} starts with a keyframe: ${frames(name)}`);
+    }
+    assert.ok(frames('gfx').some((l) => / 320x200 /.test(l)), `the mode switch reached the sink: ${frames('gfx')}`);
+    // Row 100's first 16 pixels were red already (pattern index (0 ^ 12) & 7 = 4): the
+    // delta covers exactly the pixels that changed.
+    assert.ok(frames('hline').some((l) => / 320x200 delta 16,100,304,1 /.test(l)),
+      `the changed row went as a 304x1 delta: ${frames('hline')}`);
+  } finally {
+    await page.evaluate(() => client.stopVm('remote', true)).catch(() => {});
+    await context.close();
+    dropProfile(profile);
+    server.stop();
+    rmSync(dumps, { recursive: true, force: true });
   }
 });

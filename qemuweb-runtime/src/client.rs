@@ -481,6 +481,30 @@ impl QemuClient {
         }
     }
 
+    /// Also sends what VM `vmId`'s display draws to the frame receiver at `url`
+    /// (`ws://` or `wss://`, e.g. qemuweb-sidecar's `frame-server` `/sink`) over a
+    /// WebSocket (`RemoteTransport`), starting with the current screen; replaces an
+    /// earlier forwarding of that display. Returns a `DisplayForward` (`stats()`,
+    /// `flush(timeoutMs)`, `close()`). Throws an `Error` with code `out_of_order`
+    /// without an attached display.
+    #[wasm_bindgen(js_name = forwardDisplay)]
+    pub fn forward_display(
+        &self,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        url: String,
+    ) -> Result<qemuweb_sidecar::DisplayForward, JsValue> {
+        let displays = self.inner.displays.borrow();
+        let display = displays.get(&vm_id).ok_or_else(|| {
+            error_value(
+                ErrorCode::OutOfOrder,
+                "no display is attached for this VM: call attachDisplay first",
+                Some(&vm_id),
+            )
+        })?;
+        let forward = display.canvas_display.borrow_mut().forward(url);
+        Ok(forward)
+    }
+
     /// The sequence number of the last frame VM `vmId`'s display drew (`undefined`
     /// before the first or without a display).
     #[wasm_bindgen(js_name = displayFrame)]

@@ -25,6 +25,8 @@
 //! On the page, `CanvasPresenter` (wasm32) draws received frames on a `<canvas>`:
 //! keyframes whole, deltas only their dirty rectangles; `CanvasDisplay` and
 //! `FrameSender` are the JavaScript classes for the page and a JavaScript worker.
+//! `CanvasDisplay.forward(url)` also sends what the page draws to a remote viewer
+//! (`DisplayForward`), checking its acknowledgements against the page's screen.
 //!
 //! ```
 //! use qemuweb_sidecar::*;
@@ -49,6 +51,8 @@
 
 mod convert;
 mod error;
+#[cfg(target_arch = "wasm32")]
+mod forward;
 mod frame;
 mod memory;
 #[cfg(target_arch = "wasm32")]
@@ -61,6 +65,8 @@ pub mod wire;
 
 pub use convert::rect_to_rgba;
 pub use error::{ErrorKind, SidecarError};
+#[cfg(target_arch = "wasm32")]
+pub use forward::DisplayForward;
 pub use frame::{DirtyRect, Frame, FrameMetadata, PixelFormat, MAX_DIMENSION, MAX_DIRTY_RECTS};
 #[cfg(target_arch = "wasm32")]
 pub use memory::SabMemory;

@@ -7,6 +7,7 @@ use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData};
 
 use crate::convert::rect_to_rgba;
+use crate::forward::DisplayForward;
 use crate::frame::{DirtyRect, Frame, FrameMetadata, PixelFormat};
 use crate::memory::SabMemory;
 use crate::transport::LocalTransport;
@@ -138,6 +139,9 @@ pub struct CanvasDisplay {
     transport: LocalTransport,
     presenter: CanvasPresenter,
     last_sequence: Option<u64>,
+    /// The last frame drawn (its size and format describe the current screen).
+    last_metadata: Option<FrameMetadata>,
+    forward: Option<DisplayForward>,
 }
 
 #[wasm_bindgen]
@@ -173,19 +177,44 @@ impl CanvasDisplay {
             transport,
             presenter: CanvasPresenter::new(canvas)?,
             last_sequence: None,
+            last_metadata: None,
+            forward: None,
         })
     }
 
-    /// Draws the newest frame if one arrived (only what changed); returns whether it
-    /// drew. Never blocks.
+    /// Draws the newest frame if one arrived (only what changed) and forwards it (see
+    /// `forward`); returns whether it drew. Never blocks.
     pub fn poll(&mut self) -> Result<bool, JsError> {
-        let Some(meta) = self.transport.try_receive()? else {
-            return Ok(false);
-        };
-        self.presenter
-            .present(&meta, self.transport.screen_data())?;
-        self.last_sequence = Some(meta.sequence);
-        Ok(true)
+        let got = self.transport.try_receive()?;
+        if let Some(meta) = &got {
+            self.presenter.present(meta, self.transport.screen_data())?;
+            self.last_sequence = Some(meta.sequence);
+            self.last_metadata = Some(meta.clone());
+        }
+        if let Some(forward) = self.forward.as_ref().filter(|f| f.is_live()) {
+            // A new connection starts with the current screen, changed or not.
+            let meta = match forward.wants_keyframe() {
+                true => self.last_metadata.as_ref(),
+                false => got.as_ref(),
+            };
+            if let Some(meta) = meta {
+                forward.offer(meta, self.transport.screen_data());
+            }
+        }
+        Ok(got.is_some())
+    }
+
+    /// Also sends every frame drawn from now on to the receiver at `url` (`ws://` or
+    /// `wss://`, e.g. `frame-server`'s `/sink`) over a `RemoteTransport`, starting with
+    /// the current screen; replaces an earlier forwarding. Returns its handle
+    /// (`stats()`, `flush(timeoutMs)`, `close()`).
+    pub fn forward(&mut self, url: String) -> DisplayForward {
+        if let Some(old) = self.forward.take() {
+            old.close();
+        }
+        let forward = DisplayForward::start(url);
+        self.forward = Some(forward.clone());
+        forward
     }
 
     /// The sequence number of the last frame drawn (`undefined` before the first).

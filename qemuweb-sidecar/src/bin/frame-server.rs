@@ -2,7 +2,7 @@
 //! WebSocket on 127.0.0.1 (for tests, benchmarks and demos).
 //!
 //! ```text
-//! frame-server [--port N] [--bind ADDR]
+//! frame-server [--port N] [--bind ADDR] [--dump-dir DIR]
 //! ```
 //!
 //! Prints `frame-server listening on ws://ADDR:PORT` once it listens. Paths:
@@ -17,8 +17,11 @@
 //!   acknowledged it. Whole-screen keyframes, or with `rect=S` a keyframe and then
 //!   deltas of one `S x S` square each (at `x = 61 i mod (W - S + 1)`,
 //!   `y = 37 i mod (H - S + 1)`, every byte set to `i mod 256`).
-//! - `/sink` — the server receives: it asks for checksums, checks every frame against
-//!   them and acknowledges each with its own screen's checksum.
+//! - `/sink?name=NAME` — the server receives: it asks for checksums, checks every frame
+//!   against them and acknowledges each with its own screen's checksum. It logs one line
+//!   per frame on stderr (`frame-server: sink NAME frame SEQ WxH key|delta RECTS crc
+//!   XXXXXXXX`, RECTS as `x,y,w,h;...` or `-`) and, with `--dump-dir`, writes the final
+//!   screen to `DIR/NAME.pam` (a PAM image, `TUPLTYPE RGB_ALPHA`) when the sender closes.
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
     if let Err(err) = native::main() {
@@ -35,6 +38,7 @@ mod native {
     use std::collections::HashMap;
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
     use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -48,13 +52,18 @@ mod native {
     pub fn main() -> Result<(), String> {
         let mut args = std::env::args().skip(1);
         let (mut bind, mut port) = ("127.0.0.1".to_string(), 0u16);
+        let mut dump: Option<PathBuf> = None;
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or(format!("{arg} needs a value"));
             match arg.as_str() {
                 "--port" => port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
                 "--bind" => bind = value()?,
+                "--dump-dir" => dump = Some(PathBuf::from(value()?)),
                 "--help" | "-h" => {
-                    println!("usage: frame-server [--port N] [--bind ADDR] (see the crate README)");
+                    println!(
+                        "usage: frame-server [--port N] [--bind ADDR] [--dump-dir DIR] \
+                         (see the crate README)"
+                    );
                     return Ok(());
                 }
                 other => return Err(format!("unknown argument {other}")),
@@ -68,8 +77,9 @@ mod native {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let streams = streams.clone();
+            let dump = dump.clone();
             std::thread::spawn(move || {
-                if let Err(err) = serve(stream, &streams) {
+                if let Err(err) = serve(stream, &streams, dump.as_deref()) {
                     eprintln!("frame-server: connection: {err}");
                 }
             });
@@ -90,18 +100,21 @@ mod native {
         q.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
     }
 
-    fn serve(stream: TcpStream, streams: &Streams) -> Result<(), SidecarError> {
+    fn serve(
+        stream: TcpStream,
+        streams: &Streams,
+        dump: Option<&Path>,
+    ) -> Result<(), SidecarError> {
         let (ws, path) = RemoteTransport::accept(stream)?;
         let route = path.split('?').next().unwrap_or_default().to_string();
         let q = query(&path);
         if route == "/sink" {
-            return sink(RemoteTransport::accepted_receiver(
-                ws,
-                RemoteOptions {
-                    checksums: true,
-                    ..RemoteOptions::default()
-                },
-            ));
+            let name = q.get("name").map_or("sink", String::as_str);
+            let options = RemoteOptions {
+                checksums: true,
+                ..RemoteOptions::default()
+            };
+            return sink(RemoteTransport::accepted_receiver(ws, options), name, dump);
         }
         let mut tx = RemoteTransport::accepted_sender(ws, RemoteOptions::default());
         block_on(tx.connect())?;
@@ -224,17 +237,68 @@ mod native {
         Ok(())
     }
 
-    /// Receives and checks frames until the peer closes.
-    fn sink(mut rx: RemoteTransport) -> Result<(), SidecarError> {
+    /// Receives and checks frames until the peer closes, logging each; then writes the
+    /// last screen to `dump/NAME.pam`.
+    fn sink(mut rx: RemoteTransport, name: &str, dump: Option<&Path>) -> Result<(), SidecarError> {
         block_on(rx.connect())?;
+        let mut last: Option<FrameMetadata> = None;
         loop {
             match block_on(rx.receive()) {
-                Ok(_) => {}
+                Ok(meta) => {
+                    let rects: Vec<String> = meta
+                        .dirty
+                        .iter()
+                        .map(|r| format!("{},{},{},{}", r.x, r.y, r.width, r.height))
+                        .collect();
+                    eprintln!(
+                        "frame-server: sink {name} frame {} {}x{} {} {} crc {:08X}",
+                        meta.sequence,
+                        meta.width,
+                        meta.height,
+                        if meta.keyframe { "key" } else { "delta" },
+                        if rects.is_empty() {
+                            "-".to_string()
+                        } else {
+                            rects.join(";")
+                        },
+                        crc32fast::hash(rx.screen())
+                    );
+                    last = Some(meta);
+                }
                 Err(err) if err.kind() == ErrorKind::Connection => break,
                 Err(err) => return Err(err),
             }
         }
-        eprintln!("frame-server: sink received {} frames", rx.stats().received);
+        eprintln!(
+            "frame-server: sink {name} received {} frames",
+            rx.stats().received
+        );
+        if let (Some(dir), Some(meta)) = (dump, last) {
+            let safe = name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !safe {
+                return Err(SidecarError::Protocol {
+                    reason: format!("sink name {name:?}: letters, digits, - and _ only"),
+                });
+            }
+            let mut pam = format!(
+                "P7\nWIDTH {}\nHEIGHT {}\nDEPTH 4\nMAXVAL 255\nTUPLTYPE RGB_ALPHA\nENDHDR\n",
+                meta.width, meta.height
+            )
+            .into_bytes();
+            pam.extend_from_slice(rx.screen());
+            let (tmp, path) = (
+                dir.join(format!(".{name}.pam")),
+                dir.join(format!("{name}.pam")),
+            );
+            std::fs::write(&tmp, pam)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| SidecarError::Connection {
+                    reason: format!("writing {}: {e}", path.display()),
+                })?;
+            eprintln!("frame-server: sink {name} wrote {}", path.display());
+        }
         Ok(())
     }
 }

@@ -293,6 +293,37 @@ impl RemoteTransport {
         self.state.borrow().decoder.frame()
     }
 
+    /// The sending end: queues the frame for the socket (replacing one still held
+    /// back) and returns at once; what [`FrameTransport::send`] does.
+    pub fn send_now(&mut self, frame: &Frame) -> Result<(), SidecarError> {
+        let mut s = self.state.borrow_mut();
+        if !s.sender {
+            return Err(SidecarError::WrongSide {
+                operation: "send",
+                side: "receiving",
+            });
+        }
+        let Some(welcome) = s.welcome.filter(|_| self.link.is_some()) else {
+            return Err(SidecarError::NotConnected);
+        };
+        if let Some(err) = s.error.clone() {
+            return Err(err);
+        }
+        check_outgoing(frame, self.last_offered, welcome.format)?;
+        s.outbox.offer(frame);
+        self.last_offered = Some(frame.metadata.sequence);
+        if let Err(err) = s.pump() {
+            s.fail(err.clone());
+            return Err(err);
+        }
+        let waiting = !s.outbox.is_empty();
+        drop(s);
+        if waiting {
+            schedule_pump(&self.state);
+        }
+        Ok(())
+    }
+
     fn receiving(&self, operation: &'static str) -> Result<(), SidecarError> {
         if self.state.borrow().sender {
             return Err(SidecarError::WrongSide {
@@ -432,32 +463,7 @@ impl FrameTransport for RemoteTransport {
 
     /// Queues the frame for the socket (replacing one still held back); never waits.
     async fn send(&mut self, frame: &Frame) -> Result<(), SidecarError> {
-        let mut s = self.state.borrow_mut();
-        if !s.sender {
-            return Err(SidecarError::WrongSide {
-                operation: "send",
-                side: "receiving",
-            });
-        }
-        let Some(welcome) = s.welcome.filter(|_| self.link.is_some()) else {
-            return Err(SidecarError::NotConnected);
-        };
-        if let Some(err) = s.error.clone() {
-            return Err(err);
-        }
-        check_outgoing(frame, self.last_offered, welcome.format)?;
-        s.outbox.offer(frame);
-        self.last_offered = Some(frame.metadata.sequence);
-        if let Err(err) = s.pump() {
-            s.fail(err.clone());
-            return Err(err);
-        }
-        let waiting = !s.outbox.is_empty();
-        drop(s);
-        if waiting {
-            schedule_pump(&self.state);
-        }
-        Ok(())
+        self.send_now(frame)
     }
 
     /// Waits (without blocking the page) for the next frame; returns the change since
