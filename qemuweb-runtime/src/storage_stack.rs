@@ -105,6 +105,44 @@ pub async fn open_source(
     }
 }
 
+/// The identity of a disk's base image, stored beside its persistent overlay so the
+/// overlay is never laid over a different image: format and guest-visible size, plus the
+/// HTTP validator (else the URL) or the File's name, size and `lastModified`.
+fn base_identity(
+    source: &ImageSource,
+    files: &FileMap,
+    format: ImageFormat,
+    size: u64,
+    http: Option<&HttpBlockDevice>,
+) -> String {
+    let origin = match (source, http) {
+        (_, Some(dev)) => match dev.validator() {
+            Some(v) => format!("validator {v}"),
+            None => format!("url {}", dev.url()),
+        },
+        (ImageSource::Url { url }, None) => format!("url {url}"),
+        (ImageSource::File { path }, None) => {
+            let blob = files.get(path);
+            let prop = |k: &str| {
+                blob.and_then(|b| js_sys::Reflect::get(b, &k.into()).ok())
+                    .filter(|v| !v.is_undefined())
+                    .map(|v| {
+                        v.as_string()
+                            .unwrap_or_else(|| format!("{}", v.as_f64().unwrap_or(0.0)))
+                    })
+                    .unwrap_or_default()
+            };
+            let len = blob.map(|b| b.size()).unwrap_or(0.0);
+            format!(
+                "file {} bytes {len} modified {}",
+                prop("name"),
+                prop("lastModified")
+            )
+        }
+    };
+    format!("{format} {size} bytes, {origin}")
+}
+
 /// Builds the stack of `disk` of VM `vm_id`. `on_progress` hears the HTTP download
 /// progress of URL images.
 pub async fn open_disk(
@@ -131,6 +169,7 @@ pub async fn open_disk(
     )
     .await
     .map_err(|e| RuntimeError::storage(id, e))?;
+    let base = base_identity(&disk.source, files, format, image.size(), http.as_deref());
     let (overlay, persistent): (Box<dyn qemuweb_storage::Overlay>, bool) = if disk.read_only {
         let o = MemoryOverlay::new(OVERLAY_BLOCK_SIZE).map_err(|e| RuntimeError::storage(id, e))?;
         (Box::new(o), false)
@@ -140,6 +179,7 @@ pub async fn open_disk(
             id,
             IndexedDbOptions {
                 block_size: OVERLAY_BLOCK_SIZE,
+                base: Some(base),
                 ..IndexedDbOptions::default()
             },
         )

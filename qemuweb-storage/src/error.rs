@@ -33,7 +33,8 @@ pub enum ErrorKind {
     RangeNotSupported,
     /// The HTTP server answered with a malformed or inconsistent response.
     BadResponse,
-    /// The remote image was replaced while it was being read.
+    /// The remote image was replaced while it was being read, or a persistent overlay
+    /// was made over a different base image than the one given now.
     ImageChanged,
     /// A valid image uses a feature this crate does not implement.
     Unsupported,
@@ -131,6 +132,20 @@ pub enum StorageError {
         /// How the change was detected.
         reason: String,
     },
+    /// A persistent overlay was made over a different base image than the one given now
+    /// (kind [`ErrorKind::ImageChanged`]); its blocks would corrupt the new image.
+    #[error("disk {disk_id:?} of VM {vm_id:?} holds changes made over base image ({stored}), but the base image is now ({given}); delete the VM's stored disks (IndexedDbOverlay::delete_vm) or use another vmId")]
+    // Box<str> keeps the enum no larger than its other variants.
+    BaseChanged {
+        /// The VM.
+        vm_id: Box<str>,
+        /// The disk of that VM.
+        disk_id: Box<str>,
+        /// The identity the overlay was made over.
+        stored: Box<str>,
+        /// The identity given now.
+        given: Box<str>,
+    },
     /// See [`ErrorKind::Unsupported`].
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -188,7 +203,7 @@ impl StorageError {
             Self::Network { .. } => ErrorKind::Network,
             Self::RangeNotSupported { .. } => ErrorKind::RangeNotSupported,
             Self::BadResponse { .. } => ErrorKind::BadResponse,
-            Self::ImageChanged { .. } => ErrorKind::ImageChanged,
+            Self::ImageChanged { .. } | Self::BaseChanged { .. } => ErrorKind::ImageChanged,
             Self::Unsupported(_) => ErrorKind::Unsupported,
             Self::Encrypted(_) => ErrorKind::Encrypted,
             Self::Corrupt(_) => ErrorKind::Corrupt,

@@ -6,7 +6,8 @@
 //! - object store `blocks`, key path `[vmId, diskId, index]`, values
 //!   `{vmId, diskId, index, data: Uint8Array}`, with indexes `by-vmId` (`vmId`) and
 //!   `by-vmDisk` (`[vmId, diskId]`);
-//! - object store `disks`, key path `[vmId, diskId]`, values `{vmId, diskId, blockSize}`.
+//! - object store `disks`, key path `[vmId, diskId]`, values `{vmId, diskId, blockSize}`
+//!   plus `base` (the base image's identity, see [`IndexedDbOptions::base`]) when given.
 //!
 //! Writes are visible at once and batched in memory; a batch is written in one
 //! `readwrite` transaction with `durability: "strict"`, so each block is stored whole, old
@@ -62,6 +63,14 @@ pub struct IndexedDbOptions {
     pub lock: LockPolicy,
     /// Pending bytes after which a write commits its batch without waiting for `sync`.
     pub flush_bytes: usize,
+    /// The identity of the base image the overlay's blocks apply to, if known: an opaque
+    /// string the caller derives from the image, e.g. its format and size plus an HTTP
+    /// validator (strong `ETag` or `Last-Modified`) or else its URL, or for a `File` its
+    /// name, size and `lastModified`. Stored on first use; a later open with a different
+    /// identity fails with [`ErrorKind::ImageChanged`](crate::ErrorKind::ImageChanged)
+    /// rather than lay old blocks over a different image. An overlay stored without one
+    /// adopts the given identity. `None` checks nothing.
+    pub base: Option<String>,
 }
 
 impl Default for IndexedDbOptions {
@@ -70,6 +79,7 @@ impl Default for IndexedDbOptions {
             block_size: 4096,
             lock: LockPolicy::Exclusive,
             flush_bytes: DEFAULT_FLUSH_BYTES,
+            base: None,
         }
     }
 }
@@ -91,6 +101,7 @@ pub struct IndexedDbOverlay {
     block_size: u32,
     read_only: bool,
     flush_bytes: usize,
+    base: Option<String>,
     /// Every block held: committed, in flight or pending.
     present: RefCell<BTreeSet<u64>>,
     /// Written but not yet handed to a transaction.
@@ -232,6 +243,7 @@ impl IndexedDbOverlay {
             block_size: options.block_size,
             read_only,
             flush_bytes: options.flush_bytes.max(options.block_size as usize),
+            base: options.base,
             present: RefCell::new(BTreeSet::new()),
             pending: RefCell::new(BTreeMap::new()),
             pending_bytes: Cell::new(0),
@@ -317,12 +329,15 @@ impl IndexedDbOverlay {
         }
     }
 
-    /// Records the block size on first use; refuses a different one later.
+    /// Records the block size (and base identity) on first use; refuses a different one
+    /// later. A record without a base identity adopts the given one.
     async fn check_geometry(&self) -> Result<()> {
         let k = key(&[self.vm_id.as_str().into(), self.disk_id.as_str().into()]);
-        let (_tx, store) = read_store(&self.db, DISKS, "reading disk metadata")?;
-        let existing = request(store.get(k), "reading disk metadata").await?;
-        match existing {
+        let existing = {
+            let (_tx, store) = read_store(&self.db, DISKS, "reading disk metadata")?;
+            request(store.get(k), "reading disk metadata").await?
+        };
+        let record = match existing {
             Some(record) => {
                 let stored = Reflect::get(&record, &"blockSize".into())
                     .ok()
@@ -336,24 +351,47 @@ impl IndexedDbOverlay {
                         self.disk_id, self.vm_id, self.block_size
                     )));
                 }
-                Ok(())
+                let Some(given) = &self.base else {
+                    return Ok(());
+                };
+                let stored = Reflect::get(&record, &"base".into())
+                    .ok()
+                    .and_then(|v| v.as_string());
+                match stored {
+                    Some(stored) if &stored == given => return Ok(()),
+                    Some(stored) => {
+                        return Err(StorageError::BaseChanged {
+                            vm_id: self.vm_id.as_str().into(),
+                            disk_id: self.disk_id.as_str().into(),
+                            stored: stored.into(),
+                            given: given.as_str().into(),
+                        })
+                    }
+                    // A record from before base identities: adopt the given one.
+                    None if self.read_only => return Ok(()),
+                    None => record.unchecked_into::<Object>(),
+                }
             }
-            None if self.read_only => Ok(()),
+            None if self.read_only => return Ok(()),
             None => {
-                let tx = strict_transaction(&self.db, &[DISKS])?;
-                let store = tx
-                    .object_store(DISKS)
-                    .map_err(|e| idb_err("writing disk metadata", e))?;
                 let record = Object::new();
                 set(&record, "vmId", &self.vm_id.as_str().into());
                 set(&record, "diskId", &self.disk_id.as_str().into());
                 set(&record, "blockSize", &self.block_size.into());
-                store
-                    .put(&record.into(), None)
-                    .map_err(|e| idb_err("writing disk metadata", e))?;
-                commit(tx, "writing disk metadata").await
+                record
             }
+        };
+        if let Some(base) = &self.base {
+            set(&record, "base", &base.as_str().into());
         }
+        let tx = strict_transaction(&self.db, &[DISKS])?;
+        let store = tx
+            .object_store(DISKS)
+            .map_err(|e| idb_err("writing disk metadata", e))?;
+        store
+            .put(&record.into(), None)
+            .map_err(|e| idb_err("writing disk metadata", e))?;
+        commit(tx, "writing disk metadata").await
     }
 
     /// Loads the indices of the committed blocks of this disk.

@@ -205,3 +205,80 @@ async fn geometry_and_arguments_are_checked() {
     o.close().await.unwrap();
     IndexedDbOverlay::delete_vm(&vm).await.unwrap();
 }
+
+async fn open_over(vm: &str, base: Option<&str>) -> qemuweb_storage::Result<IndexedDbOverlay> {
+    let options = IndexedDbOptions {
+        base: base.map(str::to_string),
+        ..IndexedDbOptions::default()
+    };
+    IndexedDbOverlay::open(vm, "disk0", options).await
+}
+
+async fn read(o: &IndexedDbOverlay, index: u64) -> Option<Vec<u8>> {
+    let mut buf = block(0);
+    o.read_block(index, &mut buf).await.unwrap().then_some(buf)
+}
+
+/// Opens `vm` over `base` and checks block `index` holds `block(index)`.
+async fn reads_back(vm: &str, base: Option<&str>, index: u64) {
+    let o = open_over(vm, base).await.unwrap();
+    assert_eq!(read(&o, index).await, Some(block(index as u8)), "{base:?}");
+    o.close().await.unwrap();
+}
+
+/// Opening `vm` over `base` fails as a changed image; returns the message.
+async fn refused(vm: &str, base: &str) -> String {
+    let e = open_over(vm, Some(base)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ImageChanged, "{e}");
+    e.to_string()
+}
+
+#[wasm_bindgen_test]
+async fn an_overlay_is_refused_over_a_different_base_image() {
+    let vm = fresh_vm("base");
+    let a = r#"raw 1048576 bytes, validator "a""#;
+    let o = open_over(&vm, Some(a)).await.unwrap();
+    o.write_block(3, &block(3)).await.unwrap();
+    o.close().await.unwrap();
+    // The same identity reopens with the data intact.
+    reads_back(&vm, Some(a), 3).await;
+
+    // A different identity is refused, naming the disk, both identities and the fix ...
+    let b = r#"raw 1048576 bytes, validator "b""#;
+    let message = refused(&vm, b).await;
+    for part in [vm.as_str(), "disk0", a, b, "delete_vm"] {
+        assert!(message.contains(part), "{part:?} missing from {message}");
+    }
+    // ... and leaves the stored blocks (and the lock) as they were.
+    reads_back(&vm, Some(a), 3).await;
+    // No identity checks nothing.
+    reads_back(&vm, None, 3).await;
+    IndexedDbOverlay::delete_vm(&vm).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn an_overlay_without_a_base_identity_adopts_one() {
+    let vm = fresh_vm("legacy");
+    // Stored as before base identities existed.
+    let writer = open_over(&vm, None).await.unwrap();
+    writer.write_block(1, &block(1)).await.unwrap();
+    writer.sync().await.unwrap();
+
+    // A read-only view (the disk is locked) must not record its identity.
+    let options = IndexedDbOptions {
+        lock: LockPolicy::ReadOnlyIfLocked,
+        base: Some("A".into()),
+        ..IndexedDbOptions::default()
+    };
+    let reader = IndexedDbOverlay::open(&vm, "disk0", options).await.unwrap();
+    assert!(reader.read_only());
+    assert_eq!(read(&reader, 1).await, Some(block(1)));
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+
+    // So the first writer with an identity adopts its own, "B", and keeps the blocks ...
+    reads_back(&vm, Some("B"), 1).await;
+    // ... and from then on another identity is refused.
+    refused(&vm, "A").await;
+    IndexedDbOverlay::delete_vm(&vm).await.unwrap();
+}
