@@ -69,8 +69,11 @@ pub enum EngineArg {
 pub struct BrowserBoot {
     /// The browser engine.
     pub engine: EngineArg,
-    /// The BIOS (default Debian's SeaBIOS).
+    /// The BIOS (default Debian's SeaBIOS; with the QEMU engine the QEMU directory's).
     pub bios: Option<PathBuf>,
+    /// The QEMU engine's directory (a `qemuweb-wasm-build` output with
+    /// `qemu-system-i386.js`, `.wasm` and firmware); default `$QEMUWEB_QEMU_DIR`.
+    pub qemu_dir: Option<PathBuf>,
     /// Report the page's progress and Chromium's output on stderr.
     pub verbose: bool,
 }
@@ -306,7 +309,9 @@ pub fn boot(opts: &BootOptions) -> Result<ExitStatus> {
 /// # Errors
 ///
 /// [`CliError::InvalidArgument`] for settings only a native boot has (`--accel` other
-/// than `auto`, `--smp`).
+/// than `auto`, `--smp`), for `--qemu-dir` without `--engine qemu`, and for the QEMU
+/// engine without a QEMU directory (`--qemu-dir` or `$QEMUWEB_QEMU_DIR`) holding its
+/// module, wasm and BIOS.
 pub fn browser_options(
     opts: &BootOptions,
     browser: &BrowserBoot,
@@ -323,17 +328,34 @@ pub fn browser_options(
     }
     let location = |p: &PathBuf| p.to_string_lossy().into_owned();
     let mut runner = qemuweb_headless::RunnerOptions::new(opts.profile.clone());
-    runner.engine = match browser.engine {
-        EngineArg::V86 => qemuweb_headless::Engine::V86,
-        EngineArg::Qemu => qemuweb_headless::Engine::Qemu,
-    };
+    runner.bios = browser.bios.clone();
+    match browser.engine {
+        EngineArg::V86 if browser.qemu_dir.is_some() => {
+            return Err(CliError::InvalidArgument(
+                "--qemu-dir goes with --engine qemu".into(),
+            ))
+        }
+        EngineArg::V86 => runner.engine = qemuweb_headless::Engine::V86,
+        EngineArg::Qemu => {
+            let dir =
+                qemuweb_headless::qemu_dir_or_env(browser.qemu_dir.clone()).ok_or_else(|| {
+                    CliError::InvalidArgument(
+                        "--engine qemu needs --qemu-dir DIR (or QEMUWEB_QEMU_DIR): a \
+                     qemuweb-wasm-build output directory (scripts/build-qemu)"
+                            .into(),
+                    )
+                })?;
+            runner
+                .use_qemu_dir(dir)
+                .map_err(|e| CliError::InvalidArgument(e.to_string()))?;
+        }
+    }
     runner.disk = opts.image.as_ref().map(location);
     runner.kernel = opts.kernel.as_ref().map(location);
     runner.initrd = opts.initrd.as_ref().map(location);
     runner.append = opts.append.clone();
     runner.memory_mib = opts.memory_mib;
     runner.timeout = opts.timeout;
-    runner.bios = browser.bios.clone();
     runner.verbose = browser.verbose;
     Ok(runner)
 }

@@ -105,9 +105,14 @@ mod cli {
             /// The browser engine.
             #[arg(long, value_enum, default_value_t = EngineArg::V86, requires = "browser")]
             engine: EngineArg,
-            /// The BIOS for the browser (default Debian's SeaBIOS).
+            /// The BIOS for the browser (default Debian's SeaBIOS; with --engine qemu the
+            /// QEMU directory's).
             #[arg(long, requires = "browser")]
             bios: Option<PathBuf>,
+            /// With --engine qemu: the QEMU-in-wasm build directory (qemu-system-i386.js,
+            /// .wasm and firmware; scripts/build-qemu). Default $QEMUWEB_QEMU_DIR.
+            #[arg(long, requires = "browser")]
+            qemu_dir: Option<PathBuf>,
             /// Report the page's progress and Chromium's output on stderr.
             #[arg(long, requires = "browser")]
             verbose: bool,
@@ -305,6 +310,7 @@ mod cli {
                 browser,
                 engine,
                 bios,
+                qemu_dir,
                 verbose,
             } => {
                 let opts = BootOptions {
@@ -324,6 +330,7 @@ mod cli {
                     let browser = BrowserBoot {
                         engine,
                         bios,
+                        qemu_dir,
                         verbose,
                     };
                     let outcome = qemuweb_cli::boot::boot_in_browser(&opts, &browser)?;

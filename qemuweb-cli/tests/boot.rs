@@ -296,6 +296,38 @@ fn refusals() {
     }
 }
 
+/// `qemuweb boot --browser EXTRA IMAGE` with its stdin, stdout and stderr piped.
+fn browser_boot(extra: &[&str], image: &std::path::Path) -> (Killed, Output, Output) {
+    let mut child = Command::new(QEMUWEB)
+        .args(["boot", "--browser"])
+        .args(extra)
+        .arg(image)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Output::new(child.stdout.take().unwrap());
+    let err = Output::new(child.stderr.take().unwrap());
+    (Killed(child), out, err)
+}
+
+/// Types `command`, waits for `reply`, then ends stdin: the run must end with status 0.
+fn type_then_close(mut cli: Killed, mut out: Output, err: Output, command: &str, reply: &str) {
+    let mut stdin = cli.0.stdin.take().unwrap();
+    stdin.write_all(command.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    out.wait_for(reply, Duration::from_secs(30));
+    drop(stdin);
+    let status = cli.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        err.rest(Duration::from_secs(5))
+    );
+}
+
 /// `qemuweb boot --browser` in headless Chromium. It needs the runtime's web bundle and v86
 /// from `e2e/node_modules`, which `scripts/e2e-tests.sh` provides; scripts/test runs it
 /// after that step: `cargo test -p qemuweb-cli --test boot -- --ignored`.
@@ -305,20 +337,6 @@ fn browser_boot_streams_the_serial_console_and_exits_by_the_input_or_the_time_li
     const I386: &str = qemuweb_config::LINUX_I386_PC_NOGRAPHIC;
     let tmp = tempfile::tempdir().unwrap();
     let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
-    let browser = |extra: &[&str], image: &std::path::Path| {
-        let mut child = Command::new(QEMUWEB)
-            .args(["boot", "--browser"])
-            .args(extra)
-            .arg(image)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Output::new(child.stdout.take().unwrap());
-        let err = Output::new(child.stderr.take().unwrap());
-        (Killed(child), out, err)
-    };
     let chromium_of = |pid: u32| {
         let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
         String::from_utf8_lossy(&ps.stdout)
@@ -327,25 +345,9 @@ fn browser_boot_streams_the_serial_console_and_exits_by_the_input_or_the_time_li
             .count()
     };
 
-    // Types `command`, waits for `reply`, then ends stdin: the run must end with status 0.
-    let type_then_close =
-        |mut cli: Killed, mut out: Output, err: Output, command: &str, reply: &str| {
-            let mut stdin = cli.0.stdin.take().unwrap();
-            stdin.write_all(command.as_bytes()).unwrap();
-            stdin.flush().unwrap();
-            out.wait_for(reply, Duration::from_secs(20));
-            drop(stdin);
-            let status = cli.0.wait().unwrap();
-            assert_eq!(
-                status.code(),
-                Some(0),
-                "{}",
-                err.rest(Duration::from_secs(5))
-            );
-        };
-
     // The banner and an echo on stdout; stdin's end stops the VM: status 0, nothing left.
-    let (cli, mut out, err) = browser(&["--profile", I386, "--timeout", "120"], &guests.x86_qcow2);
+    let (cli, mut out, err) =
+        browser_boot(&["--profile", I386, "--timeout", "120"], &guests.x86_qcow2);
     let pid = cli.0.id();
     out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(60));
     out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(10));
@@ -370,13 +372,13 @@ fn browser_boot_streams_the_serial_console_and_exits_by_the_input_or_the_time_li
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (_server, base) = serve(&site, &[]);
     let url = std::path::PathBuf::from(format!("{base}disk.qcow2"));
-    let (cli, mut out, err) = browser(&["--profile", I386, "--timeout", "120"], &url);
+    let (cli, mut out, err) = browser_boot(&["--profile", I386, "--timeout", "120"], &url);
     out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(60));
     type_then_close(cli, out, err, "info\n", "DISK SECTORS 8192");
 
     // The time limit: 124 with the same message as a native boot.
     let (mut cli, mut out, err) =
-        browser(&["--profile", I386, "--timeout", "5"], &guests.x86_qcow2);
+        browser_boot(&["--profile", I386, "--timeout", "5"], &guests.x86_qcow2);
     // Child::wait closes stdin, which would end the run: keep it open.
     let _stdin = cli.0.stdin.take();
     out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(60));
@@ -384,10 +386,63 @@ fn browser_boot_streams_the_serial_console_and_exits_by_the_input_or_the_time_li
     assert!(err.rest(Duration::from_secs(5)).contains("time limit"));
 
     // A 64-bit profile needs the QEMU engine: refused before a browser starts.
-    let (mut cli, _out, err) = browser(
+    let (mut cli, _out, err) = browser_boot(
         &["--profile", qemuweb_config::LINUX_X86_64_PC_NOGRAPHIC],
         &guests.x86_raw,
     );
     assert_eq!(cli.0.wait().unwrap().code(), Some(1));
     assert!(err.rest(Duration::from_secs(5)).contains("QEMU engine"));
+}
+
+/// `qemuweb boot --browser --engine qemu` boots the x86 test guest on QEMU compiled to wasm,
+/// its module and firmware from `$QEMUWEB_QEMU_DIR` (a `scripts/build-qemu` output). Without
+/// that module it says SKIPPED on stderr. A directory without the module is refused (2).
+#[test]
+#[ignore = "needs the web bundle and a QEMU-in-wasm build (run by scripts/test after the e2e step)"]
+fn browser_boot_on_the_qemu_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
+    let profile = ["--profile", qemuweb_config::LINUX_I386_PC_NOGRAPHIC];
+
+    // A directory without the module: refused before a browser starts, naming the file.
+    let o = Command::new(QEMUWEB)
+        .args(["boot", "--browser", "--engine", "qemu", "--qemu-dir"])
+        .arg(tmp.path())
+        .args(profile)
+        .arg(&guests.x86_qcow2)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("qemu-system-i386.js is missing"));
+
+    match std::env::var_os("QEMUWEB_QEMU_DIR") {
+        Some(d)
+            if std::path::Path::new(&d)
+                .join("qemu-system-i386.wasm")
+                .is_file() => {}
+        d => {
+            // Straight to the stderr handle: libtest captures eprintln! of passing tests.
+            writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED browser_boot_on_the_qemu_engine: QEMUWEB_QEMU_DIR={d:?} has no \
+                 qemu-system-i386.wasm (build it: scripts/build-qemu) ***\n"
+            )
+            .unwrap();
+            return;
+        }
+    }
+    // The module directory comes from the inherited $QEMUWEB_QEMU_DIR (no --qemu-dir).
+    let mut args = vec!["--engine", "qemu", "--timeout", "240"];
+    args.extend(profile);
+    let (cli, mut out, err) = browser_boot(&args, &guests.x86_qcow2);
+    out.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(180));
+    out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(30));
+    type_then_close(
+        cli,
+        out,
+        err,
+        "echo on qemu in wasm\n",
+        "on qemu in wasm\r\n",
+    );
 }

@@ -6,6 +6,8 @@
 pub enum ErrorKind {
     /// The options are unusable: an unknown profile, a missing file, nothing to boot.
     InvalidOptions,
+    /// A QEMU directory lacks the module, its wasm or the firmware.
+    QemuAssets,
     /// The runtime refused the VM before a browser was started (e.g. no engine for it).
     Refused,
     /// The runtime's web bundle is missing and could not be built.
@@ -21,6 +23,14 @@ pub enum HeadlessError {
     /// The options are unusable.
     #[error("{0}")]
     InvalidOptions(String),
+    /// A QEMU directory (`--qemu-dir`) lacks a file the QEMU engine needs.
+    #[error("--qemu-dir {}: {missing} is missing (build the module: scripts/build-qemu)", dir.display())]
+    QemuAssets {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The missing file's name, e.g. `qemu-system-i386.wasm`.
+        missing: String,
+    },
     /// The runtime's checks refused the VM (the same checks its worker makes).
     #[error("{0}")]
     Refused(String),
@@ -49,13 +59,15 @@ impl HeadlessError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             HeadlessError::InvalidOptions(_) => ErrorKind::InvalidOptions,
+            HeadlessError::QemuAssets { .. } => ErrorKind::QemuAssets,
             HeadlessError::Refused(_) => ErrorKind::Refused,
             HeadlessError::Bundle(_) => ErrorKind::Bundle,
             HeadlessError::Io { .. } => ErrorKind::Io,
         }
     }
 
-    /// The conventional process exit status: 2 for unusable options, else 1.
+    /// The conventional process exit status: 2 for unusable options (and a QEMU
+    /// directory without the engine's files), else 1.
     ///
     /// ```
     /// use qemuweb_headless::HeadlessError;
@@ -64,7 +76,7 @@ impl HeadlessError {
     /// ```
     pub fn exit_code(&self) -> u8 {
         match self.kind() {
-            ErrorKind::InvalidOptions => 2,
+            ErrorKind::InvalidOptions | ErrorKind::QemuAssets => 2,
             _ => 1,
         }
     }

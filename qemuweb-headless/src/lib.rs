@@ -14,6 +14,9 @@
 //! Engine assets are a JSON object the page hands to `QemuClient` (`v86Module`, `bios`,
 //! ...): [`RunnerOptions::assets`] adds or replaces entries and
 //! [`RunnerOptions::extra_files`] serves the local files they name.
+//! [`RunnerOptions::use_qemu_dir`] fills both from a QEMU-in-wasm build directory
+//! (the `--qemu-dir DIR` of the runners, default [`qemu_dir_or_env`]'s
+//! `$QEMUWEB_QEMU_DIR`).
 //!
 //! Used by the `qemuweb-runtime` example `headless` (and so `scripts/demo`) and by
 //! `qemuweb boot --browser`. Native only: on wasm32 the crate is empty.
@@ -22,9 +25,11 @@
 
 mod browser;
 mod error;
+mod qemu;
 mod site;
 
 pub use error::{ErrorKind, HeadlessError, Result};
+pub use qemu::{qemu_dir_or_env, QEMU_DIR_ENV};
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -51,7 +56,8 @@ pub enum Engine {
     #[default]
     V86,
     /// QEMU compiled to wasm; its module and firmware come through
-    /// [`RunnerOptions::assets`] and [`RunnerOptions::extra_files`].
+    /// [`RunnerOptions::assets`] and [`RunnerOptions::extra_files`] (see
+    /// [`RunnerOptions::use_qemu_dir`]).
     Qemu,
 }
 

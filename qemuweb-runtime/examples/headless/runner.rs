@@ -24,7 +24,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use qemuweb_headless::{run, Console, Engine, ExtraFile, HeadlessError, Outcome, RunnerOptions};
+use qemuweb_headless::{
+    qemu_dir_or_env, run, Console, Engine, HeadlessError, Outcome, RunnerOptions,
+};
 
 const USAGE: &str =
     "usage: headless --profile ID --disk PATH_OR_URL [--bios FILE] [--vga-bios FILE] \
@@ -80,10 +82,9 @@ fn parse_args() -> Result<RunnerOptions, String> {
     }
     a.profile = profile.ok_or("--profile is required")?;
     if a.engine == Engine::Qemu {
-        let dir = qemu_dir
-            .or_else(|| std::env::var_os("QEMUWEB_QEMU_DIR").map(PathBuf::from))
+        let dir = qemu_dir_or_env(qemu_dir)
             .ok_or("--engine qemu needs --qemu-dir DIR (or QEMUWEB_QEMU_DIR): a qemuweb-wasm-build output directory (scripts/build-qemu)")?;
-        add_qemu(&mut a, &dir)?;
+        a.use_qemu_dir(dir).map_err(|e| e.to_string())?;
     } else if qemu_dir.is_some() {
         return Err("--qemu-dir goes with --engine qemu".into());
     }
@@ -91,44 +92,6 @@ fn parse_args() -> Result<RunnerOptions, String> {
         return Err("give --disk or --kernel".into());
     }
     Ok(a)
-}
-
-/// Serves the QEMU module and firmware of `dir` under `/qemu/` and names them in the engine
-/// assets (the build's SeaBIOS replaces the default BIOS unless `--bios` was given).
-fn add_qemu(a: &mut RunnerOptions, dir: &std::path::Path) -> Result<(), String> {
-    for (name, key, required) in [
-        ("qemu-system-i386.js", "qemuModule", true),
-        ("qemu-system-i386.wasm", "qemuWasm", true),
-        ("bios-256k.bin", "bios", a.bios.is_none()),
-        ("kvmvapic.bin", "kvmvapic", false),
-        ("vgabios-stdvga.bin", "vgaBios", false),
-        ("linuxboot_dma.bin", "linuxbootDma", false),
-    ] {
-        let file = dir.join(name);
-        if !file.is_file() {
-            if required {
-                return Err(format!(
-                    "--qemu-dir {}: {name} is missing (build the module: scripts/build-qemu)",
-                    dir.display()
-                ));
-            }
-            continue;
-        }
-        if name == "bios-256k.bin" && a.bios.is_some() {
-            continue;
-        }
-        let url = format!("/qemu/{name}");
-        let value = match key {
-            "qemuModule" | "qemuWasm" => serde_json::Value::from(url.clone()),
-            _ => serde_json::json!({"kind": "url", "url": url}),
-        };
-        a.assets.insert(key.into(), value);
-        a.extra_files.push(ExtraFile {
-            url_path: url,
-            file,
-        });
-    }
-    Ok(())
 }
 
 pub fn main() -> ExitCode {
