@@ -284,13 +284,7 @@ mod cli {
                     label,
                     force,
                 };
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.enable_steady_tick(Duration::from_millis(100));
-                let result = qemuweb_cli::create::create(&opts, &|msg| {
-                    bar.set_message(msg.to_string());
-                });
-                bar.finish_and_clear();
-                result?;
+                with_spinner(|step| qemuweb_cli::create::create(&opts, step))?;
                 let size = std::fs::metadata(&opts.out)
                     .map_err(|e| CliError::io(&opts.out, e))?
                     .len();
@@ -373,13 +367,7 @@ mod cli {
                     force,
                     app,
                 };
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.enable_steady_tick(Duration::from_millis(100));
-                let result = qemuweb_cli::prepare::prepare(&opts, &|msg| {
-                    bar.set_message(msg.to_string());
-                });
-                bar.finish_and_clear();
-                let manifest = result?;
+                let manifest = with_spinner(|step| qemuweb_cli::prepare::prepare(&opts, step))?;
                 for f in &manifest.files {
                     println!("{}  {:>12}  {}", f.sha256, f.size, f.path);
                 }
@@ -455,6 +443,15 @@ mod cli {
                 Ok(ExitCode::SUCCESS)
             }
         }
+    }
+
+    /// Runs `work` with a terminal spinner showing the step it reports, cleared at the end.
+    fn with_spinner<T>(work: impl FnOnce(&dyn Fn(&str)) -> T) -> T {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(100));
+        let result = work(&|msg| bar.set_message(msg.to_string()));
+        bar.finish_and_clear();
+        result
     }
 
     /// QEMU's exit status as this program's.
