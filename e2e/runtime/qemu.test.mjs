@@ -143,7 +143,8 @@ test('QEMU engine: missing module and 64-bit profiles are typed errors', async (
       assert.deepEqual(await startQemu(page, 'q-gone', `${host.url}/x86-bios.qcow2`), { ok: undefined });
       await waitBanner(page, 'q-gone');
       await host.stop();
-      const reply = await converse(page, 'q-gone', 'read 8000', 'ERR disk status', 90000);
+      // Wait for the whole reply line and the next prompt: serial arrives in batches.
+      const reply = await converse(page, 'q-gone', 'read 8000', '\r\n> ', 90000);
       assert.match(reply, /ERR disk status [0-9A-F]{2}/);
       const errors = await page.evaluate(() => events.filter((e) => e.type === 'error' && e.vmId === 'q-gone').map((e) => e.args[0]));
       assert.ok(errors.some((e) => e.code === 'storage'), JSON.stringify(errors));
