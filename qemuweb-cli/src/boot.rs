@@ -8,6 +8,10 @@
 //! exits with QEMU's status; QEMU dies with this program (Linux: `PR_SET_PDEATHSIG`) and
 //! is killed when the time limit passes.
 //!
+//! The image is vetted first ([`crate::gate`]): QEMU gets its chain with every file and
+//! format stated, and a backing or data file it names is refused unless
+//! [`BootOptions::backing_dir`] allows it.
+//!
 //! With `--browser` ([`boot_in_browser`]) the same image boots instead through
 //! `QemuClient` in headless Chromium (the `qemuweb-headless` crate), its serial console
 //! on the terminal too.
@@ -17,6 +21,7 @@ use qemuweb_config::{
     build_qemu_args, profile_by_id, Accelerator, DiskFormat, DiskInput, HostCaps, ImageSource,
     NativeTarget, QemuArgsResult, Target, VmInputs, VmOverrides,
 };
+use qemuweb_storage::format::ImageFormat;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -91,8 +96,12 @@ pub struct BootOptions {
     pub initrd: Option<PathBuf>,
     /// The kernel command line (`-append`); needs a kernel.
     pub append: Option<String>,
-    /// The image format; `None` goes by the file name.
+    /// The image format; `None` goes by its magic (read by our own reader), and QEMU is
+    /// told the format either way.
     pub format: Option<FormatArg>,
+    /// The directory backing and data files the image names may come from (plain relative
+    /// names, resolved inside it); `None` refuses them all. Native boots only.
+    pub backing_dir: Option<PathBuf>,
     /// The accelerator.
     pub accel: AccelArg,
     /// Guest RAM in MiB, overriding the profile.
@@ -111,7 +120,9 @@ pub struct BootOptions {
 ///
 /// [`CliError::Config`] for an unknown profile or a configuration the builder rejects
 /// (e.g. KVM requested where there is none, or nothing to boot);
-/// [`CliError::InvalidArgument`] for a URL; [`CliError::Io`] for a missing file.
+/// [`CliError::InvalidArgument`] for a URL; [`CliError::Io`] for a missing file;
+/// [`CliError::Storage`] for an image the gate refuses
+/// ([`vet_image`](crate::gate::vet_image)).
 pub fn plan(opts: &BootOptions) -> Result<QemuArgsResult> {
     let local = |path: &PathBuf| -> Result<String> {
         let location = path.to_string_lossy();
@@ -131,12 +142,20 @@ pub fn plan(opts: &BootOptions) -> Result<QemuArgsResult> {
     let profile = profile_by_id(&opts.profile)?;
     let disk = match &opts.image {
         Some(image) => {
-            let mut disk = DiskInput::new(ImageSource::file(local(image)?), DiskFormat::Raw);
-            disk.format = opts.format.map(|f| match f {
-                FormatArg::Raw => DiskFormat::Raw,
-                FormatArg::Qcow2 => DiskFormat::Qcow2,
+            local(image)?;
+            let stated = opts.format.map(|f| match f {
+                FormatArg::Raw => ImageFormat::Raw,
+                FormatArg::Qcow2 => ImageFormat::Qcow2,
             });
-            Some(disk)
+            let vetted = crate::gate::vet_image(image, stated, opts.backing_dir.as_deref())?;
+            let format = match vetted.format() {
+                ImageFormat::Raw => DiskFormat::Raw,
+                ImageFormat::Qcow2 => DiskFormat::Qcow2,
+            };
+            Some(DiskInput::new(
+                ImageSource::file(vetted.qemu_filename()),
+                format,
+            ))
         }
         None => None,
     };
@@ -295,6 +314,7 @@ pub fn boot(opts: &BootOptions) -> Result<ExitStatus> {
 ///     initrd: None,
 ///     append: None,
 ///     format: None,
+///     backing_dir: None,
 ///     accel: AccelArg::Auto,
 ///     memory_mib: Some(64),
 ///     smp: None,
@@ -309,7 +329,7 @@ pub fn boot(opts: &BootOptions) -> Result<ExitStatus> {
 /// # Errors
 ///
 /// [`CliError::InvalidArgument`] for settings only a native boot has (`--accel` other
-/// than `auto`, `--smp`), for `--qemu-dir` without `--engine qemu`, and for the QEMU
+/// than `auto`, `--smp`, `--backing-dir`), for `--qemu-dir` without `--engine qemu`, and for the QEMU
 /// engine without a QEMU directory (`--qemu-dir` or `$QEMUWEB_QEMU_DIR`) holding its
 /// module, wasm and BIOS.
 pub fn browser_options(
@@ -324,6 +344,13 @@ pub fn browser_options(
     if opts.smp.is_some() {
         return Err(CliError::InvalidArgument(
             "--smp is for native boots; the browser engines run one vCPU".into(),
+        ));
+    }
+    if opts.backing_dir.is_some() {
+        return Err(CliError::InvalidArgument(
+            "--backing-dir is for native boots; the browser runtime refuses every file an \
+             image names"
+                .into(),
         ));
     }
     let location = |p: &PathBuf| p.to_string_lossy().into_owned();

@@ -9,14 +9,21 @@
 //! overrides). `stop` asks the guest to power down over QMP, then quits QEMU;
 //! `reset` replaces the overlay with an empty one; `status` reads QMP. A PID file whose
 //! process is gone (or is not QEMU) is stale and is removed.
+//!
+//! The base image is vetted at every start ([`crate::gate`]): a backing or data file it
+//! names is refused unless [`StartOptions::backing_dir`] allows it, and QEMU is given the
+//! overlay and the vetted chain below it with every file and format stated. The overlay
+//! is made without opening the base (`qemu-img create -u`, the size given).
 
 use crate::boot::AccelArg;
 use crate::error::{CliError, Result};
+use crate::gate::{vet_image, VettedImage};
 use crate::run_tool;
 use qemuweb_config::{
     build_qemu_args, overlay_create_args, profile_by_id, DiskFormat, DiskInput, HostCaps,
     ImageSource, NativeTarget, PortForward, Target, VmInputs, VmOverrides,
 };
+use qemuweb_storage::format::ImageFormat;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -45,6 +52,10 @@ pub struct StartOptions {
     pub initrd: Option<PathBuf>,
     /// The kernel command line.
     pub append: Option<String>,
+    /// The directory backing and data files the base image names may come from (plain
+    /// relative names, resolved inside it); `None` keeps the one recorded with the base
+    /// image, or refuses them all.
+    pub backing_dir: Option<PathBuf>,
 }
 
 /// What `emulator.json` records.
@@ -52,6 +63,18 @@ pub struct StartOptions {
 struct Record {
     base: PathBuf,
     format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backing_dir: Option<PathBuf>,
+}
+
+impl Record {
+    /// The base image, vetted again (it may have changed since it was recorded).
+    fn vet(&self) -> Result<VettedImage> {
+        let format = ImageFormat::from_name(&self.format).ok_or_else(|| {
+            CliError::InvalidArgument(format!("unknown base image format {:?}", self.format))
+        })?;
+        vet_image(&self.base, Some(format), self.backing_dir.as_deref())
+    }
 }
 
 /// One emulator's state directory.
@@ -147,6 +170,7 @@ impl Emulator {
     /// # Errors
     ///
     /// [`CliError::InvalidArgument`] when it already runs or no base image is known;
+    /// [`CliError::Storage`] when the base image is refused ([`vet_image`]);
     /// [`CliError::Config`] when the configuration is rejected; [`CliError::Tool`] when
     /// `qemu-img` or QEMU fail.
     pub fn start(&self, opts: &StartOptions) -> Result<u32> {
@@ -168,16 +192,19 @@ impl Emulator {
                         old.map(|r| r.base.display().to_string()).unwrap_or_default()
                     )));
                 }
-                let record = Record {
-                    format: image_format(&base)?,
+                let vetted = vet_image(&base, None, opts.backing_dir.as_deref())?;
+                Record {
+                    format: vetted.format().name().to_string(),
                     base,
-                };
-                let p = self.path("emulator.json");
-                let json = serde_json::to_vec_pretty(&record).expect("serializable");
-                std::fs::write(&p, json).map_err(|e| CliError::io(p, e))?;
-                record
+                    backing_dir: opts.backing_dir.clone(),
+                }
             }
-            (None, Some(r)) => r,
+            (None, Some(mut r)) => {
+                if opts.backing_dir.is_some() {
+                    r.backing_dir = opts.backing_dir.clone();
+                }
+                r
+            }
             (None, None) => {
                 return Err(CliError::InvalidArgument(format!(
                     "no base image for the emulator in {}: pass --image",
@@ -185,13 +212,13 @@ impl Emulator {
                 )))
             }
         };
-        let format = if record.format == "qcow2" {
-            DiskFormat::Qcow2
-        } else {
-            DiskFormat::Raw
-        };
+        let vetted = record.vet()?;
+        let p = self.path("emulator.json");
+        let json = serde_json::to_vec_pretty(&record).expect("serializable");
+        std::fs::write(&p, json).map_err(|e| CliError::io(p, e))?;
+        let format = disk_format(vetted.format());
         if !self.overlay().exists() {
-            self.create_overlay(&record, format)?;
+            self.create_overlay(&record, &vetted)?;
         }
 
         let profile = profile_by_id(&opts.profile)?;
@@ -215,7 +242,8 @@ impl Emulator {
             ..VmOverrides::default()
         };
         let mut target = NativeTarget::new(opts.accel.into(), HostCaps::detect());
-        target.disk_overlay = Some(self.overlay().to_string_lossy().into_owned());
+        // The overlay with the vetted chain as its backing node, not the name it stores.
+        target.disk_overlay = Some(vetted.overlay_filename(&self.overlay()));
         let plan = build_qemu_args(&profile, &inputs, Some(&overrides), &Target::Native(target))
             .into_result()?;
         for w in &plan.warnings {
@@ -248,12 +276,20 @@ impl Emulator {
         Ok(pid)
     }
 
-    fn create_overlay(&self, record: &Record, format: DiskFormat) -> Result<()> {
+    fn create_overlay(&self, record: &Record, base: &VettedImage) -> Result<()> {
         let overlay = self.overlay();
-        let args = overlay_create_args(
+        let mut args = overlay_create_args(
             &record.base.to_string_lossy(),
-            format,
+            disk_format(base.format()),
             &overlay.to_string_lossy(),
+        );
+        // `-u` and the size: qemu-img does not open the base (nor anything it names).
+        args.insert(1, "-u".into());
+        args.push(
+            base.virtual_size()
+                .div_ceil(512)
+                .saturating_mul(512)
+                .to_string(),
         );
         run_tool(
             Command::new("qemu-img").args(&args),
@@ -325,12 +361,8 @@ impl Emulator {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(CliError::io(overlay, e)),
         }
-        let format = if record.format == "qcow2" {
-            DiskFormat::Qcow2
-        } else {
-            DiskFormat::Raw
-        };
-        self.create_overlay(&record, format)
+        let vetted = record.vet()?;
+        self.create_overlay(&record, &vetted)
     }
 
     /// Whether it runs, and what QMP says.
@@ -368,15 +400,10 @@ fn daemon_args(mut args: Vec<String>, qmp: &Path, pid_file: &Path) -> Vec<String
     args
 }
 
-/// The format `qemu-img info` finds.
-fn image_format(path: &Path) -> Result<String> {
-    let info = crate::qemu_img_info(path)?;
-    match info["format"].as_str() {
-        Some(f @ ("raw" | "qcow2")) => Ok(f.to_string()),
-        other => Err(CliError::InvalidArgument(format!(
-            "{}: unsupported image format {other:?}",
-            path.display()
-        ))),
+fn disk_format(format: ImageFormat) -> DiskFormat {
+    match format {
+        ImageFormat::Raw => DiskFormat::Raw,
+        ImageFormat::Qcow2 => DiskFormat::Qcow2,
     }
 }
 

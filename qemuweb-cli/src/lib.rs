@@ -15,6 +15,11 @@
 //! - `qemuweb emulator start|stop|reset|status`: a long-running local VM over a base
 //!   image plus an overlay, with port forwards and QMP ([`emulator`]).
 //!
+//! Images are untrusted: `boot`, `prepare` and `emulator` read them with our own reader
+//! first and hand QEMU the vetted chain with every file and format stated; backing and
+//! data files an image names are refused unless `--backing-dir DIR` allows names inside
+//! DIR ([`gate`]).
+//!
 //! The crate is a host tool; on wasm32 it is empty.
 #![cfg(not(target_arch = "wasm32"))]
 #![warn(missing_docs)]
@@ -23,6 +28,7 @@ pub mod boot;
 pub mod create;
 pub mod emulator;
 mod error;
+pub mod gate;
 pub mod prepare;
 pub mod serve;
 
@@ -54,14 +60,15 @@ pub(crate) fn run_tool(cmd: &mut Command, program: &str, package: &str) -> Resul
     Ok(())
 }
 
-/// `qemu-img info --output=json` of `path`, parsed.
-pub(crate) fn qemu_img_info(path: &std::path::Path) -> Result<serde_json::Value> {
+/// `qemu-img info --output=json -f FORMAT` of `path` (an image this program wrote, so its
+/// format is known and stated), parsed.
+pub(crate) fn qemu_img_info(path: &std::path::Path, format: &str) -> Result<serde_json::Value> {
     let tool = |message: String| CliError::Tool {
         program: "qemu-img".into(),
         message,
     };
     let out = Command::new("qemu-img")
-        .args(["info", "--output=json"])
+        .args(["info", "--output=json", "-f", format])
         .arg(path)
         .output()
         .map_err(|e| tool(format!("cannot run it (Debian package qemu-utils): {e}")))?;

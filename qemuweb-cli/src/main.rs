@@ -18,6 +18,7 @@ mod cli {
     use qemuweb_cli::serve::Server;
     use qemuweb_cli::{CliError, ErrorKind};
     use qemuweb_config::PortForward;
+    use qemuweb_storage::format::ImageFormat;
     use std::io::Write;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::path::PathBuf;
@@ -80,9 +81,13 @@ mod cli {
             image: Option<PathBuf>,
             #[command(flatten)]
             direct: DirectBoot,
-            /// The image format (default: by file name).
+            /// The image format (default: by its magic); QEMU is told it either way.
             #[arg(long, value_enum)]
             format: Option<FormatArg>,
+            /// Allow the backing and data files the image names, as plain relative names
+            /// inside DIR (refused by default). Native boots only.
+            #[arg(long, value_name = "DIR", conflicts_with = "browser")]
+            backing_dir: Option<PathBuf>,
             /// The accelerator.
             #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
             accel: AccelArg,
@@ -120,8 +125,15 @@ mod cli {
         /// Make an image ready for a static web host: a qcow2 with the HTTP block size as
         /// cluster size (or raw), vm.json, _headers and manifest.json with SHA-256s.
         Prepare {
-            /// The source image (any format qemu-img reads).
+            /// The source image (raw or qcow2).
             image: PathBuf,
+            /// The source image's format (default: by its magic).
+            #[arg(long, value_enum)]
+            source_format: Option<FormatArg>,
+            /// Allow the backing and data files the source names, as plain relative names
+            /// inside DIR (refused by default).
+            #[arg(long, value_name = "DIR")]
+            backing_dir: Option<PathBuf>,
             /// The output directory.
             out_dir: PathBuf,
             /// The VM profile id for vm.json.
@@ -198,6 +210,10 @@ mod cli {
             /// Forward a host port on 127.0.0.1 to a guest port: [tcp:|udp:]HOST:GUEST.
             #[arg(long = "forward", value_parser = parse_forward)]
             forwards: Vec<PortForward>,
+            /// Allow the backing and data files the base image names, as plain relative
+            /// names inside DIR (refused by default; remembered with the base image).
+            #[arg(long, value_name = "DIR")]
+            backing_dir: Option<PathBuf>,
             #[command(flatten)]
             direct: DirectBoot,
         },
@@ -296,6 +312,7 @@ mod cli {
                 image,
                 direct,
                 format,
+                backing_dir,
                 accel,
                 memory,
                 smp,
@@ -314,6 +331,7 @@ mod cli {
                     initrd: direct.initrd,
                     append: direct.append,
                     format,
+                    backing_dir,
                     accel,
                     memory_mib: memory,
                     smp,
@@ -338,6 +356,8 @@ mod cli {
             }
             Cmd::Prepare {
                 image,
+                source_format,
+                backing_dir,
                 out_dir,
                 profile,
                 format,
@@ -357,6 +377,11 @@ mod cli {
                     .transpose()?;
                 let opts = PrepareOptions {
                     image,
+                    source_format: source_format.map(|f| match f {
+                        FormatArg::Raw => ImageFormat::Raw,
+                        FormatArg::Qcow2 => ImageFormat::Qcow2,
+                    }),
+                    backing_dir,
                     out_dir,
                     profile,
                     format,
@@ -387,6 +412,7 @@ mod cli {
                         cpus,
                         memory,
                         forwards,
+                        backing_dir,
                         direct,
                     } => {
                         let pid = emu.start(&StartOptions {
@@ -399,6 +425,7 @@ mod cli {
                             kernel: direct.kernel,
                             initrd: direct.initrd,
                             append: direct.append,
+                            backing_dir,
                         })?;
                         println!("started (pid {pid})");
                         println!("serial console: {}", emu.serial_log().display());

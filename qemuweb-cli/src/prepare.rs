@@ -5,7 +5,9 @@
 //! - the disk: a qcow2 (compressed unless told otherwise) whose cluster size is the block
 //!   size our HTTP device fetches ([`HttpOptions`]' `chunk_size`, 64 KiB), so a lazy reader
 //!   fetches whole clusters and nothing it does not need, written by `qemu-img convert`;
-//!   or a raw copy;
+//!   or a raw copy. The source (raw or qcow2) is vetted first ([`crate::gate`]): a backing
+//!   or data file it names is refused unless [`PrepareOptions::backing_dir`] allows it,
+//!   and `qemu-img` is handed the vetted chain, so nothing else reaches the disk;
 //! - `vm.json`: the profile, inputs and overrides a page passes to `QemuClient.startVm`,
 //!   the disk named by a URL relative to the page;
 //! - `_headers`: the COOP/COEP/CORP headers for hosts that read that file (Netlify,
@@ -23,6 +25,7 @@ use crate::error::{CliError, Result};
 use crate::run_tool;
 use qemuweb_config::{profile_by_id, DiskFormat, DiskInput, ImageSource, VmInputs, VmOverrides};
 use qemuweb_storage::atlas::{AtlasStore, DirAtlasBackend, FileOrigin, ManifestType, StoreOptions};
+use qemuweb_storage::format::ImageFormat;
 use qemuweb_storage::{FileBlockDevice, HttpOptions};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -42,8 +45,13 @@ pub enum PrepareFormat {
 /// What to prepare.
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
-    /// The source image (any format `qemu-img` reads).
+    /// The source image (raw or qcow2).
     pub image: PathBuf,
+    /// The source's format; `None` goes by its magic (read by our own reader).
+    pub source_format: Option<ImageFormat>,
+    /// The directory the backing and data files the source names may come from (plain
+    /// relative names, resolved inside it); `None` refuses them all.
+    pub backing_dir: Option<PathBuf>,
     /// The output directory (created; must be empty or absent unless `force`).
     pub out_dir: PathBuf,
     /// The VM profile id written to `vm.json`.
@@ -203,9 +211,10 @@ fn entry(dir: &Path, name: &str) -> Result<FileEntry> {
     })
 }
 
-/// `qemu-img info` of `path`: (format, virtual size, cluster size).
-fn image_info(path: &Path) -> Result<(String, u64, Option<u64>)> {
-    let info = crate::qemu_img_info(path)?;
+/// `qemu-img info` of the disk `path` this program wrote in `format`: (format, virtual
+/// size, cluster size).
+fn image_info(path: &Path, format: &str) -> Result<(String, u64, Option<u64>)> {
+    let info = crate::qemu_img_info(path, format)?;
     Ok((
         info["format"].as_str().unwrap_or("").to_string(),
         info["virtual-size"].as_u64().unwrap_or(0),
@@ -240,7 +249,9 @@ pub fn check_cluster_size(size: u32) -> Result<()> {
 ///
 /// [`CliError::InvalidArgument`] for a bad cluster size, a missing image or a non-empty
 /// output directory without `force`; [`CliError::Config`] for an unknown profile;
-/// [`CliError::Tool`] when `qemu-img` fails (e.g. the input is no image);
+/// [`CliError::Storage`] when the source is refused (see [`vet_image`](crate::gate::vet_image):
+/// a file it names, a format other than raw and qcow2, bad metadata);
+/// [`CliError::Tool`] when `qemu-img` fails;
 /// [`CliError::Io`] for file errors; [`CliError::Storage`] when the Atlas store fails.
 pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareManifest> {
     let cluster = opts.cluster_size.unwrap_or_else(default_cluster_size);
@@ -260,6 +271,8 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
             opts.image.display()
         )));
     }
+    let source =
+        crate::gate::vet_image(&opts.image, opts.source_format, opts.backing_dir.as_deref())?;
     let dir = &opts.out_dir;
     if dir.exists() && !opts.force {
         let mut entries = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?;
@@ -293,9 +306,16 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
             convert.args(["-O", "raw"]);
         }
     }
-    convert.arg(&opts.image).arg(&disk);
+    // The vetted chain, every file and format stated: qemu-img opens nothing else.
+    convert.arg(source.qemu_filename()).arg(&disk);
     run_tool(&mut convert, "qemu-img", "qemu-utils")?;
-    let (format, virtual_size, cluster_size) = image_info(&disk)?;
+    let (format, virtual_size, cluster_size) = image_info(
+        &disk,
+        match opts.format {
+            PrepareFormat::Qcow2 => "qcow2",
+            PrepareFormat::Raw => "raw",
+        },
+    )?;
 
     step("writing vm.json and _headers");
     let vm = vm_json(&opts.profile, disk_name, opts.format, opts.memory_mib)?;

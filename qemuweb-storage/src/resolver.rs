@@ -151,11 +151,30 @@ mod dir {
         pub fn root(&self) -> &Path {
             &self.root
         }
-    }
 
-    #[async_trait(?Send)]
-    impl ImageResolver for DirResolver {
-        async fn open(&self, request: &ImplicitOpen) -> Result<Box<dyn BlockDevice>> {
+        /// The file `request` names, with links followed, or why it is refused: for a
+        /// caller that hands the path to another program (such as QEMU) rather than
+        /// opening it here.
+        ///
+        /// ```
+        /// use qemuweb_storage::resolver::{DirResolver, ImplicitKind, ImplicitOpen};
+        /// let dir = std::env::temp_dir();
+        /// let r = DirResolver::new(&dir).unwrap();
+        /// let req = ImplicitOpen {
+        ///     kind: ImplicitKind::BackingFile,
+        ///     name: "../etc/passwd".into(),
+        ///     format: None,
+        ///     depth: 0,
+        /// };
+        /// assert!(r.resolve_path(&req).is_err());
+        /// ```
+        ///
+        /// # Errors
+        ///
+        /// [`ErrorKind::ImplicitOpenDenied`](crate::ErrorKind::ImplicitOpenDenied) for a
+        /// name that is not plain and relative, a missing file, or one that lies outside
+        /// the directory through a link.
+        pub fn resolve_path(&self, request: &ImplicitOpen) -> Result<PathBuf> {
             check_relative_name(&request.name).map_err(|r| request.deny(r))?;
             let path = self.root.join(&request.name);
             let real = path
@@ -167,7 +186,17 @@ mod dir {
                     self.root.display()
                 )));
             }
-            Ok(Box::new(FileBlockDevice::open(real, true)?))
+            Ok(real)
+        }
+    }
+
+    #[async_trait(?Send)]
+    impl ImageResolver for DirResolver {
+        async fn open(&self, request: &ImplicitOpen) -> Result<Box<dyn BlockDevice>> {
+            Ok(Box::new(FileBlockDevice::open(
+                self.resolve_path(request)?,
+                true,
+            )?))
         }
     }
 
