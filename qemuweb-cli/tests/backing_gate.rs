@@ -98,16 +98,9 @@ fn hostile(dir: &Path) -> Hostile {
     // truncate the real file), then the name patched to the secret's.
     let image = dir.join("evil-data.qcow2");
     let stand_in = dir.join("secreX.bin");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &format!("data_file={},data_file_raw=on", stand_in.display()),
-        image.to_str().unwrap(),
-        "1M",
-    ]);
+    let opts = format!("data_file={},data_file_raw=on", stand_in.display());
+    let name = image.to_str().unwrap();
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &opts, name, "1M"]);
     let mut bytes = std::fs::read(&image).unwrap();
     let at = bytes
         .windows(b"secreX.bin".len())
@@ -122,6 +115,30 @@ fn hostile(dir: &Path) -> Hostile {
         secret,
         images,
     }
+}
+
+/// A real chain in `dir`: `base.qcow2` (the x86 guest) under `top.qcow2`, which names it
+/// by that relative name and holds sector 100 filled with 0x5a. Returns the top.
+fn guest_chain(dir: &Path) -> PathBuf {
+    let guests = qemuweb_guests::write_guest_images(dir, None).unwrap();
+    std::fs::rename(&guests.x86_qcow2, dir.join("base.qcow2")).unwrap();
+    let top = dir.join("top.qcow2");
+    let top_name = top.to_str().unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        top_name,
+    ]);
+    run(Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x5a 51200 512"])
+        .arg(&top));
+    top
 }
 
 /// Whether `haystack` holds any piece of the secret: the marker, or 64 bytes in a row of
@@ -257,26 +274,8 @@ fn backing_dir_allows_plain_names_inside_it_only() {
         let _ = std::fs::remove_dir_all(&out);
     }
 
-    // A real chain: base (the guest) <- top (one sector changed), named "base.qcow2".
     let chain = tmp.path().join("chain");
-    let guests = qemuweb_guests::write_guest_images(&chain, None).unwrap();
-    let base = chain.join("base.qcow2");
-    std::fs::rename(&guests.x86_qcow2, &base).unwrap();
-    let top = chain.join("top.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        top.to_str().unwrap(),
-    ]);
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 0x5a 51200 512"])
-        .arg(&top));
+    let top = guest_chain(&chain);
     let want = qemu_img_raw(&top, tmp.path());
     assert_eq!(want[100 * 512], 0x5a);
 
@@ -354,24 +353,7 @@ fn boot_refuses_images_that_name_host_files() {
 #[test]
 fn boot_follows_a_chain_inside_the_backing_dir() {
     let tmp = tempfile::tempdir().unwrap();
-    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
-    let base = tmp.path().join("base.qcow2");
-    std::fs::rename(&guests.x86_qcow2, &base).unwrap();
-    let top = tmp.path().join("top.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        top.to_str().unwrap(),
-    ]);
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 0x5a 51200 512"])
-        .arg(&top));
+    let top = guest_chain(tmp.path());
     let mut cmd = Command::new(QEMUWEB);
     cmd.args([
         "boot",
@@ -459,20 +441,7 @@ fn emulator_start_refuses_images_that_name_host_files() {
 fn emulator_runs_a_chain_inside_the_backing_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let chain = tmp.path().join("chain");
-    let guests = qemuweb_guests::write_guest_images(&chain, None).unwrap();
-    std::fs::rename(&guests.x86_qcow2, chain.join("base.qcow2")).unwrap();
-    let top = chain.join("top.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        top.to_str().unwrap(),
-    ]);
+    let top = guest_chain(&chain);
     let state = tmp.path().join("state");
     let emu = |args: &[&str]| {
         let mut full = vec!["emulator", "--state-dir", state.to_str().unwrap()];

@@ -64,6 +64,24 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits for a change until `deadline`; `None` once the deadline has passed.
+    fn wait_until<'a>(
+        &self,
+        state: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> Option<MutexGuard<'a, State>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        Some(
+            self.changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0,
+        )
+    }
 }
 
 /// Which output a wait looks at.
@@ -300,16 +318,13 @@ impl Watched {
             if state.open == 0 {
                 self.fail(&state, &format!("its output ended without {what}"));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if deadline <= Instant::now() {
                 self.fail(&state, &format!("no {what} within {limit:?}"));
             }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = match self.shared.wait_until(state, deadline) {
+                Some(s) => s,
+                None => self.shared.lock(),
+            };
         }
     }
 
@@ -354,16 +369,10 @@ impl Watched {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let mut state = self.shared.lock();
                 while state.open > 0 && !state.fired {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
+                    match self.shared.wait_until(state, deadline) {
+                        Some(s) => state = s,
+                        None => break,
                     }
-                    state = self
-                        .shared
-                        .changed
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
                 }
                 return Some(status);
             }
