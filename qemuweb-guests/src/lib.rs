@@ -7,6 +7,9 @@
 //! - **aarch64 `virt` kernel** ([`aarch64_virt_kernel`]): an arm64 Linux `Image` for
 //!   `-M virt -kernel`, which prints [`AARCH64_BANNER`] on the PL011 UART at
 //!   `0x09000000` and answers `echo TEXT` with `TEXT`.
+//! - **instruction test guests** ([`x86_insn_disk`], [`aarch64_insn_kernel`]): bare-metal
+//!   programs that run instruction tests and print one line per test, to compare QEMU
+//!   builds line by line ([`insn_results`], [`insn_mismatches`]).
 //!
 //! Both are deterministic: the same sources give the same bytes.
 //!
@@ -54,6 +57,13 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod insn;
+pub use insn::{
+    aarch64_insn_kernel, aarch64_insn_qemu_args, insn_crc32, insn_mismatches, insn_results,
+    run_insn_guest, x86_insn_disk, x86_insn_qemu_args, InsnLogError, AARCH64_INSN_BANNER,
+    INSN_DONE, X86_INSN_BANNER, X86_INSN_SECTORS,
+};
 
 static X86_CODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/x86-bios.bin"));
 static AARCH64_IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aarch64-virt.img"));
@@ -220,10 +230,15 @@ pub struct GuestImagePaths {
     pub x86_qcow2: PathBuf,
     /// The aarch64 `virt` kernel image.
     pub aarch64_kernel: PathBuf,
+    /// The x86_64 instruction test disk ([`x86_insn_disk`]), raw.
+    pub x86_insn: PathBuf,
+    /// The aarch64 instruction test kernel ([`aarch64_insn_kernel`]).
+    pub aarch64_insn: PathBuf,
 }
 
 /// Writes the guests into `dir` (created if missing) as `x86-bios.raw`,
-/// `x86-bios.qcow2` and `aarch64-virt.img`.
+/// `x86-bios.qcow2` and `aarch64-virt.img`, and the instruction test guests as
+/// `x86-insn.img` and `aarch64-insn.img`.
 ///
 /// The qcow2 form is made with `qemu-img convert -f raw -O qcow2` (Debian package
 /// `qemu-utils`); `qemu_img` names the program, `None` meaning `qemu-img` on `PATH`.
@@ -237,9 +252,13 @@ pub fn write_guest_images(dir: &Path, qemu_img: Option<&Path>) -> io::Result<Gue
         x86_raw: dir.join("x86-bios.raw"),
         x86_qcow2: dir.join("x86-bios.qcow2"),
         aarch64_kernel: dir.join("aarch64-virt.img"),
+        x86_insn: dir.join("x86-insn.img"),
+        aarch64_insn: dir.join("aarch64-insn.img"),
     };
     std::fs::write(&paths.x86_raw, x86_bios_disk())?;
     std::fs::write(&paths.aarch64_kernel, aarch64_virt_kernel())?;
+    std::fs::write(&paths.x86_insn, x86_insn_disk())?;
+    std::fs::write(&paths.aarch64_insn, aarch64_insn_kernel())?;
     convert_to_qcow2(&paths.x86_raw, &paths.x86_qcow2, qemu_img)?;
     Ok(paths)
 }

@@ -93,11 +93,21 @@ fn binary_writes_the_images() {
         .lines()
         .map(String::from)
         .collect();
-    let expected: Vec<String> = ["x86-bios.raw", "x86-bios.qcow2", "aarch64-virt.img"]
-        .iter()
-        .map(|n| dir.join(n).display().to_string())
-        .collect();
+    let expected: Vec<String> = [
+        "x86-bios.raw",
+        "x86-bios.qcow2",
+        "aarch64-virt.img",
+        "x86-insn.img",
+        "aarch64-insn.img",
+    ]
+    .iter()
+    .map(|n| dir.join(n).display().to_string())
+    .collect();
     assert_eq!(listed, expected);
+    assert_eq!(
+        std::fs::read(dir.join("x86-insn.img")).unwrap(),
+        qemuweb_guests::x86_insn_disk()
+    );
     let usage = Command::new(env!("CARGO_BIN_EXE_qemuweb-guests"))
         .output()
         .unwrap();
