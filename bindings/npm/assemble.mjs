@@ -125,7 +125,14 @@ for (const p of PACKAGES) {
   }
   if (p.dir === 'runtime') {
     writeFileSync(join(out, 'worker.js'), selfContainedWorker(src, p.glue));
-    for (const f of ['index.js', 'index.d.ts']) cpSync(join(HERE, p.dir, f), join(out, f));
+    cpSync(join(HERE, p.dir, 'index.d.ts'), join(out, 'index.d.ts'));
+    // index.js re-exports QemuError from the snippet the glue imports (one module, one class).
+    const glue = readFileSync(join(src, `${p.glue}.js`), 'utf8');
+    const errorModule = glue.match(/^import \{[^}]*\bQemuError\b[^}]*\} from '\.\/(snippets\/[^']+)';$/m);
+    if (!errorModule) throw new Error(`the ${p.glue} glue does not import QemuError from a snippet`);
+    const index = readFileSync(join(HERE, p.dir, 'index.js'), 'utf8');
+    if (!index.includes('./QEMU_ERROR_MODULE')) throw new Error('runtime/index.js has no QEMU_ERROR_MODULE to fill in');
+    writeFileSync(join(out, 'index.js'), index.replace('./QEMU_ERROR_MODULE', `./${errorModule[1]}`));
   }
   files.push(...(p.extraFiles ?? []).filter((f) => !files.includes(f)));
   cpSync(join(HERE, p.dir, 'README.md'), join(out, 'README.md'));

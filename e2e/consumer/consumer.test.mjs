@@ -85,6 +85,43 @@ function bootsInChromium(url, tag, workerPattern) {
     await page.evaluate(() => window.consumer.send('echo hello from a packaged consumer'));
     await waitSerial('hello from a packaged consumer\r\n> ', from);
     assert.deepEqual(await page.evaluate(() => window.consumer.errors), []);
+
+    // Two listeners of serialOut both heard every event; the one removed at once heard
+    // none; the `once` listener one.
+    const heard = await page.evaluate(() => window.consumer.heard);
+    assert.ok(heard.first > 0, JSON.stringify(heard));
+    assert.equal(heard.second, heard.first, JSON.stringify(heard));
+    assert.equal(heard.removed, 0, JSON.stringify(heard));
+    assert.equal(heard.once, 1, JSON.stringify(heard));
+
+    // An aborted start: rejected with QemuError `aborted`, and neither its worker nor its
+    // disk's Web Lock is left.
+    const workers = page.workers().length;
+    await page.evaluate(() => window.consumer.abortStart());
+    const aborted = await page.evaluate(() => window.consumer.aborted);
+    assert.deepEqual(
+      { code: aborted.code, isQemuError: aborted.isQemuError, vmIds: aborted.vmIds, state: aborted.state, locks: aborted.locks },
+      { code: 'aborted', isQemuError: true, vmIds: ['vm'], state: 'stopped', locks: [] },
+    );
+    for (let i = 0; page.workers().length !== workers; i++) {
+      assert.ok(i < 100, `the aborted start left a worker: ${page.workers().map((w) => w.url()).join(', ')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await page.evaluate(() => window.consumer.restartAndBlob());
+    assert.equal((await page.evaluate(() => window.consumer.aborted)).restarted, true);
+
+    // The Blob disk reported how much of the file was read, of the file's size; the start
+    // went through its three phases.
+    const blob = await page.evaluate(() => window.consumer.blob);
+    const disk0 = blob.events.filter((e) => e.what === 'disk0');
+    assert.ok(disk0.length > 0, JSON.stringify(blob.events));
+    for (const e of disk0) {
+      assert.equal(e.total, blob.size);
+      assert.equal(e.totalOf, 'file-size');
+      assert.ok(e.loaded > 0 && e.loaded <= blob.size, JSON.stringify(e));
+    }
+    assert.deepEqual(blob.phases, ['1/3 assets', '2/3 disks', '3/3 engine']);
+    assert.deepEqual(await page.evaluate(() => window.consumer.errors), []);
   });
 }
 
@@ -118,21 +155,29 @@ test('tsc --strict accepts the program and rejects misuse of the generated types
   mustRun('npx', ['--no-install', 'tsc', '--strict', '--noEmit', '-p', '.']);
   // The same compiler sees the types for what they are, not `any`: each of these is an error.
   const bad = join(project, 'src', 'bad.ts');
-  writeFileSync(bad, `import { QemuClient, defaultProfiles } from "@qemuweb/runtime";
+  writeFileSync(bad, `import { QemuClient, QemuError, defaultProfiles } from "@qemuweb/runtime";
 import { buildQemuArgs } from "@qemuweb/config";
 import { Disk } from "@qemuweb/storage";
 const memory: string = defaultProfiles()[0].memoryMiB;
 new QemuClient({ assets: { bios: { kind: "ftp", url: "x" } } });
 buildQemuArgs(defaultProfiles()[0], { disk: { source: { kind: "url" } } }, null, { kind: "browser" });
 Disk.memory("big");
-export { memory };
+const client = new QemuClient();
+client.on("serialOut", (e) => e.level);
+client.on("serialout", () => {});
+void client.startVm("vm", defaultProfiles()[0], {}, { memoryMiB: 64 });
+const running: boolean = client.getVmState("vm") === "runing";
+void client.exportOverlay("vm", "disk0", "zip");
+const code: "nope" = new QemuError("fetch", "m").code;
+client.on("progress", (e) => e.total.toFixed());
+export { memory, running, code };
 `);
   try {
     const r = run('npx', ['--no-install', 'tsc', '--strict', '--noEmit', '-p', '.']);
     assert.notEqual(r.status, 0, r.out);
     const errors = r.out.split('\n').filter((l) => l.startsWith('src/bad.ts('));
     const lines = new Set(errors.map((l) => Number(l.match(/^src\/bad\.ts\((\d+),/)[1])));
-    assert.deepEqual([...lines].sort((a, b) => a - b), [4, 5, 6, 7], r.out);
+    assert.deepEqual([...lines].sort((a, b) => a - b), [4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15], r.out);
   } finally {
     rmSync(bad);
   }

@@ -48,7 +48,7 @@ async function ours(name, inputs, marker, memoryMiB, engine = 'v86') {
   const ms = await page.evaluate(async ([vm, inputs, marker, memoryMiB, engine, qemuAssets]) => {
     window.client = engine === 'qemu' ? makeClient({ workerUrl: './pkg/worker.js', assets: qemuAssets }) : makeClient();
     await client.init();
-    await client.startVm(vm, profiles['linux-i386-pc-nographic'], inputs, { memoryMiB }, { engine });
+    await client.startVm(vm, profiles['linux-i386-pc-nographic'], inputs, { overrides: { memoryMiB }, engine });
     const at = await waitSerial(vm, marker, 0, 180000);
     await client.stopVm(vm, true);
     return at;

@@ -115,7 +115,7 @@ export async function startVm(page, vm, disk, { profile = 'linux-i386-pc-nograph
   return page.evaluate(async ([vm, disk, profile, memoryMiB]) => {
     window.client ??= makeClient();
     await window.client.init();
-    return attempt(() => window.client.startVm(vm, profiles[profile], { disk: { source: { kind: 'url', url: disk } } }, { memoryMiB }));
+    return attempt(() => window.client.startVm(vm, profiles[profile], { disk: { source: { kind: 'url', url: disk } } }, { overrides: { memoryMiB } }));
   }, [vm, disk, profile, memoryMiB]);
 }
 

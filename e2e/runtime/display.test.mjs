@@ -92,7 +92,7 @@ async function bootOnCanvas(page, vm) {
     await client.init();
     client.attachDisplay(vm, canvas);
     return attempt(() => client.startVm(vm, profiles['linux-i386-pc-graphics'],
-      { disk: { source: { kind: 'url', url: disk } } }, { memoryMiB: 64 }));
+      { disk: { source: { kind: 'url', url: disk } } }, { overrides: { memoryMiB: 64 } }));
   }, [vm, `${env.images.url}/x86-bios.qcow2`]);
   assert.deepEqual(started, { ok: undefined });
   await page.evaluate(([vm, b]) => waitSerial(vm, b, 0, 30000), [vm, BANNER]);

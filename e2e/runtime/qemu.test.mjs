@@ -46,7 +46,7 @@ function startQemu(page, vm, url, memoryMiB = 32) {
     window.client ??= makeClient({ workerUrl: './pkg/worker.js', assets });
     await window.client.init();
     return attempt(() => window.client.startVm(vm, profiles['linux-i386-pc-nographic'],
-      { disk: { source: { kind: 'url', url } } }, { memoryMiB }, { engine: 'qemu' }));
+      { disk: { source: { kind: 'url', url } } }, { overrides: { memoryMiB }, engine: 'qemu' }));
   }, [vm, url, QEMU_ASSETS, memoryMiB]);
 }
 
@@ -118,13 +118,13 @@ test('QEMU engine: missing module and 64-bit profiles are typed errors', async (
       const disk = { disk: { source: { kind: 'url', url } } };
       const c = makeClient({ workerUrl: './pkg/worker.js', assets });
       const r = {};
-      r.x64 = await attempt(() => c.startVm('q-x64', profiles['linux-x86_64-pc-nographic'], disk, undefined, { engine: 'qemu' }));
-      r.noModule = await attempt(() => c.startVm('q-nomod', profiles['linux-i386-pc-nographic'], disk, { memoryMiB: 32 },
-        { engine: 'qemu', assets: { ...assets, qemuModule: undefined } }));
-      r.badModule = await attempt(() => c.startVm('q-badmod', profiles['linux-i386-pc-nographic'], disk, { memoryMiB: 32 },
-        { engine: 'qemu', assets: { ...assets, qemuModule: './qemu/nope.js' } }));
+      r.x64 = await attempt(() => c.startVm('q-x64', profiles['linux-x86_64-pc-nographic'], disk, { engine: 'qemu' }));
+      r.noModule = await attempt(() => c.startVm('q-nomod', profiles['linux-i386-pc-nographic'], disk,
+        { overrides: { memoryMiB: 32 }, engine: 'qemu', assets: { ...assets, qemuModule: undefined } }));
+      r.badModule = await attempt(() => c.startVm('q-badmod', profiles['linux-i386-pc-nographic'], disk,
+        { overrides: { memoryMiB: 32 }, engine: 'qemu', assets: { ...assets, qemuModule: './qemu/nope.js' } }));
       r.tooBig = await attempt(() => c.startVm('q-big', { ...profiles['linux-i386-pc-nographic'], maxMemoryMiB: undefined }, disk,
-        { memoryMiB: 1536 }, { engine: 'qemu' }));
+        { overrides: { memoryMiB: 1536 }, engine: 'qemu' }));
       return r;
     }, [imageUrl(), QEMU_ASSETS]);
     assert.equal(out.x64.error, 'unsupported');

@@ -304,8 +304,8 @@ test('a disk from a File/Blob the page holds; a BIOS given as bytes; capabilitie
       const c = (window.client = makeClient());
       const i386 = profiles['linux-i386-pc-nographic'];
       const file = { disk: { source: { kind: 'file', path: 'local.qcow2' } } };
-      const missing = await attempt(() => c.startVm('blob-missing', i386, file, null, null, {}));
-      const started = await attempt(() => c.startVm('blob', i386, file, { memoryMiB: 64 }, null, { 'local.qcow2': blob }));
+      const missing = await attempt(() => c.startVm('blob-missing', i386, file, { files: {} }));
+      const started = await attempt(() => c.startVm('blob', i386, file, { overrides: { memoryMiB: 64 }, files: { 'local.qcow2': blob } }));
       return { missing, started };
     }, imageUrl());
     assert.equal(r.missing.error, 'invalid-inputs');
@@ -320,7 +320,7 @@ test('a disk from a File/Blob the page holds; a BIOS given as bytes; capabilitie
     const bytes = await page.evaluate(async (url) => {
       const bios = new Uint8Array(await (await fetch('./bios/bios-256k.bin')).arrayBuffer());
       window.client = makeClient({ workerUrl: './pkg/worker.js', assets: { ...ASSETS, bios: { kind: 'bytes', data: bios }, vgaBios: undefined } });
-      return attempt(() => client.startVm('bios-bytes', profiles['linux-i386-pc-nographic'], { disk: { source: { kind: 'url', url } } }, { memoryMiB: 64 }));
+      return attempt(() => client.startVm('bios-bytes', profiles['linux-i386-pc-nographic'], { disk: { source: { kind: 'url', url } } }, { overrides: { memoryMiB: 64 } }));
     }, imageUrl());
     assert.deepEqual(bytes, { ok: undefined });
     await waitBanner(page, 'bios-bytes');

@@ -166,9 +166,11 @@ pub struct VmProfile {
     pub kernel_help_text: Option<String>,
     /// The machine's devices.
     pub devices: VmDevices,
-    /// Block size of the browser storage layer for this machine's disks (the unit of HTTP
-    /// Range reads and overlay blocks); a power of two from 512 to 16 MiB. Passed on in
-    /// [`FileMountInfo::block_size_bytes`].
+    /// The size of the HTTP Range reads of this machine's disk images in the browser (the
+    /// runtime fetches whole blocks of this size, clamped to 4 KiB-1 MiB); a power of two
+    /// from 512 to 16 MiB. It is not the block size of the copy-on-write overlays that keep
+    /// the guest's writes: those are always 4096 bytes (`OVERLAY_BLOCK_SIZE` of
+    /// `qemuweb-runtime`). Passed on in [`FileMountInfo::block_size_bytes`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub block_size_bytes: Option<u32>,
@@ -464,7 +466,7 @@ pub struct FileMountInfo {
     pub format: Option<DiskFormat>,
     /// Whether QEMU opens it read-only (kernel and initrd always are).
     pub read_only: bool,
-    /// The profile's storage block size (disks only).
+    /// The profile's `blockSizeBytes`: the size of the HTTP Range reads of the image (disks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub block_size_bytes: Option<u32>,

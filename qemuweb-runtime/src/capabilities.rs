@@ -51,6 +51,7 @@ pub struct RuntimeCapabilities {
     /// emulator itself.
     pub max_memory: u64,
     /// Where this was detected: `window` or `worker`.
+    #[tsify(type = "\"window\" | \"worker\"")]
     pub context: String,
     /// What is missing and how to fix it.
     pub issues: Vec<CapabilityIssue>,
@@ -61,7 +62,10 @@ pub struct RuntimeCapabilities {
 #[serde(rename_all = "camelCase")]
 pub struct CapabilityIssue {
     /// A stable code: `no-webassembly`, `cross-origin-isolation`, `no-shared-array-buffer`,
-    /// `no-indexeddb`, `no-bigint`.
+    /// `no-indexeddb`, `no-bigint` (the TypeScript type lists them: keep both in step).
+    #[tsify(
+        type = "\"no-webassembly\" | \"cross-origin-isolation\" | \"no-shared-array-buffer\" | \"no-indexeddb\" | \"no-bigint\""
+    )]
     pub code: String,
     /// Whether VMs cannot run at all without it (`true`) or only lose a feature.
     pub fatal: bool,

@@ -1,12 +1,19 @@
 //! `QemuClient`, the page-side API (wasm32 only): one module worker per VM, commands as
-//! promises, events as callbacks.
+//! promises, events to any number of listeners.
+//!
+//! - `events`: listeners (`on`, `once`, `off`, the `onX` slots) and `QemuError`;
+//! - `overlays`: the VMs' stored disks (`overlays`, `resetOverlay`, `deleteOverlays`).
+
+mod events;
+mod overlays;
 
 use crate::capabilities;
 use crate::protocol::{
     check_id, AssetSource, Command, EngineAssets, EngineKind, ErrorCode, Event, ExportFormat,
-    Reply, Request, VmState, PROTOCOL_VERSION,
+    Persistence, Reply, Request, VmState, PROTOCOL_VERSION,
 };
 use crate::RuntimeError;
+use events::{field as get, is_public, qemu_error, Listeners, Slot};
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
 use qemuweb_config::{DiskInput, ImageSource, VmInputs, VmOverrides, VmProfile};
 use serde::{Deserialize, Serialize};
@@ -16,60 +23,86 @@ use std::rc::Rc;
 use tsify::{Ts, Tsify};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::future_to_promise;
 
 /// Options of `new QemuClient(options)`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, Tsify)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientOptions {
-    /// URL of the module worker script (`web/worker.js` of the build); default
-    /// `./worker.js` relative to the page.
+    /// URL of the VM worker script. `QemuClient` of `@qemuweb/runtime` uses the package's
+    /// own `worker.js` (its `workerUrl` export) unless this is given; with the raw
+    /// wasm-bindgen output (`qemuweb_runtime.js` of `scripts/build-web`) the default is
+    /// `./worker.js`, relative to the page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub worker_url: Option<String>,
-    /// The engine assets every VM uses unless `startVm` gives others.
+    /// The engine assets every VM uses unless `startVm` gives others. `QemuClient` of
+    /// `@qemuweb/runtime` fills in those its installed packages hold (see its README);
+    /// what is given here wins, asset by asset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub assets: Option<EngineAssets>,
 }
 
-/// Options of one `startVm`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, Tsify)]
-#[serde(rename_all = "camelCase")]
+/// Options of one `startVm(vmId, profile, inputs, options)`.
+#[derive(Debug, Default, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartOptions {
-    /// The engine; default: the one for the profile.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Per-run changes to the profile (memory, kernel command line, disk interface, ...).
+    #[serde(default)]
+    #[tsify(optional)]
+    pub overrides: Option<VmOverrides>,
+    /// The engine; default: the one for the profile (`v86` for i386 profiles with IDE
+    /// disks, else `qemu`).
+    #[serde(default)]
     #[tsify(optional)]
     pub engine: Option<EngineKind>,
     /// Engine assets for this VM, replacing the client's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[tsify(optional)]
     pub assets: Option<EngineAssets>,
+    /// Where the disks' writes go: `indexeddb` (the default: kept by VM id and disk id, so
+    /// the next start of the same `vmId` sees them) or `memory` (dropped at stop).
+    #[serde(default)]
+    #[tsify(optional)]
+    pub persistence: Option<Persistence>,
+    /// The `File`s and `Blob`s that inputs of kind `file` name, by their `path`.
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    #[tsify(optional, type = "Record<string, Blob>")]
+    pub files: JsValue,
+    /// Called with this VM's `phase` and `progress` events until `startVm` settles (the
+    /// client's listeners hear them too).
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    #[tsify(
+        optional,
+        type = "(event: QemuEventOf<\"phase\"> | QemuEventOf<\"progress\">) => void"
+    )]
+    pub progress: JsValue,
+    /// Cancels the start: `startVm` then rejects with a `QemuError` of code `aborted`
+    /// (its `cause` is the signal's reason), and the VM's worker is terminated, which
+    /// releases every lock it held. A signal aborted after the start completed does
+    /// nothing.
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    #[tsify(optional, type = "AbortSignal")]
+    pub signal: JsValue,
 }
 
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
     Ok(value.serialize(&serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true))?)
 }
 
-fn get(v: &JsValue, key: &str) -> JsValue {
-    Reflect::get(v, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-}
-
-/// A JS `Error` with `code` (an [`ErrorCode`] name) and `vmId` properties.
+/// A `QemuError` with `code`, about `vm_id`.
 fn error_value(code: ErrorCode, message: &str, vm_id: Option<&str>) -> JsValue {
-    let e = js_sys::Error::new(message);
-    let code = serde_json::to_value(code)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let _ = Reflect::set(&e, &"code".into(), &code.into());
-    if let Some(vm) = vm_id {
-        let _ = Reflect::set(&e, &"vmId".into(), &vm.into());
-    }
-    e.into()
+    qemu_error(code, message, vm_id, None, &JsValue::UNDEFINED)
 }
 
 fn runtime_error(e: &RuntimeError, vm_id: Option<&str>) -> JsValue {
     error_value(e.code(), &e.to_string(), vm_id)
+}
+
+/// A storage failure of a page-side command as a `QemuError` with code `storage`.
+fn storage_error(e: qemuweb_storage::StorageError, vm_id: &str) -> JsValue {
+    error_value(ErrorCode::Storage, &e.to_string(), Some(vm_id))
 }
 
 fn page_base() -> Option<String> {
@@ -118,17 +151,6 @@ fn resolve_assets(assets: &mut EngineAssets, base: Option<&str>) {
     }
 }
 
-#[derive(Default)]
-struct Callbacks {
-    serial_out: Option<Function>,
-    started: Option<Function>,
-    stopped: Option<Function>,
-    progress: Option<Function>,
-    log: Option<Function>,
-    error: Option<Function>,
-    capabilities: Option<Function>,
-}
-
 struct Pending {
     resolve: Function,
     reject: Function,
@@ -142,6 +164,28 @@ struct VmConn {
     queue: RefCell<Vec<JsValue>>,
     pending: RefCell<HashMap<u64, Pending>>,
     closures: RefCell<Vec<Box<dyn std::any::Any>>>,
+    /// What only lasts while the VM starts.
+    start: RefCell<Option<Starting>>,
+}
+
+/// The `progress` callback and `signal` of a `startVm` that has not settled.
+struct Starting {
+    progress: Option<Function>,
+    abort: Option<(web_sys::AbortSignal, Closure<dyn FnMut()>)>,
+}
+
+impl VmConn {
+    /// The start settled: its progress callback and abort listener go.
+    fn end_start(&self) {
+        if let Some(Starting {
+            abort: Some((signal, listener)),
+            ..
+        }) = self.start.borrow_mut().take()
+        {
+            let _ = signal
+                .remove_event_listener_with_callback("abort", listener.as_ref().unchecked_ref());
+        }
+    }
 }
 
 /// A canvas showing a VM's screen: the page's end of its display ring, polled once an
@@ -176,16 +220,22 @@ struct Inner {
     assets: EngineAssets,
     vms: RefCell<HashMap<String, Rc<VmConn>>>,
     states: RefCell<HashMap<String, VmState>>,
-    callbacks: RefCell<Callbacks>,
+    listeners: Listeners,
     caps: RefCell<Option<JsValue>>,
     next_id: Cell<u64>,
 }
 
 /// The page-side API: starts each VM in its own module worker and talks to it.
 ///
-/// Commands return promises that settle with the worker's answer; rejections are `Error`s
-/// with a `code` (see `ErrorCode`) and a `vmId`. Events arrive through the `on*`
-/// callbacks.
+/// Commands return promises that settle with the worker's answer; rejections are
+/// `QemuError`s (an `Error` with an `ErrorCode` as `code`, and `vmId`). Events go to the
+/// listeners of `on(type, listener)` (any number per event; typed from the `Event` union)
+/// and to the single-slot `onX` callbacks.
+///
+/// A VM's disk writes are kept in IndexedDB, keyed by its `vmId` and the disk id (`disk0`
+/// for the boot disk, then `disk1`, ...): starting the same `vmId` again continues from
+/// them. `overlays`, `resetOverlay` and `deleteOverlays` show and remove them;
+/// `persistence: "memory"` in `startVm`'s options keeps a run's writes in memory only.
 #[wasm_bindgen]
 pub struct QemuClient {
     inner: Rc<Inner>,
@@ -214,7 +264,7 @@ impl QemuClient {
                 assets,
                 vms: RefCell::default(),
                 states: RefCell::default(),
-                callbacks: RefCell::default(),
+                listeners: Listeners::default(),
                 caps: RefCell::default(),
                 next_id: Cell::new(1),
             }),
@@ -246,24 +296,30 @@ impl QemuClient {
             .unwrap_or(JsValue::UNDEFINED)
     }
 
-    /// Starts VM `vmId` in a new worker; resolves once the guest runs.
+    /// Starts VM `vmId` in a new worker; resolves once the guest runs. `options` (all
+    /// optional): `overrides`, `engine`, `assets`, `persistence`, `files` (the `File`s and
+    /// `Blob`s inputs of kind `file` name), `progress` and `signal` (see `StartOptions`).
     ///
-    /// `files` maps the names that `{kind: "file", path}` inputs use to `File`s or
-    /// `Blob`s.
+    /// Rejects with a `QemuError`: `invalid-profile`, `invalid-inputs`, `unsupported`,
+    /// `missing-bios`, `fetch`, `storage`, `engine`, `worker`, `out-of-order` (the VM is
+    /// already running), `malformed` (arguments of the wrong shape) or `aborted`.
     #[wasm_bindgen(js_name = startVm, unchecked_return_type = "Promise<void>")]
     pub fn start_vm(
         &self,
         #[wasm_bindgen(js_name = "vmId")] vm_id: String,
         profile: Ts<VmProfile>,
         inputs: Ts<VmInputs>,
-        overrides: Option<Ts<VmOverrides>>,
-        options: Option<Ts<StartOptions>>,
-        files: Option<Object>,
+        #[wasm_bindgen(unchecked_optional_param_type = "StartOptions")] options: Option<Object>,
     ) -> Promise {
-        match self.start_message(&vm_id, profile, inputs, overrides, options, files) {
-            Ok(message) => self.inner.clone().spawn_and_send(vm_id, message),
-            Err(e) => Promise::reject(&e),
+        let (message, starting) = match self.start_message(&vm_id, profile, inputs, options) {
+            Ok(m) => m,
+            Err(e) => return Promise::reject(&e),
+        };
+        let signal = starting.abort.as_ref().map(|(s, _)| s.clone());
+        if let Some(signal) = signal.filter(|s| s.aborted()) {
+            return Promise::reject(&aborted(&vm_id, &signal));
         }
+        self.inner.clone().spawn_and_send(vm_id, message, starting)
     }
 
     /// Stops VM `vmId`: without `force` its writes are made durable first. Resolves when
@@ -349,17 +405,22 @@ impl QemuClient {
         &self,
         #[wasm_bindgen(js_name = "vmId")] vm_id: String,
         #[wasm_bindgen(js_name = "diskId")] disk_id: String,
-        format: Option<String>,
+        #[wasm_bindgen(unchecked_optional_param_type = "ExportFormat")] format: Option<JsValue>,
     ) -> Promise {
-        let format = match format.as_deref() {
-            None | Some("compact") => ExportFormat::Compact,
-            Some("qcow2") => ExportFormat::Qcow2,
-            Some(other) => {
-                return Promise::reject(&error_value(
-                    ErrorCode::Malformed,
-                    &format!("unknown export format {other:?} (compact or qcow2)"),
-                    Some(&vm_id),
-                ))
+        let format = format.unwrap_or(JsValue::UNDEFINED);
+        let format = if format.is_undefined() || format.is_null() {
+            ExportFormat::Compact
+        } else {
+            match serde_wasm_bindgen::from_value::<ExportFormat>(format.clone()) {
+                Ok(f) => f,
+                Err(_) => {
+                    let name = format.as_string().unwrap_or_else(|| format!("{format:?}"));
+                    return Promise::reject(&error_value(
+                        ErrorCode::Malformed,
+                        &format!("unknown export format {name:?} (compact or qcow2)"),
+                        Some(&vm_id),
+                    ));
+                }
             }
         };
         self.inner.send(
@@ -373,14 +434,65 @@ impl QemuClient {
     }
 
     /// The last known state of VM `vmId` (`starting`, `running`, `stopping`, `stopped`,
-    /// `failed`), or `undefined` for a VM this client never started.
-    #[wasm_bindgen(js_name = getVmState)]
-    pub fn get_vm_state(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Option<String> {
-        self.inner
-            .states
-            .borrow()
-            .get(&vm_id)
-            .map(|s| state_name(*s))
+    /// `failed`), or `undefined` for a VM this client never started. A start cancelled
+    /// through its signal leaves `stopped`.
+    #[wasm_bindgen(js_name = getVmState, unchecked_return_type = "VmState | undefined")]
+    pub fn get_vm_state(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> JsValue {
+        match self.inner.states.borrow().get(&vm_id) {
+            Some(s) => state_name(*s).into(),
+            None => JsValue::UNDEFINED,
+        }
+    }
+
+    /// The stored disks of VM `vmId` (whether or not it runs): one `OverlayInfo` per disk
+    /// whose writes are kept in IndexedDB; empty for a VM with none.
+    #[wasm_bindgen(unchecked_return_type = "Promise<OverlayInfo[]>")]
+    pub fn overlays(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
+        if let Err(e) = check_id("vmId", &vm_id) {
+            return Promise::reject(&runtime_error(&e, Some(&vm_id)));
+        }
+        future_to_promise(async move {
+            let list = overlays::list(&vm_id)
+                .await
+                .map_err(|e| storage_error(e, &vm_id))?;
+            to_js(&list).map_err(JsValue::from)
+        })
+    }
+
+    /// Forgets the writes of disk `diskId` of VM `vmId`: its next start reads the base
+    /// image as it is. Rejects with `out-of-order` while this client runs the VM, and
+    /// with `storage` while another page or worker has the disk open.
+    #[wasm_bindgen(js_name = resetOverlay, unchecked_return_type = "Promise<void>")]
+    pub fn reset_overlay(
+        &self,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        #[wasm_bindgen(js_name = "diskId")] disk_id: String,
+    ) -> Promise {
+        self.delete_stored(vm_id, Some(disk_id))
+    }
+
+    /// Forgets the writes of every disk of VM `vmId`. Rejects as `resetOverlay` does.
+    #[wasm_bindgen(js_name = deleteOverlays, unchecked_return_type = "Promise<void>")]
+    pub fn delete_overlays(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
+        self.delete_stored(vm_id, None)
+    }
+
+    /// `on(type, listener)`: see the TypeScript declaration (`events::TYPESCRIPT`).
+    #[wasm_bindgen(skip_typescript)]
+    pub fn on(&self, r#type: String, listener: Function) -> Function {
+        self.add_listener(r#type, listener, false)
+    }
+
+    /// `once(type, listener)`: `on` for one event.
+    #[wasm_bindgen(skip_typescript)]
+    pub fn once(&self, r#type: String, listener: Function) -> Function {
+        self.add_listener(r#type, listener, true)
+    }
+
+    /// `off(type, listener)`: removes `listener`.
+    #[wasm_bindgen(skip_typescript)]
+    pub fn off(&self, r#type: String, listener: Function) {
+        self.inner.listeners.remove_function(&r#type, &listener);
     }
 
     /// Asks the worker of VM `vmId` for its state.
@@ -405,8 +517,8 @@ impl QemuClient {
     /// Shows VM `vmId`'s screen on `canvas` (resized to the guest's screen). Call it
     /// before `startVm`: the VM's worker then renders its VGA text screen into a
     /// `SharedArrayBuffer` ring and the page draws what changed once an animation
-    /// frame. Needs a cross-origin isolated page (COOP/COEP); otherwise throws an
-    /// `Error` with code `unsupported`. Replaces an earlier canvas of the same VM.
+    /// frame. Needs a cross-origin isolated page (COOP/COEP); otherwise throws a
+    /// `QemuError` with code `unsupported`. Replaces an earlier canvas of the same VM.
     #[wasm_bindgen(js_name = attachDisplay)]
     pub fn attach_display(
         &self,
@@ -456,12 +568,8 @@ impl QemuClient {
             if let Err(e) = display.canvas_display.borrow_mut().poll() {
                 let e = JsValue::from(e);
                 if let Some(inner) = inner.upgrade() {
-                    let err = error_value(
-                        ErrorCode::Browser,
-                        &String::from(js_sys::Error::from(e).message()),
-                        Some(&id),
-                    );
-                    inner.callback(|c| &c.error, &[JsValue::from_str(&id), err]);
+                    let message = String::from(js_sys::Error::from(e).message());
+                    inner.report_error(&id, ErrorCode::Browser, &message);
                 }
             }
             display.request_frame();
@@ -485,7 +593,7 @@ impl QemuClient {
     /// (`ws://` or `wss://`, e.g. qemuweb-sidecar's `frame-server` `/sink`) over a
     /// WebSocket (`RemoteTransport`), starting with the current screen; replaces an
     /// earlier forwarding of that display. Returns a `DisplayForward` (`stats()`,
-    /// `flush(timeoutMs)`, `close()`). Throws an `Error` with code `out_of_order`
+    /// `flush(timeoutMs)`, `close()`). Throws a `QemuError` with code `out-of-order`
     /// without an attached display.
     #[wasm_bindgen(js_name = forwardDisplay)]
     pub fn forward_display(
@@ -535,7 +643,7 @@ impl QemuClient {
         }
     }
 
-    /// `callback(vmId, bytes: Uint8Array)` for serial output.
+    /// Sugar for one `serialOut` listener: `callback(vmId, bytes)`; `null` removes it.
     #[wasm_bindgen(js_name = onSerialOut)]
     pub fn on_serial_out(
         &self,
@@ -544,10 +652,10 @@ impl QemuClient {
         )]
         callback: Option<Function>,
     ) {
-        self.inner.callbacks.borrow_mut().serial_out = callback;
+        self.inner.listeners.set_slot(Slot::SerialOut, callback);
     }
 
-    /// `callback(vmId, engine)` when a guest runs.
+    /// Sugar for one `started` listener: `callback(vmId, engine)`.
     #[wasm_bindgen(js_name = onStarted)]
     pub fn on_started(
         &self,
@@ -556,10 +664,10 @@ impl QemuClient {
         )]
         callback: Option<Function>,
     ) {
-        self.inner.callbacks.borrow_mut().started = callback;
+        self.inner.listeners.set_slot(Slot::Started, callback);
     }
 
-    /// `callback(vmId, reason)` when a guest stopped (`requested`, `forced`, `error`).
+    /// Sugar for one `stopped` listener: `callback(vmId, reason)`.
     #[wasm_bindgen(js_name = onStopped)]
     pub fn on_stopped(
         &self,
@@ -568,22 +676,22 @@ impl QemuClient {
         )]
         callback: Option<Function>,
     ) {
-        self.inner.callbacks.borrow_mut().stopped = callback;
+        self.inner.listeners.set_slot(Slot::Stopped, callback);
     }
 
-    /// `callback(vmId, {what, bytesFetched, total})` for download progress.
+    /// Sugar for one `progress` listener: `callback(vmId, event)`.
     #[wasm_bindgen(js_name = onProgress)]
     pub fn on_progress(
         &self,
         #[wasm_bindgen(
-            unchecked_param_type = "((vmId: string, progress: { what: string; bytesFetched: number; total: number }) => void) | null"
+            unchecked_param_type = "((vmId: string, progress: QemuEventOf<\"progress\">) => void) | null"
         )]
         callback: Option<Function>,
     ) {
-        self.inner.callbacks.borrow_mut().progress = callback;
+        self.inner.listeners.set_slot(Slot::Progress, callback);
     }
 
-    /// `callback(vmId, level, message)` for log messages.
+    /// Sugar for one `log` listener: `callback(vmId, level, message)`.
     #[wasm_bindgen(js_name = onLog)]
     pub fn on_log(
         &self,
@@ -592,22 +700,23 @@ impl QemuClient {
         )]
         callback: Option<Function>,
     ) {
-        self.inner.callbacks.borrow_mut().log = callback;
+        self.inner.listeners.set_slot(Slot::Log, callback);
     }
 
-    /// `callback(vmId, {code, message, requestId})` for every error event.
+    /// Sugar for one `error` listener: `callback(vmId, error)`, with the error as a
+    /// `QemuError` (`code`, `message`, `vmId`, `requestId` when it answers a command).
     #[wasm_bindgen(js_name = onError)]
     pub fn on_error(
         &self,
         #[wasm_bindgen(
-            unchecked_param_type = "((vmId: string, error: Error & { code: ErrorCode; vmId: string; requestId?: number }) => void) | null"
+            unchecked_param_type = "((vmId: string, error: Error & { code: ErrorCode; vmId?: string; requestId?: number }) => void) | null"
         )]
         callback: Option<Function>,
     ) {
-        self.inner.callbacks.borrow_mut().error = callback;
+        self.inner.listeners.set_slot(Slot::Error, callback);
     }
 
-    /// `callback(vmId, capabilities)` when a worker reports its capabilities.
+    /// Sugar for one `capabilities` listener: `callback(vmId, capabilities)`.
     #[wasm_bindgen(js_name = onCapabilities)]
     pub fn on_capabilities(
         &self,
@@ -616,7 +725,7 @@ impl QemuClient {
         )]
         callback: Option<Function>,
     ) {
-        self.inner.callbacks.borrow_mut().capabilities = callback;
+        self.inner.listeners.set_slot(Slot::Capabilities, callback);
     }
 }
 
@@ -627,17 +736,90 @@ fn state_name(s: VmState) -> String {
         .unwrap_or_default()
 }
 
+/// The names of the fields `T`'s `Deserialize` reads (of a struct with named fields).
+fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    /// A deserializer that only records the field list it is asked for.
+    struct Fields(&'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(serde::de::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields = Fields(&[]);
+    let _ = T::deserialize(&mut fields);
+    fields.0
+}
+
+/// The rejection of a start cancelled through `signal`.
+fn aborted(vm_id: &str, signal: &web_sys::AbortSignal) -> JsValue {
+    qemu_error(
+        ErrorCode::Aborted,
+        &format!("the start of VM {vm_id:?} was aborted"),
+        Some(vm_id),
+        None,
+        &signal.reason(),
+    )
+}
+
 impl QemuClient {
+    fn add_listener(&self, kind: String, listener: Function, once: bool) -> Function {
+        let id = self.inner.listeners.add(&kind, listener, once);
+        let inner = Rc::downgrade(&self.inner);
+        let remove = Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = inner.upgrade() {
+                inner.listeners.remove(&kind, id);
+            }
+        });
+        remove.into_js_value().unchecked_into()
+    }
+
+    fn delete_stored(&self, vm_id: String, disk_id: Option<String>) -> Promise {
+        let checked = check_id("vmId", &vm_id)
+            .and_then(|()| disk_id.as_deref().map_or(Ok(()), |d| check_id("diskId", d)));
+        if let Err(e) = checked {
+            return Promise::reject(&runtime_error(&e, Some(&vm_id)));
+        }
+        if self.inner.vms.borrow().contains_key(&vm_id) {
+            return Promise::reject(&error_value(
+                ErrorCode::OutOfOrder,
+                &format!("VM {vm_id:?} is running in this client: stop it first"),
+                Some(&vm_id),
+            ));
+        }
+        future_to_promise(async move {
+            overlays::delete(&vm_id, disk_id.as_deref())
+                .await
+                .map_err(|e| storage_error(e, &vm_id))?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     fn start_message(
         &self,
         vm_id: &str,
         profile: Ts<VmProfile>,
         inputs: Ts<VmInputs>,
-        overrides: Option<Ts<VmOverrides>>,
-        options: Option<Ts<StartOptions>>,
-        files: Option<Object>,
-    ) -> Result<JsValue, JsValue> {
-        let bad = |what: &str, e: tsify::Error| {
+        options: Option<Object>,
+    ) -> Result<(JsValue, Starting), JsValue> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
             error_value(ErrorCode::Malformed, &format!("{what}: {e}"), Some(vm_id))
         };
         check_id("vmId", vm_id).map_err(|e| runtime_error(&e, Some(vm_id)))?;
@@ -650,17 +832,56 @@ impl QemuClient {
                 ));
             }
         }
-        let profile = profile.to_rust().map_err(|e| bad("profile", e))?;
-        let mut inputs = inputs.to_rust().map_err(|e| bad("inputs", e))?;
-        let overrides = overrides
-            .map(|o| o.to_rust())
-            .transpose()
-            .map_err(|e| bad("overrides", e))?;
-        let options = options
-            .map(|o| o.to_rust())
-            .transpose()
-            .map_err(|e| bad("options", e))?
-            .unwrap_or_default();
+        let profile = profile.to_rust().map_err(|e| bad("profile", &e))?;
+        let mut inputs = inputs.to_rust().map_err(|e| bad("inputs", &e))?;
+        let options: StartOptions = match options {
+            Some(o) => {
+                // serde_wasm_bindgen reads only the fields it knows: refuse the others here
+                // (`{memoryMiB}` of the old positional `overrides` argument, typos).
+                let known = struct_fields::<StartOptions>();
+                let unknown: Vec<String> = Object::keys(&o)
+                    .iter()
+                    .filter_map(|k| k.as_string())
+                    .filter(|k| !known.contains(&k.as_str()))
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(bad(
+                        "options",
+                        &format!(
+                            "unknown option {} (startVm(vmId, profile, inputs, {{{}}}); \
+                             profile changes such as memoryMiB go in `overrides`)",
+                            unknown.join(", "),
+                            known.join(", ")
+                        ),
+                    ));
+                }
+                serde_wasm_bindgen::from_value(o.into()).map_err(|e| bad("options", &e))?
+            }
+            None => StartOptions::default(),
+        };
+        let function = |v: &JsValue, what: &str| -> Result<Option<Function>, JsValue> {
+            match v {
+                v if v.is_undefined() || v.is_null() => Ok(None),
+                v => v
+                    .dyn_ref::<Function>()
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| bad("options", &format!("{what} must be a function"))),
+            }
+        };
+        let progress = function(&options.progress, "progress")?;
+        let signal = match &options.signal {
+            v if v.is_undefined() || v.is_null() => None,
+            v => Some(
+                v.dyn_ref::<web_sys::AbortSignal>()
+                    .cloned()
+                    .ok_or_else(|| bad("options", &"signal must be an AbortSignal"))?,
+            ),
+        };
+        let files = &options.files;
+        if !(files.is_undefined() || files.is_null() || files.is_object()) {
+            return Err(bad("options", &"files must map names to Blobs"));
+        }
         let base = page_base();
         let base = base.as_deref();
         let disks = inputs
@@ -689,14 +910,15 @@ impl QemuClient {
                 vm_id: vm_id.to_string(),
                 profile,
                 inputs,
-                overrides,
+                overrides: options.overrides,
                 engine: options.engine,
                 assets,
+                persistence: options.persistence.unwrap_or_default(),
             },
         };
         let message = to_js(&request).map_err(JsValue::from)?;
-        if let Some(files) = files {
-            let _ = Reflect::set(&get(&message, "command"), &"files".into(), &files);
+        if files.is_object() {
+            let _ = Reflect::set(&get(&message, "command"), &"files".into(), files);
         }
         if let Some(display) = self.inner.displays.borrow().get(vm_id) {
             let _ = Reflect::set(
@@ -705,7 +927,9 @@ impl QemuClient {
                 &display.buffer,
             );
         }
-        Ok(message)
+        // The abort listener is made here and armed in `spawn_and_send`.
+        let abort = signal.map(|s| (s, Closure::<dyn FnMut()>::new(|| {})));
+        Ok((message, Starting { progress, abort }))
     }
 }
 
@@ -716,19 +940,26 @@ impl Inner {
         id
     }
 
-    fn callback(&self, pick: impl Fn(&Callbacks) -> &Option<Function>, args: &[JsValue]) {
-        let f = pick(&self.callbacks.borrow()).clone();
-        if let Some(f) = f {
-            let a = js_sys::Array::new();
-            for v in args {
-                a.push(v);
-            }
-            // A throwing callback must not break the event loop of the client.
-            let _ = f.apply(&JsValue::NULL, &a);
+    /// Dispatches an `error` event about `vm_id` that the client itself found.
+    fn report_error(&self, vm_id: &str, code: ErrorCode, message: &str) {
+        let event = Event::Error {
+            request_id: None,
+            vm_id: Some(vm_id.to_string()),
+            code,
+            message: message.to_string(),
+        };
+        if let Ok(e) = to_js(&event) {
+            self.listeners
+                .dispatch(&e, Some(&error_value(code, message, Some(vm_id))));
         }
     }
 
-    fn spawn_and_send(self: Rc<Self>, vm_id: String, message: JsValue) -> Promise {
+    fn spawn_and_send(
+        self: Rc<Self>,
+        vm_id: String,
+        message: JsValue,
+        mut starting: Starting,
+    ) -> Promise {
         let options = web_sys::WorkerOptions::new();
         options.set_type(web_sys::WorkerType::Module);
         options.set_name(&format!("qemuweb-{vm_id}"));
@@ -746,6 +977,7 @@ impl Inner {
             queue: RefCell::default(),
             pending: RefCell::default(),
             closures: RefCell::default(),
+            start: RefCell::default(),
         });
         let weak_inner = Rc::downgrade(&self);
         let weak_conn = Rc::downgrade(&conn);
@@ -765,8 +997,7 @@ impl Inner {
                     .as_string()
                     .filter(|m| !m.is_empty())
                     .unwrap_or_else(|| "the worker script failed to load or threw".into());
-                let error = error_value(ErrorCode::Worker, &message, Some(&conn.vm_id));
-                inner.callback(|c| &c.error, &[conn.vm_id.as_str().into(), error]);
+                inner.report_error(&conn.vm_id, ErrorCode::Worker, &message);
                 if conn.ready.get() {
                     // An exception the emulator did not catch: the worker lives on, and
                     // the page decides whether to stop the VM.
@@ -785,9 +1016,46 @@ impl Inner {
             .set_onerror(Some(on_error.as_ref().unchecked_ref()));
         conn.closures.borrow_mut().push(Box::new(on_message));
         conn.closures.borrow_mut().push(Box::new(on_error));
+        if let Some((signal, listener)) = starting.abort.as_mut() {
+            let weak_inner = Rc::downgrade(&self);
+            let weak_conn = Rc::downgrade(&conn);
+            let signal_ = signal.clone();
+            *listener = Closure::<dyn FnMut()>::new(move || {
+                if let (Some(inner), Some(conn)) = (weak_inner.upgrade(), weak_conn.upgrade()) {
+                    inner.abort_start(&conn, &signal_);
+                }
+            });
+            let _ =
+                signal.add_event_listener_with_callback("abort", listener.as_ref().unchecked_ref());
+        }
+        *conn.start.borrow_mut() = Some(starting);
         self.vms.borrow_mut().insert(vm_id.clone(), conn.clone());
         self.states.borrow_mut().insert(vm_id, VmState::Starting);
         self.post(&conn, message, true)
+    }
+
+    /// Cancels a start that has not settled: its promise rejects with `aborted`, the
+    /// worker is terminated (the browser then releases its locks) and the VM is stopped.
+    fn abort_start(&self, conn: &Rc<VmConn>, signal: &web_sys::AbortSignal) {
+        let start = conn
+            .pending
+            .borrow()
+            .iter()
+            .find(|(_, p)| p.is_start)
+            .map(|(id, _)| *id);
+        let Some(id) = start else { return };
+        let pending = conn.pending.borrow_mut().remove(&id);
+        if let Some(p) = pending {
+            let _ = p
+                .reject
+                .call1(&JsValue::NULL, &aborted(&conn.vm_id, signal));
+        }
+        conn.end_start();
+        self.close(conn, ErrorCode::Aborted, "the VM's start was aborted");
+        self.vms.borrow_mut().remove(&conn.vm_id);
+        self.states
+            .borrow_mut()
+            .insert(conn.vm_id.clone(), VmState::Stopped);
     }
 
     /// Sends `command` to the worker of `vm_id`; the promise settles with its answer.
@@ -833,6 +1101,7 @@ impl Inner {
 
     /// Rejects every pending command and terminates the worker.
     fn close(&self, conn: &VmConn, code: ErrorCode, message: &str) {
+        conn.end_start();
         let pending: Vec<Pending> = conn.pending.borrow_mut().drain().map(|(_, p)| p).collect();
         for p in pending {
             let _ = p.reject.call1(
@@ -846,26 +1115,26 @@ impl Inner {
     }
 
     fn on_event(&self, conn: &Rc<VmConn>, data: JsValue) {
-        let vm: JsValue = conn.vm_id.as_str().into();
         let event: Event = match serde_wasm_bindgen::from_value(data.clone()) {
             Ok(e) => e,
             Err(e) => {
-                let error = error_value(
-                    ErrorCode::Malformed,
-                    &format!("the worker sent a malformed event: {e}"),
-                    Some(&conn.vm_id),
-                );
-                return self.callback(|c| &c.error, &[vm, error]);
+                let message = format!("the worker sent a malformed event: {e}");
+                return self.report_error(&conn.vm_id, ErrorCode::Malformed, &message);
             }
         };
-        match event {
+        // Every event the client dispatches names its VM (a worker runs one VM).
+        if is_public(&event) {
+            let _ = Reflect::set(&data, &"vmId".into(), &conn.vm_id.as_str().into());
+        }
+        match &event {
             Event::Ready { version, .. } => {
+                let version = *version;
                 if version != PROTOCOL_VERSION {
                     let e = RuntimeError::VersionMismatch {
                         page: PROTOCOL_VERSION,
                         worker: version,
                     };
-                    self.callback(|c| &c.error, &[vm, runtime_error(&e, Some(&conn.vm_id))]);
+                    self.report_error(&conn.vm_id, e.code(), &e.to_string());
                     self.close(conn, e.code(), &e.to_string());
                     self.vms.borrow_mut().remove(&conn.vm_id);
                     self.states
@@ -886,66 +1155,38 @@ impl Inner {
                 for m in conn.queue.borrow_mut().drain(..) {
                     let _ = conn.worker.post_message(&m);
                 }
+                return;
             }
-            Event::Capabilities { .. } => {
-                self.callback(|c| &c.capabilities, &[vm, get(&data, "capabilities")]);
-            }
-            Event::Started { engine, .. } => {
+            Event::Started { .. } => {
                 self.states
                     .borrow_mut()
                     .insert(conn.vm_id.clone(), VmState::Running);
-                self.callback(|c| &c.started, &[vm, engine.as_str().into()]);
             }
             Event::Stopped { .. } => {
                 self.states
                     .borrow_mut()
                     .insert(conn.vm_id.clone(), VmState::Stopped);
-                self.callback(|c| &c.stopped, &[vm, get(&data, "reason")]);
             }
-            Event::SerialOut { .. } => {
-                self.callback(|c| &c.serial_out, &[vm, get(&data, "data")]);
-            }
-            Event::Progress { .. } => {
-                self.callback(|c| &c.progress, &[vm, data.clone()]);
-            }
-            Event::Log { level, message, .. } => {
-                let level = serde_json::to_value(level)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                self.callback(|c| &c.log, &[vm, level.into(), message.into()]);
-            }
-            Event::Error {
-                request_id,
-                code,
-                message,
-                ..
-            } => {
-                let error = error_value(code, &message, Some(&conn.vm_id));
-                if let Some(id) = request_id {
-                    let _ =
-                        Reflect::set(&error, &"requestId".into(), &JsValue::from_f64(id as f64));
-                }
-                self.callback(|c| &c.error, &[vm, error.clone()]);
-                let pending = request_id.and_then(|id| conn.pending.borrow_mut().remove(&id));
-                if let Some(p) = pending {
-                    let _ = p.reject.call1(&JsValue::NULL, &error);
-                    if p.is_start {
-                        // A VM that failed to start has nothing left in its worker.
-                        self.states
-                            .borrow_mut()
-                            .insert(conn.vm_id.clone(), VmState::Failed);
-                        self.close(conn, code, &message);
-                        self.vms.borrow_mut().remove(&conn.vm_id);
-                    }
+            Event::Phase { .. } | Event::Progress { .. } => {
+                let progress = conn
+                    .start
+                    .borrow()
+                    .as_ref()
+                    .and_then(|s| s.progress.clone());
+                if let Some(f) = progress {
+                    // A throwing callback must not break the client's event handling.
+                    let _ = f.call1(&JsValue::NULL, &data);
                 }
             }
             Event::Done { request_id, result } => {
-                let pending = conn.pending.borrow_mut().remove(&request_id);
+                let pending = conn.pending.borrow_mut().remove(request_id);
                 if let Some(p) = pending {
+                    if p.is_start {
+                        conn.end_start();
+                    }
                     let value = match result {
                         Reply::Ok => JsValue::UNDEFINED,
-                        Reply::State { state } => state_name(state).into(),
+                        Reply::State { state } => state_name(*state).into(),
                         Reply::Exported { .. } => get(&get(&data, "result"), "data"),
                     };
                     let _ = p.resolve.call1(&JsValue::NULL, &value);
@@ -955,7 +1196,38 @@ impl Inner {
                     self.close(conn, ErrorCode::Worker, "the VM stopped");
                     self.vms.borrow_mut().remove(&conn.vm_id);
                 }
+                return;
             }
+            Event::Error {
+                request_id,
+                code,
+                message,
+                ..
+            } => {
+                let error = qemu_error(
+                    *code,
+                    message,
+                    Some(&conn.vm_id),
+                    *request_id,
+                    &JsValue::UNDEFINED,
+                );
+                self.listeners.dispatch(&data, Some(&error));
+                let pending = request_id.and_then(|id| conn.pending.borrow_mut().remove(&id));
+                if let Some(p) = pending {
+                    let _ = p.reject.call1(&JsValue::NULL, &error);
+                    if p.is_start {
+                        // A VM that failed to start has nothing left in its worker.
+                        self.states
+                            .borrow_mut()
+                            .insert(conn.vm_id.clone(), VmState::Failed);
+                        self.close(conn, *code, message);
+                        self.vms.borrow_mut().remove(&conn.vm_id);
+                    }
+                }
+                return;
+            }
+            _ => {}
         }
+        self.listeners.dispatch(&data, None);
     }
 }

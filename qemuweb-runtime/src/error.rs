@@ -83,6 +83,9 @@ pub enum RuntimeError {
     /// The worker died or was terminated.
     #[error("worker error: {0}")]
     Worker(String),
+    /// The page cancelled the command.
+    #[error("aborted: {0}")]
+    Aborted(String),
 }
 
 impl RuntimeError {
@@ -102,6 +105,7 @@ impl RuntimeError {
             RuntimeError::Engine(_) => ErrorCode::Engine,
             RuntimeError::Browser(_) => ErrorCode::Browser,
             RuntimeError::Worker(_) => ErrorCode::Worker,
+            RuntimeError::Aborted(_) => ErrorCode::Aborted,
         }
     }
 

@@ -23,8 +23,9 @@
 //!             bios: { kind: "url", url: "./bios/bios-256k.bin" } },
 //! });
 //! const caps = await client.init();
-//! client.onSerialOut((vmId, bytes) => console.log(new TextDecoder().decode(bytes)));
-//! await client.startVm("vm1", profile, { disk: { source: { kind: "url", url: "/x.qcow2" } } });
+//! client.on("serialOut", (e) => console.log(new TextDecoder().decode(e.data)));
+//! await client.startVm("vm1", profile, { disk: { source: { kind: "url", url: "/x.qcow2" } } },
+//!                      { overrides: { memoryMiB: 128 } });
 //! client.sendSerialIn("vm1", "echo hi\r");
 //! ```
 //!

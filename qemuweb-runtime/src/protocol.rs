@@ -7,7 +7,8 @@
 //!   `hello`, `start`, `stop`, `reset`, `serialIn`, `syncOverlay`, `exportOverlay` and
 //!   `queryState`;
 //! - worker to page: an [`Event`]: `ready`, `capabilities`, `started`, `stopped`,
-//!   `serialOut`, `progress`, `log`, `error` and `done` (the answer to a request `id`).
+//!   `serialOut`, `phase`, `progress`, `log`, `error` and `done` (the answer to a request
+//!   `id`).
 //!
 //! **Handshake.** A new worker sends `ready` with its [`PROTOCOL_VERSION`]; the page
 //! answers `hello` with its own. A worker refuses every other command before `hello`,
@@ -44,6 +45,11 @@ pub const MAX_ID_LEN: usize = 64;
 
 /// The most serial bytes one `serialIn` command may carry.
 pub const MAX_SERIAL_IN: usize = 64 * 1024;
+
+/// The block size of every disk's copy-on-write overlay (in IndexedDB or in memory): small,
+/// so a guest's sector write stores little. It does not depend on the profile's
+/// `blockSizeBytes`, which is the size of the HTTP Range reads of the disk images.
+pub const OVERLAY_BLOCK_SIZE: u32 = 4096;
 
 /// The `type` of every command, in protocol order.
 pub const COMMAND_TYPES: [&str; 8] = [
@@ -234,6 +240,9 @@ pub enum Command {
         /// The engine's own files.
         #[serde(default)]
         assets: EngineAssets,
+        /// Where the disks' writes go.
+        #[serde(default)]
+        persistence: Persistence,
     },
     /// Stop the VM; `force` skips the final overlay sync.
     #[serde(rename_all = "camelCase")]
@@ -509,6 +518,42 @@ pub enum ErrorCode {
     Browser,
     /// The worker died.
     Worker,
+    /// The page cancelled the command (the `signal` of `startVm` was aborted).
+    Aborted,
+}
+
+/// The steps of starting a VM, in order (see [`Event::Phase`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartPhase {
+    /// Fetching firmware (BIOS, VGA BIOS, option ROMs) and reading a kernel and initrd.
+    Assets,
+    /// Opening the disks: their images (headers, qcow2 tables) and persistent overlays.
+    Disks,
+    /// Loading the emulator (its module and wasm) and starting the guest.
+    Engine,
+}
+
+/// What the `total` of a [`Event::Progress`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProgressTotal {
+    /// The size of the file as stored or sent: an asset's length, a disk image's file size
+    /// (for a qcow2 image the file, which is not the guest-visible disk size).
+    FileSize,
+}
+
+/// Where the writes of a VM's disks go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "kebab-case")]
+pub enum Persistence {
+    /// Kept in IndexedDB, keyed by the VM id and the disk id (`disk0`, ...): the next
+    /// start of the same VM id finds them (read-only disks keep theirs in memory).
+    #[default]
+    Indexeddb,
+    /// Kept in memory and dropped when the VM stops; stored overlays are neither read
+    /// nor changed.
+    Memory,
 }
 
 /// How important a log event is.
@@ -585,17 +630,42 @@ pub enum Event {
         #[tsify(type = "Uint8Array")]
         data: Vec<u8>,
     },
-    /// Download progress of a disk image or an asset.
+    /// A step of starting the VM began (`step` of `steps`, counting from 1); the
+    /// `started` event ends the sequence.
+    #[serde(rename_all = "camelCase")]
+    Phase {
+        /// The VM.
+        vm_id: String,
+        /// The step.
+        phase: StartPhase,
+        /// Its number, from 1.
+        step: u32,
+        /// How many steps this start has.
+        steps: u32,
+    },
+    /// Bytes of a file read so far: an asset or the engine downloaded while the VM starts,
+    /// a kernel or initrd read whole, and a disk image read as the guest needs it (over
+    /// HTTP or from a page's `Blob`/`File`, so a disk's count grows while the VM runs and
+    /// stays below `total` for the parts the guest never reads).
     #[serde(rename_all = "camelCase")]
     Progress {
         /// The VM.
         vm_id: String,
-        /// What is downloaded: a disk id (`disk0`), `bios`, `kernel`, ...
+        /// What is read: a disk id (`disk0`), or an asset, the engine or a boot file:
+        /// `bios`, `vgaBios`, `kvmvapic`, `linuxbootDma`, `v86Wasm`, `kernel`, `initrd`.
+        #[tsify(
+            type = "`disk${number}` | \"bios\" | \"vgaBios\" | \"kvmvapic\" | \"linuxbootDma\" | \"v86Wasm\" | \"kernel\" | \"initrd\""
+        )]
         what: String,
-        /// Bytes received so far.
-        bytes_fetched: u64,
-        /// The size of the image or asset (0 when unknown).
-        total: u64,
+        /// Bytes read so far.
+        loaded: u64,
+        /// The size of what is read, when known; [`totalOf`](ProgressTotal) says what it
+        /// counts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[tsify(optional)]
+        total: Option<u64>,
+        /// What `total` counts.
+        total_of: ProgressTotal,
     },
     /// A message for people.
     #[serde(rename_all = "camelCase")]
@@ -663,6 +733,7 @@ impl Event {
             Event::Started { .. } => "started",
             Event::Stopped { .. } => "stopped",
             Event::SerialOut { .. } => "serialOut",
+            Event::Phase { .. } => "phase",
             Event::Progress { .. } => "progress",
             Event::Log { .. } => "log",
             Event::Error { .. } => "error",
@@ -830,6 +901,7 @@ mod tests {
                     }),
                     ..EngineAssets::default()
                 },
+                persistence: Persistence::Memory,
             },
             Command::Stop {
                 vm_id: "vm".into(),
@@ -896,6 +968,7 @@ mod tests {
                 overrides: None,
                 engine: Some(EngineKind::Qemu),
                 assets,
+                persistence: Persistence::default(),
             },
         };
         let text = serde_json::to_string(&request).unwrap();
@@ -919,13 +992,25 @@ mod tests {
         let e = serde_json::to_value(Event::Progress {
             vm_id: "a".into(),
             what: "disk0".into(),
-            bytes_fetched: 10,
-            total: 20,
+            loaded: 10,
+            total: Some(20),
+            total_of: ProgressTotal::FileSize,
         })
         .unwrap();
         assert_eq!(
             e,
-            json!({"type":"progress","vmId":"a","what":"disk0","bytesFetched":10,"total":20})
+            json!({"type":"progress","vmId":"a","what":"disk0","loaded":10,"total":20,"totalOf":"file-size"})
+        );
+        let e = serde_json::to_value(Event::Phase {
+            vm_id: "a".into(),
+            phase: StartPhase::Disks,
+            step: 2,
+            steps: 3,
+        })
+        .unwrap();
+        assert_eq!(
+            e,
+            json!({"type":"phase","vmId":"a","phase":"disks","step":2,"steps":3})
         );
         let e = serde_json::to_value(Event::Stopped {
             vm_id: "a".into(),

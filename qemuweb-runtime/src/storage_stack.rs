@@ -2,13 +2,15 @@
 //!
 //! ```text
 //!   URL  -> HttpBlockDevice (Range requests, cache, read-ahead, progress) ┐
-//!   File -> BlobBlockDevice                                               ┴-> open_image (raw | qcow2)
-//!        -> CowBlockDevice over IndexedDbOverlay (vmId, diskId)   (writable disks: persistent)
-//!        -> CowBlockDevice over MemoryOverlay                     (read-only disks: writes dropped)
+//!   File -> BlobBlockDevice (progress)                                    ┴-> open_image (raw | qcow2)
+//!        -> CowBlockDevice over IndexedDbOverlay (vmId, diskId)   (writable disks, persistence `indexeddb`)
+//!        -> CowBlockDevice over MemoryOverlay                     (read-only disks, or persistence `memory`:
+//!                                                                  writes dropped at stop)
 //! ```
 
 use crate::engine::PlannedDisk;
 use crate::error::{Result, RuntimeError};
+use crate::protocol::Persistence;
 use qemuweb_config::ImageSource;
 use qemuweb_storage::format::{detect_format, open_image, ImageFormat, OpenOptions};
 use qemuweb_storage::{
@@ -18,9 +20,7 @@ use qemuweb_storage::{
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// The block size of the copy-on-write overlays: small, so a guest's sector write stores
-/// little.
-pub const OVERLAY_BLOCK_SIZE: u32 = 4096;
+pub use crate::protocol::OVERLAY_BLOCK_SIZE;
 
 /// One disk, ready for an engine.
 pub struct DiskStack {
@@ -79,16 +79,18 @@ fn last_segment(location: &str) -> String {
         .to_string()
 }
 
-/// Opens the bottom device for `source`.
+/// Opens the bottom device for `source`; `on_progress` hears how much of the file was
+/// read (downloaded, for a URL).
 pub async fn open_source(
     what: &str,
     source: &ImageSource,
     files: &FileMap,
     http: HttpOptions,
+    on_progress: impl Fn(Progress) + 'static,
 ) -> Result<(Box<dyn BlockDevice>, Option<Rc<HttpBlockDevice>>)> {
     match source {
         ImageSource::Url { url } => {
-            let dev = HttpBlockDevice::open(url, http)
+            let dev = HttpBlockDevice::open(url, http.on_progress(on_progress))
                 .await
                 .map_err(|e| RuntimeError::storage(what, e))?;
             let dev = Rc::new(dev);
@@ -100,7 +102,8 @@ pub async fn open_source(
                     "{what}: the page passed no File or Blob named {path:?}"
                 ))
             })?;
-            Ok((Box::new(BlobBlockDevice::new(blob.clone())), None))
+            let dev = BlobBlockDevice::with_progress(blob.clone(), on_progress);
+            Ok((Box::new(dev), None))
         }
     }
 }
@@ -143,20 +146,19 @@ fn base_identity(
     format!("{format} {size} bytes, {origin}")
 }
 
-/// Builds the stack of `disk` of VM `vm_id`. `on_progress` hears the HTTP download
-/// progress of URL images.
+/// Builds the stack of `disk` of VM `vm_id`. `on_progress` hears how much of the image
+/// file was read (downloaded, for a URL).
 pub async fn open_disk(
     vm_id: &str,
     disk: &PlannedDisk,
     files: &FileMap,
     chunk_size: u32,
+    persistence: Persistence,
     on_progress: impl Fn(Progress) + 'static,
 ) -> Result<DiskStack> {
     let id = disk.id.as_str();
-    let options = HttpOptions::default()
-        .chunk_size(chunk_size.clamp(4096, 1 << 20))
-        .on_progress(on_progress);
-    let (bottom, http) = open_source(id, &disk.source, files, options).await?;
+    let options = HttpOptions::default().chunk_size(chunk_size.clamp(4096, 1 << 20));
+    let (bottom, http) = open_source(id, &disk.source, files, options, on_progress).await?;
     let format = detect_format(&*bottom)
         .await
         .map_err(|e| RuntimeError::storage(id, e))?;
@@ -170,7 +172,8 @@ pub async fn open_disk(
     .await
     .map_err(|e| RuntimeError::storage(id, e))?;
     let base = base_identity(&disk.source, files, format, image.size(), http.as_deref());
-    let (overlay, persistent): (Box<dyn qemuweb_storage::Overlay>, bool) = if disk.read_only {
+    let in_memory = disk.read_only || persistence == Persistence::Memory;
+    let (overlay, persistent): (Box<dyn qemuweb_storage::Overlay>, bool) = if in_memory {
         let o = MemoryOverlay::new(OVERLAY_BLOCK_SIZE).map_err(|e| RuntimeError::storage(id, e))?;
         (Box::new(o), false)
     } else {

@@ -20,7 +20,8 @@ use crate::engine::{
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{
     classify, request_id_from_f64, AssetSource, Command, EngineAssets, EngineKind, Event,
-    ExportFormat, LogLevel, Reply, Request, Session, StopReason, VmState, PROTOCOL_VERSION,
+    ExportFormat, LogLevel, Persistence, ProgressTotal, Reply, Request, Session, StartPhase,
+    StopReason, VmState, PROTOCOL_VERSION,
 };
 use crate::storage_stack::{open_disk, open_source, DiskStack, FileMap};
 use js_sys::{Object, Reflect, Uint8Array};
@@ -72,6 +73,22 @@ fn post(scope: &DedicatedWorkerGlobalScope, event: &Event) {
             }
         }
     }
+}
+
+/// The number of [`StartPhase`]s a start goes through.
+const START_STEPS: u32 = 3;
+
+/// What a `start` command asks for.
+#[derive(Clone, Copy)]
+struct StartRequest<'a> {
+    vm_id: &'a str,
+    profile: &'a VmProfile,
+    inputs: &'a VmInputs,
+    overrides: Option<&'a VmOverrides>,
+    engine: Option<EngineKind>,
+    assets: &'a EngineAssets,
+    persistence: Persistence,
+    files: &'a FileMap,
 }
 
 /// A VM this worker runs.
@@ -185,19 +202,19 @@ impl Worker {
                 overrides,
                 engine,
                 assets,
+                persistence,
             } => {
-                let started = self
-                    .start(
-                        &vm_id,
-                        &profile,
-                        &inputs,
-                        overrides.as_ref(),
-                        engine,
-                        &assets,
-                        &files,
-                        display,
-                    )
-                    .await;
+                let request = StartRequest {
+                    vm_id: &vm_id,
+                    profile: &profile,
+                    inputs: &inputs,
+                    overrides: overrides.as_ref(),
+                    engine,
+                    assets: &assets,
+                    persistence,
+                    files: &files,
+                };
+                let started = self.start(&request, display).await;
                 let stop = self.pending_stop.borrow_mut().take();
                 match started {
                     Ok(vm) => {
@@ -345,28 +362,48 @@ impl Worker {
         self.done(id, Reply::Ok);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Sends a `phase` event: step `phase` of starting VM `vm_id` begins.
+    fn phase(&self, vm_id: &str, phase: StartPhase) {
+        self.emit(Event::Phase {
+            vm_id: vm_id.to_string(),
+            phase,
+            step: phase as u32 + 1,
+            steps: START_STEPS,
+        });
+    }
+
     async fn start(
         &self,
-        vm_id: &str,
-        profile: &VmProfile,
-        inputs: &VmInputs,
-        overrides: Option<&VmOverrides>,
-        engine: Option<crate::EngineKind>,
-        assets: &EngineAssets,
-        files: &FileMap,
+        request: &StartRequest<'_>,
         display: Option<js_sys::SharedArrayBuffer>,
     ) -> Result<Rc<RunningVm>> {
-        let plan = plan(profile, inputs, overrides, engine)?;
-        for w in &plan.warnings {
+        let StartRequest {
+            vm_id,
+            assets,
+            files,
+            persistence,
+            ..
+        } = *request;
+        let plan = plan(
+            request.profile,
+            request.inputs,
+            request.overrides,
+            request.engine,
+        )?;
+        let logs = (plan.warnings.iter().map(|w| (LogLevel::Warn, w)))
+            .chain(plan.notes.iter().map(|n| (LogLevel::Debug, n)));
+        for (level, message) in logs {
             self.emit(Event::Log {
                 vm_id: Some(vm_id.to_string()),
-                level: LogLevel::Warn,
-                message: w.clone(),
+                level,
+                message: message.clone(),
             });
         }
+        self.phase(vm_id, StartPhase::Assets);
         if plan.engine == EngineKind::Qemu {
-            return self.start_qemu(vm_id, &plan, assets, files, display).await;
+            return self
+                .start_qemu(vm_id, &plan, assets, files, persistence, display)
+                .await;
         }
         let bios_source = assets.bios.as_ref().ok_or(RuntimeError::MissingBios)?;
         let module_url = assets.v86_module.clone().ok_or_else(|| {
@@ -392,7 +429,9 @@ impl Worker {
             None => None,
         };
 
-        let disks = self.open_disks(vm_id, &plan, files).await?;
+        self.phase(vm_id, StartPhase::Disks);
+        let disks = self.open_disks(vm_id, &plan, files, persistence).await?;
+        self.phase(vm_id, StartPhase::Engine);
         let host: Rc<dyn EngineHost> = self.host.clone();
         let mut objects = Vec::new();
         for d in &disks {
@@ -426,20 +465,13 @@ impl Worker {
         vm_id: &str,
         plan: &EnginePlan,
         files: &FileMap,
+        persistence: Persistence,
     ) -> Result<Vec<DiskStack>> {
         let mut disks: Vec<DiskStack> = Vec::new();
         for d in &plan.disks {
-            let host = self.host.clone();
-            let (vm, what) = (vm_id.to_string(), d.id.clone());
-            let opened = open_disk(vm_id, d, files, plan.block_size, move |p| {
-                host.emit(Event::Progress {
-                    vm_id: vm.clone(),
-                    what: what.clone(),
-                    bytes_fetched: p.bytes_fetched,
-                    total: p.total,
-                })
-            })
-            .await;
+            let on_progress = self.progress_reporter(vm_id, &d.id);
+            let opened =
+                open_disk(vm_id, d, files, plan.block_size, persistence, on_progress).await;
             match opened {
                 Ok(stack) => disks.push(stack),
                 Err(e) => {
@@ -459,6 +491,7 @@ impl Worker {
         plan: &EnginePlan,
         assets: &EngineAssets,
         files: &FileMap,
+        persistence: Persistence,
         display: Option<js_sys::SharedArrayBuffer>,
     ) -> Result<Rc<RunningVm>> {
         check_isolation()?;
@@ -536,7 +569,9 @@ impl Worker {
                 mem_files.push((path.clone(), bytes));
             }
         }
-        let disks = self.open_disks(vm_id, plan, files).await?;
+        self.phase(vm_id, StartPhase::Disks);
+        let disks = self.open_disks(vm_id, plan, files, persistence).await?;
+        self.phase(vm_id, StartPhase::Engine);
         let config = QemuConfig {
             vm_id: vm_id.to_string(),
             worker_url,
@@ -565,14 +600,14 @@ impl Worker {
             )),
             AssetSource::Bytes { data } => Ok(data.clone()),
             AssetSource::Url { url } => {
-                let bytes = fetch_bytes(what, url).await?;
-                self.emit(Event::Progress {
-                    vm_id: vm_id.to_string(),
-                    what: what.to_string(),
-                    bytes_fetched: bytes.len() as u64,
-                    total: bytes.len() as u64,
-                });
-                Ok(bytes)
+                let report = self.progress_reporter(vm_id, what);
+                fetch_bytes(what, url, |loaded, total| {
+                    report(qemuweb_storage::Progress {
+                        bytes_fetched: loaded,
+                        total: total.unwrap_or(0),
+                    })
+                })
+                .await
             }
         }
     }
@@ -585,27 +620,43 @@ impl Worker {
         source: &ImageSource,
         files: &FileMap,
     ) -> Result<Vec<u8>> {
-        let host = self.host.clone();
-        let (vm, name) = (vm_id.to_string(), what.to_string());
         let options = HttpOptions::default()
             .chunk_size(1 << 20)
             .read_ahead(0)
-            .cache_chunks(0)
-            .on_progress(move |p| {
-                host.emit(Event::Progress {
-                    vm_id: vm.clone(),
-                    what: name.clone(),
-                    bytes_fetched: p.bytes_fetched,
-                    total: p.total,
-                })
-            });
-        let (dev, _) = open_source(what, source, files, options).await?;
-        let data = dev
-            .read_vec(0, dev.size() as usize)
-            .await
-            .map_err(|e| RuntimeError::storage(what, e))?;
+            .cache_chunks(0);
+        let report = self.progress_reporter(vm_id, what);
+        let (dev, _) = open_source(what, source, files, options, report).await?;
+        // In pieces, so a large file read from a Blob reports its progress too.
+        let mut data = vec![0; dev.size() as usize];
+        let mut read = Ok(());
+        for (i, piece) in data.chunks_mut(1 << 20).enumerate() {
+            read = dev.read_at((i as u64) << 20, piece).await;
+            if read.is_err() {
+                break;
+            }
+        }
         let _ = dev.close().await;
+        read.map_err(|e| RuntimeError::storage(what, e))?;
         Ok(data)
+    }
+
+    /// A progress callback sending `progress` events about `what` of VM `vm_id`.
+    fn progress_reporter(
+        &self,
+        vm_id: &str,
+        what: &str,
+    ) -> impl Fn(qemuweb_storage::Progress) + 'static {
+        let host = self.host.clone();
+        let (vm_id, what) = (vm_id.to_string(), what.to_string());
+        move |p| {
+            host.emit(Event::Progress {
+                vm_id: vm_id.clone(),
+                what: what.clone(),
+                loaded: p.bytes_fetched,
+                total: (p.total > 0).then_some(p.total),
+                total_of: ProgressTotal::FileSize,
+            })
+        }
     }
 }
 
@@ -682,8 +733,17 @@ async fn export(vm: &RunningVm, disk_id: &str, format: ExportFormat) -> Result<V
     Ok(out)
 }
 
-/// Fetches `url` whole.
-async fn fetch_bytes(what: &str, url: &str) -> Result<Vec<u8>> {
+/// The most bytes an asset may have (a BIOS is 256 KiB; a kernel comes as an image input,
+/// not as an asset).
+const MAX_ASSET_BYTES: u64 = 64 << 20;
+
+/// Fetches `url` whole, reading the body as it arrives: `progress(loaded, total)` hears
+/// every piece (`total` from `Content-Length`, when the response has one).
+async fn fetch_bytes(
+    what: &str,
+    url: &str,
+    progress: impl Fn(u64, Option<u64>),
+) -> Result<Vec<u8>> {
     let err = |reason: String| RuntimeError::Fetch {
         what: what.to_string(),
         url: url.to_string(),
@@ -692,15 +752,51 @@ async fn fetch_bytes(what: &str, url: &str) -> Result<Vec<u8>> {
     let global: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let response = JsFuture::from(global.fetch_with_str(url))
         .await
-        .map_err(|e| err(format!("{e:?}")))?;
+        .map_err(|e| err(crate::engine::js_text(&e)))?;
     let response: web_sys::Response = response.unchecked_into();
     if !response.ok() {
         return Err(err(format!("HTTP status {}", response.status())));
     }
-    let buffer = JsFuture::from(response.array_buffer().map_err(|e| err(format!("{e:?}")))?)
-        .await
-        .map_err(|e| err(format!("{e:?}")))?;
-    Ok(Uint8Array::new(&buffer).to_vec())
+    let total = response
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let too_big = || err(format!("more than {MAX_ASSET_BYTES} bytes"));
+    if total.is_some_and(|t| t > MAX_ASSET_BYTES) {
+        return Err(too_big());
+    }
+    let Some(body) = response.body() else {
+        progress(0, total);
+        return Ok(Vec::new());
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = body
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| err("the response body has no default reader".into()))?;
+    let mut data = Vec::with_capacity(total.unwrap_or(0) as usize);
+    loop {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| err(crate::engine::js_text(&e)))?;
+        if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+            break;
+        }
+        let value = Reflect::get(&chunk, &"value".into()).unwrap_or(JsValue::UNDEFINED);
+        let bytes: Uint8Array = value
+            .dyn_into()
+            .map_err(|_| err("the response body gave a chunk that is not bytes".into()))?;
+        if data.len() as u64 + u64::from(bytes.length()) > MAX_ASSET_BYTES {
+            let _ = reader.cancel();
+            return Err(too_big());
+        }
+        let at = data.len();
+        data.resize(at + bytes.length() as usize, 0);
+        bytes.copy_to(&mut data[at..]);
+        progress(data.len() as u64, total);
+    }
+    Ok(data)
 }
 
 /// The `files` object beside a start command: name -> Blob.

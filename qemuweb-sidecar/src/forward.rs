@@ -138,6 +138,36 @@ impl DisplayForward {
     }
 }
 
+/// The TypeScript type of [`DisplayForward::stats`].
+#[wasm_bindgen(typescript_custom_section)]
+const FORWARD_STATS: &'static str = r#"
+/** The counters of a `DisplayForward` (see `stats()`). */
+export interface ForwardStats {
+    /** Frames handed to the socket. */
+    forwarded: number;
+    /** Frames sent. */
+    sent: number;
+    /** Frames merged into a newer one while the socket was busy. */
+    dropped: number;
+    /** Bytes sent. */
+    bytesSent: number;
+    /** The sequence number of the last frame forwarded. */
+    lastSequence: number;
+    /** The last sequence number the viewer acknowledged. */
+    lastAcked?: number;
+    /** The screen checksum of that acknowledgement. */
+    lastAckChecksum?: number;
+    /** Acknowledgements whose checksum equals the page's screen. */
+    matched: number;
+    /** Acknowledgements whose checksum differs from it. */
+    mismatched: number;
+    /** Whether the socket is open. */
+    connected: boolean;
+    /** Why forwarding ended, if it did. */
+    error?: string;
+}
+"#;
+
 #[wasm_bindgen]
 impl DisplayForward {
     /// Counters: `forwarded` (frames handed to the socket), `sent`, `dropped` (merged
@@ -145,6 +175,7 @@ impl DisplayForward {
     /// `lastAcked`, `lastAckChecksum`, `matched`/`mismatched` (acknowledgements whose
     /// checksum equals / differs from the page's screen), `connected` and `error` (a
     /// message, or `undefined`).
+    #[wasm_bindgen(unchecked_return_type = "ForwardStats")]
     pub fn stats(&self) -> js_sys::Object {
         let mut s = self.state.borrow_mut();
         s.check_ack();
@@ -183,6 +214,7 @@ impl DisplayForward {
 
     /// Resolves `true` once the viewer acknowledged the last frame forwarded (`false`
     /// after `timeoutMs` or an error).
+    #[wasm_bindgen(unchecked_return_type = "Promise<boolean>")]
     pub fn flush(&self, #[wasm_bindgen(js_name = "timeoutMs")] timeout_ms: u32) -> js_sys::Promise {
         let state = self.state.clone();
         wasm_bindgen_futures::future_to_promise(async move {

@@ -2,9 +2,10 @@
 
 use crate::device::{check_range, BlockDevice};
 use crate::error::{Result, StorageError};
+use crate::Progress;
 use async_trait::async_trait;
 use js_sys::Uint8Array;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Blob;
@@ -21,11 +22,61 @@ use web_sys::Blob;
 /// # let _ = header;
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct BlobBlockDevice {
     blob: Blob,
     size: u64,
     closed: Cell<bool>,
+    progress: Option<ReadProgress>,
+}
+
+impl std::fmt::Debug for BlobBlockDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobBlockDevice")
+            .field("size", &self.size)
+            .field("closed", &self.closed.get())
+            .finish()
+    }
+}
+
+/// The size of the pieces [`ReadProgress`] counts.
+const PROGRESS_PIECE: u64 = 64 * 1024;
+
+/// Which pieces of a blob were read, for progress reports.
+struct ReadProgress {
+    /// One bit per [`PROGRESS_PIECE`] bytes.
+    seen: RefCell<Vec<u64>>,
+    loaded: Cell<u64>,
+    report: Box<dyn Fn(Progress)>,
+}
+
+impl ReadProgress {
+    /// Marks `offset..offset + len` of a `size`-byte blob as read; reports a new total.
+    fn mark(&self, size: u64, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let mut added = 0;
+        let mut seen = self.seen.borrow_mut();
+        for piece in offset / PROGRESS_PIECE..=(offset + len - 1) / PROGRESS_PIECE {
+            let (word, bit) = ((piece / 64) as usize, piece % 64);
+            if let Some(w) = seen.get_mut(word) {
+                if *w & (1 << bit) == 0 {
+                    *w |= 1 << bit;
+                    let start = piece * PROGRESS_PIECE;
+                    added += (start + PROGRESS_PIECE).min(size) - start;
+                }
+            }
+        }
+        drop(seen);
+        if added > 0 {
+            let loaded = self.loaded.get() + added;
+            self.loaded.set(loaded);
+            (self.report)(Progress {
+                bytes_fetched: loaded,
+                total: size,
+            });
+        }
+    }
 }
 
 fn browser(what: &str, v: JsValue) -> StorageError {
@@ -46,7 +97,22 @@ impl BlobBlockDevice {
             blob,
             size,
             closed: Cell::new(false),
+            progress: None,
         }
+    }
+
+    /// A device reading `blob` that reports how much of it was read: `report` hears the
+    /// bytes of the distinct 64 KiB pieces read so far (rereads count once) and the blob's
+    /// size, each time that grows.
+    pub fn with_progress(blob: Blob, report: impl Fn(Progress) + 'static) -> Self {
+        let mut dev = Self::new(blob);
+        let words = dev.size.div_ceil(PROGRESS_PIECE).div_ceil(64) as usize;
+        dev.progress = Some(ReadProgress {
+            seen: RefCell::new(vec![0; words]),
+            loaded: Cell::new(0),
+            report: Box::new(report),
+        });
+        dev
     }
 
     /// The blob read.
@@ -90,6 +156,9 @@ impl BlockDevice for BlobBlockDevice {
             )));
         }
         bytes.copy_to(buf);
+        if let Some(p) = &self.progress {
+            p.mark(self.size, offset, buf.len() as u64);
+        }
         Ok(())
     }
 

@@ -14,7 +14,12 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 /// assert_eq!(err.kind(), ErrorKind::OutOfRange);
 /// # });
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialized (the `code` of the `Disk` API's errors) in kebab case: `out-of-range`,
+/// `quota-exceeded`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// An access beyond the end of the device.

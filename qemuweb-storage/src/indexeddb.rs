@@ -278,46 +278,29 @@ impl IndexedDbOverlay {
     /// Deletes every disk overlay of VM `vm_id`; other VMs are untouched. Fails with
     /// [`ErrorKind::Locked`](crate::ErrorKind::Locked) while one of its disks is open.
     pub async fn delete_vm(vm_id: &str) -> Result<()> {
+        Self::delete(vm_id, None).await
+    }
+
+    /// Deletes the overlay of disk `disk_id` of VM `vm_id` (the disk then reads as its
+    /// base image again); other disks are untouched. Fails with
+    /// [`ErrorKind::Locked`](crate::ErrorKind::Locked) while the disk is open.
+    pub async fn delete_disk(vm_id: &str, disk_id: &str) -> Result<()> {
+        Self::delete(vm_id, Some(disk_id)).await
+    }
+
+    /// The stored overlays of VM `vm_id`, by disk id.
+    pub async fn list_vm(vm_id: &str) -> Result<Vec<StoredOverlay>> {
         let db = open_database().await?;
-        let ids = {
-            let (_tx, store) = read_store(&db, DISKS, "listing disks")?;
-            let range = prefix_range(&[vm_id.into()])?;
-            request(
-                store.get_all_keys(Some(Query::from(range)), None),
-                "listing disks",
-            )
-            .await?
-        };
-        // Hold every disk's lock while deleting, so no writer races the delete.
-        let mut locks = Vec::new();
-        for k in ids {
-            let disk = Reflect::get(&k, &1.into())
-                .ok()
-                .and_then(|d| d.as_string())
-                .unwrap_or_default();
-            match WebLock::try_acquire(&format!("{DATABASE}/{vm_id}/{disk}")).await? {
-                Some(l) => locks.push(l),
-                None => {
-                    return Err(StorageError::Locked(format!(
-                        "disk {disk:?} of VM {vm_id:?} is open; close it before deleting the VM"
-                    )))
-                }
-            }
-        }
-        let tx = strict_transaction(&db, &[BLOCKS, DISKS])?;
-        for store in [BLOCKS, DISKS] {
-            let s = tx
-                .object_store(store)
-                .map_err(|e| idb_err("deleting a VM", e))?;
-            s.delete(prefix_range(&[vm_id.into()])?)
-                .map_err(|e| idb_err("deleting a VM", e))?;
-        }
-        commit(tx, "deleting a VM").await?;
+        let listed = list_vm_in(&db, vm_id).await;
         db.close();
-        for lock in locks {
-            lock.release().await;
-        }
-        Ok(())
+        listed
+    }
+
+    async fn delete(vm_id: &str, disk_id: Option<&str>) -> Result<()> {
+        let db = open_database().await?;
+        let done = delete_in(&db, vm_id, disk_id).await;
+        db.close();
+        done
     }
 
     /// Closes the database connection and releases the disk's lock.
@@ -548,6 +531,97 @@ fn copy_record(record: &JsValue, index: u64, buf: &mut [u8]) -> Result<()> {
     }
     data.copy_to(buf);
     Ok(())
+}
+
+/// A disk overlay kept in IndexedDB, as [`IndexedDbOverlay::list_vm`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOverlay {
+    /// The disk (`disk0`, ...).
+    pub disk_id: String,
+    /// The size of its blocks.
+    pub block_size: u32,
+    /// How many blocks it holds (the guest's changed blocks).
+    pub blocks: u64,
+    /// The identity of the base image it was made over, if recorded
+    /// ([`IndexedDbOptions::base`]).
+    pub base: Option<String>,
+}
+
+async fn list_vm_in(db: &IdbDatabase, vm_id: &str) -> Result<Vec<StoredOverlay>> {
+    let what = "listing a VM's disks";
+    let records: Vec<JsValue> = {
+        let (_tx, store) = read_store(db, DISKS, what)?;
+        let range = prefix_range(&[vm_id.into()])?;
+        request(store.get_all(Some(Query::from(range)), None), what).await?
+    };
+    let mut out = Vec::new();
+    for record in records {
+        let field = |k: &str| Reflect::get(&record, &k.into()).unwrap_or(JsValue::UNDEFINED);
+        let disk_id = field("diskId")
+            .as_string()
+            .ok_or_else(|| StorageError::Integrity("disk metadata has no diskId".into()))?;
+        let block_size = field("blockSize")
+            .as_f64()
+            .filter(|b| *b >= 1.0 && b.fract() == 0.0 && *b <= f64::from(u32::MAX))
+            .ok_or_else(|| StorageError::Integrity("disk metadata has no blockSize".into()))?;
+        let blocks = {
+            let (_tx, store) = read_store(db, BLOCKS, what)?;
+            let range = prefix_range(&[vm_id.into(), disk_id.as_str().into()])?;
+            request(store.count(Some(Query::from(range))), what).await?
+        };
+        out.push(StoredOverlay {
+            disk_id,
+            block_size: block_size as u32,
+            blocks: u64::from(blocks),
+            base: field("base").as_string(),
+        });
+    }
+    Ok(out)
+}
+
+async fn delete_in(db: &IdbDatabase, vm_id: &str, disk_id: Option<&str>) -> Result<()> {
+    let disks: Vec<String> = match disk_id {
+        Some(d) => vec![d.to_string()],
+        None => list_vm_in(db, vm_id)
+            .await?
+            .into_iter()
+            .map(|d| d.disk_id)
+            .collect(),
+    };
+    // Hold every disk's lock while deleting, so no writer races the delete.
+    let mut locks = Vec::new();
+    for disk in &disks {
+        match WebLock::try_acquire(&format!("{DATABASE}/{vm_id}/{disk}")).await? {
+            Some(l) => locks.push(l),
+            None => {
+                return Err(StorageError::Locked(format!(
+                    "disk {disk:?} of VM {vm_id:?} is open; close it (stop the VM) before \
+                     deleting its overlay"
+                )))
+            }
+        }
+    }
+    let mut prefix: Vec<JsValue> = vec![vm_id.into()];
+    if let Some(d) = disk_id {
+        prefix.push(d.into());
+    }
+    let tx = strict_transaction(db, &[BLOCKS, DISKS])?;
+    for store in [BLOCKS, DISKS] {
+        let s = tx
+            .object_store(store)
+            .map_err(|e| idb_err("deleting overlays", e))?;
+        let deleted = if disk_id.is_some() && store == DISKS {
+            s.delete(Query::from(key(&prefix)))
+        } else {
+            s.delete(prefix_range(&prefix)?)
+        };
+        deleted.map_err(|e| idb_err("deleting overlays", e))?;
+    }
+    let done = commit(tx, "deleting overlays").await;
+    for lock in locks {
+        lock.release().await;
+    }
+    done
 }
 
 async fn commit(tx: Transaction, what: &str) -> Result<()> {

@@ -2,8 +2,9 @@
 //! the `@qemuweb/storage` package.
 //!
 //! Every method that does I/O returns a `Promise`. Failures reject with an `Error` whose
-//! `name` is the [`ErrorKind`](crate::ErrorKind) (`"QuotaExceeded"`, `"Locked"`,
-//! `"ReadOnly"`, `"ImageChanged"`, ...), so scripts can branch on it.
+//! `code` is the [`ErrorKind`](crate::ErrorKind) in kebab case (`"quota-exceeded"`,
+//! `"locked"`, `"read-only"`, `"image-changed"`, ...; the TypeScript union `ErrorKind`),
+//! so scripts can branch on it; its `name` is the kind's Rust name (`"QuotaExceeded"`).
 
 use crate::export::{compact, qcow2};
 use crate::format::{open_image, ImageFormat, OpenOptions};
@@ -17,10 +18,29 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-/// Converts an error to a JS `Error` named after its kind.
+/// The TypeScript of the `Disk` API's argument unions and errors.
+#[wasm_bindgen(typescript_custom_section)]
+const TYPESCRIPT: &'static str = r#"
+/** An image format: `"raw"` or `"qcow2"`; `"auto"` (or nothing) detects it from the bytes. */
+export type ImageFormatName = "raw" | "qcow2" | "auto";
+/** The formats an overlay is exported to and imported from. */
+export type OverlayFormat = "compact" | "qcow2";
+/** What a rejected `Disk` promise carries: an `Error` with the `ErrorKind` as `code`. */
+export type DiskError = Error & { code: ErrorKind };
+"#;
+
+/// The block size of the overlays the runtime (`@qemuweb/runtime`) makes.
+const RUNTIME_BLOCK_SIZE: u32 = 4096;
+
+/// Converts an error to a JS `Error` with its kind as `code` (kebab case) and `name`.
 fn to_js(e: StorageError) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
     err.set_name(&format!("{:?}", e.kind()));
+    let code = serde_json::to_value(e.kind())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = js_sys::Reflect::set(&err, &"code".into(), &code.into());
     err.into()
 }
 
@@ -99,7 +119,10 @@ impl Disk {
     /// Opens the image at `url` with HTTP Range requests. `format` is `"raw"`, `"qcow2"` or
     /// omitted to detect it. Resolves to a read-only `Disk`.
     #[wasm_bindgen(js_name = openUrl, unchecked_return_type = "Promise<Disk>")]
-    pub fn open_url(url: String, format: Option<String>) -> Promise {
+    pub fn open_url(
+        url: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "ImageFormatName")] format: Option<String>,
+    ) -> Promise {
         let format = match parse_format(format) {
             Ok(f) => f,
             Err(e) => return Promise::reject(&e),
@@ -112,7 +135,10 @@ impl Disk {
 
     /// Opens a `Blob` or `File` holding an image. Resolves to a read-only `Disk`.
     #[wasm_bindgen(js_name = openBlob, unchecked_return_type = "Promise<Disk>")]
-    pub fn open_blob(blob: web_sys::Blob, format: Option<String>) -> Promise {
+    pub fn open_blob(
+        blob: web_sys::Blob,
+        #[wasm_bindgen(unchecked_optional_param_type = "ImageFormatName")] format: Option<String>,
+    ) -> Promise {
         let format = match parse_format(format) {
             Ok(f) => f,
             Err(e) => return Promise::reject(&e),
@@ -129,8 +155,11 @@ impl Disk {
     }
 
     /// Puts a persistent IndexedDB overlay (VM `vmId`, disk `diskId`) over `base`: writes go
-    /// to IndexedDB and survive reloads. With `readOnlyIfLocked`, a disk another tab holds
-    /// opens read-only instead of failing with `Locked`.
+    /// to IndexedDB and survive reloads. `blockSize` is the overlay's block size; without
+    /// it, an existing overlay's own, else 4096 (the size of the overlays
+    /// `@qemuweb/runtime` keeps for its VMs' disks). A different size than the stored
+    /// overlay's is refused with code `invalid-argument`. With `readOnlyIfLocked`, a disk
+    /// another tab holds opens read-only instead of failing with `locked`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Disk>")]
     pub fn persistent(
         #[wasm_bindgen(js_name = "vmId")] vm_id: String,
@@ -141,8 +170,16 @@ impl Disk {
     ) -> Promise {
         let base = base.inner.device();
         promise(async move {
+            let block_size = match block_size {
+                Some(b) => b,
+                None => IndexedDbOverlay::list_vm(&vm_id)
+                    .await?
+                    .into_iter()
+                    .find(|d| d.disk_id == disk_id)
+                    .map_or(RUNTIME_BLOCK_SIZE, |d| d.block_size),
+            };
             let options = IndexedDbOptions {
-                block_size: block_size.unwrap_or(4096),
+                block_size,
                 lock: if read_only_if_locked.unwrap_or(false) {
                     LockPolicy::ReadOnlyIfLocked
                 } else {
@@ -235,9 +272,13 @@ impl Disk {
     #[wasm_bindgen(js_name = exportOverlay, unchecked_return_type = "Promise<Uint8Array>")]
     pub fn export_overlay(
         &self,
-        format: String,
+        #[wasm_bindgen(unchecked_param_type = "OverlayFormat")] format: String,
         #[wasm_bindgen(js_name = "backingName")] backing_name: Option<String>,
-        #[wasm_bindgen(js_name = "backingFormat")] backing_format: Option<String>,
+        #[wasm_bindgen(
+            js_name = "backingFormat",
+            unchecked_optional_param_type = "\"raw\" | \"qcow2\""
+        )]
+        backing_format: Option<String>,
     ) -> Promise {
         let cow = self.inner.cow();
         promise(async move {
@@ -270,7 +311,11 @@ impl Disk {
     /// before anything is written) or `"qcow2"` (an overlay made by `qemu-img create -b`,
     /// its own clusters only). Resolves to the number of ranges written.
     #[wasm_bindgen(js_name = importOverlay, unchecked_return_type = "Promise<number>")]
-    pub fn import_overlay(&self, data: Vec<u8>, format: Option<String>) -> Promise {
+    pub fn import_overlay(
+        &self,
+        data: Vec<u8>,
+        #[wasm_bindgen(unchecked_optional_param_type = "OverlayFormat")] format: Option<String>,
+    ) -> Promise {
         let cow = self.inner.cow();
         promise(async move {
             let cow = cow?;

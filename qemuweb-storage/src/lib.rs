@@ -54,4 +54,4 @@ mod blob;
 pub use blob::BlobBlockDevice;
 
 #[cfg(target_arch = "wasm32")]
-pub use indexeddb::{IndexedDbOptions, IndexedDbOverlay, LockPolicy};
+pub use indexeddb::{IndexedDbOptions, IndexedDbOverlay, LockPolicy, StoredOverlay};

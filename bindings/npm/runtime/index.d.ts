@@ -1,7 +1,9 @@
 // Declarations of index.js. Every type of the API comes from the wasm-bindgen output
-// (qemuweb_runtime.d.ts, generated from the Rust types through tsify); this file only adds
-// the two URLs index.js defines. Its QemuClient is the generated class with a default for
-// `ClientOptions.workerUrl`, so the generated declaration describes it.
+// (qemuweb_runtime.d.ts, generated from the Rust types through tsify); this file adds what
+// index.js defines: the two URLs and QemuError. Its QemuClient is the generated class with
+// defaults for `ClientOptions`, so the generated declaration describes it.
+import type { ErrorCode } from "./qemuweb_runtime.js";
+
 export * from "./qemuweb_runtime.js";
 export { default } from "./qemuweb_runtime.js";
 
@@ -10,3 +12,27 @@ export declare const wasmUrl: string;
 
 /** The VM worker script of this package (with `#wasm=` pointing at `wasmUrl`); `QemuClient` uses it unless `workerUrl` is given. */
 export declare const workerUrl: string;
+
+/**
+ * What every `QemuClient` command rejects with, and what `onError` callbacks get: an
+ * `Error` whose `code` says what failed.
+ *
+ * ```ts
+ * try {
+ *   await client.startVm("vm1", profile, inputs, { signal });
+ * } catch (e) {
+ *   if (e instanceof QemuError && e.code === "aborted") return;
+ *   throw e;
+ * }
+ * ```
+ */
+export declare class QemuError extends Error {
+  readonly name: "QemuError";
+  /** What failed (see `ErrorCode`). */
+  readonly code: ErrorCode;
+  /** The VM it is about, if any. */
+  readonly vmId?: string;
+  /** The id of the request it answers, if it answers one. */
+  readonly requestId?: number;
+  constructor(code: ErrorCode, message: string, vmId?: string, requestId?: number, cause?: unknown);
+}

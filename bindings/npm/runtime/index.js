@@ -1,13 +1,17 @@
 // The entry point of @qemuweb/runtime: everything qemuweb-runtime exports through
-// wasm-bindgen, with QemuClient's worker defaulting to the package's own worker.js.
+// wasm-bindgen, with QemuClient's worker and engine assets defaulting to the installed
+// packages, and QemuError, the error type of every rejection.
 //
-// Both URLs are `new URL('./file', import.meta.url)`, which bundlers (Vite, webpack 5,
-// Parcel, esbuild with a loader) rewrite to the emitted asset, and which a browser resolves
-// against this file when the package is served as is.
+// Every URL is `new URL('…', import.meta.url)`, which bundlers (Vite, webpack 5, Parcel,
+// esbuild with a loader) rewrite to the emitted asset, and which a browser resolves against
+// this file when the package is served as is.
 import init, { QemuClient as GeneratedQemuClient } from './qemuweb_runtime.js';
 
 export * from './qemuweb_runtime.js';
 export default init;
+// bindings/npm/assemble.mjs writes the path of the wasm-bindgen snippet here (the module the
+// generated glue imports, so that `instanceof QemuError` holds for the errors it makes).
+export { QemuError } from './QEMU_ERROR_MODULE';
 
 /** Where qemuweb_runtime_bg.wasm is (the page's `init()` loads it from there too). */
 export const wasmUrl = new URL('./qemuweb_runtime_bg.wasm', import.meta.url).href;

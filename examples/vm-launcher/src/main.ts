@@ -3,19 +3,20 @@
 // - @qemuweb/runtime's QemuClient boots the VM in a worker (v86 engine for i386 profiles);
 // - the guest's first serial port is an xterm.js terminal, its screen a canvas (graphics
 //   profiles, cross-origin isolated pages only);
-// - the disk's writes go to an IndexedDB overlay named after the VM id, which this page
-//   derives from the disk (its URL, or a file's name and size), so a reload, or picking the
-//   same disk again, finds the changes; @qemuweb/storage reads how much is stored and deletes
-//   it ("Reset disk").
+// - the runtime keeps the disk's writes in IndexedDB by VM id and disk id; this page derives
+//   the VM id from the disk (its URL, or a file's name and size), so a reload, or picking
+//   the same disk again, finds the changes; QemuClient's `overlays` shows how much is stored
+//   and `deleteOverlays` forgets it ("Reset disk").
 import initRuntime, {
   QemuClient,
+  QemuError,
   defaultProfiles,
   type ImageSource,
+  type QemuEventOf,
   type RuntimeCapabilities,
   type VmInputs,
   type VmProfile,
 } from "@qemuweb/runtime";
-import initStorage, { Disk } from "@qemuweb/storage";
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import "@xterm/xterm/css/xterm.css";
@@ -27,8 +28,6 @@ import v86Wasm from "v86/build/v86.wasm?url";
 /** SeaBIOS, copied into public/bios/ by `npm run bios` (Debian's seabios package). */
 const BIOS = "./bios/bios-256k.bin";
 const VGA_BIOS = "./bios/vgabios-stdvga.bin";
-/** The runtime's overlay block size: the persistence view must open the disk with it. */
-const OVERLAY_BLOCK_SIZE = 4096;
 const SAVED = "qemuweb-vm-launcher";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -146,8 +145,9 @@ function setState(state: string): void {
 }
 
 function showError(e: unknown): void {
-  const err = e as Error & { code?: string };
-  ui.error.textContent = err?.message ? `${err.code ?? err.name}: ${err.message}` : String(e);
+  if (e instanceof QemuError) ui.error.textContent = `${e.code}: ${e.message}`;
+  else if (e instanceof Error) ui.error.textContent = `${e.name}: ${e.message}`;
+  else ui.error.textContent = String(e);
 }
 
 function warn(code: string, message: string, fatal = false): void {
@@ -170,12 +170,6 @@ async function vmIdOf(identity: string): Promise<string> {
   return `vm-${Array.from(hash.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
-/** Opens the picked image read-only (for the persistence view), or null. */
-async function openBase(): Promise<Disk | null> {
-  if (disk.file) return Disk.openBlob(disk.file);
-  return disk.urlValue ? Disk.openUrl(new URL(disk.urlValue, location.href).href) : null;
-}
-
 /** Shows how much of the disk's changes IndexedDB holds, and whether storage is persistent. */
 async function showPersistence(): Promise<void> {
   const identity = disk.identity();
@@ -185,24 +179,15 @@ async function showPersistence(): Promise<void> {
     return;
   }
   const id = await vmIdOf(identity);
-  let blocks = 0;
-  const base = await openBase();
-  if (base) {
-    try {
-      // A read-only view while the VM's worker holds the disk.
-      const view = await Disk.persistent(id, "disk0", base, OVERLAY_BLOCK_SIZE, true);
-      blocks = view.overlayBlocks().length;
-      await view.close();
-    } finally {
-      await base.close();
-    }
-  }
+  // What IndexedDB holds for the boot disk (also while the VM runs and writes to it).
+  const stored = (await client.overlays(id)).find((o) => o.diskId === "disk0");
+  const blocks = stored?.blocks ?? 0;
   const persisted = (await navigator.storage?.persisted?.()) ?? false;
   ui.persistence.dataset.blocks = String(blocks);
   ui.persistence.dataset.vmId = id;
   ui.persistence.textContent =
-    (blocks
-      ? `Persisted: ${bytes(blocks * OVERLAY_BLOCK_SIZE)} of changes to this disk (${blocks} blocks) are kept in IndexedDB as VM ${id}.`
+    (stored && blocks
+      ? `Persisted: ${bytes(stored.bytes)} of changes to this disk (${blocks} blocks) are kept in IndexedDB as VM ${id}.`
       : `No changes to this disk are stored yet; they will be kept in IndexedDB as VM ${id}.`) +
     (persisted ? " Browser storage is persistent." : " The browser may evict them under storage pressure.");
 }
@@ -256,7 +241,7 @@ async function start(): Promise<void> {
   if (!ui.screen.hidden) client.attachDisplay(vmId, ui.screen);
   setState("starting");
   try {
-    await client.startVm(vmId, profile, inputs, null, null, files);
+    await client.startVm(vmId, profile, inputs, { files, progress: showProgress });
   } catch (e) {
     setState("failed");
     throw e;
@@ -277,8 +262,7 @@ async function resetDisk(): Promise<void> {
   const identity = disk.identity();
   if (!identity) return;
   if (running) await stop();
-  await persistenceCheck; // its view of the disk holds the overlay's lock while open
-  await Disk.deleteVm(await vmIdOf(identity));
+  await client.deleteOverlays(await vmIdOf(identity));
   await refreshPersistence();
 }
 
@@ -292,6 +276,20 @@ async function exportOverlay(): Promise<void> {
   a.download = `${name.replace(/\.(qcow2?|img|raw)$/, "")}.overlay.qcow2`;
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+/** Shows a start's steps and how much of a file was read. */
+function showProgress(e: QemuEventOf<"phase"> | QemuEventOf<"progress">): void {
+  if (e.type === "phase") {
+    ui.progress.max = e.steps;
+    ui.progress.value = e.step - 1;
+    ui.progressText.textContent = `starting: ${e.phase} (step ${e.step} of ${e.steps})`;
+    return;
+  }
+  // `total` is the file's size (for a qcow2 image not its disk size), when known.
+  ui.progress.max = e.total ?? (e.loaded || 1);
+  ui.progress.value = e.loaded;
+  ui.progressText.textContent = `${e.what}: ${bytes(e.loaded)}${e.total !== undefined ? ` of ${bytes(e.total)}` : ""} read`;
 }
 
 /** Runs a button's action, showing its error. */
@@ -310,7 +308,7 @@ async function checkBios(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  await Promise.all([initRuntime(), initStorage()]);
+  await initRuntime();
   client = new QemuClient({
     assets: {
       v86Module: new URL(v86Module, location.href).href,
@@ -330,15 +328,14 @@ async function main(): Promise<void> {
   await checkBios();
 
   const decoder = new TextDecoder();
-  client.onSerialOut((_id, data) => term.write(decoder.decode(data, { stream: true })));
-  client.onProgress((_id, p) => {
-    ui.progress.max = p.total || 1;
-    ui.progress.value = p.bytesFetched;
-    ui.progressText.textContent = `${p.what}: ${bytes(p.bytesFetched)}${p.total ? ` of ${bytes(p.total)}` : ""} downloaded`;
+  client.on("serialOut", (e) => term.write(decoder.decode(e.data, { stream: true })));
+  // A disk is read as the guest needs it: its progress goes on after the start.
+  client.on("progress", (e) => {
+    if (e.what.startsWith("disk")) showProgress(e);
   });
-  client.onError((_id, e) => showError(e));
-  client.onStopped((_id, reason) => {
-    setState(reason === "error" ? "failed" : "stopped");
+  client.on("error", (e) => showError(new Error(`${e.code}: ${e.message}`)));
+  client.on("stopped", (e) => {
+    setState(e.reason === "error" ? "failed" : "stopped");
     void refreshPersistence();
   });
   term.onData((data) => {

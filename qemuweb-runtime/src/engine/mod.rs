@@ -166,6 +166,9 @@ pub struct EnginePlan {
     pub cmdline: Option<String>,
     /// Warnings to log.
     pub warnings: Vec<String>,
+    /// Details to log at `debug` level (what the profile has that the engine leaves out
+    /// without being asked in this start).
+    pub notes: Vec<String>,
     /// The block size of the disks' storage (HTTP chunks), from the profile.
     pub block_size: u32,
     /// For the QEMU engine: its arguments and where it sees its files.
@@ -284,7 +287,28 @@ pub fn plan(
     let memory_mib = overrides
         .and_then(|o| o.memory_mib)
         .unwrap_or(profile.memory_mib);
-    let mut warnings: Vec<String> = result.warnings.iter().map(|w| w.message.clone()).collect();
+    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    for w in &result.warnings {
+        if w.code != IssueCode::UserNetUnavailable {
+            warnings.push(w.message.clone());
+        } else if overrides.and_then(|o| o.net).is_some() {
+            // Asked for in this start: say what is missing.
+            warnings.push(format!(
+                "networking (net \"user\") was asked for, but the {} engine of this runtime \
+                 has no network device yet: the guest runs without a network",
+                engine.as_str()
+            ));
+        } else {
+            // The profile's default (its native QEMU gets a NIC): not worth a warning.
+            notes.push(format!(
+                "profile {:?} has a network (net \"user\") for native QEMU; the {} engine has \
+                 none yet, so the guest runs without one",
+                profile.id,
+                engine.as_str()
+            ));
+        }
+    }
     let smp = overrides.and_then(|o| o.smp).unwrap_or(profile.smp);
     if smp > 1 && engine == EngineKind::V86 {
         warnings.push(format!(
@@ -333,6 +357,7 @@ pub fn plan(
             .and_then(|o| o.kernel_cmdline.clone())
             .or_else(|| inputs.kernel_cmdline.clone()),
         warnings,
+        notes,
         block_size: profile
             .block_size_bytes
             .unwrap_or(qemuweb_config::DEFAULT_BLOCK_SIZE_BYTES),
@@ -415,6 +440,37 @@ mod tests {
         let e = select_engine(&i386(), Some(&over), Some(EngineKind::V86)).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Unsupported);
         assert!(e.to_string().contains("IDE"), "{e}");
+    }
+
+    #[test]
+    fn the_network_warning_comes_only_when_a_start_asks_for_it() {
+        let inputs = VmInputs {
+            disk: Some(disk("http://h/x.qcow2")),
+            ..VmInputs::default()
+        };
+        for engine in [EngineKind::V86, EngineKind::Qemu] {
+            // The recommended profile has `net: user` for native QEMU: a debug note only.
+            let p = plan(&i386(), &inputs, None, Some(engine)).unwrap();
+            assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+            assert!(
+                p.notes.iter().any(|n| n.contains("network")),
+                "{:?}",
+                p.notes
+            );
+            // Asked for in the start: a warning naming the engine and what it lacks.
+            let over = VmOverrides {
+                net: Some(qemuweb_config::NetMode::User),
+                ..Default::default()
+            };
+            let p = plan(&i386(), &inputs, Some(&over), Some(engine)).unwrap();
+            assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+            assert!(p.warnings[0].contains(engine.as_str()), "{}", p.warnings[0]);
+            assert!(
+                p.warnings[0].contains("no network device"),
+                "{}",
+                p.warnings[0]
+            );
+        }
     }
 
     fn qemu_plan(inputs: &VmInputs, over: Option<&VmOverrides>) -> Result<EnginePlan> {

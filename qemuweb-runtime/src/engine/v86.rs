@@ -36,7 +36,7 @@ use crate::engine::text_screen::{TextScreen, GLYPH_STRIDE};
 use crate::engine::vga_graphics::{GraphicsScreen, Layer};
 use crate::engine::{js_text, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
-use crate::protocol::{EngineKind, Event, LogLevel, StopReason};
+use crate::protocol::{EngineKind, Event, LogLevel, ProgressTotal, StopReason};
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
@@ -747,6 +747,24 @@ impl V86Engine {
             }
         });
         engine.listen("emulator-started", on_started)?;
+        {
+            // v86 downloads its wasm itself: its progress is the engine's download.
+            let host = host.clone();
+            let vm_id = config.vm_id.clone();
+            let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+                let num = |k: &str| Reflect::get(&e, &k.into()).ok().and_then(|v| v.as_f64());
+                let known =
+                    Reflect::get(&e, &"lengthComputable".into()).is_ok_and(|v| v.is_truthy());
+                host.emit(Event::Progress {
+                    vm_id: vm_id.clone(),
+                    what: "v86Wasm".into(),
+                    loaded: num("loaded").unwrap_or(0.0) as u64,
+                    total: num("total").filter(|t| known && *t > 0.0).map(|t| t as u64),
+                    total_of: ProgressTotal::FileSize,
+                });
+            });
+            engine.listen("download-progress", on_progress)?;
+        }
         {
             let host = host.clone();
             let vm_id = config.vm_id.clone();
