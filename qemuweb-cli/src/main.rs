@@ -15,7 +15,7 @@ mod cli {
     use qemuweb_cli::create::{CreateFormat, CreateOptions};
     use qemuweb_cli::emulator::{Emulator, StartOptions, Status};
     use qemuweb_cli::prepare::{PrepareFormat, PrepareOptions};
-    use qemuweb_cli::serve::Server;
+    use qemuweb_cli::serve::ServeOptions;
     use qemuweb_cli::{CliError, ErrorKind};
     use qemuweb_config::PortForward;
     use qemuweb_storage::format::ImageFormat;
@@ -36,7 +36,8 @@ mod cli {
     #[derive(Debug, Subcommand)]
     enum Cmd {
         /// Serve a directory over HTTP for browser VMs: COOP/COEP/CORP, Range requests,
-        /// strong ETags, MIME types.
+        /// strong ETags, MIME types. Pages of other origins cannot read it unless named
+        /// with --cors-origin (or --cors-any).
         Serve {
             /// The directory to serve.
             dir: PathBuf,
@@ -46,6 +47,17 @@ mod cli {
             /// The TCP port; 0 picks a free one.
             #[arg(long, short, default_value_t = 8080)]
             port: u16,
+            /// Let pages of this origin read the files (CORS), e.g. http://127.0.0.1:5173.
+            /// Repeatable.
+            #[arg(long = "cors-origin", value_name = "ORIGIN")]
+            cors_origins: Vec<String>,
+            /// Let pages of any origin read the files (Access-Control-Allow-Origin: *).
+            #[arg(long, conflicts_with = "cors_origins")]
+            cors_any: bool,
+            /// Also answer requests for this Host (name:port), beyond the bound address
+            /// (others are refused against DNS rebinding). Repeatable.
+            #[arg(long = "allow-host", value_name = "HOST")]
+            allow_hosts: Vec<String>,
             /// Do not log requests on stderr.
             #[arg(long, short)]
             quiet: bool,
@@ -267,10 +279,25 @@ mod cli {
                 dir,
                 bind,
                 port,
+                cors_origins,
+                cors_any,
+                allow_hosts,
                 quiet,
             } => {
-                let server = Server::bind(&dir, SocketAddr::new(bind, port), quiet)?;
-                let addr = server.local_addr()?;
+                let cors = if cors_any {
+                    qemuweb_http::CorsPolicy::Any
+                } else {
+                    qemuweb_http::CorsPolicy::origins(&cors_origins)
+                        .map_err(|e| CliError::InvalidArgument(format!("--cors-origin: {e}")))?
+                };
+                let opts = ServeOptions {
+                    cors,
+                    allow_hosts,
+                    quiet,
+                    ..ServeOptions::new(&dir, SocketAddr::new(bind, port))
+                };
+                let server = qemuweb_cli::serve::start(&opts)?;
+                let addr = server.local_addr();
                 let host = match addr.ip() {
                     IpAddr::V6(ip) => format!("[{ip}]"),
                     IpAddr::V4(ip) => ip.to_string(),
@@ -281,7 +308,7 @@ mod cli {
                     addr.port()
                 );
                 let _ = std::io::stdout().flush();
-                server.run()?;
+                server.wait();
                 Ok(ExitCode::SUCCESS)
             }
             Cmd::Create {

@@ -370,7 +370,8 @@ fn browser_boot_streams_the_serial_console_and_exits_by_the_input_or_the_time_li
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (_server, base) = serve(&site, &[]);
+    // The runner's page has an origin of its own: the server must let it read (CORS).
+    let (_server, base) = serve(&site, &["--cors-any"]);
     let url = std::path::PathBuf::from(format!("{base}disk.qcow2"));
     let (cli, mut out, err) = browser_boot(&["--profile", I386, "--timeout", "120"], &url);
     out.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(60));

@@ -11,8 +11,9 @@ use crate::error::{HeadlessError, Result};
 /// Debian's Chromium.
 pub(crate) const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Chromium's flags for an unattended, isolated run (the project's standard set).
-const FLAGS: [&str; 10] = [
+/// Chromium's flags for an unattended, isolated run (the project's standard set); a
+/// fresh `--user-data-dir` goes with them.
+pub const CHROMIUM_FLAGS: [&str; 9] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -22,13 +23,14 @@ const FLAGS: [&str; 10] = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--remote-debugging-port=0",
 ];
 
 /// Starts `chromium` headless on `profile`, opening `url`.
 pub(crate) fn launch(chromium: &Path, profile: &Path, url: &str, verbose: bool) -> Result<Child> {
     Command::new(chromium)
-        .args(FLAGS)
+        .args(CHROMIUM_FLAGS)
+        // Keeps the headless browser running with its page, as a window would.
+        .arg("--remote-debugging-port=0")
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .stdin(Stdio::null())

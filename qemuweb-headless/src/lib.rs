@@ -28,6 +28,7 @@ mod error;
 mod qemu;
 mod site;
 
+pub use browser::CHROMIUM_FLAGS;
 pub use error::{ErrorKind, HeadlessError, Result};
 pub use qemu::{qemu_dir_or_env, QEMU_DIR_ENV};
 

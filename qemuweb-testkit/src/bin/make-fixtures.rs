@@ -2,16 +2,20 @@
 //! `DIR/fixtures.tsv` (`name<TAB>image<TAB>raw`, paths relative to DIR), so that a browser
 //! harness can serve them over HTTP.
 
+use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Generates the qemu-img fixtures (images and their raw oracles) into a directory.
+#[derive(Debug, Parser)]
+#[command(name = "make-fixtures", version)]
+struct Args {
+    /// The directory to write into.
+    dir: PathBuf,
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args_os().skip(1);
-    let (Some(dir), None) = (args.next(), args.next()) else {
-        eprintln!("usage: make-fixtures DIR");
-        return ExitCode::from(2);
-    };
-    let dir = PathBuf::from(dir);
+    let dir = Args::parse().dir;
     let result = qemuweb_testkit::fixtures::generate(&dir)
         .and_then(|f| qemuweb_testkit::fixtures::write_tsv(&dir, &f).map(|()| f));
     match result {
