@@ -63,6 +63,23 @@ pub trait Overlay {
     /// Forgets every block (the disk returns to its base).
     async fn clear(&self) -> Result<()>;
 
+    /// Keeps the overlay's current content for snapshot `snapshot` until the snapshot is
+    /// deleted, and returns its point (see
+    /// [`Lineage`](crate::snapshot::Lineage)); `Ok(None)` from overlays that keep nothing
+    /// beyond the page (the default).
+    async fn pin(&self, snapshot: &str) -> Result<Option<u32>> {
+        let _ = snapshot;
+        Ok(None)
+    }
+
+    /// After opening on a snapshot's point: `running` lets the replaced content go,
+    /// otherwise it comes back (see `IndexedDbOverlay::settle_resume`). The default does
+    /// nothing.
+    async fn settle_resume(&self, running: bool) -> Result<()> {
+        let _ = running;
+        Ok(())
+    }
+
     /// Releases the overlay's resources.
     async fn close(&self) -> Result<()>;
 }

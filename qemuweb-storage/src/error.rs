@@ -61,6 +61,9 @@ pub enum ErrorKind {
     NotFound,
     /// Stored data does not match its checksum or hash.
     Integrity,
+    /// Saved state (a snapshot) does not fit what it is applied to: another engine,
+    /// machine, base image or disk geometry.
+    Mismatch,
     /// A browser API failed in a way not covered above.
     Browser,
 }
@@ -194,6 +197,19 @@ pub enum StorageError {
     /// See [`ErrorKind::Browser`].
     #[error("browser API error: {0}")]
     Browser(String),
+    /// See [`ErrorKind::Mismatch`].
+    #[error("{subject} was saved for {what} ({saved}), but this is ({given})")]
+    // Box<str> keeps the enum no larger than its other variants.
+    Mismatch {
+        /// What was saved, e.g. `snapshot "boot" of VM "vm1"`.
+        subject: Box<str>,
+        /// What differs: `engine`, `machine`, `the base image of disk0`, ...
+        what: Box<str>,
+        /// The value the saved state records.
+        saved: Box<str>,
+        /// The value given now.
+        given: Box<str>,
+    },
 }
 
 impl StorageError {
@@ -220,6 +236,7 @@ impl StorageError {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Integrity(_) => ErrorKind::Integrity,
             Self::Browser(_) => ErrorKind::Browser,
+            Self::Mismatch { .. } => ErrorKind::Mismatch,
         }
     }
 
@@ -234,6 +251,21 @@ impl StorageError {
     /// Builds a [`StorageError::Corrupt`].
     pub fn corrupt(message: impl Into<String>) -> Self {
         Self::Corrupt(message.into())
+    }
+
+    /// Builds a [`StorageError::Mismatch`].
+    pub fn mismatch(
+        subject: impl Into<String>,
+        what: impl Into<String>,
+        saved: impl Into<String>,
+        given: impl Into<String>,
+    ) -> Self {
+        Self::Mismatch {
+            subject: subject.into().into(),
+            what: what.into().into(),
+            saved: saved.into().into(),
+            given: given.into().into(),
+        }
     }
 
     /// Builds a [`StorageError::Unsupported`].

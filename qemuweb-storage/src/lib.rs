@@ -16,6 +16,8 @@
 //! - [`CowBlockDevice`]: a read-only base under a writable [`Overlay`].
 //! - [`atlas`]: content-addressed storage (SHA-256 chunks, manifests, provenance, bundles)
 //!   over memory, a directory or IndexedDB; stored files open as read-only devices.
+//! - [`snapshot`]: saved VM states with the overlay point of each disk (headers, the
+//!   overlay's generations, the snapshot file, and their IndexedDB store).
 #![warn(missing_docs)]
 
 pub mod atlas;
@@ -27,6 +29,7 @@ pub mod format;
 mod http;
 mod memory;
 pub mod resolver;
+pub mod snapshot;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod file;
@@ -54,4 +57,4 @@ mod blob;
 pub use blob::BlobBlockDevice;
 
 #[cfg(target_arch = "wasm32")]
-pub use indexeddb::{IndexedDbOptions, IndexedDbOverlay, LockPolicy, StoredOverlay};
+pub use indexeddb::{IndexedDbOptions, IndexedDbOverlay, LockPolicy, ResumePoint, StoredOverlay};

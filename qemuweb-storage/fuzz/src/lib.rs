@@ -170,3 +170,80 @@ pub mod atlas_bundle {
         })
     }
 }
+
+/// Inputs for `snapshot_file`.
+pub mod snapshot_file {
+    use qemuweb_storage::snapshot::{
+        sha256_tag, DiskPoint, FileWriter, MachineRef, MachineState, SnapshotHeader,
+        StateEncoding, HEADER_FORMAT,
+    };
+
+    /// A valid snapshot file built from `rest`: its bytes pick the chunk size, the machine
+    /// state (with zero chunks where a byte is 0) and the overlay blocks of two disks.
+    pub fn valid_file(rest: &[u8]) -> Vec<u8> {
+        let (&shape, body) = rest.split_first().unwrap_or((&0, &[]));
+        let chunk_size = 64u32 << (shape & 3);
+        let mut state: Vec<u8> = body.iter().take(4096).copied().collect();
+        if state.is_empty() {
+            state.push(1);
+        }
+        // A zero chunk wherever a chunk starts with 0.
+        for c in state.chunks_mut(chunk_size as usize) {
+            if c[0] == 0 {
+                c.fill(0);
+            }
+        }
+        let chunks: Vec<&[u8]> = state.chunks(chunk_size as usize).collect();
+        let block_size = 512u32;
+        let blocks: Vec<(u8, u64)> = body
+            .iter()
+            .skip(4096)
+            .take(8)
+            .enumerate()
+            .map(|(i, b)| ((b & 1), u64::from(*b >> 1) + i as u64 * 128))
+            .collect();
+        let count = |d: u8| blocks.iter().filter(|b| b.0 == d).count() as u64;
+        let header = SnapshotHeader {
+            format: HEADER_FORMAT,
+            id: "fuzz".into(),
+            vm_id: "vm".into(),
+            name: "fuzzed".into(),
+            created_ms: 1,
+            engine: "v86".into(),
+            machine: MachineRef {
+                profile_id: "p".into(),
+                digest: sha256_tag(b"m"),
+            },
+            state: MachineState {
+                bytes: state.len() as u64,
+                chunk_size,
+                encoding: StateEncoding::Raw,
+                chunks: chunks.iter().map(|c| MachineState::chunk_digest(c)).collect(),
+            },
+            disks: (0..2u8)
+                .map(|d| DiskPoint {
+                    id: format!("disk{d}"),
+                    base: "raw".into(),
+                    size: 2048 * 512,
+                    block_size,
+                    point: 1,
+                    blocks: count(d),
+                })
+                .collect(),
+        };
+        let mut w = FileWriter::new(&header);
+        let mut out = w.start();
+        for (i, c) in chunks.iter().enumerate() {
+            out.extend(w.chunk(i as u32, c));
+        }
+        for d in 0..2u8 {
+            let mut mine: Vec<u64> = blocks.iter().filter(|b| b.0 == d).map(|b| b.1).collect();
+            mine.sort_unstable();
+            for index in mine {
+                out.extend(w.block(d, index, &[index as u8; 512]));
+            }
+        }
+        out.extend(w.end());
+        out
+    }
+}
