@@ -211,13 +211,16 @@ pub fn insn_crc32() -> u32 {
 /// Runs `cmd` (a QEMU with the guest's serial port on standard output) until the output
 /// has a line [`INSN_DONE`] or an `UNEXPECTED` line, the process ends, or `timeout`
 /// passes; then kills it and returns everything it printed. Standard error is
-/// discarded; standard input is closed.
+/// discarded; standard input is closed. The process runs in a process group of its own,
+/// killed as a whole at the end.
 ///
 /// # Errors
 ///
 /// If the process cannot be started, or `timeout` passes first (the error message ends
 /// with the last 2000 bytes of the output).
 pub fn run_insn_guest(mut cmd: Command, timeout: Duration) -> io::Result<String> {
+    #[cfg(unix)]
+    qemuweb_proc::in_own_group(&mut cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -258,8 +261,13 @@ pub fn run_insn_guest(mut cmd: Command, timeout: Duration) -> io::Result<String>
             Err(mpsc::RecvTimeoutError::Disconnected) => break true,
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    #[cfg(unix)]
+    qemuweb_proc::ProcessGroup::of(&child).kill_and_wait(&mut child, Duration::from_secs(10));
+    #[cfg(not(unix))]
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let text = String::from_utf8_lossy(&out).into_owned();
     if finished {
         Ok(text)
