@@ -18,6 +18,19 @@
 ;                       pixel (x, y) = ((x >> 4) xor (y >> 3)) and 7)
 ;   hline Y BB       -> HLINE Y FILL BB           (graphics mode: row Y, 0-199, set to colour BB)
 ;   text             -> TEXT 80x25                (back to mode 3, the banner on row 0 again)
+;   keys             -> KEYS ON                   (keyboard and mouse mode, below)
+;
+; Keyboard and mouse mode (`keys`): the text screen is cleared to the banner on row 0, the
+; VGA cursor is hidden (so a screenshot does not depend on its blinking), IRQ1 and IRQ12 are masked so
+; the BIOS leaves the i8042's bytes alone, the PS/2 mouse is enabled (aux port on, 0xF4),
+; and every byte the controller delivers is reported on COM1:
+;   K XX             a keyboard byte (scan code set 1 as the controller translates it)
+;   M BB XX YY       a 3-byte PS/2 mouse packet (buttons/signs, dx, dy; dy up positive)
+;   LINE TEXT        Enter was pressed: the text typed since the last Enter (US layout,
+;                    letters, digits, punctuation, Shift; Backspace erases)
+; Typed characters also appear on the VGA text screen from row 2 (grey on black), one row
+; per line. Escape, or any byte on COM1, ends the mode: "KEYS OFF", mouse streaming off,
+; the interrupt masks restored.
 ; Errors: "ERR unknown command", "ERR bad number", "ERR protected sector",
 ; "ERR disk status XX" (XX = the BIOS status in AH), "ERR not in graphics mode". N is decimal, BB is two hex digits.
 ; Every reply ends with CR LF and is followed by the prompt "> ".
@@ -33,6 +46,10 @@ COM1            equ 0x3f8
 SECTOR_BUF      equ 0x0600          ; 512 bytes, 0000:0600
 LINE_BUF        equ 0x0a00          ; LINE_MAX + 1 bytes, 0000:0A00
 LINE_MAX        equ 120
+KEY_BUF         equ 0x0c00          ; KEY_MAX + 1 bytes, 0000:0C00: the line typed in `keys`
+KEY_MAX         equ 78
+KEY_ROW         equ 2               ; the first VGA row `keys` types on
+KEY_ROWS        equ 22
 
 ; ---------------------------------------------------------------- boot sector
 start:
@@ -97,7 +114,7 @@ vga_banner:
     lodsb
     test al, al
     jz .vga_done
-    cmp al, 13
+    cmp al, ' '                 ; CR and LF are for the serial port only
     jb .vga
     stosw
     jmp .vga
@@ -132,6 +149,9 @@ main_loop:
     mov di, word_text
     call match_word
     jnc cmd_text
+    mov di, word_keys
+    call match_word
+    jnc cmd_keys
     mov si, msg_unknown
     call puts
     jmp main_loop
@@ -323,6 +343,281 @@ cmd_text:
     mov si, msg_text
     call puts
     jmp main_loop
+
+; keys: keyboard and mouse bytes on COM1 and typed text on the screen, until Escape
+cmd_keys:
+    call skip_spaces
+    cmp byte [si], 0
+    jne bad_number
+    mov dx, 0x3d4               ; CRTC cursor start: bit 5 hides the cursor
+    mov al, 0x0a
+    out dx, al
+    inc dx
+    in al, dx
+    or al, 0x20
+    out dx, al
+    push es                     ; a blank screen with the banner on row 0
+    mov ax, 0xb800
+    mov es, ax
+    xor di, di
+    mov ax, 0x0720
+    mov cx, 80 * 25
+    rep stosw
+    pop es
+    call vga_banner
+    in al, 0x21                 ; mask IRQ1 (master) and IRQ12 (slave)
+    mov [pic_masks], al
+    or al, 0x02
+    out 0x21, al
+    in al, 0xa1
+    mov [pic_masks + 1], al
+    or al, 0x10
+    out 0xa1, al
+    call kbc_drain
+    mov al, 0xa8                ; aux port on
+    call kbc_cmd
+    mov al, 0xf4                ; mouse: enable streaming
+    call mouse_cmd
+    call kbc_drain
+    mov byte [key_len], 0
+    mov byte [key_row], KEY_ROW
+    mov byte [key_shift], 0
+    mov byte [key_e0], 0
+    mov byte [mouse_n], 0
+    mov si, msg_keys_on
+    call puts
+.poll:
+    mov dx, COM1 + 5
+    in al, dx
+    test al, 0x01
+    jnz .serial
+    in al, 0x64
+    test al, 0x01
+    jz .poll
+    mov ah, al
+    in al, 0x60
+    test ah, 0x20
+    jnz .mouse
+    call key_byte
+    jc .done
+    jmp .poll
+.mouse:
+    call mouse_byte
+    jmp .poll
+.serial:
+    mov dx, COM1
+    in al, dx
+.done:
+    mov al, 0xf5                ; mouse: streaming off
+    call mouse_cmd
+    call kbc_drain
+    mov al, [pic_masks]
+    out 0x21, al
+    mov al, [pic_masks + 1]
+    out 0xa1, al
+    mov si, msg_keys_off
+    call puts
+    jmp main_loop
+
+; AL -> the i8042's command port, once it takes input
+kbc_cmd:
+    push ax
+    call kbc_wait_in
+    pop ax
+    out 0x64, al
+    ret
+
+; AL -> the mouse (0xD4 then the byte), its acknowledgement read and dropped
+mouse_cmd:
+    push ax
+    mov al, 0xd4
+    call kbc_cmd
+    call kbc_wait_in
+    pop ax
+    out 0x60, al
+    jmp kbc_read_timeout
+
+; waits until the controller's input buffer is empty
+kbc_wait_in:
+    in al, 0x64
+    test al, 0x02
+    jnz kbc_wait_in
+    ret
+
+; reads and drops what the controller holds
+kbc_drain:
+    in al, 0x64
+    test al, 0x01
+    jz .done
+    in al, 0x60
+    jmp kbc_drain
+.done:
+    ret
+
+; a byte from the controller -> AL, waiting up to two timer ticks (CF if none came)
+kbc_read_timeout:
+    push es
+    push bx
+    xor ax, ax
+    mov es, ax
+    mov bx, [es:0x046c]
+    add bx, 3
+.wait:
+    in al, 0x64
+    test al, 0x01
+    jnz .got
+    sti
+    hlt                         ; until the next interrupt (the timer at least)
+    cmp bx, [es:0x046c]
+    jne .wait
+    stc
+    jmp .out
+.got:
+    in al, 0x60
+    clc
+.out:
+    pop bx
+    pop es
+    ret
+
+; a keyboard byte in AL: reported, and typed (CF set for Escape pressed)
+key_byte:
+    push ax
+    mov si, msg_key
+    call puts
+    pop ax
+    push ax
+    call put_hex8
+    call crlf
+    pop ax
+    cmp al, 0xe0
+    je .prefix
+    cmp byte [key_e0], 0
+    mov byte [key_e0], 0
+    jne .ok                     ; an extended key: nothing to type
+    cmp al, 0x01
+    je .escape
+    cmp al, 0x2a
+    je .shift_down
+    cmp al, 0x36
+    je .shift_down
+    cmp al, 0xaa
+    je .shift_up
+    cmp al, 0xb6
+    je .shift_up
+    cmp al, 0x1c
+    je .enter
+    cmp al, 0x0e
+    je .backspace
+    cmp al, KEYMAP_LEN
+    jae .ok                     ; a release, or a key with no character
+    movzx bx, al
+    mov al, [keymap + bx]
+    cmp byte [key_shift], 0
+    je .have
+    mov al, [keymap_shift + bx]
+.have:
+    test al, al
+    jz .ok
+    movzx bx, byte [key_len]
+    cmp bx, KEY_MAX
+    jae .ok
+    mov [KEY_BUF + bx], al
+    inc byte [key_len]
+    mov ah, 0x07
+    call key_cell
+    mov [es:di], ax
+    pop es
+.ok:
+    clc
+    ret
+.prefix:
+    mov byte [key_e0], 1
+    clc
+    ret
+.shift_down:
+    mov byte [key_shift], 1
+    clc
+    ret
+.shift_up:
+    mov byte [key_shift], 0
+    clc
+    ret
+.escape:
+    stc
+    ret
+.backspace:
+    cmp byte [key_len], 0
+    je .ok
+    dec byte [key_len]
+    movzx bx, byte [key_len]
+    mov ax, 0x0720
+    call key_cell
+    mov [es:di], ax
+    pop es
+    clc
+    ret
+.enter:
+    movzx bx, byte [key_len]
+    mov byte [KEY_BUF + bx], 0
+    mov si, msg_line
+    call puts
+    mov si, KEY_BUF
+    call puts
+    call crlf
+    mov byte [key_len], 0
+    inc byte [key_row]
+    cmp byte [key_row], KEY_ROW + KEY_ROWS
+    jb .ok
+    mov byte [key_row], KEY_ROW
+    clc
+    ret
+
+; ES:DI -> the VGA cell of column BX on row [key_row]; pushes the caller's ES (pop it)
+key_cell:
+    pop si                      ; the return address
+    push es
+    push si
+    push ax
+    mov ax, 0xb800
+    mov es, ax
+    movzx ax, byte [key_row]
+    imul di, ax, 160
+    shl bx, 1
+    add di, bx
+    pop ax
+    ret
+
+; a mouse byte in AL: a packet is reported once it has 3 bytes
+mouse_byte:
+    movzx bx, byte [mouse_n]
+    test bx, bx
+    jnz .store
+    test al, 0x08               ; a packet's first byte always has bit 3 set
+    jz .out
+.store:
+    mov [mouse_pkt + bx], al
+    inc bx
+    mov [mouse_n], bl
+    cmp bl, 3
+    jb .out
+    mov byte [mouse_n], 0
+    mov si, msg_mouse
+    call puts
+    xor bx, bx
+.byte:
+    mov al, [mouse_pkt + bx]
+    call put_hex8
+    inc bx
+    cmp bx, 3
+    je .end
+    mov al, ' '
+    call putc
+    jmp .byte
+.end:
+    call crlf
+.out:
+    ret
 
 bad_number:
     mov si, msg_bad_number
@@ -637,6 +932,29 @@ dap_io:
 cur_lba:    dd 0
 fill_byte:  db 0
 gfx_mode:   db 0
+pic_masks:  db 0, 0
+key_len:    db 0
+key_row:    db 0
+key_shift:  db 0
+key_e0:     db 0
+mouse_n:    db 0
+mouse_pkt:  db 0, 0, 0
+
+; scan code set 1 make codes 0x00-0x39 -> US layout characters (0: none)
+keymap:
+    db 0, 0, "1234567890-=", 0, 0
+    db "qwertyuiop[]", 0, 0
+    db "asdfghjkl;'`", 0, '\'
+    db "zxcvbnm,./", 0, "*", 0, " "
+KEYMAP_LEN equ $ - keymap
+keymap_shift:
+    db 0, 0, "!@#$%^&*()_+", 0, 0
+    db "QWERTYUIOP{}", 0, 0
+    db 'ASDFGHJKL:"~', 0, "|"
+    db "ZXCVBNM<>?", 0, "*", 0, " "
+%if ($ - keymap_shift) != KEYMAP_LEN
+%error "the shifted key map differs in length"
+%endif
 
 msg_banner:     db "QEMUWEB-GUEST x86 v1", 13, 10, 0
 msg_prompt:     db "> ", 0
@@ -656,6 +974,12 @@ word_info:      db "info", 0
 word_gfx:       db "gfx", 0
 word_hline:     db "hline", 0
 word_text:      db "text", 0
+word_keys:      db "keys", 0
+msg_keys_on:    db "KEYS ON", 13, 10, 0
+msg_keys_off:   db "KEYS OFF", 13, 10, 0
+msg_key:        db "K ", 0
+msg_mouse:      db "M ", 0
+msg_line:       db "LINE ", 0
 msg_gfx:        db "GFX 320x200", 13, 10, 0
 msg_hline:      db "HLINE ", 0
 msg_text:       db "TEXT 80x25", 13, 10, 0

@@ -28,6 +28,7 @@
 //! | `gfx` | `GFX 320x200`: VGA mode 13h through int 10h, DAC entries 0-7 programmed and the pattern [`x86_gfx_pixel`] drawn |
 //! | `hline Y BB` | `HLINE Y FILL BB`: in graphics mode, row `Y` (0-199) set to colour `BB` |
 //! | `text` | `TEXT 80x25`: back to text mode 3, the banner on row 0 again |
+//! | `keys` | `KEYS ON`: keyboard and mouse mode: the text screen cleared to the banner and the cursor hidden; every byte of the PS/2 controller reported as `K XX` (a keyboard byte, scan code set 1) or `M BB XX YY` (a mouse packet: buttons and signs, dx, dy up positive); what is typed (US layout) shown from row 2 and sent as `LINE TEXT` on Enter; Escape or a byte on the serial port ends it with `KEYS OFF` |
 //!
 //! `N` is decimal and `BB` two hex digits. Errors are `ERR unknown command`,
 //! `ERR bad number`, `ERR protected sector` (a `write` below [`X86_DATA_START_LBA`]),

@@ -4,85 +4,9 @@
 //! `x86_gfx_pixel` everywhere (row 100 red after `hline 100 04`); after `text`, `hline`
 //! is refused.
 
-use std::io::{BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+mod common;
 
-struct Qemu {
-    child: Child,
-    stdin: ChildStdin,
-    out: Receiver<u8>,
-    seen: String,
-}
-
-impl Qemu {
-    /// Reads serial output until it contains `text` (20 s at most).
-    fn until(&mut self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.seen.contains(text) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.out.recv_timeout(left) {
-                Ok(b) => self.seen.push(b as char),
-                Err(_) => panic!("no {text:?} from the guest; got {:?}", self.seen),
-            }
-        }
-        self.seen.clear();
-    }
-
-    fn command(&mut self, line: &str, reply: &str) {
-        self.stdin
-            .write_all(format!("{line}\r").as_bytes())
-            .unwrap();
-        self.stdin.flush().unwrap();
-        self.until(reply);
-        self.until("> ");
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A binary PPM (P6) screendump: (width, height, RGB bytes).
-fn read_ppm(path: &Path) -> (usize, usize, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap();
-    let text = String::from_utf8_lossy(&bytes[..20.min(bytes.len())]).to_string();
-    let mut fields = text.split_ascii_whitespace();
-    assert_eq!(fields.next(), Some("P6"));
-    let w: usize = fields.next().unwrap().parse().unwrap();
-    let h: usize = fields.next().unwrap().parse().unwrap();
-    let data = bytes[bytes.len() - w * h * 3..].to_vec();
-    (w, h, data)
-}
-
-fn screendump(monitor: &Path, out: &Path) -> (usize, usize, Vec<u8>) {
-    let _ = std::fs::remove_file(out);
-    let mut m = UnixStream::connect(monitor).unwrap();
-    m.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    writeln!(m, "screendump {}", out.display()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 4096];
-    loop {
-        let _ = m.read(&mut buf);
-        if out.exists() && std::fs::metadata(out).unwrap().len() > 0 {
-            // QEMU writes the file at once: wait until its size settles.
-            std::thread::sleep(Duration::from_millis(200));
-            return read_ppm(out);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no screendump at {}",
-            out.display()
-        );
-    }
-}
+use common::screendump;
 
 /// Counts the pixels of a screendump that differ from the pattern (scaled to the dump's
 /// size), `red_row` being all colour 4.
@@ -110,43 +34,8 @@ fn mismatches(w: usize, h: usize, rgb: &[u8], red_row: Option<u32>) -> usize {
 
 #[test]
 fn gfx_pattern_on_qemu_vga() {
-    let dir = std::env::temp_dir().join(format!("qemuweb-guests-gfx-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let disk = dir.join("x86.raw");
-    std::fs::write(&disk, qemuweb_guests::x86_bios_disk()).unwrap();
+    let (mut qemu, dir) = common::boot("gfx");
     let monitor = dir.join("mon.sock");
-    let mut child = Command::new("qemu-system-i386")
-        .args([
-            "-display", "none", "-vga", "std", "-serial", "stdio", "-drive",
-        ])
-        .arg(format!("file={},format=raw", disk.display()))
-        .arg("-monitor")
-        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("qemu-system-i386 (Debian package qemu-system-x86)");
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, out) = channel();
-    std::thread::spawn(move || {
-        for b in BufReader::new(stdout).bytes() {
-            let Ok(b) = b else { break };
-            if tx.send(b).is_err() {
-                break;
-            }
-        }
-    });
-    let mut qemu = Qemu {
-        child,
-        stdin,
-        out,
-        seen: String::new(),
-    };
-    qemu.until(qemuweb_guests::X86_BANNER);
-    qemu.until("> ");
     qemu.command("gfx", "GFX 320x200");
     let (w, h, rgb) = screendump(&monitor, &dir.join("gfx.ppm"));
     assert_eq!(mismatches(w, h, &rgb, None), 0, "the gfx pattern ({w}x{h})");
