@@ -32,7 +32,7 @@ after(async () => {
 });
 
 /**
- * Runs in the page: reads the canvas, cuts it into 8-pixel-wide cells of the font's height
+ * Runs in the page: reads the canvas, cuts it into 80 columns of cells (9 pixels wide in mode 3) of the font's height
  * (rows = 25), binarises each cell (light pixels are the glyph) and looks for a run of
  * cells whose glyphs follow the banner: equal characters have equal glyphs, different
  * characters different ones, spaces are blank and nothing else is.
@@ -41,9 +41,9 @@ function findBanner([banner]) {
   const canvas = document.getElementById('screen');
   const { width, height } = canvas;
   const rows = 25;
-  const cw = 8;
+  const cols = 80;
+  const cw = width / cols;
   const ch = height / rows;
-  const cols = width / cw;
   const px = canvas.getContext('2d').getImageData(0, 0, width, height).data;
   const key = (r, c) => {
     let bits = '';
@@ -117,7 +117,7 @@ test('the VGA text banner of the x86 test guest shows on the page canvas through
     await page.locator('#screen').screenshot({ path: shot });
     t.diagnostic(`screenshot: ${shot}`);
     assert.ok(result.found, `banner not on the canvas (${result.width}x${result.height}, lit cells per row ${result.lit})`);
-    assert.deepEqual([result.width, result.height], [640, 400], 'an 80x25 text screen of 8x16 cells');
+    assert.deepEqual([result.width, result.height], [720, 400], 'an 80x25 text screen of 9x16 cells, as a VGA clocks mode 3');
     // Real glyphs: every banner character lights a plausible number of pixels.
     for (const [c, bits] of Object.entries(result.glyphs)) {
       const on = [...bits].filter((b) => b === '1').length;
@@ -207,11 +207,11 @@ test('VGA mode 13h: the guest\'s framebuffer reaches the canvas pixel for pixel,
     });
     assert.equal(idle[0], idle[1], 'no frames while the screen does not change');
 
-    // Back to text mode: the banner again on a 640x400 canvas.
+    // Back to text mode: the banner again on a 720x400 canvas.
     assert.match(await converse(page, 'gfx', 'text', 'TEXT 80x25'), /TEXT 80x25/);
     const banner = await until(page, findBanner, [BANNER]);
     assert.ok(banner.found, `banner back on the canvas (${banner.width}x${banner.height})`);
-    assert.deepEqual([banner.width, banner.height], [640, 400]);
+    assert.deepEqual([banner.width, banner.height], [720, 400]);
     const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
     assert.deepEqual(errors, []);
   } finally {
@@ -340,7 +340,7 @@ test('the page forwards its display over the RemoteTransport to the native frame
     // The text screen: the first frame is the current screen as a keyframe.
     const text = await page.evaluate(forwardAndRead, ['remote', `${server.url}/sink?name=text`, 'echo hi', 'hi']);
     await check('text', text);
-    assert.deepEqual([text.width, text.height], [640, 400]);
+    assert.deepEqual([text.width, text.height], [720, 400]);
 
     // A new stream, through the switch to mode 13h and one changed row.
     const gfx = await page.evaluate(forwardAndRead, ['remote', `${server.url}/sink?name=gfx`, 'gfx', 'GFX 320x200']);

@@ -7,7 +7,9 @@
 mod events;
 mod overlays;
 
+use crate::canvas_input::CanvasInput;
 use crate::capabilities;
+use crate::input::{chord, text_events, InputEvent, InputOptions, MAX_INPUT_EVENTS};
 use crate::protocol::{
     check_id, AssetSource, Command, EngineAssets, EngineKind, ErrorCode, Event, ExportFormat,
     Persistence, Reply, Request, VmState, PROTOCOL_VERSION,
@@ -85,6 +87,26 @@ pub struct StartOptions {
     #[serde(default, with = "serde_wasm_bindgen::preserve")]
     #[tsify(optional, type = "AbortSignal")]
     pub signal: JsValue,
+}
+
+/// Options of `attachDisplay(vmId, canvas, options)`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisplayOptions {
+    /// How the canvas takes keyboard and pointer input (default: keys while it has the
+    /// focus, the pointer over it, focus on click, no pointer lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub input: Option<InputOptions>,
+    /// The largest guest screen shown, in pixels (default 1024x768; larger screens are
+    /// refused by the display ring). Each ring holds three screens of this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub max_width: Option<u32>,
+    /// See `maxWidth` (default 768).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub max_height: Option<u32>,
 }
 
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
@@ -192,6 +214,9 @@ impl VmConn {
 /// animation frame.
 struct Display {
     buffer: js_sys::SharedArrayBuffer,
+    canvas: web_sys::HtmlCanvasElement,
+    /// The listeners that send the user's keys and pointer to the guest.
+    input: RefCell<Option<CanvasInput>>,
     canvas_display: RefCell<qemuweb_sidecar::CanvasDisplay>,
     running: Cell<bool>,
     frame_callback: RefCell<Option<FrameCallback>>,
@@ -209,7 +234,8 @@ impl Display {
     }
 }
 
-/// The largest guest screen a display ring holds (1024x768 RGBA; VGA text is 640x400).
+/// The largest guest screen a display ring holds by default (1024x768 RGBA; VGA text is
+/// 720x400).
 const DISPLAY_MAX_WIDTH: u32 = 1024;
 /// See [`DISPLAY_MAX_WIDTH`].
 const DISPLAY_MAX_HEIGHT: u32 = 768;
@@ -223,6 +249,8 @@ struct Inner {
     listeners: Listeners,
     caps: RefCell<Option<JsValue>>,
     next_id: Cell<u64>,
+    /// A function that returns `undefined` (to settle promises with nothing).
+    noop: Closure<dyn FnMut(JsValue)>,
 }
 
 /// The page-side API: starts each VM in its own module worker and talks to it.
@@ -267,6 +295,7 @@ impl QemuClient {
                 listeners: Listeners::default(),
                 caps: RefCell::default(),
                 next_id: Cell::new(1),
+                noop: Closure::new(|_| {}),
             }),
         })
     }
@@ -514,8 +543,10 @@ impl QemuClient {
         ids
     }
 
-    /// Shows VM `vmId`'s screen on `canvas` (resized to the guest's screen). Call it
-    /// before `startVm`: the VM's worker then renders its VGA text screen into a
+    /// Shows VM `vmId`'s screen on `canvas` (resized to the guest's screen) and, unless
+    /// `options.input` says otherwise, sends what the user types and does with the
+    /// pointer on it to the guest (keys while the canvas has the focus; a click focuses
+    /// it). Call it before `startVm`: the VM's worker then renders its screen into a
     /// `SharedArrayBuffer` ring and the page draws what changed once an animation
     /// frame. Needs a cross-origin isolated page (COOP/COEP); otherwise throws a
     /// `QemuError` with code `unsupported`. Replaces an earlier canvas of the same VM.
@@ -524,8 +555,21 @@ impl QemuClient {
         &self,
         #[wasm_bindgen(js_name = "vmId")] vm_id: String,
         canvas: web_sys::HtmlCanvasElement,
+        options: Option<Ts<DisplayOptions>>,
     ) -> Result<(), JsValue> {
         check_id("vmId", &vm_id).map_err(|e| runtime_error(&e, Some(&vm_id)))?;
+        let options = match options {
+            Some(o) => o.to_rust().map_err(|e| {
+                error_value(
+                    ErrorCode::Malformed,
+                    &format!("display options: {e}"),
+                    Some(&vm_id),
+                )
+            })?,
+            None => DisplayOptions::default(),
+        };
+        let max_width = options.max_width.unwrap_or(DISPLAY_MAX_WIDTH);
+        let max_height = options.max_height.unwrap_or(DISPLAY_MAX_HEIGHT);
         let isolated = Reflect::get(&js_sys::global(), &"crossOriginIsolated".into())
             .map(|v| v.is_truthy())
             .unwrap_or(false);
@@ -544,13 +588,25 @@ impl QemuClient {
             let message = js_sys::Error::from(e).message();
             error_value(ErrorCode::Browser, &String::from(message), Some(&vm_id))
         };
-        let buffer =
-            qemuweb_sidecar::CanvasDisplay::create_ring(DISPLAY_MAX_WIDTH, DISPLAY_MAX_HEIGHT, 3)
-                .map_err(browser)?;
+        let buffer = qemuweb_sidecar::CanvasDisplay::create_ring(max_width, max_height, 3)
+            .map_err(browser)?;
         let canvas_display =
-            qemuweb_sidecar::CanvasDisplay::new(canvas, buffer.clone()).map_err(browser)?;
+            qemuweb_sidecar::CanvasDisplay::new(canvas.clone(), buffer.clone()).map_err(browser)?;
+        let input_options = options.input.unwrap_or_default();
+        let input = (input_options.keyboard() || input_options.pointer()).then(|| {
+            let inner = Rc::downgrade(&self.inner);
+            let id = vm_id.clone();
+            let sink: crate::canvas_input::InputSink = Rc::new(move |events| {
+                if let Some(inner) = inner.upgrade() {
+                    inner.send_input_quietly(&id, events);
+                }
+            });
+            CanvasInput::attach(&canvas, input_options, sink)
+        });
         let display = Rc::new(Display {
             buffer,
+            canvas,
+            input: RefCell::new(input),
             canvas_display: RefCell::new(canvas_display),
             running: Cell::new(true),
             frame_callback: RefCell::new(None),
@@ -586,7 +642,96 @@ impl QemuClient {
     pub fn detach_display(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) {
         if let Some(d) = self.inner.displays.borrow_mut().remove(&vm_id) {
             d.running.set(false);
+            d.input.borrow_mut().take();
         }
+    }
+
+    /// Sends keyboard and pointer events to VM `vmId`'s guest, in order (see
+    /// `InputEvent`); resolves once the engine took them.
+    #[wasm_bindgen(js_name = sendInput, unchecked_return_type = "Promise<void>")]
+    pub fn send_input(
+        &self,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        #[wasm_bindgen(unchecked_param_type = "InputEvent[]")] events: JsValue,
+    ) -> Promise {
+        match serde_wasm_bindgen::from_value::<Vec<InputEvent>>(events) {
+            Ok(events) => self.inner.send_input(&vm_id, events),
+            Err(e) => Promise::reject(&error_value(
+                ErrorCode::Malformed,
+                &format!("sendInput takes an array of InputEvent: {e}"),
+                Some(&vm_id),
+            )),
+        }
+    }
+
+    /// Presses the keys `codes` (`KeyboardEvent.code` names) together, like QEMU's
+    /// `sendkey`: down in order, then up in reverse order. `sendKeys(vm, ["ControlLeft",
+    /// "AltLeft", "Delete"])` is Ctrl-Alt-Del.
+    #[wasm_bindgen(js_name = sendKeys, unchecked_return_type = "Promise<void>")]
+    pub fn send_keys(
+        &self,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        codes: Vec<String>,
+    ) -> Promise {
+        self.inner.send_input(&vm_id, chord(&codes))
+    }
+
+    /// Sends Ctrl-Alt-Del to VM `vmId`'s guest (which a browser never passes from the
+    /// keyboard).
+    #[wasm_bindgen(js_name = sendCtrlAltDel, unchecked_return_type = "Promise<void>")]
+    pub fn send_ctrl_alt_del(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
+        self.inner
+            .send_input(&vm_id, chord(&["ControlLeft", "AltLeft", "Delete"]))
+    }
+
+    /// Types `text` into VM `vmId`'s guest as key strokes on a US keyboard layout
+    /// (Shift where needed; `\n` is Enter). Rejects with code `malformed`, sending
+    /// nothing, if a character has no key.
+    #[wasm_bindgen(js_name = typeText, unchecked_return_type = "Promise<void>")]
+    pub fn type_text(
+        &self,
+        #[wasm_bindgen(js_name = "vmId")] vm_id: String,
+        text: String,
+    ) -> Promise {
+        match text_events(&text) {
+            Ok(events) => self.inner.send_input(&vm_id, events),
+            Err(e) => Promise::reject(&runtime_error(&e, Some(&vm_id))),
+        }
+    }
+
+    /// VM `vmId`'s screen as the canvas shows it, as a PNG `Blob`. Rejects with code
+    /// `out_of_order` without an attached display.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Blob>")]
+    pub fn screenshot(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
+        let canvas = self
+            .inner
+            .displays
+            .borrow()
+            .get(&vm_id)
+            .map(|d| d.canvas.clone());
+        let Some(canvas) = canvas else {
+            return Promise::reject(&error_value(
+                ErrorCode::OutOfOrder,
+                "no display is attached for this VM: call attachDisplay first",
+                Some(&vm_id),
+            ));
+        };
+        let id = vm_id.clone();
+        Promise::new(&mut |resolve, reject| {
+            let (resolve, reject2, id2) = (resolve.clone(), reject.clone(), id.clone());
+            let done = Closure::once_into_js(move |blob: JsValue| {
+                if blob.is_null() {
+                    let e = error_value(ErrorCode::Browser, "the canvas gave no PNG", Some(&id2));
+                    let _ = reject2.call1(&JsValue::NULL, &e);
+                } else {
+                    let _ = resolve.call1(&JsValue::NULL, &blob);
+                }
+            });
+            if let Err(e) = canvas.to_blob_with_type(done.unchecked_ref(), "image/png") {
+                let e = error_value(ErrorCode::Browser, &js_text(&e), Some(&id));
+                let _ = reject.call1(&JsValue::NULL, &e);
+            }
+        })
     }
 
     /// Also sends what VM `vmId`'s display draws to the frame receiver at `url`
@@ -933,7 +1078,41 @@ impl QemuClient {
     }
 }
 
+fn js_text(v: &JsValue) -> String {
+    v.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| v.as_string())
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
 impl Inner {
+    /// Sends `events` to VM `vm_id` in commands of at most [`MAX_INPUT_EVENTS`]; the
+    /// promise settles when the last is answered.
+    fn send_input(&self, vm_id: &str, events: Vec<InputEvent>) -> Promise {
+        let promises: js_sys::Array = events
+            .chunks(MAX_INPUT_EVENTS)
+            .map(|chunk| {
+                JsValue::from(self.send(
+                    vm_id,
+                    Command::Input {
+                        vm_id: vm_id.to_string(),
+                        events: chunk.to_vec(),
+                    },
+                ))
+            })
+            .collect();
+        Promise::all(&promises).then(&self.noop)
+    }
+
+    /// What the display canvas sends: dropped unless the VM runs, failures reported
+    /// through `onError` only.
+    fn send_input_quietly(&self, vm_id: &str, events: Vec<InputEvent>) {
+        if self.states.borrow().get(vm_id) != Some(&VmState::Running) {
+            return;
+        }
+        let _ = self.send_input(vm_id, events).catch(&self.noop);
+    }
+
     fn next_id(&self) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id + 1);

@@ -8,6 +8,8 @@
 //! - [`capabilities`]: what the browser offers ([`RuntimeCapabilities`]).
 //! - [`engine`]: the [`Engine`](engine::Engine) trait, engine selection and boot plans;
 //!   `engine::v86` runs guests on [v86](https://github.com/copy/v86).
+//! - [`input`]: keyboard and pointer events for the guest (`KeyboardEvent.code` names to
+//!   scan codes and evdev codes, text to key strokes).
 //! - `storage_stack` (wasm32): input to device stack.
 //! - `worker` (wasm32): the worker-side runtime, started by `web/worker.js`.
 //! - `client` (wasm32): `QemuClient`, the page-side API.
@@ -36,8 +38,11 @@
 pub mod capabilities;
 pub mod engine;
 mod error;
+pub mod input;
 pub mod protocol;
 
+#[cfg(target_arch = "wasm32")]
+mod canvas_input;
 #[cfg(target_arch = "wasm32")]
 mod client;
 #[cfg(target_arch = "wasm32")]

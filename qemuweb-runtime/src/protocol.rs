@@ -4,8 +4,8 @@
 //! Every message is a plain object (structured-cloned by `postMessage`), tagged by `type`:
 //!
 //! - page to worker: a [`Request`] `{id, command: {type, ...}}`; the [`Command`]s are
-//!   `hello`, `start`, `stop`, `reset`, `serialIn`, `syncOverlay`, `exportOverlay` and
-//!   `queryState`;
+//!   `hello`, `start`, `stop`, `reset`, `serialIn`, `input`, `syncOverlay`,
+//!   `exportOverlay` and `queryState`;
 //! - worker to page: an [`Event`]: `ready`, `capabilities`, `started`, `stopped`,
 //!   `serialOut`, `phase`, `progress`, `log`, `error` and `done` (the answer to a request
 //!   `id`).
@@ -33,6 +33,7 @@
 
 use crate::capabilities::RuntimeCapabilities;
 use crate::error::RuntimeError;
+use crate::input::{check_events, InputEvent};
 use qemuweb_config::{VmInputs, VmOverrides, VmProfile};
 use serde::{Deserialize, Serialize};
 use tsify::Tsify;
@@ -52,12 +53,13 @@ pub const MAX_SERIAL_IN: usize = 64 * 1024;
 pub const OVERLAY_BLOCK_SIZE: u32 = 4096;
 
 /// The `type` of every command, in protocol order.
-pub const COMMAND_TYPES: [&str; 8] = [
+pub const COMMAND_TYPES: [&str; 9] = [
     "hello",
     "start",
     "stop",
     "reset",
     "serialIn",
+    "input",
     "syncOverlay",
     "exportOverlay",
     "queryState",
@@ -269,6 +271,15 @@ pub enum Command {
         #[tsify(type = "Uint8Array")]
         data: Vec<u8>,
     },
+    /// Keyboard and pointer events for the guest, in order (at most
+    /// [`MAX_INPUT_EVENTS`](crate::input::MAX_INPUT_EVENTS)); see [`crate::input`].
+    #[serde(rename_all = "camelCase")]
+    Input {
+        /// The VM.
+        vm_id: String,
+        /// The events.
+        events: Vec<InputEvent>,
+    },
     /// Make every write of the guest durable in the persistent overlays.
     #[serde(rename_all = "camelCase")]
     SyncOverlay {
@@ -303,6 +314,7 @@ impl Command {
             Command::Stop { .. } => "stop",
             Command::Reset { .. } => "reset",
             Command::SerialIn { .. } => "serialIn",
+            Command::Input { .. } => "input",
             Command::SyncOverlay { .. } => "syncOverlay",
             Command::ExportOverlay { .. } => "exportOverlay",
             Command::QueryState { .. } => "queryState",
@@ -317,6 +329,7 @@ impl Command {
             | Command::Stop { vm_id, .. }
             | Command::Reset { vm_id }
             | Command::SerialIn { vm_id, .. }
+            | Command::Input { vm_id, .. }
             | Command::SyncOverlay { vm_id }
             | Command::ExportOverlay { vm_id, .. }
             | Command::QueryState { vm_id } => Some(vm_id),
@@ -354,6 +367,7 @@ impl Request {
                 )))
             }
             Command::ExportOverlay { disk_id, .. } => check_id("diskId", disk_id),
+            Command::Input { events, .. } => check_events(events),
             _ => Ok(()),
         }
     }
@@ -912,6 +926,10 @@ mod tests {
                 vm_id: "vm".into(),
                 data: b"echo hi\r".to_vec(),
             },
+            Command::Input {
+                vm_id: "vm".into(),
+                events: crate::input::chord(&["ControlLeft", "AltLeft", "Delete"]),
+            },
             Command::SyncOverlay { vm_id: "vm".into() },
             Command::ExportOverlay {
                 vm_id: "vm".into(),
@@ -930,6 +948,23 @@ mod tests {
             let text = serde_json::to_string(&request).unwrap();
             let back = decode_request_json(&text).unwrap();
             assert_eq!(back, request, "{text}");
+        }
+    }
+
+    #[test]
+    fn input_commands_are_checked_before_they_reach_an_engine() {
+        let ok = r#"{"id":5,"command":{"type":"input","vmId":"a","events":[
+            {"type":"key","code":"KeyQ","down":true},{"type":"wheel","dx":0,"dy":2}]}}"#;
+        assert!(decode_request_json(ok).is_ok());
+        for bad in [
+            r#"{"id":5,"command":{"type":"input","vmId":"a","events":[{"type":"key","code":"Q","down":true}]}}"#,
+            r#"{"id":5,"command":{"type":"input","vmId":"a","events":[{"type":"move","x":40000,"y":0,"dx":0,"dy":0}]}}"#,
+            r#"{"id":5,"command":{"type":"input","vmId":"a","events":[{"type":"jump"}]}}"#,
+            r#"{"id":5,"command":{"type":"input","vmId":"a"}}"#,
+        ] {
+            let e = decode_request_json(bad).unwrap_err();
+            assert_eq!(e.request_id, Some(5), "{bad}");
+            assert_eq!(e.error.code(), ErrorCode::Malformed, "{bad}");
         }
     }
 

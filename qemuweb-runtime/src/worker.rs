@@ -266,6 +266,13 @@ impl Worker {
                 };
                 self.answer(id, &vm_id, r.map(|()| Reply::Ok));
             }
+            Command::Input { vm_id, events } => {
+                let r = match self.running() {
+                    Some(vm) => vm.engine.send_input(&events),
+                    None => Err(not_running(&vm_id)),
+                };
+                self.answer(id, &vm_id, r.map(|()| Reply::Ok));
+            }
             Command::SyncOverlay { vm_id } => {
                 let r = match self.running() {
                     Some(vm) => sync_all(&vm).await,

@@ -63,6 +63,10 @@ pub trait Engine {
     /// Queues `data` for the guest's first serial port.
     fn send_serial(&self, data: &[u8]) -> Result<()>;
 
+    /// Hands keyboard and pointer events (already checked with
+    /// [`check_events`](crate::input::check_events)) to the guest's input devices.
+    fn send_input(&self, events: &[crate::input::InputEvent]) -> Result<()>;
+
     /// Reboots the guest; disks keep their content.
     async fn reset(&self) -> Result<()>;
 

@@ -548,6 +548,14 @@ impl Engine for QemuEngine {
         Ok(())
     }
 
+    fn send_input(&self, _events: &[crate::input::InputEvent]) -> Result<()> {
+        Err(RuntimeError::Unsupported(
+            "keyboard and pointer input on the QEMU engine need its display backend, which \
+             this QEMU build does not have yet"
+                .into(),
+        ))
+    }
+
     async fn reset(&self) -> Result<()> {
         // Every write QEMU made has been answered, so it is in the storage stack: a new
         // QEMU on the same disks is a reboot.

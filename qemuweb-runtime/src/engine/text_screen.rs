@@ -2,9 +2,14 @@
 //!
 //! An emulator in a worker has no screen; it reports text cells (character, foreground
 //! and background colours) and the font the guest loaded into VGA plane 2. This module
-//! keeps the cell grid, renders changed cells with that font (8 pixels wide, the font's
-//! height tall: 640x400 for 80x25 with the usual 8x16 font) and produces
-//! [`Frame`]s whose dirty rectangles cover only the changed cells.
+//! keeps the cell grid, renders changed cells with that font (8 or 9 pixels wide as the
+//! VGA's sequencer clocks them, 16 in the doubled 40-column modes; the font's height
+//! tall: 720x400 for 80x25 with the usual 9x16 cells) and produces [`Frame`]s whose
+//! dirty rectangles cover only the changed cells.
+//!
+//! In 9-pixel cells the ninth column is the background, or for the line-drawing
+//! characters 0xB0-0xDF with line graphics enabled, a copy of the eighth, as QEMU's VGA
+//! draws them, so both engines show the same pixels.
 //!
 //! The font is the guest's own (what a real VGA would show), so the BIOS's or the OS's
 //! font, code page included, comes out as on hardware. Until the guest loads a font,
@@ -14,7 +19,8 @@ use qemuweb_sidecar::{DirtyRect, Frame, FrameMetadata, PixelFormat};
 
 /// Bytes per glyph in VGA plane 2 (a glyph is up to 32 scan lines of 8 pixels).
 pub const GLYPH_STRIDE: usize = 32;
-/// Width of a character cell in pixels.
+/// Width of a character cell in pixels, unless the VGA says otherwise
+/// ([`TextScreen::set_cell_width`]).
 pub const CELL_WIDTH: u32 = 8;
 /// The largest text grid rendered (columns x rows).
 pub const MAX_COLS: u32 = 132;
@@ -42,6 +48,10 @@ pub struct TextScreen {
     cols: u32,
     rows: u32,
     cell_height: u32,
+    /// 8, 9 or 16 pixels.
+    cell_width: u32,
+    /// In 9-pixel cells, the line-drawing characters repeat their eighth column.
+    line_graphics: bool,
     /// 256 glyphs of [`GLYPH_STRIDE`] bytes, one byte a scan line, MSB leftmost.
     font: Vec<u8>,
     cells: Vec<Cell>,
@@ -67,6 +77,8 @@ impl TextScreen {
             cols: 0,
             rows: 0,
             cell_height: 16,
+            cell_width: CELL_WIDTH,
+            line_graphics: false,
             font: vec![0; 256 * GLYPH_STRIDE],
             cells: Vec::new(),
             dirty: Vec::new(),
@@ -80,7 +92,24 @@ impl TextScreen {
 
     /// The size of the rendered screen in pixels.
     pub fn pixel_size(&self) -> (u32, u32) {
-        (self.cols * CELL_WIDTH, self.rows * self.cell_height)
+        (self.cols * self.cell_width, self.rows * self.cell_height)
+    }
+
+    /// Sets the cell width as the VGA's sequencer clocks characters: 9 pixels when
+    /// `nine` (its 8-dot bit clear), 16 when `double` (the halved dot clock of 40-column
+    /// modes; wins over `nine`), else 8; `line_graphics` (the attribute controller's
+    /// line graphics enable) makes the ninth column of 0xB0-0xDF repeat the eighth.
+    pub fn set_cell_width(&mut self, nine: bool, double: bool, line_graphics: bool) {
+        let width = match (double, nine) {
+            (true, _) => 16,
+            (false, true) => 9,
+            (false, false) => CELL_WIDTH,
+        };
+        if (width, line_graphics) != (self.cell_width, self.line_graphics) {
+            self.cell_width = width;
+            self.line_graphics = line_graphics;
+            self.whole = true;
+        }
     }
 
     /// The text grid's size (columns, rows).
@@ -173,9 +202,9 @@ impl TextScreen {
                         self.render(row, col);
                     }
                     rects.push(DirtyRect::new(
-                        a * CELL_WIDTH,
+                        a * self.cell_width,
                         row * self.cell_height,
-                        (b - a + 1) * CELL_WIDTH,
+                        (b - a + 1) * self.cell_width,
                         self.cell_height,
                     ));
                 }
@@ -209,16 +238,25 @@ impl TextScreen {
         let cell = self.cells[(row * self.cols + col) as usize];
         let rgba = |c: u32| [(c >> 16) as u8, (c >> 8) as u8, c as u8, 255];
         let (fg, bg) = (rgba(cell.fg), rgba(cell.bg));
-        let width = (self.cols * CELL_WIDTH) as usize;
+        let cw = self.cell_width as usize;
+        let width = self.cols as usize * cw;
+        let repeat_eighth = cw == 9 && self.line_graphics && (0xb0..=0xdf).contains(&cell.ch);
         let glyph = &self.font[cell.ch as usize * GLYPH_STRIDE..][..self.cell_height as usize];
         for (line, &bits) in glyph.iter().enumerate() {
             let y = row as usize * self.cell_height as usize + line;
-            let start = (y * width + (col * CELL_WIDTH) as usize) * 4;
-            for (x, px) in self.pixels[start..start + CELL_WIDTH as usize * 4]
+            let start = (y * width + col as usize * cw) * 4;
+            for (x, px) in self.pixels[start..start + cw * 4]
                 .chunks_exact_mut(4)
                 .enumerate()
             {
-                px.copy_from_slice(if bits & (0x80 >> x) != 0 { &fg } else { &bg });
+                let bit = match (cw, x) {
+                    (16, x) => x / 2,
+                    (9, 8) if repeat_eighth => 7,
+                    (9, 8) => 8,
+                    (_, x) => x,
+                };
+                let on = bit < 8 && bits & (0x80 >> bit) != 0;
+                px.copy_from_slice(if on { &fg } else { &bg });
             }
         }
     }
@@ -268,6 +306,38 @@ mod tests {
         // The same cell written again unchanged costs nothing.
         s.put_char(2, 10, b'Q', 0xffffff, 0x0000aa);
         assert!(s.take_frame(3.0).is_none());
+    }
+
+    #[test]
+    fn nine_and_sixteen_pixel_cells_render_as_qemus_vga() {
+        let mut s = TextScreen::new(80, 25);
+        s.set_font(16, &font());
+        s.take_frame(0.0).unwrap();
+        s.set_cell_width(true, false, true);
+        s.put_char(0, 1, 0xc4, 0xffffff, 0);
+        s.put_char(0, 2, 0x41, 0xffffff, 0);
+        let f = s.take_frame(1.0).unwrap();
+        assert!(f.metadata.keyframe, "a new cell width redraws everything");
+        assert_eq!((f.metadata.width, f.metadata.height), (720, 400));
+        // Line 1 of glyph 0xC4 is 0xC5 (bit 0 set): the ninth pixel repeats the eighth.
+        assert_eq!(pixel(&f, 9 + 7, 1), [255, 255, 255, 255]);
+        assert_eq!(pixel(&f, 9 + 8, 1), [255, 255, 255, 255]);
+        // Line 0 of 'A' (0x41) has bit 0 set too, but 'A' is no line-drawing character.
+        assert_eq!(pixel(&f, 18 + 7, 0), [255, 255, 255, 255]);
+        assert_eq!(pixel(&f, 18 + 8, 0), [0, 0, 0, 255]);
+        s.put_char(0, 3, 0x41, 0xff0000, 0);
+        let d = s.take_frame(2.0).unwrap();
+        assert_eq!(d.metadata.dirty, vec![DirtyRect::new(27, 0, 9, 16)]);
+        // Doubled: 40 columns of 16 pixels, each font bit twice.
+        s.set_cell_width(true, true, false);
+        s.set_size(40, 25);
+        let f = s.take_frame(3.0).unwrap();
+        assert_eq!(f.metadata.width, 640);
+        s.put_char(0, 0, 0x80, 0xffffff, 0); // line 0 = 0x80: the leftmost bit only
+        let f = s.take_frame(4.0).unwrap();
+        assert_eq!(pixel(&f, 0, 0), [255, 255, 255, 255]);
+        assert_eq!(pixel(&f, 1, 0), [255, 255, 255, 255]);
+        assert_eq!(pixel(&f, 2, 0), [0, 0, 0, 255]);
     }
 
     #[test]

@@ -31,11 +31,21 @@
 //! layers v86 hands to the adapter's `update_buffer` into a [`GraphicsScreen`] and
 //! publishes RGBA frames whose dirty rectangles cover only the rows and columns that
 //! changed; a new size or a switch between text and graphics starts with a keyframe.
+//!
+//! # Input
+//!
+//! Keyboard and pointer events ([`InputEvent`]) go to v86's PS/2 controller through its
+//! bus (v86's own browser adapters, which listen on `document`, stay disabled): keys as
+//! scan code set 1 bytes (`keyboard-code`), motion as PS/2 mouse deltas (`mouse-delta`,
+//! up positive), the buttons' state (`mouse-click`) and vertical wheel notches
+//! (`mouse-wheel`). v86 has no tablet, so absolute positions are not used; the guest
+//! sees what it enabled (a guest that never enabled its mouse gets nothing).
 
 use crate::engine::text_screen::{TextScreen, GLYPH_STRIDE};
 use crate::engine::vga_graphics::{GraphicsScreen, Layer};
 use crate::engine::{js_text, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
+use crate::input::{InputEvent, Key, PointerButton};
 use crate::protocol::{EngineKind, Event, LogLevel, ProgressTotal, StopReason};
 use async_trait::async_trait;
 use futures::channel::oneshot;
@@ -496,6 +506,8 @@ pub struct V86Engine {
     stopped: Cell<bool>,
     /// The display, once attached (at `emulator-started`), with the closures v86 calls.
     display: Rc<RefCell<Option<AttachedDisplay>>>,
+    /// The pointer buttons held (left, middle, right): v86 takes their whole state.
+    buttons: Cell<[bool; 3]>,
 }
 
 /// A display attached to v86's screen adapter.
@@ -684,6 +696,7 @@ impl V86Engine {
             listeners: RefCell::new(Vec::new()),
             stopped: Cell::new(false),
             display: Rc::default(),
+            buttons: Cell::new([false; 3]),
         };
         let heard = Rc::new(Cell::new(false));
         // v86 makes its screen adapter during its asynchronous set-up; at
@@ -889,6 +902,52 @@ impl Engine for V86Engine {
             .map_err(|e| RuntimeError::Engine(format!("serial input: {}", js_text(&e))))
     }
 
+    fn send_input(&self, events: &[InputEvent]) -> Result<()> {
+        let bus = Reflect::get(&self.emulator, &"bus".into()).unwrap_or_default();
+        let send: Function = Reflect::get(&bus, &"send".into())
+            .ok()
+            .and_then(|f| f.dyn_into().ok())
+            .ok_or_else(|| RuntimeError::Engine("v86 has no bus to send input on".into()))?;
+        let post = |name: &str, value: JsValue| {
+            send.call2(&bus, &name.into(), &value)
+                .map(|_| ())
+                .map_err(|e| RuntimeError::Engine(format!("v86 {name}: {}", js_text(&e))))
+        };
+        let pair = |a: i32, b: i32| -> JsValue { Array::of2(&a.into(), &b.into()).into() };
+        for event in events {
+            match event {
+                InputEvent::Key { code, down } => {
+                    for byte in Key::from_code(code)?.set1(*down) {
+                        post("keyboard-code", byte.into())?;
+                    }
+                }
+                InputEvent::Move { dx, dy, .. } => {
+                    if *dx != 0 || *dy != 0 {
+                        post("mouse-delta", pair(*dx, -*dy))?;
+                    }
+                }
+                InputEvent::Button { button, down } => {
+                    let mut held = self.buttons.get();
+                    held[match button {
+                        PointerButton::Left => 0,
+                        PointerButton::Middle => 1,
+                        PointerButton::Right => 2,
+                    }] = *down;
+                    self.buttons.set(held);
+                    let state: Array = held.iter().map(|&b| JsValue::from(b)).collect();
+                    post("mouse-click", state.into())?;
+                }
+                InputEvent::Wheel { dy, .. } => {
+                    // v86's PS/2 wheel: positive is up; horizontal notches are dropped.
+                    if *dy != 0 {
+                        post("mouse-wheel", pair(-*dy, 0))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn reset(&self) -> Result<()> {
         // Writes already made stay: flush them so the rebooted guest reads them.
         self.flush_disks().await?;
@@ -989,13 +1048,18 @@ fn attach_display(
                     .collect();
                 let _ = f.apply(&this, &args);
             }
+            st.screen.borrow_mut().set_cell_width(
+                w9.is_truthy(),
+                dbl.is_truthy(),
+                copy8.is_truthy(),
+            );
             if let Some(plane2) = plane2.dyn_ref::<Uint8Array>() {
                 let len = plane2.length().min((256 * GLYPH_STRIDE) as u32);
                 let bytes = plane2.subarray(0, len).to_vec();
                 let h = height.as_f64().unwrap_or(16.0) as u32;
                 st.screen.borrow_mut().set_font(h, &bytes);
-                st.clone().schedule();
             }
+            st.clone().schedule();
         },
     );
     wrap("set_font_bitmap", set_font.as_ref().clone());

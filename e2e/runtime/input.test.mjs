@@ -1,0 +1,183 @@
+// Keyboard and mouse on the display canvas, on the v86 engine: the x86 test guest's `keys`
+// mode reports every byte of its PS/2 controller on the serial port and shows typed text on
+// its VGA screen. Playwright types and clicks on the canvas as a user would (real DOM
+// events in headless Chromium): the guest answers with the scan codes and the typed line,
+// mouse packets follow motion and clicks, keys typed in another input of the page do not
+// reach it, and a key held when the canvas loses the focus is released. The screen on the
+// canvas is then compared pixel for pixel with what native qemu-system-i386's screendump
+// shows after the same keys went in through its monitor.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { newProfile } from '../lib/browser.mjs';
+import { TARGET } from '../lib/server.mjs';
+import { browserWithPage, converse, dropProfile, setUp } from './common.mjs';
+import { bootNative } from './qemu-native.mjs';
+
+const BANNER = 'QEMUWEB-GUEST x86 v1';
+const TYPED = 'Hello, World! 42';
+let env;
+
+before(async () => {
+  env = await setUp();
+});
+
+after(async () => {
+  await env?.tearDown();
+});
+
+/** Serial output of `vm` from character `from` on. */
+const serialFrom = (page, vm, from) => page.evaluate(([vm, from]) => (window.serial[vm] ?? '').slice(from), [vm, from]);
+const serialLength = (page, vm) => page.evaluate((vm) => (window.serial[vm] ?? '').length, vm);
+const waitSerial = (page, vm, text, from) => page.evaluate(([vm, text, from]) => window.waitSerial(vm, text, from, 15000), [vm, text, from]);
+
+/**
+ * Types `text` as a user on a US keyboard does, Shift held for capitals and '!' (Playwright's
+ * `keyboard.type` sends a capital letter's key without Shift).
+ */
+async function typeAsUser(page, text) {
+  const codes = { ' ': 'Space', ',': 'Comma', '.': 'Period', '!': 'Shift+Digit1' };
+  for (const c of text) {
+    if (/[a-z]/.test(c)) await page.keyboard.press(`Key${c.toUpperCase()}`);
+    else if (/[A-Z]/.test(c)) await page.keyboard.press(`Shift+Key${c}`);
+    else if (/[0-9]/.test(c)) await page.keyboard.press(`Digit${c}`);
+    else await page.keyboard.press(codes[c]);
+  }
+}
+
+/** The mouse packets (`M BB XX YY`) in `text`, as [buttons, dx, dy] with dy up positive. */
+function packets(text) {
+  const signed = (h) => { const v = parseInt(h, 16); return v > 127 ? v - 256 : v; };
+  return [...text.matchAll(/M ([0-9A-F]{2}) ([0-9A-F]{2}) ([0-9A-F]{2})\r\n/g)]
+    .map((m) => [parseInt(m[1], 16), signed(m[2]), signed(m[3])]);
+}
+
+test('keys typed and pointer used on the canvas reach the guest on v86, and its screen equals native QEMU\'s', async (t) => {
+  const profile = newProfile();
+  const artifacts = join(TARGET, 'e2e-artifacts');
+  mkdirSync(artifacts, { recursive: true });
+  const { context, page } = await browserWithPage(profile, env.web, 'input');
+  let native;
+  try {
+    const started = await page.evaluate(async (disk) => {
+      const canvas = document.createElement('canvas');
+      canvas.id = 'screen';
+      canvas.style.width = '1440px'; // shown at twice its size: motion is scaled back
+      canvas.style.height = '800px';
+      const other = document.createElement('input');
+      other.id = 'other';
+      document.body.append(other, canvas);
+      window.client = makeClient();
+      await client.init();
+      client.attachDisplay('kb', canvas, { input: { pointerLock: false } });
+      return attempt(() => client.startVm('kb', profiles['linux-i386-pc-graphics'],
+        { disk: { source: { kind: 'url', url: disk } } }, { memoryMiB: 64 }));
+    }, `${env.images.url}/x86-bios.qcow2`);
+    assert.deepEqual(started, { ok: undefined });
+    await page.evaluate((b) => waitSerial('kb', b, 0, 30000), BANNER);
+    await converse(page, 'kb', 'keys', 'KEYS ON');
+
+    // A click focuses the canvas; the guest sees the left button go down and up.
+    let from = await serialLength(page, 'kb');
+    const box = await page.locator('#screen').boundingBox();
+    await page.mouse.move(box.x + 100, box.y + 100);
+    await page.mouse.down();
+    await page.mouse.up();
+    await waitSerial(page, 'kb', 'M 08 00 00', from);
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'screen', 'the click focused the canvas');
+    let got = packets(await serialFrom(page, 'kb', from));
+    assert.deepEqual(got.filter(([b]) => b & 7).map(([b]) => b & 7), [1], 'one left click');
+
+    // Typing: scan codes, Shift, and the line on Enter.
+    from = await serialLength(page, 'kb');
+    await typeAsUser(page, TYPED);
+    await page.keyboard.press('Enter');
+    await waitSerial(page, 'kb', `LINE ${TYPED}\r\n`, from);
+    const typed = await serialFrom(page, 'kb', from);
+    assert.match(typed, /^K 2A\r\nK 23\r\nK A3\r\nK AA\r\nK 12\r\nK 92\r\n/, 'Shift, H, e as set 1 make and break codes');
+
+    // Motion: 60 CSS pixels right and 40 down on a canvas shown at twice its size are 30
+    // and 20 guest pixels; PS/2 counts y up.
+    from = await serialLength(page, 'kb');
+    await page.mouse.move(box.x + 160, box.y + 140, { steps: 4 });
+    const deadline = Date.now() + 10000;
+    let sum;
+    do {
+      await new Promise((r) => setTimeout(r, 100));
+      got = packets(await serialFrom(page, 'kb', from));
+      sum = got.reduce(([x, y], [, dx, dy]) => [x + dx, y + dy], [0, 0]);
+    } while ((sum[0] !== 30 || sum[1] !== -20) && Date.now() < deadline);
+    assert.deepEqual(sum, [30, -20], `motion in guest pixels (packets ${JSON.stringify(got)})`);
+    // The right button.
+    from = await serialLength(page, 'kb');
+    await page.mouse.down({ button: 'right' });
+    await page.mouse.up({ button: 'right' });
+    await waitSerial(page, 'kb', 'M 08 00 00', from);
+    assert.ok((await serialFrom(page, 'kb', from)).includes('M 0A 00 00'), 'right button');
+
+    // Ctrl-Alt-Del through the API (a browser never passes it from the keyboard).
+    from = await serialLength(page, 'kb');
+    await page.evaluate(() => client.sendCtrlAltDel('kb'));
+    await waitSerial(page, 'kb', 'K 9D\r\n', from);
+    assert.equal(await serialFrom(page, 'kb', from),
+      'K 1D\r\nK 38\r\nK E0\r\nK 53\r\nK E0\r\nK D3\r\nK B8\r\nK 9D\r\n');
+
+    // Another input keeps its keys; a key held on the canvas is released when it loses
+    // the focus.
+    from = await serialLength(page, 'kb');
+    await page.keyboard.down('Shift');
+    await waitSerial(page, 'kb', 'K 2A\r\n', from);
+    await page.locator('#other').click();
+    await waitSerial(page, 'kb', 'K AA\r\n', from);
+    await page.keyboard.type('zz');
+    assert.equal(await page.locator('#other').inputValue(), 'zz', 'the other input got its keys');
+    await page.keyboard.up('Shift');
+    await new Promise((r) => setTimeout(r, 500));
+    const after = await serialFrom(page, 'kb', from);
+    assert.ok(!after.includes('K 2C'), `z typed in the other input reached the guest: ${JSON.stringify(after)}`);
+
+    // The screen: the canvas against native QEMU's screendump after the same keys.
+    native = await bootNative(join(env.imageRoot, 'x86-bios.raw'));
+    native.send('keys');
+    await native.until('KEYS ON');
+    const nfrom = native.serial.length;
+    await native.type(`${TYPED}\n`);
+    await native.until(`LINE ${TYPED}\r\n`, nfrom);
+    const dump = await native.screendump();
+    const canvas = await page.evaluate(async () => {
+      await new Promise((r) => setTimeout(r, 200)); // the last frame is drawn
+      const c = document.getElementById('screen');
+      const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let s = '';
+      for (let i = 0; i < px.length; i += 0x8000) s += String.fromCharCode(...px.subarray(i, i + 0x8000));
+      return { width: c.width, height: c.height, rgba: btoa(s) };
+    });
+    const rgba = Buffer.from(canvas.rgba, 'base64');
+    await page.locator('#screen').screenshot({ path: join(artifacts, 'input-v86.png') });
+    writeFileSync(join(artifacts, 'input-native-qemu.ppm'), Buffer.concat([Buffer.from(`P6\n${dump.width} ${dump.height}\n255\n`), dump.rgb]));
+    t.diagnostic(`screens: ${join(artifacts, 'input-v86.png')} and input-native-qemu.ppm`);
+    assert.deepEqual([canvas.width, canvas.height], [dump.width, dump.height], 'the same screen size');
+    let bad = 0;
+    let first = null;
+    let lit = 0;
+    for (let i = 0; i < dump.width * dump.height; i++) {
+      const [r, g, b] = [rgba[i * 4], rgba[i * 4 + 1], rgba[i * 4 + 2]];
+      if (r !== dump.rgb[i * 3] || g !== dump.rgb[i * 3 + 1] || b !== dump.rgb[i * 3 + 2]) {
+        bad++;
+        first ??= { x: i % dump.width, y: Math.floor(i / dump.width), canvas: [r, g, b], qemu: [...dump.rgb.subarray(i * 3, i * 3 + 3)] };
+      }
+      if (r + g + b > 0) lit++;
+    }
+    assert.equal(bad, 0, `${bad} pixels differ from native QEMU's screendump; first ${JSON.stringify(first)}`);
+    assert.ok(lit > 20 * 9 * 16, `the screen shows the banner and the text (${lit} lit pixels)`);
+
+    const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+    assert.deepEqual(errors, []);
+  } finally {
+    native?.stop();
+    await page.evaluate(() => client.stopVm('kb', true)).catch(() => {});
+    await context.close();
+    dropProfile(profile);
+  }
+});

@@ -1,0 +1,92 @@
+// Native qemu-system-i386 as a test oracle: boots the x86 test guest (VGA, PS/2, serial on
+// a pipe, the HMP monitor on a Unix socket), types with the monitor's `sendkey`, and takes
+// QEMU's own `screendump` of the screen. Bounded from outside by `timeout -k`.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** QEMU `sendkey` names for the characters `typeText` takes (a US layout). */
+function sendkeyName(c) {
+  const named = { ' ': 'spc', ',': 'comma', '.': 'dot', '-': 'minus', '/': 'slash', ';': 'semicolon', '=': 'equal', '\n': 'ret' };
+  const shifted = { '!': '1', '@': '2', '#': '3', '$': '4', '%': '5', '^': '6', '&': '7', '*': '8', '(': '9', ')': '0', '_': 'minus', '+': 'equal', ':': 'semicolon', '?': 'slash', '<': 'comma', '>': 'dot' };
+  if (/[a-z0-9]/.test(c)) return c;
+  if (/[A-Z]/.test(c)) return `shift-${c.toLowerCase()}`;
+  if (named[c]) return named[c];
+  if (shifted[c]) return `shift-${shifted[c]}`;
+  throw new Error(`no sendkey name for ${JSON.stringify(c)}`);
+}
+
+/** Boots `disk` (a raw image of the x86 test guest) on native QEMU; resolves at its prompt. */
+export async function bootNative(disk, { limitS = 120 } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-native-'));
+  const monitor = join(dir, 'mon.sock');
+  const child = spawn('timeout', ['-k', '5', String(limitS), 'qemu-system-i386',
+    '-display', 'none', '-vga', 'std', '-nic', 'none', '-m', '64',
+    '-drive', `file=${disk},format=raw,snapshot=on`, '-serial', 'stdio',
+    '-monitor', `unix:${monitor},server=on,wait=off`], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let serial = '';
+  child.stdout.on('data', (d) => { serial += d.toString('latin1'); });
+  const q = {
+    get serial() { return serial; },
+    /** Resolves when serial output after `from` contains `text`. */
+    async until(text, from = 0, ms = 20000) {
+      const end = Date.now() + ms;
+      while (!serial.slice(from).includes(text)) {
+        if (Date.now() > end || child.exitCode !== null) throw new Error(`native QEMU: no ${JSON.stringify(text)}; got ${JSON.stringify(serial.slice(-300))}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+    send(line) { child.stdin.write(line + '\r'); },
+    /** Runs an HMP command; resolves at the monitor's prompt after it. */
+    hmp(line) {
+      return new Promise((resolve, reject) => {
+        const s = createConnection(monitor);
+        let seen = '';
+        const timer = setTimeout(() => { s.destroy(); reject(new Error(`monitor: no prompt after ${line}: ${seen}`)); }, 10000);
+        s.on('data', (d) => {
+          seen += d.toString();
+          if (seen.split('(qemu)').length > 2) { clearTimeout(timer); s.end(); resolve(seen); }
+        });
+        s.on('error', (e) => { clearTimeout(timer); reject(e); });
+        s.write(`${line}\n`);
+      });
+    },
+    /** Types `text` with one `sendkey` per character. */
+    async type(text) {
+      for (const c of text) await q.hmp(`sendkey ${sendkeyName(c)}`);
+    },
+    /** QEMU's screendump: {width, height, rgb} (PPM P6). */
+    async screendump() {
+      const out = join(dir, `dump-${Date.now()}.ppm`);
+      await q.hmp(`screendump ${out}`);
+      const end = Date.now() + 10000;
+      let size = -1;
+      for (;;) {
+        const now = existsSync(out) ? statSync(out).size : -1;
+        if (now > 0 && now === size) break;
+        if (Date.now() > end) throw new Error('native QEMU wrote no screendump');
+        size = now;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const bytes = readFileSync(out);
+      const [magic, width, height] = bytes.subarray(0, 20).toString('latin1').split(/\s+/);
+      if (magic !== 'P6') throw new Error(`screendump is ${magic}, not P6`);
+      const [w, h] = [Number(width), Number(height)];
+      return { width: w, height: h, rgb: bytes.subarray(bytes.length - w * h * 3) };
+    },
+    stop() {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await q.until('QEMUWEB-GUEST x86 v1');
+    await q.until('> ');
+  } catch (e) {
+    q.stop();
+    throw e;
+  }
+  return q;
+}
