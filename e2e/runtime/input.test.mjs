@@ -72,7 +72,7 @@ test('keys typed and pointer used on the canvas reach the guest on v86, and its 
       await client.init();
       client.attachDisplay('kb', canvas, { input: { pointerLock: false } });
       return attempt(() => client.startVm('kb', profiles['linux-i386-pc-graphics'],
-        { disk: { source: { kind: 'url', url: disk } } }, { memoryMiB: 64 }));
+        { disk: { source: { kind: 'url', url: disk } } }, { overrides: { memoryMiB: 64 } }));
     }, `${env.images.url}/x86-bios.qcow2`);
     assert.deepEqual(started, { ok: undefined });
     await page.evaluate((b) => waitSerial('kb', b, 0, 30000), BANNER);

@@ -700,7 +700,7 @@ impl QemuClient {
     }
 
     /// VM `vmId`'s screen as the canvas shows it, as a PNG `Blob`. Rejects with code
-    /// `out_of_order` without an attached display.
+    /// `out-of-order` without an attached display.
     #[wasm_bindgen(unchecked_return_type = "Promise<Blob>")]
     pub fn screenshot(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> Promise {
         let canvas = self
