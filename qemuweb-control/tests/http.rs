@@ -153,7 +153,9 @@ fn requests_without_the_token_or_from_elsewhere_are_refused_and_change_nothing()
         let (status, _, body) = request(&addr, "POST", "/v1/command", &headers, cmd);
         assert_eq!(status, 403, "{headers:?}");
         assert!(
-            String::from_utf8_lossy(&body).to_lowercase().contains(&why.to_lowercase()),
+            String::from_utf8_lossy(&body)
+                .to_lowercase()
+                .contains(&why.to_lowercase()),
             "{why}: {}",
             String::from_utf8_lossy(&body)
         );
