@@ -1,6 +1,6 @@
 //! [`Qcow2Device`]: the read path of a qcow2 image.
 
-use super::compressed::{ClusterCache, Decompressor};
+use super::compressed::{decode_all, ClusterCache, Decoders, Job};
 use super::extensions::Extensions;
 use super::header::{
     Header, AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
@@ -61,7 +61,7 @@ pub struct Qcow2Device {
     geo: Geometry,
     l1: Vec<u64>,
     l2_cache: L2Cache,
-    decompressor: RefCell<Decompressor>,
+    decoders: RefCell<Decoders>,
     clusters: RefCell<ClusterCache>,
     /// A reusable buffer for compressed data (taken while in use).
     scratch: RefCell<Vec<u8>>,
@@ -266,7 +266,7 @@ impl Qcow2Device {
             l2_cache: L2Cache::new(cluster_size),
             geo,
             l1,
-            decompressor: RefCell::new(Decompressor::new()),
+            decoders: RefCell::default(),
             clusters: RefCell::new(ClusterCache::default()),
             scratch: RefCell::new(Vec::new()),
             closed: Cell::new(false),
@@ -443,6 +443,9 @@ impl Qcow2Device {
         result
     }
 
+    /// Decodes the compressed clusters of `pieces` out of `span` (the file's bytes from
+    /// host offset `lo`) into their places in `buf`, several at once where the platform
+    /// can; caches the clusters read only in part.
     fn decode_pieces(
         &self,
         pieces: &[CompressedPiece],
@@ -450,22 +453,36 @@ impl Qcow2Device {
         span: &[u8],
         buf: &mut [u8],
     ) -> Result<()> {
-        let cs = self.geo.cluster_size as usize;
-        let mut dec = self.decompressor.borrow_mut();
-        for p in pieces {
+        let mut order: Vec<&CompressedPiece> = pieces.iter().collect();
+        order.sort_by_key(|p| p.buf_start);
+        let mut jobs = Vec::with_capacity(order.len());
+        let mut rest = buf;
+        let mut consumed = 0;
+        for p in &order {
             let from = (p.offset - lo) as usize;
             let to = (p.offset.saturating_add(p.stored_len) - lo).min(span.len() as u64) as usize;
-            let input = &span[from..to];
-            let out = &mut buf[p.buf_start..p.buf_start + p.len];
-            if p.len == cs {
-                dec.decode(self.info.compression, input, out)?;
-            } else {
-                let mut cluster = vec![0u8; cs];
-                dec.decode(self.info.compression, input, &mut cluster)?;
-                out.copy_from_slice(&cluster[p.in_cluster..p.in_cluster + p.len]);
-                self.clusters
-                    .borrow_mut()
-                    .insert(p.offset, Rc::from(cluster));
+            // Pieces are parts of the caller's buffer that do not overlap.
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(p.buf_start - consumed);
+            let (out, tail) = tail.split_at_mut(p.len);
+            rest = tail;
+            consumed = p.buf_start + p.len;
+            jobs.push(Job {
+                input: &span[from..to],
+                out,
+                in_cluster: p.in_cluster,
+                whole: None,
+            });
+        }
+        decode_all(
+            &mut self.decoders.borrow_mut(),
+            self.info.compression,
+            self.geo.cluster_size as usize,
+            &mut jobs,
+        )?;
+        let mut cache = self.clusters.borrow_mut();
+        for (p, job) in order.iter().zip(jobs) {
+            if let Some(whole) = job.whole {
+                cache.insert(p.offset, whole);
             }
         }
         Ok(())
