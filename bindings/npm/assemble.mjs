@@ -1,12 +1,15 @@
 // Assembles the npm packages @qemuweb/runtime, @qemuweb/config and @qemuweb/storage from the
-// wasm-bindgen output of scripts/build-web (run by scripts/build-npm, which documents it):
+// wasm-bindgen output of scripts/build-web, and @qemuweb/firmware from Debian's seabios
+// package (run by scripts/build-npm, which documents it):
 //
 //   node bindings/npm/assemble.mjs WB_DIR OUT_DIR
 //
 // WB_DIR/{runtime,config,storage} hold the `wasm-bindgen --target web` output of
-// qemuweb-runtime, qemuweb-config-js and qemuweb-storage-js; OUT_DIR/{runtime,config,storage}
-// become the package directories. The TypeScript declarations are wasm-bindgen's (the tsify
-// types of the crates); the only hand-written declarations are those of runtime/index.js.
+// qemuweb-runtime, qemuweb-config-js and qemuweb-storage-js; OUT_DIR/{runtime,config,storage,
+// firmware} become the package directories. The TypeScript declarations are wasm-bindgen's
+// (the tsify types of the crates); the only hand-written declarations are those of
+// runtime/index.js. SeaBIOS comes from $QEMUWEB_SEABIOS_DIR (default /usr/share/seabios).
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +37,15 @@ const version = tomlString(workspace, 'workspace.package', 'version');
 const license = tomlString(workspace, 'workspace.package', 'license');
 const repository = tomlString(workspace, 'workspace.package', 'repository');
 const homepage = tomlString(workspace, 'workspace.package', 'homepage');
+const authors = workspace.match(/^authors\s*=\s*\["([^"]+)"/m)?.[1];
+if (!authors) throw new Error('no authors in [workspace.package]');
+/** The metadata every package shares. */
+const common = (dir) => ({
+  author: authors,
+  repository: { type: 'git', url: `git+${repository}.git`, directory: `bindings/npm/${dir}` },
+  homepage,
+  bugs: { url: `${repository}/issues` },
+});
 
 /** The crate a package comes from must have the workspace version (the packages move in step). */
 function crateVersion(manifest) {
@@ -52,8 +64,8 @@ const PACKAGES = [
     entry: 'index',
     extraFiles: ['index.js', 'index.d.ts', 'worker.js'],
     sideEffects: ['./worker.js'],
-    peerDependencies: { v86: '>=0.5.462 <0.6' },
-    peerDependenciesMeta: { v86: { optional: true } },
+    // The default engine and its firmware: index.js finds them beside this package.
+    dependencies: { v86: '>=0.5.462 <0.6', '@qemuweb/firmware': version },
   },
   {
     dir: 'config',
@@ -136,8 +148,9 @@ for (const p of PACKAGES) {
   }
   files.push(...(p.extraFiles ?? []).filter((f) => !files.includes(f)));
   cpSync(join(HERE, p.dir, 'README.md'), join(out, 'README.md'));
-  for (const f of ['LICENSE-MIT', 'LICENSE-APACHE', 'LICENSE']) {
-    if (existsSync(join(REPO, f))) cpSync(join(REPO, f), join(out, f));
+  for (const f of ['LICENSE-MIT', 'LICENSE-APACHE']) {
+    cpSync(join(REPO, f), join(out, f));
+    files.push(f);
   }
   const entry = p.entry ?? p.glue;
   const pkg = {
@@ -145,8 +158,7 @@ for (const p of PACKAGES) {
     version,
     description: p.description,
     license,
-    repository: { type: 'git', url: `git+${repository}.git`, directory: `bindings/npm/${p.dir}` },
-    homepage,
+    ...common(p.dir),
     keywords: p.keywords,
     type: 'module',
     main: `./${entry}.js`,
@@ -160,12 +172,64 @@ for (const p of PACKAGES) {
     },
     files,
     sideEffects: p.sideEffects,
-    ...(p.peerDependencies ? { peerDependencies: p.peerDependencies, peerDependenciesMeta: p.peerDependenciesMeta } : {}),
+    ...(p.dependencies ? { dependencies: p.dependencies } : {}),
   };
   writeFileSync(join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
   const listed = readdirSync(out);
   for (const f of files) {
     if (!listed.includes(f.replace(/\/$/, ''))) throw new Error(`${p.dir}: ${f} is in "files" but was not written`);
   }
+  console.log(out);
+}
+
+// @qemuweb/firmware: SeaBIOS and its VGA BIOS as Debian builds them, for the engines'
+// default assets (@qemuweb/runtime's index.js finds them at ../firmware/).
+{
+  const seabios = process.env.QEMUWEB_SEABIOS_DIR || '/usr/share/seabios';
+  const out = join(outDir, 'firmware');
+  const blobs = ['bios-256k.bin', 'vgabios-stdvga.bin'];
+  for (const f of blobs) {
+    if (!existsSync(join(seabios, f))) throw new Error(`${join(seabios, f)} is missing: apt-get install seabios`);
+  }
+  let debian = 'unknown';
+  try {
+    debian = execFileSync('dpkg-query', ['-W', '-f', '${Version}', 'seabios'], { encoding: 'utf8' }).trim();
+  } catch {
+    // Not a Debian package (QEMUWEB_SEABIOS_DIR): said so below.
+  }
+  rmSync(out, { recursive: true, force: true });
+  mkdirSync(out, { recursive: true });
+  for (const f of blobs) cpSync(join(seabios, f), join(out, f));
+  const copyright = '/usr/share/doc/seabios/copyright';
+  const licenses = existsSync(copyright) ? ['COPYRIGHT', 'LGPL-3', 'LGPL-2'] : [];
+  if (licenses.length) {
+    cpSync(copyright, join(out, 'COPYRIGHT'));
+    for (const l of ['LGPL-3', 'LGPL-2']) cpSync(join('/usr/share/common-licenses', l), join(out, l));
+  } else if (process.env.CI) {
+    throw new Error(`${copyright} is missing: the firmware package must carry SeaBIOS's licenses`);
+  }
+  writeFileSync(join(out, 'README.md'), `# @qemuweb/firmware
+
+SeaBIOS (\`bios-256k.bin\`) and its VGA BIOS (\`vgabios-stdvga.bin\`), the firmware of
+QemuWeb's engines. \`@qemuweb/runtime\` depends on this package and uses these files by
+default (its \`QemuClient\` points \`assets.bios\` and \`assets.vgaBios\` at them).
+
+The files are Debian's build of SeaBIOS, package \`seabios\` version ${debian}; its source is
+Debian's source package \`seabios\` of that version. SeaBIOS is free software under the GNU
+LGPL (version 3 for most of it): see \`COPYRIGHT\` (Debian's copyright file), \`LGPL-3\` and
+\`LGPL-2\`.
+`);
+  const pkg = {
+    name: '@qemuweb/firmware',
+    version,
+    description: `SeaBIOS and its VGA BIOS (Debian's seabios ${debian}), the default firmware of QemuWeb's engines`,
+    license: 'SEE LICENSE IN COPYRIGHT',
+    ...common('firmware'),
+    keywords: ['seabios', 'bios', 'firmware', 'qemu', 'v86'],
+    exports: Object.fromEntries([...blobs, 'package.json'].map((f) => [`./${f}`, `./${f}`])),
+    files: [...blobs, ...licenses],
+    sideEffects: false,
+  };
+  writeFileSync(join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
   console.log(out);
 }

@@ -1,9 +1,13 @@
 // The npm packages as a stranger gets them: a scratch project (fixture/, copied to a temporary
 // directory, far from this repository) installs the tarballs scripts/build-npm packed
-// (@qemuweb/runtime, @qemuweb/config, @qemuweb/storage) plus vite, typescript and v86 from the
-// registry, type-checks its TypeScript against the generated declarations with `tsc --strict`,
-// bundles with `vite build`, and the bundle, served with COOP/COEP, boots the x86 test guest
-// in headless Chromium: banner, then an echo over serial. Vite's dev server runs it too.
+// (@qemuweb/runtime, @qemuweb/config, @qemuweb/storage, @qemuweb/firmware) plus vite,
+// typescript and v86 from the registry. Every TypeScript example of the packages' READMEs
+// (read from the installed packages, verbatim) and the fixture's own program type-check with
+// `tsc --strict` against the generated declarations; `vite build` bundles them, and the bundle,
+// served with COOP/COEP, runs in headless Chromium: the runtime README's "Boot a VM" program
+// boots the x86 test guest with nothing but the installed packages, and the fixture's program
+// boots it too (banner, an echo over serial), then checks listeners, an aborted start and a
+// Blob disk's progress. Vite's dev server runs them too.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -32,8 +36,15 @@ function mustRun(cmd, args) {
   return r.out;
 }
 
+const PACKAGES = ['runtime', 'config', 'storage', 'firmware'];
+
+/** The ```ts blocks of a README, in order. */
+function tsBlocks(readme) {
+  return [...readme.matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((m) => m[1]);
+}
+
 before(() => {
-  const tarballs = ['runtime', 'config', 'storage'].map((p) => join(NPM_DIR, `qemuweb-${p}-${VERSION}.tgz`));
+  const tarballs = PACKAGES.map((p) => join(NPM_DIR, `qemuweb-${p}-${VERSION}.tgz`));
   for (const t of tarballs) {
     if (!existsSync(t)) throw new Error(`${t} is missing: run scripts/build-npm`);
   }
@@ -45,13 +56,22 @@ before(() => {
   // The registry packages of fixture/package.json and the three tarballs, as `npm install
   // ./x.tgz` in any project would add them.
   mustRun('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs]);
+  // The READMEs' examples, verbatim from the installed packages: src/readme/PACKAGE-N.ts.
+  mkdirSync(join(project, 'src', 'readme'), { recursive: true });
+  for (const p of ['runtime', 'config', 'storage']) {
+    const readme = readFileSync(join(project, 'node_modules', '@qemuweb', p, 'README.md'), 'utf8');
+    tsBlocks(readme).forEach((code, i) => writeFileSync(join(project, 'src', 'readme', `${p}-${i + 1}.ts`), code));
+  }
 });
 
 after(() => {
   if (project) rmSync(project, { recursive: true, force: true });
 });
 
-/** public/: SeaBIOS and the x86 test guest, which Vite copies into the build or serves. */
+/**
+ * public/: SeaBIOS for the fixture's program (which names its assets itself), and the x86
+ * test guest, also as images/disk.qcow2 (the disk of the README's program).
+ */
 async function prepareGuest() {
   const pub = join(project, 'public');
   if (existsSync(join(pub, 'images', 'x86-bios.qcow2'))) return;
@@ -59,6 +79,23 @@ async function prepareGuest() {
   for (const f of ['bios-256k.bin', 'vgabios-stdvga.bin']) cpSync(join(SEABIOS, f), join(pub, 'bios', f));
   mkdirSync(join(pub, 'images'), { recursive: true });
   await writeGuests(join(pub, 'images'));
+  cpSync(join(pub, 'images', 'x86-bios.qcow2'), join(pub, 'images', 'disk.qcow2'));
+}
+
+/** Opens `url`/readme.html (the runtime README's first example): the guest's banner in the console. */
+function readmeBootsInChromium(url, tag) {
+  return withFreshPage(tag, async (page) => {
+    let out = '';
+    page.on('console', (m) => { if (m.type() === 'log') out += m.text(); });
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${url}/readme.html`);
+    for (let i = 0; !out.includes(`${BANNER}\r\n> `); i++) {
+      assert.ok(i < 1200 && errors.length === 0, `no banner from the README's program: ${JSON.stringify(out.slice(-300))} ${errors}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The program names no asset: its worker, v86 and SeaBIOS came from the installed packages.
+  });
 }
 
 /** Opens `url`/index.html in Chromium: the program's checks, the banner, an echo. */
@@ -125,12 +162,25 @@ function bootsInChromium(url, tag, workerPattern) {
   });
 }
 
-test('the tarballs install as @qemuweb/* packages of the workspace version with ES module exports', () => {
-  for (const p of ['runtime', 'config', 'storage']) {
+test('the tarballs install as @qemuweb/* packages of the workspace version with ES module exports, licenses and complete metadata', () => {
+  for (const p of PACKAGES) {
     const dir = join(project, 'node_modules', '@qemuweb', p);
     const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
     assert.equal(pkg.name, `@qemuweb/${p}`);
     assert.equal(pkg.version, VERSION);
+    for (const k of ['description', 'license', 'author', 'homepage', 'keywords', 'repository', 'bugs']) {
+      assert.ok(pkg[k], `${p}: package.json has no ${k}`);
+    }
+    assert.ok(existsSync(join(dir, 'README.md')));
+    if (p === 'firmware') {
+      for (const f of ['bios-256k.bin', 'vgabios-stdvga.bin', 'COPYRIGHT', 'LGPL-3']) assert.ok(existsSync(join(dir, f)), `firmware: ${f}`);
+      assert.equal(pkg.license, 'SEE LICENSE IN COPYRIGHT');
+      continue;
+    }
+    assert.equal(pkg.license, 'MIT OR Apache-2.0');
+    for (const f of ['LICENSE-MIT', 'LICENSE-APACHE']) assert.ok(existsSync(join(dir, f)), `${p}: ${f}`);
+    // The README is the reference: it points at no file of the repository.
+    assert.doesNotMatch(readFileSync(join(dir, 'README.md'), 'utf8'), /repository's `?[\w-]+\/|see the repository/i);
     assert.equal(pkg.type, 'module');
     const dot = pkg.exports['.'];
     assert.deepEqual(Object.keys(dot), ['types', 'import', 'default'], 'types must come first');
@@ -151,7 +201,9 @@ test('the tarballs install as @qemuweb/* packages of the workspace version with 
   }
 });
 
-test('tsc --strict accepts the program and rejects misuse of the generated types', () => {
+test('tsc --strict accepts the program and every README example, and rejects misuse of the generated types', () => {
+  const examples = readdirSync(join(project, 'src', 'readme'));
+  for (const p of ['runtime', 'config', 'storage']) assert.ok(examples.includes(`${p}-1.ts`), `${p}: no ts example in ${examples}`);
   mustRun('npx', ['--no-install', 'tsc', '--strict', '--noEmit', '-p', '.']);
   // The same compiler sees the types for what they are, not `any`: each of these is an error.
   const bad = join(project, 'src', 'bad.ts');
@@ -193,8 +245,12 @@ test('vite build bundles it, and the bundle boots the test guest in Chromium', a
   assert.ok(assets.some((f) => /^qemuweb_config_js_bg-.*\.wasm$/.test(f)), `${assets}`);
   assert.ok(assets.some((f) => /^qemuweb_storage_js_bg-.*\.wasm$/.test(f)), `${assets}`);
 
+  assert.ok(assets.some((f) => /^libv86-.*\.mjs$/.test(f)), `v86 from the installed package is an emitted asset: ${assets}`);
+  assert.ok(assets.some((f) => /^bios-256k-.*\.bin$/.test(f)), `SeaBIOS from @qemuweb/firmware is an emitted asset: ${assets}`);
+
   const server = await serve(dist);
   try {
+    await readmeBootsInChromium(server.url, 'consumer-readme');
     await bootsInChromium(server.url, 'consumer', (url) => new RegExp(`^${url}/assets/worker-[^#]+\\.js#wasm=`));
   } finally {
     await server.stop();
@@ -216,6 +272,7 @@ test('the Vite dev server serves the packages so that the guest boots', async ()
       assert.ok(i < 600 && vite.exitCode === null, `vite did not start:\n${out}`);
       await new Promise((r) => setTimeout(r, 50));
     }
+    await readmeBootsInChromium(url, 'consumer-dev-readme');
     await bootsInChromium(url, 'consumer-dev', (u) => new RegExp(`^${u}/node_modules/@qemuweb/runtime/worker\\.js#wasm=`));
     assert.doesNotMatch(out, /error/i, out);
   } finally {

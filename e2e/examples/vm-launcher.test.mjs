@@ -73,7 +73,7 @@ async function staticServer(root, withHeaders) {
 }
 
 before(async () => {
-  const tarballs = ['runtime'].map((p) => join(TARGET, 'npm', `qemuweb-${p}-${VERSION}.tgz`));
+  const tarballs = ['runtime', 'firmware'].map((p) => join(TARGET, 'npm', `qemuweb-${p}-${VERSION}.tgz`));
   for (const t of tarballs) {
     if (!existsSync(t)) throw new Error(`${t} is missing: run scripts/build-npm`);
   }
@@ -163,7 +163,7 @@ test('by URL: boots, echoes what is typed in xterm.js, keeps a written sector ac
     assert.equal(await page.inputValue('#profile'), 'linux-i386-pc-nographic');
     await page.waitForSelector('#persistence[data-blocks="0"]');
     await startVm(page);
-    assert.match(await page.textContent('#progress-text'), /disk0: .* read/);
+    assert.match(await page.textContent('#progress-text'), /^(disk0|v86Wasm): .* read$/);
 
     await typeLine(page, 'echo typed into xterm.js');
     await waitTerminal(page, 'typed into xterm.js> ');

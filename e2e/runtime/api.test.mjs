@@ -6,9 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { newProfile } from '../lib/browser.mjs';
-import { browserWithPage, converse, dropProfile, initialSector, readReply, setUp } from './common.mjs';
+import { browserWithPage, converse, dropProfile, initialSector, readReply, setUp, waitBanner } from './common.mjs';
 
-const BANNER = 'QEMUWEB-GUEST x86 v1';
 let env;
 
 before(async () => {
@@ -20,8 +19,6 @@ after(async () => {
 });
 
 const imageUrl = () => `${env.images.url}/x86-bios.qcow2`;
-const waitBanner = (page, vm, from = 0) =>
-  page.evaluate(([vm, banner, from]) => waitSerial(vm, `${banner}\r\n> `, from, 30000), [vm, BANNER, from]);
 
 test('listeners: several per event, each removable; events carry their VM; a start reports its steps and what it read', async () => {
   const profile = newProfile();

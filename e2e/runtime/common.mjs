@@ -110,6 +110,14 @@ export async function converse(page, vm, line, expect, ms = 20000) {
   }, [vm, line, expect, ms]);
 }
 
+/** The x86 test guest's banner. */
+export const BANNER = 'QEMUWEB-GUEST x86 v1';
+
+/** Waits for the banner and prompt in `vm`'s serial output (after `from` characters). */
+export function waitBanner(page, vm, from = 0) {
+  return page.evaluate(([vm, banner, from]) => waitSerial(vm, `${banner}\r\n> `, from, 30000), [vm, BANNER, from]);
+}
+
 /** Starts `vm` on `disk` (an URL) in the page's `window.client`. */
 export async function startVm(page, vm, disk, { profile = 'linux-i386-pc-nographic', memoryMiB = 64 } = {}) {
   return page.evaluate(async ([vm, disk, profile, memoryMiB]) => {

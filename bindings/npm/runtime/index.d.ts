@@ -2,7 +2,7 @@
 // (qemuweb_runtime.d.ts, generated from the Rust types through tsify); this file adds what
 // index.js defines: the two URLs and QemuError. Its QemuClient is the generated class with
 // defaults for `ClientOptions`, so the generated declaration describes it.
-import type { ErrorCode } from "./qemuweb_runtime.js";
+import type { EngineAssets, ErrorCode } from "./qemuweb_runtime.js";
 
 export * from "./qemuweb_runtime.js";
 export { default } from "./qemuweb_runtime.js";
@@ -12,6 +12,13 @@ export declare const wasmUrl: string;
 
 /** The VM worker script of this package (with `#wasm=` pointing at `wasmUrl`); `QemuClient` uses it unless `workerUrl` is given. */
 export declare const workerUrl: string;
+
+/**
+ * The engine assets the installed packages hold (v86's module and wasm from `v86`, SeaBIOS
+ * and its VGA BIOS from `@qemuweb/firmware`), as resolved by the bundler or the browser;
+ * `QemuClient` uses each unless `assets` gives another.
+ */
+export declare const packagedAssets: EngineAssets;
 
 /**
  * What every `QemuClient` command rejects with, and what `onError` callbacks get: an

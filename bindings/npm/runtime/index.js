@@ -22,9 +22,27 @@ export const wasmUrl = new URL('./qemuweb_runtime_bg.wasm', import.meta.url).hre
  */
 export const workerUrl = `${new URL('./worker.js', import.meta.url).href}#wasm=${encodeURIComponent(wasmUrl)}`;
 
-/** `QemuClient` whose `workerUrl` option defaults to this package's worker. */
+/**
+ * The engine assets the installed packages hold: v86 (a dependency of this package) and
+ * SeaBIOS (@qemuweb/firmware), found beside this package in node_modules.
+ */
+export const packagedAssets = {
+  v86Module: new URL('../../v86/build/libv86.mjs', import.meta.url).href,
+  v86Wasm: new URL('../../v86/build/v86.wasm', import.meta.url).href,
+  bios: { kind: 'url', url: new URL('../firmware/bios-256k.bin', import.meta.url).href },
+  vgaBios: { kind: 'url', url: new URL('../firmware/vgabios-stdvga.bin', import.meta.url).href },
+};
+
+/**
+ * `QemuClient` whose `workerUrl` defaults to this package's worker and whose `assets`
+ * default to `packagedAssets`, asset by asset.
+ */
 export class QemuClient extends GeneratedQemuClient {
   constructor(options) {
-    super({ ...options, workerUrl: options?.workerUrl ?? workerUrl });
+    super({
+      ...options,
+      workerUrl: options?.workerUrl ?? workerUrl,
+      assets: { ...packagedAssets, ...options?.assets },
+    });
   }
 }
