@@ -18,6 +18,11 @@
 //! | `wrong-range` | a `bytes=A-B` range is answered as `bytes=A+1-B+1` (bytes and `Content-Range` one byte later than asked) |
 //! | `weak-etag` | a weak `ETag` (`W/"…"`) instead of the strong one |
 //! | `no-isolation` | no `Cross-Origin-Opener-Policy`/`-Embedder-Policy`/`-Resource-Policy`, as a misconfigured host answers (relative URLs of a page served so stay under the prefix) |
+//! | `redirect-same` | `302` to `/<file>` on the same origin |
+//! | `redirect-cross` | `302` to `<file>` on another origin: the same port under the other name of the loopback address (`127.0.0.1` <-> `localhost`) |
+//! | `claim-size-N` | a `bytes=A-B` request is answered `206` with `Content-Range: bytes A-B/N` and `B-A+1` zero bytes (at most 64 MiB), the file's validators kept: a server lying about a file of `N` bytes |
+//! | `no-length` | no `Content-Length`: the body is sent chunked |
+//! | `no-length-flood` | no `Content-Length`, and after the body an endless stream of more bytes (until the client hangs up, 64 GiB at most) |
 //! | `after-K-<mode>` | the first `K` GETs are served plainly, then `<mode>` starts counting |
 
 use std::collections::HashMap;
@@ -50,7 +55,15 @@ enum Mode {
     WrongRange,
     WeakEtag,
     NoIsolation,
+    Redirect { cross: bool },
+    ClaimSize(u64),
+    NoLength { flood: bool },
 }
+
+/// The largest body a `claim-size-N` answer makes up.
+const CLAIM_BODY_LIMIT: u64 = 64 << 20;
+/// The most bytes a `no-length-flood` answer adds.
+const FLOOD_LIMIT: u64 = 64 << 30;
 
 fn parse_mode(s: &str) -> Option<Mode> {
     let num = |p: &str| s.strip_prefix(p).and_then(|n| n.parse::<u64>().ok());
@@ -60,6 +73,11 @@ fn parse_mode(s: &str) -> Option<Mode> {
         "wrong-range" => Mode::WrongRange,
         "weak-etag" => Mode::WeakEtag,
         "no-isolation" => Mode::NoIsolation,
+        "redirect-same" => Mode::Redirect { cross: false },
+        "redirect-cross" => Mode::Redirect { cross: true },
+        "no-length" => Mode::NoLength { flood: false },
+        "no-length-flood" => Mode::NoLength { flood: true },
+        _ if s.starts_with("claim-size-") => Mode::ClaimSize(num("claim-size-")?),
         _ if s.starts_with("truncate-") => Mode::Truncate(num("truncate-")?),
         _ if s.starts_with("short-") => Mode::Short(num("short-")?),
         _ if s.starts_with("swap-") => Mode::Swap(num("swap-")?),
@@ -192,6 +210,36 @@ where
             Mode::Short(n) if count < n => alter.cut = Some(Cut::End),
             Mode::WeakEtag => alter.weak = true,
             Mode::NoIsolation => alter.no_isolation = true,
+            Mode::Redirect { cross } => {
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("127.0.0.1");
+                let location = match (cross, host.rsplit_once(':')) {
+                    (false, _) => format!("/{file}"),
+                    (true, Some(("localhost", port))) => format!("http://127.0.0.1:{port}/{file}"),
+                    (true, Some((_, port))) => format!("http://localhost:{port}/{file}"),
+                    (true, None) => format!("http://localhost/{file}"),
+                };
+                let mut r = text(StatusCode::FOUND, "redirect");
+                match HeaderValue::from_str(&location) {
+                    Ok(v) => r.headers_mut().insert(header::LOCATION, v),
+                    Err(_) => return refuse("bad file path"),
+                };
+                return Box::pin(async move { Ok(r) });
+            }
+            Mode::ClaimSize(size) => {
+                let Some((a, b)) = range_of(headers)
+                    .filter(|&(a, b)| b >= a && b < size && b - a < CLAIM_BODY_LIMIT)
+                else {
+                    return refuse("claim-size answers a bytes=A-B range inside the claim");
+                };
+                // The file's own first byte brings its validators; the bytes are made up.
+                headers.insert(header::RANGE, HeaderValue::from_static("bytes=0-0"));
+                headers.remove(header::IF_RANGE);
+                alter.claim = Some((a, b, size));
+            }
+            Mode::NoLength { flood } => alter.lengthless = Some(flood),
             _ => {}
         }
         let answer = self.inner.call(req);
@@ -202,14 +250,19 @@ where
     }
 }
 
-/// `bytes=A-B` becomes `bytes=A+1-B+1`.
-fn shift_range(headers: &mut HeaderMap) {
-    let shifted = headers
+/// The `bytes=A-B` of a request.
+fn range_of(headers: &HeaderMap) -> Option<(u64, u64)> {
+    headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("bytes="))
         .and_then(|spec| spec.split_once('-'))
         .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+}
+
+/// `bytes=A-B` becomes `bytes=A+1-B+1`.
+fn shift_range(headers: &mut HeaderMap) {
+    let shifted = range_of(headers)
         .map(|(a, b)| format!("bytes={}-{}", a.saturating_add(1), b.saturating_add(1)));
     if let Some(v) = shifted.and_then(|s| HeaderValue::from_str(&s).ok()) {
         headers.insert(header::RANGE, v);
@@ -264,6 +317,10 @@ struct Alter {
     weak: bool,
     no_isolation: bool,
     cut: Option<Cut>,
+    /// `claim-size`: the range asked for and the size claimed.
+    claim: Option<(u64, u64, u64)>,
+    /// `no-length`: no `Content-Length`; `true` adds an endless stream.
+    lengthless: Option<bool>,
 }
 
 impl Alter {
@@ -304,6 +361,19 @@ impl Alter {
                 headers.insert(header::LAST_MODIFIED, v);
             }
         }
+        if let (Some((a, b, size)), StatusCode::PARTIAL_CONTENT) = (self.claim, parts.status) {
+            let len = b - a + 1;
+            let range = format!("bytes {a}-{b}/{size}");
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            return Response::from_parts(parts, crate::body::full(vec![0u8; len as usize]));
+        }
+        if let Some(flood) = self.lengthless {
+            headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(parts, lengthless(body, flood));
+        }
         let mut limit = None;
         if parts.status == StatusCode::PARTIAL_CONTENT {
             if let Some(cut) = self.cut {
@@ -319,6 +389,25 @@ impl Alter {
         }
         Response::from_parts(parts, altered(body, self.swap, limit))
     }
+}
+
+/// `body` as a stream of no known length (sent chunked), followed by [`FLOOD_LIMIT`] bytes
+/// of `0xa5` when `flood`.
+fn lengthless(body: Body, flood: bool) -> Body {
+    let more = if flood { FLOOD_LIMIT } else { 0 };
+    let chunk = bytes::Bytes::from(vec![0xa5u8; 64 * 1024]);
+    let tail = futures_util::stream::unfold(0u64, move |sent| {
+        let chunk = chunk.clone();
+        async move { (sent < more).then(|| (Ok(Frame::data(chunk.clone())), sent + chunk.len() as u64)) }
+    });
+    let head = futures_util::stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        match body.frame().await? {
+            Ok(frame) => Some((Ok(frame), Some(body))),
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    http_body_util::StreamBody::new(futures_util::StreamExt::chain(head, tail)).boxed_unsync()
 }
 
 /// `body` with its bytes XORed (`xor`) and/or cut after `limit` bytes.
@@ -359,6 +448,7 @@ fn altered(body: Body, xor: bool, limit: Option<(u64, Cut)>) -> Body {
 mod tests {
     use super::*;
     use crate::testing::{get, serve_files, site};
+    use std::io::{Read, Write};
 
     #[test]
     fn every_mode() {
@@ -409,6 +499,49 @@ mod tests {
             &[r[0], ("If-Range", &weak)],
         );
         assert_eq!(a.status, 200);
+        // Redirects: the request's Host is 127.0.0.1:PORT.
+        let a = g("/__mis/a/redirect-same/sub/f.bin");
+        assert_eq!((a.status, a.header("location")), (302, Some("/sub/f.bin")));
+        let a = g("/__mis/a/redirect-cross/sub/f.bin");
+        let cross = format!("http://localhost:{}/sub/f.bin", addr.port());
+        assert_eq!(
+            (a.status, a.header("location")),
+            (302, Some(cross.as_str()))
+        );
+        // A claimed size: the range asked for, zeros, the file's validators.
+        let far = [("Range", "bytes=18446744073709551000-18446744073709551099")];
+        let a = get(
+            addr,
+            &format!("/__mis/a/claim-size-{}/sub/f.bin", u64::MAX),
+            &far,
+        );
+        assert_eq!((a.status, a.body.as_slice()), (206, &[0u8; 100][..]));
+        assert_eq!(
+            a.header("content-range"),
+            Some("bytes 18446744073709551000-18446744073709551099/18446744073709551615")
+        );
+        assert!(a.header("etag").is_some_and(|e| e.starts_with('"')));
+        assert_eq!(
+            get(addr, "/__mis/a/claim-size-5/sub/f.bin", &far).status,
+            400
+        );
+        // No Content-Length: chunked; a flood goes on past the body.
+        let a = g("/__mis/a/no-length/sub/f.bin");
+        assert_eq!((a.status, a.header("content-length")), (206, None));
+        assert_eq!(a.header("transfer-encoding"), Some("chunked"));
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(
+            format!(
+                "GET /__mis/a/no-length-flood/sub/f.bin HTTP/1.1\r\nHost: {addr}\r\nRange: bytes=0-99\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut got = vec![0u8; 1 << 20];
+        s.read_exact(&mut got).unwrap();
+        assert!(got.windows(100).any(|w| w == &data[..100]));
+        assert!(got.iter().filter(|&&b| b == 0xa5).count() > 900_000);
+        drop(s);
         for bad in [
             "/__mis/a/nonsense/sub/f.bin",
             "/__mis/a/after-x-plain/f",

@@ -18,7 +18,8 @@
 //!
 //! A path `/__mis/<token>/<mode>/<file>` serves `<file>` with the behaviour `<mode>`
 //! (`qemuweb_http::MisbehaveLayer`): `plain`, `ignore-range`, `truncate-N`, `short-N`,
-//! `status-C-N`, `status-C`, `swap-K`, `wrong-range`, `weak-etag`, `no-isolation` and
+//! `status-C-N`, `status-C`, `swap-K`, `wrong-range`, `weak-etag`, `no-isolation`,
+//! `redirect-same`, `redirect-cross`, `claim-size-N`, `no-length`, `no-length-flood` and
 //! `after-K-<mode>`; counters are kept per `<token>/<mode>`.
 //!
 //! ```no_run
