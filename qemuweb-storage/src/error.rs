@@ -38,6 +38,9 @@ pub enum ErrorKind {
     RangeNotSupported,
     /// The HTTP server answered with a malformed or inconsistent response.
     BadResponse,
+    /// The HTTP server redirected to another origin (or, in a browser, redirected at all:
+    /// `fetch` does not show a script where a redirect leads), or redirected too often.
+    RedirectRefused,
     /// The remote image was replaced while it was being read, or a persistent overlay
     /// was made over a different base image than the one given now.
     ImageChanged,
@@ -130,6 +133,16 @@ pub enum StorageError {
         /// The URL requested.
         url: String,
         /// What was wrong with the response.
+        reason: String,
+    },
+    /// See [`ErrorKind::RedirectRefused`].
+    #[error("refused the redirect of {url}{}: {reason}", location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default())]
+    RedirectRefused {
+        /// The URL that answered with the redirect.
+        url: String,
+        /// Where it led, when that is known.
+        location: Option<String>,
+        /// Why it was refused.
         reason: String,
     },
     /// See [`ErrorKind::ImageChanged`].
@@ -229,6 +242,7 @@ impl StorageError {
             Self::Encrypted(_) => ErrorKind::Encrypted,
             Self::Corrupt(_) => ErrorKind::Corrupt,
             Self::ImplicitOpenDenied { .. } => ErrorKind::ImplicitOpenDenied,
+            Self::RedirectRefused { .. } => ErrorKind::RedirectRefused,
             Self::ChainTooDeep { .. } => ErrorKind::ChainTooDeep,
             Self::Closed => ErrorKind::Closed,
             Self::QuotaExceeded(_) => ErrorKind::QuotaExceeded,

@@ -10,7 +10,8 @@
 //!   [`ErrorKind`] for every failure.
 //! - Sources of bytes: [`MemoryBlockDevice`], [`FileBlockDevice`] (native files),
 //!   `BlobBlockDevice` (browser `Blob`/`File`), [`HttpBlockDevice`] (HTTP Range requests
-//!   with caching, read-ahead, retries and image pinning).
+//!   with caching, read-ahead, retries, image pinning and no redirect off the image's
+//!   origin); [`http_headers`] parses what such a server sends.
 //! - Image formats over any device, detected by magic: raw and qcow2 ([`format`]),
 //!   with backing and data files opened only through an embedder's [`resolver`].
 //! - [`CowBlockDevice`]: a read-only base under a writable [`Overlay`].
@@ -43,7 +44,8 @@ pub mod js;
 pub use cow::{CowBlockDevice, MemoryOverlay, Overlay};
 pub use device::{check_range, BlockDevice, DEFAULT_BLOCK_SIZE};
 pub use error::{ErrorKind, Result, StorageError};
-pub use http::{HttpBlockDevice, HttpOptions, HttpResolver, HttpStats, Progress};
+pub use http::headers as http_headers;
+pub use http::{HttpBlockDevice, HttpOptions, HttpResolver, HttpStats, Progress, MAX_REDIRECTS};
 pub use memory::MemoryBlockDevice;
 
 #[cfg(not(target_arch = "wasm32"))]

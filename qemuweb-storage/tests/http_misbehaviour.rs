@@ -6,7 +6,8 @@ mod http_support;
 
 use futures::executor::block_on;
 use http_support::*;
-use qemuweb_storage::{BlockDevice, ErrorKind, HttpBlockDevice, StorageError};
+use qemuweb_storage::resolver::{ImageResolver, ImplicitKind, ImplicitOpen};
+use qemuweb_storage::{BlockDevice, ErrorKind, HttpBlockDevice, HttpResolver, StorageError};
 use std::time::{Duration, Instant};
 
 fn open(f: &Fixture, token: &str, mode: &str) -> Result<HttpBlockDevice, StorageError> {
@@ -230,4 +231,83 @@ fn unreachable_and_silent_servers_fail_in_time() {
     assert_eq!(e.kind(), ErrorKind::Network, "{e}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     held.join().unwrap();
+}
+
+/// A redirect to another origin is refused, for the image and for a file it names, and
+/// nothing is fetched from the redirect's target; a same-origin redirect is followed.
+#[test]
+fn cross_origin_redirects_are_refused() {
+    let f = fixture();
+    let e = open(&f, "rx", "redirect-cross").expect_err("a cross-origin redirect was followed");
+    assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{e}");
+    assert!(e.to_string().contains("http://localhost:"), "{e}");
+    assert_eq!(gets(&f, "rx"), 1, "not retried");
+    assert!(
+        f.server.gets_for("/disk.img").is_empty(),
+        "the target was fetched"
+    );
+
+    // The files an image names: resolved on its origin, then redirected away.
+    let top = f
+        .server
+        .misbehaving_url("rn", "redirect-cross", "dir/top.img");
+    let r = HttpResolver::new(&top, small_options()).unwrap();
+    let req = ImplicitOpen {
+        kind: ImplicitKind::BackingFile,
+        name: "base.img".into(),
+        format: None,
+        depth: 0,
+    };
+    let e = block_on(r.open(&req))
+        .err()
+        .expect("the redirected base was opened");
+    assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{e}");
+    assert!(f.server.gets_for("/dir/base.img").is_empty());
+
+    // Same origin: followed, every read byte-exact.
+    let dev = open(&f, "rs", "redirect-same").unwrap();
+    check_all(&f, &dev);
+    assert!(!f.server.gets_for("/disk.img").is_empty());
+}
+
+/// A redirect chain that loops ends in a typed error.
+#[test]
+fn redirect_loops_end() {
+    let url = canned(
+        "HTTP/1.1 302 Found\nLocation: /x.img\nContent-Length: 0\n",
+        b"",
+    );
+    let e = block_on(HttpBlockDevice::open(&url, small_options())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{e}");
+    assert!(e.to_string().contains("redirects"), "{e}");
+}
+
+/// A server that claims the image is u64::MAX bytes long: the device reads its very end
+/// (zeros from this server) without an arithmetic overflow.
+#[test]
+fn a_size_near_u64_max_is_read_without_overflow() {
+    let f = fixture();
+    let dev = open(&f, "big", &format!("claim-size-{}", u64::MAX)).unwrap();
+    assert_eq!(dev.size(), u64::MAX);
+    block_on(async {
+        for off in [u64::MAX - 10, u64::MAX - 5000, 1 << 63, u64::MAX / 2] {
+            let got = dev.read_vec(off, (u64::MAX - off).min(300) as usize).await;
+            assert!(got.unwrap().iter().all(|&b| b == 0), "{off}");
+        }
+        let e = dev.read_vec(u64::MAX - 1, 2).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfRange);
+    });
+}
+
+/// A body without Content-Length is read to the end of the connection, but never past one
+/// more byte than the range: a server that floods ends in a bad response at once.
+#[test]
+fn bodies_without_length_are_bounded() {
+    let f = fixture();
+    let dev = open(&f, "nl", "no-length").unwrap();
+    check_all(&f, &dev);
+    let t = Instant::now();
+    let e = open(&f, "flood", "no-length-flood").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadResponse, "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }

@@ -1,4 +1,6 @@
-//! The browser transport: `fetch` with `cache: no-store`, in a window or a worker.
+//! The browser transport: `fetch` with `cache: no-store` and `redirect: "manual"` (see the
+//! parent module on redirects), in a window or a worker. Bodies are read as streams, and
+//! never more than one byte past the range, with or without `Content-Length`.
 
 use super::{FetchError, RangeRequest, RawResponse};
 use crate::error::{Result, StorageError};
@@ -9,7 +11,8 @@ use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    AbortController, Headers, Request, RequestCache, RequestInit, RequestMode, Response, Window,
+    AbortController, Headers, ReadableStreamDefaultReader, ReadableStreamReadResult, Request,
+    RequestCache, RequestInit, RequestMode, RequestRedirect, Response, ResponseType, Window,
     WorkerGlobalScope,
 };
 
@@ -77,6 +80,7 @@ impl Transport {
         init.set_method("GET");
         init.set_cache(RequestCache::NoStore);
         init.set_mode(RequestMode::Cors);
+        init.set_redirect(RequestRedirect::Manual);
         init.set_headers(&headers);
         init.set_signal(Some(&controller.signal()));
         let request = Request::new_with_str_and_init(req.url, &init).map_err(|e| {
@@ -100,17 +104,17 @@ impl Transport {
                 })?
                 .dyn_into()
                 .map_err(|e| browser("fetch result", e))?;
+            if response.type_() == ResponseType::Opaqueredirect {
+                return Ok(RawResponse {
+                    opaque_redirect: true,
+                    ..RawResponse::default()
+                });
+            }
             let h = response.headers();
             let header = |name: &str| h.get(name).ok().flatten();
             let mut raw = RawResponse::head(response.status(), header);
             if raw.wants_body(max_body) {
-                let promise = response
-                    .array_buffer()
-                    .map_err(|e| browser("Response.arrayBuffer", e))?;
-                let buffer = JsFuture::from(promise).await.map_err(|e| {
-                    FetchError::Transient(format!("reading the body: {}", describe(&e)))
-                })?;
-                raw.body = Uint8Array::new(&buffer).to_vec();
+                raw.body = read_body(&response, max_body).await?;
             }
             Ok(raw)
         });
@@ -122,6 +126,36 @@ impl Transport {
             ))),
         }
     }
+}
+
+/// Reads `response`'s body as a stream, stopping (and cancelling the stream) after
+/// `max_body + 1` bytes: enough to see that a body is longer than its range, however much
+/// the server would send.
+async fn read_body(response: &Response, max_body: u64) -> std::result::Result<Vec<u8>, FetchError> {
+    let Some(stream) = response.body() else {
+        return Ok(Vec::new());
+    };
+    let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let limit = max_body.saturating_add(1);
+    let mut body = Vec::new();
+    while (body.len() as u64) < limit {
+        let step: ReadableStreamReadResult = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| FetchError::Transient(format!("reading the body: {}", describe(&e))))?
+            .unchecked_into();
+        if step.get_done().unwrap_or(true) {
+            return Ok(body);
+        }
+        let chunk: Uint8Array = step.get_value().unchecked_into();
+        let room = limit - body.len() as u64;
+        let n = u64::from(chunk.length()).min(room) as u32;
+        let at = body.len();
+        body.resize(at + n as usize, 0);
+        chunk.subarray(0, n).copy_to(&mut body[at..]);
+    }
+    // More than the range: the caller rejects it; the rest is never read.
+    let _ = reader.cancel();
+    Ok(body)
 }
 
 /// Waits for `d` on the browser's timer.

@@ -1,9 +1,27 @@
 //! [`HttpBlockDevice`]: a read-only disk behind an HTTP(S) URL, read with Range requests.
 //!
 //! All of the protocol logic lives here, once, for every platform: response validation,
-//! image pinning, the chunk cache, read-ahead, request merging, the concurrency limit and
-//! retries. The platform modules only move bytes: `native` with `ureq` on a helper thread
-//! per request, `browser` with `fetch` (in a window or a worker).
+//! redirects, image pinning, the chunk cache, read-ahead, request merging, the concurrency
+//! limit and retries. The platform modules only move bytes: `native` with `ureq` on a
+//! helper thread per request, `browser` with `fetch` (in a window or a worker); both read
+//! at most one byte more of a body than its range, whatever the server sends.
+//!
+//! # Redirects
+//!
+//! Redirects are followed here, not by the transports, so that an image (and every file
+//! it names, through [`HttpResolver`]) stays on its origin: a redirect to another origin
+//! (scheme, host or port) is refused with
+//! [`ErrorKind::RedirectRefused`](crate::ErrorKind::RedirectRefused) before anything is
+//! sent there, and so is a chain of more than [`MAX_REDIRECTS`]. Natively a same-origin
+//! redirect is followed. In a browser `fetch` runs with `redirect: "manual"`: its
+//! `"follow"` would send the request to the target before a script could object (and show
+//! only the last URL of a chain), its `"error"` fails like a network error (retried,
+//! untyped), and `"manual"` answers an opaque-redirect response that shows *that* a
+//! redirect happened but not where it leads. Same-origin and cross-origin redirects cannot
+//! be told apart there, so in a browser every redirect is refused: serve images from their
+//! final URL.
+
+pub mod headers;
 
 use crate::device::{check_range, BlockDevice};
 use crate::error::{Result, StorageError};
@@ -12,6 +30,7 @@ use async_lock::Semaphore;
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use futures::future::{join, join_all, FutureExt, Shared};
+use headers::{origin, parse_content_range, resolve_location, same_origin};
 use lru::LruCache;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -56,6 +75,9 @@ pub struct HttpStats {
 
 /// The largest accepted [`HttpOptions::max_request`]: a request's body is held in memory.
 const MAX_REQUEST_LIMIT: u64 = 1 << 30;
+
+/// The most redirects (all on the image's origin) one request follows.
+pub const MAX_REDIRECTS: usize = 5;
 
 /// Tuning for an [`HttpBlockDevice`]; [`Default`] gives sensible values.
 ///
@@ -208,6 +230,7 @@ impl HttpOptions {
 }
 
 /// One Range request, as handed to a platform transport.
+#[derive(Clone, Copy)]
 pub(crate) struct RangeRequest<'a> {
     pub url: &'a str,
     /// First byte asked for.
@@ -224,7 +247,7 @@ pub(crate) struct RangeRequest<'a> {
 }
 
 /// What a transport got back. The body is read only for a `206` whose `Content-Length`,
-/// if given, is at most `max_body`.
+/// if given, is at most `max_body`, and then at most `max_body + 1` bytes of it.
 #[derive(Debug, Default)]
 pub(crate) struct RawResponse {
     pub status: u16,
@@ -232,6 +255,11 @@ pub(crate) struct RawResponse {
     pub content_length: Option<u64>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// A redirect's `Location`.
+    pub location: Option<String>,
+    /// A browser's opaque-redirect answer (`redirect: "manual"`): a redirect whose target
+    /// is hidden.
+    pub opaque_redirect: bool,
     pub body: Vec<u8>,
 }
 
@@ -245,8 +273,17 @@ impl RawResponse {
             content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
             etag: header("etag"),
             last_modified: header("last-modified"),
+            location: header("location"),
+            opaque_redirect: false,
             body: Vec::new(),
         }
+    }
+
+    /// Whether this is a redirect the protocol follows or refuses (a 3xx with a
+    /// `Location`, or a browser's opaque redirect).
+    fn is_redirect(&self) -> bool {
+        self.opaque_redirect
+            || (matches!(self.status, 301 | 302 | 303 | 307 | 308) && self.location.is_some())
     }
 
     /// Whether the transport reads the body: a `206` whose `Content-Length`, if given, is
@@ -311,40 +348,6 @@ struct Accepted {
     body: Vec<u8>,
     total: u64,
     pin: Option<Pin>,
-}
-
-/// A parsed `Content-Range`: the inclusive byte range (`None` for `*`) and the total
-/// size (`None` for `*`).
-type ContentRange = (Option<(u64, u64)>, Option<u64>);
-
-/// Parses `bytes START-END/TOTAL` or `bytes */TOTAL`; either part may be `*`.
-fn parse_content_range(v: &str) -> Option<ContentRange> {
-    let rest = v.trim().strip_prefix("bytes")?;
-    let rest = rest.strip_prefix(' ')?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let num = |s: &str| -> Option<u64> {
-        let s = s.trim();
-        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    };
-    let total = if total.trim() == "*" {
-        None
-    } else {
-        Some(num(total)?)
-    };
-    let range = if range.trim() == "*" {
-        None
-    } else {
-        let (a, b) = range.split_once('-')?;
-        let (a, b) = (num(a)?, num(b)?);
-        if b < a {
-            return None;
-        }
-        Some((a, b))
-    };
-    Some((range, total))
 }
 
 /// Checks one response against what was asked; the heart of the protocol.
@@ -522,11 +525,7 @@ impl Conn {
         };
         let mut attempt = 0u32;
         loop {
-            let answer = {
-                let _permit = self.permits.acquire().await;
-                self.bump(|s| s.requests += 1);
-                self.transport.get(&request).await
-            };
+            let answer = self.get_following(&request).await;
             let outcome = match answer {
                 Ok(r) => check(&self.url, &exp, r),
                 Err(FetchError::Transient(message)) => {
@@ -550,6 +549,61 @@ impl Conn {
                 Err(Failure::Transient(e) | Failure::Fatal(e)) => return Err(e),
             }
         }
+    }
+
+    /// Sends `request`, following redirects on the image's origin (see the module
+    /// documentation); a refused redirect is fatal.
+    async fn get_following(
+        &self,
+        request: &RangeRequest<'_>,
+    ) -> std::result::Result<RawResponse, FetchError> {
+        let mut url = request.url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let answer = {
+                let _permit = self.permits.acquire().await;
+                self.bump(|s| s.requests += 1);
+                self.transport
+                    .get(&RangeRequest {
+                        url: &url,
+                        ..*request
+                    })
+                    .await?
+            };
+            if !answer.is_redirect() {
+                return Ok(answer);
+            }
+            let refuse = |location: Option<String>, reason: &str| {
+                FetchError::Fatal(StorageError::RedirectRefused {
+                    url: url.clone(),
+                    location,
+                    reason: reason.into(),
+                })
+            };
+            if answer.opaque_redirect {
+                return Err(refuse(
+                    None,
+                    "a browser does not show a script where a redirect leads (fetch with \
+                     redirect \"manual\"), so every redirect is refused; serve the image \
+                     from its final URL",
+                ));
+            }
+            let location = answer.location.unwrap_or_default();
+            let Some(next) = resolve_location(&url, &location) else {
+                return Err(refuse(Some(location), "it is not an http(s) URL"));
+            };
+            if !same_origin(&self.url, &next) {
+                return Err(refuse(
+                    Some(next),
+                    "it leads to another origin than the image's",
+                ));
+            }
+            url = next;
+        }
+        Err(FetchError::Fatal(StorageError::RedirectRefused {
+            url: self.url.clone(),
+            location: Some(url),
+            reason: format!("more than {MAX_REDIRECTS} redirects"),
+        }))
     }
 }
 
@@ -739,7 +793,10 @@ impl HttpBlockDevice {
             let ahead = self.conn.options.read_ahead.div_ceil(self.chunk_size());
             let cache = self.cache.borrow();
             let inflight = self.inflight.borrow();
-            let end = (last_needed + 1 + ahead).min(self.chunk_count());
+            let end = last_needed
+                .saturating_add(1)
+                .saturating_add(ahead)
+                .min(self.chunk_count());
             for i in last_needed + 1..end {
                 if cache.as_ref().is_some_and(|c| c.contains(&i)) || inflight.contains_key(&i) {
                     break;
@@ -753,8 +810,14 @@ impl HttpBlockDevice {
     /// Fetches `count` chunks from chunk `first`.
     async fn fetch_run(&self, first: u64, count: u64) -> Result<Vec<(u64, Rc<[u8]>)>> {
         let cs = self.chunk_size();
+        // `first` is a chunk of the image, so `first * cs < size`; the end is checked, as
+        // a size near u64::MAX leaves no room past the last chunk.
         let start = first * cs;
-        let end = ((first + count) * cs).min(self.size) - 1;
+        let end = first
+            .checked_add(count)
+            .and_then(|n| n.checked_mul(cs))
+            .map_or(self.size, |e| e.min(self.size))
+            - 1;
         let got = self
             .conn
             .exchange(Expect {
@@ -944,28 +1007,15 @@ impl HttpResolver {
         let invalid =
             |why: &str| StorageError::InvalidArgument(format!("base URL {base_url:?}: {why}"));
         options.validate()?;
-        let (scheme, rest) = base_url
-            .split_once("://")
-            .ok_or_else(|| invalid("not an absolute URL"))?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
-            return Err(invalid("only http and https URLs are supported"));
-        }
-        let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, rest) = rest.split_at(split);
-        if authority.is_empty()
-            || authority.contains('@')
-            || authority.chars().any(|c| c.is_whitespace() || c == '\\')
-        {
-            return Err(invalid("missing or unsupported host"));
-        }
+        let (origin, rest) = origin(base_url)
+            .ok_or_else(|| invalid("not an absolute http(s) URL with a plain host"))?;
         let path = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
         let dir = match path.rfind('/') {
             Some(i) => &path[..=i],
             None => "/",
         };
         Ok(Self {
-            origin: format!("{scheme}://{}", authority.to_ascii_lowercase()),
+            origin,
             dir: dir.to_string(),
             options,
         })
@@ -1010,6 +1060,8 @@ mod tests {
             content_length: Some(body as u64),
             etag: etag.map(str::to_string),
             last_modified: None,
+            location: None,
+            opaque_redirect: false,
             body: vec![7; body],
         }
     }
@@ -1019,32 +1071,6 @@ mod tests {
             Ok(_) => panic!("accepted"),
             Err(Failure::Transient(e)) => (true, e.kind()),
             Err(Failure::Fatal(e)) => (false, e.kind()),
-        }
-    }
-
-    #[test]
-    fn content_range_parsing() {
-        assert_eq!(
-            parse_content_range("bytes 0-9/100"),
-            Some((Some((0, 9)), Some(100)))
-        );
-        assert_eq!(parse_content_range("bytes */100"), Some((None, Some(100))));
-        assert_eq!(
-            parse_content_range("bytes 0-9/*"),
-            Some((Some((0, 9)), None))
-        );
-        for bad in [
-            "",
-            "bytes",
-            "bytes 9-0/100",
-            "bytes -1-9/100",
-            "bytes 0-9",
-            "items 0-9/100",
-            "bytes 0-9/1x",
-            "bytes 0-99999999999999999999999/1",
-            "bytes +0-9/100",
-        ] {
-            assert_eq!(parse_content_range(bad), None, "{bad}");
         }
     }
 

@@ -16,7 +16,8 @@ impl Transport {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
-            .max_redirects(5)
+            // Redirects come back as answers: the protocol decides which to follow.
+            .max_redirects(0)
             .build();
         Ok(Self {
             agent: config.new_agent(),

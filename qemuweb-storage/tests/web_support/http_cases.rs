@@ -23,6 +23,9 @@ macro_rules! http_case_tests {
             a_swapped_image_is_detected,
             a_weak_etag_pins_last_modified,
             device_basics_and_resolver,
+            redirects_are_refused,
+            bodies_without_length_are_bounded,
+            a_size_near_u64_max_is_read_without_overflow,
         );
     };
     ($($case:ident),+ $(,)?) => {
@@ -267,5 +270,69 @@ pub async fn device_basics_and_resolver() {
     ] {
         let e = r.open(&req(hostile)).await.err().unwrap();
         assert_eq!(e.kind(), ErrorKind::ImplicitOpenDenied, "{hostile}");
+    }
+}
+
+/// In a browser every redirect is refused, for an image and for the files it names:
+/// `fetch` runs with `redirect: "manual"`, which shows that a redirect happened but not
+/// where it goes, so a same-origin one cannot be told from a cross-origin one. The
+/// request never reaches the target.
+pub async fn redirects_are_refused() {
+    for mode in ["redirect-cross", "redirect-same"] {
+        let t = token("redirect");
+        let e = open(&t, mode).await.expect_err(mode);
+        assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{mode}: {e}");
+        assert_eq!(gets_for_token(&t).await.len(), 1, "{mode}: not retried");
+    }
+    let t = token("redirect-named");
+    let r = HttpResolver::new(
+        &mis_url(&t, "redirect-cross", "dir/top.img"),
+        small_options(),
+    )
+    .unwrap();
+    let req = ImplicitOpen {
+        kind: ImplicitKind::BackingFile,
+        name: "base.img".into(),
+        format: None,
+        depth: 0,
+    };
+    let e = r
+        .open(&req)
+        .await
+        .err()
+        .expect("the redirected base was opened");
+    assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{e}");
+}
+
+/// A body without `Content-Length` is read as a stream and never past one byte more than
+/// its range: an endless one ends in a bad response at once, with bounded memory.
+pub async fn bodies_without_length_are_bounded() {
+    let want = fetch_bytes(&url("disk.img")).await;
+    let dev = open(&token("no-length"), "no-length").await.unwrap();
+    check_all(&dev, &want).await;
+    let started = js_sys::Date::now();
+    let opts = small_options()
+        .timeout(std::time::Duration::from_secs(3))
+        .max_retries(0);
+    let e = HttpBlockDevice::open(
+        &mis_url(&token("flood"), "no-length-flood", "disk.img"),
+        opts,
+    )
+    .await
+    .unwrap_err();
+    let ms = js_sys::Date::now() - started;
+    assert_eq!(e.kind(), ErrorKind::BadResponse, "{e} after {ms} ms");
+    assert!(ms < 2000.0, "{ms} ms");
+}
+
+/// A server claiming u64::MAX bytes: the device reads the very end without an overflow.
+pub async fn a_size_near_u64_max_is_read_without_overflow() {
+    let dev = open(&token("huge"), &format!("claim-size-{}", u64::MAX))
+        .await
+        .unwrap();
+    assert_eq!(dev.size(), u64::MAX);
+    for off in [u64::MAX - 10, u64::MAX - 5000, 1 << 63] {
+        let got = dev.read_vec(off, (u64::MAX - off).min(300) as usize).await;
+        assert!(got.unwrap().iter().all(|&b| b == 0), "{off}");
     }
 }
