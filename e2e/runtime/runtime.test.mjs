@@ -295,6 +295,52 @@ test('the worker answers malformed, unknown and out-of-order messages with error
   }
 });
 
+test('a kernel or initrd larger than its limit is refused before it is read: a typed error at once', async () => {
+  // A sparse 5 GiB file (more than wasm32 can address: once read into 1 GiB, silently) and
+  // a server claiming 1 TiB (read into one allocation).
+  const sparse = join(env.imageRoot, 'huge-kernel.bin');
+  execFileSync('truncate', ['-s', '5G', sparse]);
+  const profile = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'limits');
+    const small = `${env.images.url}/x86-bios.raw`;
+    const sparseUrl = `${env.images.url}/huge-kernel.bin`;
+    const claimed = `${env.images.url}/__mis/limits/claim-size-1099511627776/x86-bios.raw`;
+    const r = await page.evaluate(async ([small, sparseUrl, claimed]) => {
+      window.client = makeClient();
+      await client.init();
+      const i386 = profiles['linux-i386-pc-nographic'];
+      const url = (u) => ({ kind: 'url', url: u });
+      const out = {};
+      const time = async (name, f) => {
+        const t0 = performance.now();
+        out[name] = await attempt(f);
+        out[name].ms = performance.now() - t0;
+      };
+      const options = { overrides: { memoryMiB: 64 } };
+      await time('sparse', () => client.startVm('k1', i386, { kernel: url(sparseUrl) }, options));
+      await time('claimed', () => client.startVm('k2', i386, { kernel: url(claimed) }, options));
+      await time('initrd', () => client.startVm('k3', i386, { kernel: url(small), initrd: url(claimed) }, options));
+      // The page's own, lower limit.
+      await time('low', () => client.startVm('k4', i386, { kernel: url(small) }, { ...options, limits: { maxKernelBytes: 1000 } }));
+      return out;
+    }, [small, sparseUrl, claimed]);
+    for (const [name, what, size] of [['sparse', 'kernel', 5 * 2 ** 30], ['claimed', 'kernel', 2 ** 40], ['initrd', 'initrd', 2 ** 40], ['low', 'kernel', 4 * 2 ** 20]]) {
+      assert.equal(r[name].error, 'too-large', `${name}: ${JSON.stringify(r[name])}`);
+      assert.match(r[name].message, new RegExp(`${what} is ${size} bytes, more than the limit`), name);
+      assert.ok(r[name].ms < 5000, `${name}: ${r[name].ms} ms`);
+    }
+    // Nothing but the first request (one 1 MiB chunk) of each was fetched.
+    const big = (await env.images.log()).map((l) => l.split('\t'))
+      .filter(([m, path]) => m === 'GET' && (path === '/huge-kernel.bin' || path.includes('claim-size')));
+    const fetched = big.reduce((n, g) => n + Number(g[4]), 0);
+    assert.ok(big.length === 3 && fetched <= 3 * 2 ** 20, `${fetched} bytes in ${big.length} requests`);
+    await context.close();
+  } finally {
+    dropProfile(profile);
+  }
+});
+
 test('a disk from a File/Blob the page holds; a BIOS given as bytes; capabilities report missing cross-origin isolation with the fix', async () => {
   const profile = newProfile();
   try {

@@ -12,7 +12,7 @@ use crate::capabilities;
 use crate::input::{chord, text_events, InputEvent, InputOptions, MAX_INPUT_EVENTS};
 use crate::protocol::{
     check_id, AssetSource, Command, EngineAssets, EngineKind, ErrorCode, Event, ExportFormat,
-    Persistence, Reply, Request, VmState, PROTOCOL_VERSION,
+    Limits, Persistence, Reply, Request, VmState, PROTOCOL_VERSION,
 };
 use crate::RuntimeError;
 use events::{field as get, is_public, qemu_error, Listeners, Slot};
@@ -87,6 +87,10 @@ pub struct StartOptions {
     #[serde(default, with = "serde_wasm_bindgen::preserve")]
     #[tsify(optional, type = "AbortSignal")]
     pub signal: JsValue,
+    /// Bounds on the sizes of this VM's kernel and initrd (default: [`Limits::default`]).
+    #[serde(default)]
+    #[tsify(optional)]
+    pub limits: Option<Limits>,
 }
 
 /// Options of `attachDisplay(vmId, canvas, options)`.
@@ -1059,6 +1063,7 @@ impl QemuClient {
                 engine: options.engine,
                 assets,
                 persistence: options.persistence.unwrap_or_default(),
+                limits: options.limits.unwrap_or_default(),
             },
         };
         let message = to_js(&request).map_err(JsValue::from)?;

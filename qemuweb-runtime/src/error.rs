@@ -86,6 +86,17 @@ pub enum RuntimeError {
     /// The page cancelled the command.
     #[error("aborted: {0}")]
     Aborted(String),
+    /// An input is larger than its limit ([`Limits`](crate::protocol::Limits)), or than
+    /// this address space can hold at once.
+    #[error("{what} is {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large (`kernel`, `initrd`).
+        what: String,
+        /// Its size, as its source claims.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl RuntimeError {
@@ -106,6 +117,7 @@ impl RuntimeError {
             RuntimeError::Browser(_) => ErrorCode::Browser,
             RuntimeError::Worker(_) => ErrorCode::Worker,
             RuntimeError::Aborted(_) => ErrorCode::Aborted,
+            RuntimeError::TooLarge { .. } => ErrorCode::TooLarge,
         }
     }
 

@@ -192,6 +192,55 @@ pub struct EngineAssets {
     pub linuxboot_dma: Option<AssetSource>,
 }
 
+/// Bounds on what a VM's untrusted inputs may make the worker hold in memory at once.
+/// A kernel or initrd is read whole (the engines take it as one buffer), so its size,
+/// which a server or a file claims, is checked against these before anything is read.
+///
+/// ```
+/// use qemuweb_runtime::protocol::Limits;
+/// let limits = Limits::default();
+/// assert_eq!(limits.max_kernel_bytes, 128 << 20);
+/// assert_eq!(Limits::whole_len("kernel", 5 << 20, limits.max_kernel_bytes).unwrap(), 5 << 20);
+/// let e = Limits::whole_len("initrd", 5 << 30, limits.max_initrd_bytes).unwrap_err();
+/// assert_eq!(e.code(), qemuweb_runtime::ErrorCode::TooLarge);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Limits {
+    /// The largest kernel read, in bytes (default 128 MiB).
+    pub max_kernel_bytes: u64,
+    /// The largest initrd read, in bytes (default 512 MiB).
+    pub max_initrd_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_kernel_bytes: 128 << 20,
+            max_initrd_bytes: 512 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The length of a buffer holding all `size` bytes of `what`, if `size` is within
+    /// `limit` and the address space (a `usize`: 4 GiB on wasm32).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorCode::TooLarge`] otherwise.
+    pub fn whole_len(what: &str, size: u64, limit: u64) -> Result<usize, RuntimeError> {
+        match usize::try_from(size) {
+            Ok(len) if size <= limit => Ok(len),
+            _ => Err(RuntimeError::TooLarge {
+                what: what.to_string(),
+                size,
+                limit: limit.min(usize::MAX as u64),
+            }),
+        }
+    }
+}
+
 /// The format of an exported overlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Tsify)]
 #[serde(rename_all = "lowercase")]
@@ -245,6 +294,10 @@ pub enum Command {
         /// Where the disks' writes go.
         #[serde(default)]
         persistence: Persistence,
+        /// Bounds on the inputs' sizes (defaults when absent).
+        #[serde(default)]
+        #[tsify(optional)]
+        limits: Limits,
     },
     /// Stop the VM; `force` skips the final overlay sync.
     #[serde(rename_all = "camelCase")]
@@ -534,6 +587,8 @@ pub enum ErrorCode {
     Worker,
     /// The page cancelled the command (the `signal` of `startVm` was aborted).
     Aborted,
+    /// An input is larger than its limit ([`Limits`]).
+    TooLarge,
 }
 
 /// The steps of starting a VM, in order (see [`Event::Phase`]).
@@ -916,6 +971,10 @@ mod tests {
                     ..EngineAssets::default()
                 },
                 persistence: Persistence::Memory,
+                limits: Limits {
+                    max_kernel_bytes: 1,
+                    max_initrd_bytes: 2,
+                },
             },
             Command::Stop {
                 vm_id: "vm".into(),
@@ -1004,6 +1063,7 @@ mod tests {
                 engine: Some(EngineKind::Qemu),
                 assets,
                 persistence: Persistence::default(),
+                limits: Limits::default(),
             },
         };
         let text = serde_json::to_string(&request).unwrap();

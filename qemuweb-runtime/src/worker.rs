@@ -20,8 +20,8 @@ use crate::engine::{
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{
     classify, request_id_from_f64, AssetSource, Command, EngineAssets, EngineKind, Event,
-    ExportFormat, LogLevel, Persistence, ProgressTotal, Reply, Request, Session, StartPhase,
-    StopReason, VmState, PROTOCOL_VERSION,
+    ExportFormat, Limits, LogLevel, Persistence, ProgressTotal, Reply, Request, Session,
+    StartPhase, StopReason, VmState, PROTOCOL_VERSION,
 };
 use crate::storage_stack::{open_disk, open_source, DiskStack, FileMap};
 use js_sys::{Object, Reflect, Uint8Array};
@@ -88,6 +88,7 @@ struct StartRequest<'a> {
     engine: Option<EngineKind>,
     assets: &'a EngineAssets,
     persistence: Persistence,
+    limits: &'a Limits,
     files: &'a FileMap,
 }
 
@@ -203,6 +204,7 @@ impl Worker {
                 engine,
                 assets,
                 persistence,
+                limits,
             } => {
                 let request = StartRequest {
                     vm_id: &vm_id,
@@ -212,6 +214,7 @@ impl Worker {
                     engine,
                     assets: &assets,
                     persistence,
+                    limits: &limits,
                     files: &files,
                 };
                 let started = self.start(&request, display).await;
@@ -389,6 +392,7 @@ impl Worker {
             assets,
             files,
             persistence,
+            limits,
             ..
         } = *request;
         let plan = plan(
@@ -408,9 +412,7 @@ impl Worker {
         }
         self.phase(vm_id, StartPhase::Assets);
         if plan.engine == EngineKind::Qemu {
-            return self
-                .start_qemu(vm_id, &plan, assets, files, persistence, display)
-                .await;
+            return self.start_qemu(&plan, request, display).await;
         }
         let bios_source = assets.bios.as_ref().ok_or(RuntimeError::MissingBios)?;
         let module_url = assets.v86_module.clone().ok_or_else(|| {
@@ -428,11 +430,17 @@ impl Worker {
             None => None,
         };
         let kernel = match &plan.kernel {
-            Some(s) => Some(self.read_image(vm_id, "kernel", s, files).await?),
+            Some(s) => Some(
+                self.read_image(vm_id, "kernel", s, limits.max_kernel_bytes, files)
+                    .await?,
+            ),
             None => None,
         };
         let initrd = match &plan.initrd {
-            Some(s) => Some(self.read_image(vm_id, "initrd", s, files).await?),
+            Some(s) => Some(
+                self.read_image(vm_id, "initrd", s, limits.max_initrd_bytes, files)
+                    .await?,
+            ),
             None => None,
         };
 
@@ -494,13 +502,18 @@ impl Worker {
     /// filesystem, disks through the disk channel.
     async fn start_qemu(
         &self,
-        vm_id: &str,
         plan: &EnginePlan,
-        assets: &EngineAssets,
-        files: &FileMap,
-        persistence: Persistence,
+        request: &StartRequest<'_>,
         display: Option<js_sys::SharedArrayBuffer>,
     ) -> Result<Rc<RunningVm>> {
+        let StartRequest {
+            vm_id,
+            assets,
+            files,
+            persistence,
+            limits,
+            ..
+        } = *request;
         check_isolation()?;
         if display.is_some() {
             return Err(RuntimeError::Unsupported(
@@ -567,12 +580,22 @@ impl Worker {
                 }),
             }
         }
-        for (source, path, what) in [
-            (&plan.kernel, &q.kernel_path, "kernel"),
-            (&plan.initrd, &q.initrd_path, "initrd"),
+        for (source, path, what, limit) in [
+            (
+                &plan.kernel,
+                &q.kernel_path,
+                "kernel",
+                limits.max_kernel_bytes,
+            ),
+            (
+                &plan.initrd,
+                &q.initrd_path,
+                "initrd",
+                limits.max_initrd_bytes,
+            ),
         ] {
             if let (Some(source), Some(path)) = (source, path) {
-                let bytes = self.read_image(vm_id, what, source, files).await?;
+                let bytes = self.read_image(vm_id, what, source, limit, files).await?;
                 mem_files.push((path.clone(), bytes));
             }
         }
@@ -619,12 +642,15 @@ impl Worker {
         }
     }
 
-    /// Reads a whole kernel or initrd through the same device layer as disks.
+    /// Reads a whole kernel or initrd through the same device layer as disks, after
+    /// checking the size its source claims against `limit` ([`Limits::whole_len`]):
+    /// nothing is read or allocated for a larger one.
     async fn read_image(
         &self,
         vm_id: &str,
         what: &str,
         source: &ImageSource,
+        limit: u64,
         files: &FileMap,
     ) -> Result<Vec<u8>> {
         let options = HttpOptions::default()
@@ -633,8 +659,15 @@ impl Worker {
             .cache_chunks(0);
         let report = self.progress_reporter(vm_id, what);
         let (dev, _) = open_source(what, source, files, options, report).await?;
+        let len = match Limits::whole_len(what, dev.size(), limit) {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = dev.close().await;
+                return Err(e);
+            }
+        };
         // In pieces, so a large file read from a Blob reports its progress too.
-        let mut data = vec![0; dev.size() as usize];
+        let mut data = vec![0; len];
         let mut read = Ok(());
         for (i, piece) in data.chunks_mut(1 << 20).enumerate() {
             read = dev.read_at((i as u64) << 20, piece).await;
