@@ -192,20 +192,11 @@ pub fn insn_crc32() -> u32 {
         data.extend_from_slice(&v.to_le_bytes());
         v = v.rotate_right(7).wrapping_mul(0x100_0000_01b3);
     }
-    let mut crc: u32 = 0xffff_ffff;
+    let mut crc = crc32fast::Hasher::new();
     for _ in 0..4 {
-        for &byte in &data {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
+        crc.update(&data);
     }
-    !crc
+    crc.finalize()
 }
 
 /// Runs `cmd` (a QEMU with the guest's serial port on standard output) until the output

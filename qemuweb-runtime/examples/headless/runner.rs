@@ -24,85 +24,106 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use qemuweb_headless::{
-    qemu_dir_or_env, run, Console, Engine, HeadlessError, Outcome, RunnerOptions,
-};
+use clap::Parser;
+use qemuweb_headless::{qemu_dir_or_env, run, Console, Engine, Outcome, RunnerOptions};
 
-const USAGE: &str =
-    "usage: headless --profile ID --disk PATH_OR_URL [--bios FILE] [--vga-bios FILE] \
-[--engine v86|qemu] [--qemu-dir DIR] [--kernel PATH_OR_URL] [--initrd PATH_OR_URL] [--append CMDLINE] [--memory MIB] \
-[--vm-id ID] [--timeout SECS] [--v86-dir DIR] [--bundle DIR] [--chromium PATH] \
-[--user-data-dir DIR] [--verbose]";
+/// Boots a disk image (or a kernel) through QemuClient in headless Chromium, with the
+/// guest's serial console on this terminal.
+#[derive(Debug, Parser)]
+#[command(name = "headless")]
+struct Args {
+    /// The VM profile id.
+    #[arg(long)]
+    profile: String,
+    /// The disk image: a file or an http(s) URL.
+    #[arg(long, required_unless_present = "kernel")]
+    disk: Option<String>,
+    /// The BIOS (default Debian's SeaBIOS).
+    #[arg(long)]
+    bios: Option<PathBuf>,
+    /// The VGA BIOS.
+    #[arg(long)]
+    vga_bios: Option<PathBuf>,
+    /// The engine: v86 or qemu.
+    #[arg(long, default_value = "v86")]
+    engine: Engine,
+    /// With --engine qemu: the QEMU-in-wasm build directory (default $QEMUWEB_QEMU_DIR).
+    #[arg(long)]
+    qemu_dir: Option<PathBuf>,
+    /// A kernel to boot directly (a file or URL).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// An initial ramdisk for the kernel.
+    #[arg(long)]
+    initrd: Option<String>,
+    /// The kernel command line.
+    #[arg(long)]
+    append: Option<String>,
+    /// Guest RAM in MiB.
+    #[arg(long)]
+    memory: Option<u32>,
+    /// The VM id (names its IndexedDB overlays).
+    #[arg(long)]
+    vm_id: Option<String>,
+    /// Stop after this many seconds (exit status 124).
+    #[arg(long, value_parser = positive_seconds)]
+    timeout: Option<Duration>,
+    /// A directory with libv86.mjs and v86.wasm.
+    #[arg(long)]
+    v86_dir: Option<PathBuf>,
+    /// The runtime's web bundle directory.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// The Chromium binary.
+    #[arg(long)]
+    chromium: Option<PathBuf>,
+    /// Keep the browser profile (and the guest's disk writes) in DIR across runs.
+    #[arg(long)]
+    user_data_dir: Option<PathBuf>,
+    /// Report the page's progress and Chromium's output on stderr.
+    #[arg(long)]
+    verbose: bool,
+}
 
-fn parse_args() -> Result<RunnerOptions, String> {
-    let mut profile = None;
-    let mut qemu_dir = None;
-    let mut a = RunnerOptions::new("");
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--profile" => profile = Some(value()?),
-            "--disk" => a.disk = Some(value()?),
-            "--bios" => a.bios = Some(value()?.into()),
-            "--vga-bios" => a.vga_bios = Some(value()?.into()),
-            "--engine" => a.engine = value()?.parse().map_err(|e: HeadlessError| e.to_string())?,
-            "--qemu-dir" => qemu_dir = Some(PathBuf::from(value()?)),
-            "--kernel" => a.kernel = Some(value()?),
-            "--initrd" => a.initrd = Some(value()?),
-            "--append" => a.append = Some(value()?),
-            "--memory" => {
-                let v = value()?;
-                a.memory_mib = Some(
-                    v.parse()
-                        .map_err(|_| format!("--memory {v}: not a number of MiB"))?,
-                );
-            }
-            "--vm-id" => a.vm_id = Some(value()?),
-            "--timeout" => {
-                let v = value()?;
-                let secs: f64 = v
-                    .parse()
-                    .map_err(|_| format!("--timeout {v}: not a number of seconds"))?;
-                if !(secs > 0.0 && secs.is_finite()) {
-                    return Err(format!(
-                        "--timeout {v}: must be a positive number of seconds"
-                    ));
-                }
-                a.timeout = Some(Duration::from_secs_f64(secs));
-            }
-            "--v86-dir" => a.v86_dir = Some(value()?.into()),
-            "--bundle" => a.bundle = Some(value()?.into()),
-            "--chromium" => a.chromium = Some(value()?.into()),
-            "--user-data-dir" => a.user_data_dir = Some(value()?.into()),
-            "--verbose" => a.verbose = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+fn positive_seconds(v: &str) -> Result<Duration, String> {
+    match v.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("{v}: not a positive number of seconds")),
     }
-    a.profile = profile.ok_or("--profile is required")?;
+}
+
+fn options(args: Args) -> Result<RunnerOptions, String> {
+    let mut a = RunnerOptions::new(args.profile);
+    a.disk = args.disk;
+    a.bios = args.bios;
+    a.vga_bios = args.vga_bios;
+    a.engine = args.engine;
+    a.kernel = args.kernel;
+    a.initrd = args.initrd;
+    a.append = args.append;
+    a.memory_mib = args.memory;
+    a.vm_id = args.vm_id;
+    a.timeout = args.timeout;
+    a.v86_dir = args.v86_dir;
+    a.bundle = args.bundle;
+    a.chromium = args.chromium;
+    a.user_data_dir = args.user_data_dir;
+    a.verbose = args.verbose;
     if a.engine == Engine::Qemu {
-        let dir = qemu_dir_or_env(qemu_dir)
+        let dir = qemu_dir_or_env(args.qemu_dir)
             .ok_or("--engine qemu needs --qemu-dir DIR (or QEMUWEB_QEMU_DIR): a qemuweb-wasm-build output directory (scripts/build-qemu)")?;
         a.use_qemu_dir(dir).map_err(|e| e.to_string())?;
-    } else if qemu_dir.is_some() {
+    } else if args.qemu_dir.is_some() {
         return Err("--qemu-dir goes with --engine qemu".into());
-    }
-    if a.disk.is_none() && a.kernel.is_none() {
-        return Err("give --disk or --kernel".into());
     }
     Ok(a)
 }
 
 pub fn main() -> ExitCode {
-    let opts = match parse_args() {
+    let opts = match options(Args::parse()) {
         Ok(opts) => opts,
-        Err(m) if m.is_empty() => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
         Err(m) => {
-            eprintln!("headless: {m}\n{USAGE}");
+            eprintln!("headless: {m}");
             return ExitCode::from(2);
         }
     };

@@ -49,26 +49,27 @@ mod native {
 
     type Streams = Arc<Mutex<HashMap<String, Sender<RemoteTransport>>>>;
 
+    /// Serves synthetic frames over WebSocket (see the qemuweb-sidecar README).
+    #[derive(Debug, clap::Parser)]
+    #[command(name = "frame-server", version)]
+    struct Args {
+        /// The TCP port (0: a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Where `/sink` connections write their final screen (NAME.pam).
+        #[arg(long)]
+        dump_dir: Option<PathBuf>,
+    }
+
     pub fn main() -> Result<(), String> {
-        let mut args = std::env::args().skip(1);
-        let (mut bind, mut port) = ("127.0.0.1".to_string(), 0u16);
-        let mut dump: Option<PathBuf> = None;
-        while let Some(arg) = args.next() {
-            let mut value = || args.next().ok_or(format!("{arg} needs a value"));
-            match arg.as_str() {
-                "--port" => port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
-                "--bind" => bind = value()?,
-                "--dump-dir" => dump = Some(PathBuf::from(value()?)),
-                "--help" | "-h" => {
-                    println!(
-                        "usage: frame-server [--port N] [--bind ADDR] [--dump-dir DIR] \
-                         (see the crate README)"
-                    );
-                    return Ok(());
-                }
-                other => return Err(format!("unknown argument {other}")),
-            }
-        }
+        let Args {
+            port,
+            bind,
+            dump_dir: dump,
+        } = clap::Parser::parse();
         let listener = TcpListener::bind((bind.as_str(), port)).map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("frame-server listening on ws://{addr}");
