@@ -1,9 +1,9 @@
 // The example app examples/vm-launcher, as a user clicks through it. The app is copied to a
 // scratch project, installs its lockfile's registry packages and the tarballs
 // scripts/build-npm packed, copies SeaBIOS with its own `npm run bios`, type-checks and is
-// built with Vite. The build is served on 127.0.0.1 by a static server that applies the
-// app's own public/_headers (as Netlify or Cloudflare Pages would), the test guest by
-// qemuweb-test-server (Range, ETag, CORS) on another port. Headless Chromium, driven by
+// built with Vite. The build is served on 127.0.0.1 by qemuweb-test-server with the
+// COOP/COEP that the app's own public/_headers asks of a host (checked to be the same), and
+// the test guest by another qemuweb-test-server (Range, ETag, CORS) on another port. Headless Chromium, driven by
 // playwright-core, then: boots the guest by URL, types into the xterm.js terminal, writes
 // a sector, reloads and finds it persisted, exports the overlay as qcow2 (checked with
 // qemu-img against the expected disk), resets the disk; boots an uploaded and a dropped
@@ -12,10 +12,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, createReadStream } from 'node:fs';
-import { createServer } from 'node:http';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { extname, join, normalize } from 'node:path';
+import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { withFreshPage } from '../lib/browser.mjs';
 import { freePort, REPO, serve, TARGET, writeGuests } from '../lib/server.mjs';
@@ -48,28 +47,11 @@ function parseHeadersFile(text) {
   return rules;
 }
 
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm' };
-
-/** Serves `root` on 127.0.0.1, with the headers of `root/_headers` if `withHeaders`. */
-async function staticServer(root, withHeaders) {
-  const rules = withHeaders ? parseHeadersFile(readFileSync(join(root, '_headers'), 'utf8')) : [];
-  const server = createServer((req, res) => {
-    let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    if (path.endsWith('/')) path += 'index.html';
-    const file = join(root, normalize(path));
-    if (!file.startsWith(root) || !existsSync(file) || !statSync(file).isFile()) {
-      res.writeHead(404).end();
-      return;
-    }
-    for (const { pattern, headers } of rules) {
-      const match = pattern.endsWith('*') ? path.startsWith(pattern.slice(0, -1)) : path === pattern;
-      if (match) for (const [k, v] of headers) res.setHeader(k, v);
-    }
-    res.setHeader('Content-Type', TYPES[extname(file)] ?? 'application/octet-stream');
-    createReadStream(file).pipe(res);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${server.address().port}`, stop: () => new Promise((r) => server.close(r)) };
+/** The headers `_headers` gives every path (its `/*` rule), lower-cased names. */
+function headersForAll(root) {
+  const rule = parseHeadersFile(readFileSync(join(root, '_headers'), 'utf8')).find((r) => r.pattern === '/*');
+  assert.ok(rule, '_headers has a /* rule');
+  return Object.fromEntries(rule.headers.map(([k, v]) => [k.toLowerCase(), v]));
 }
 
 before(async () => {
@@ -94,15 +76,24 @@ before(async () => {
   await writeGuests(imageDir);
   images = await serve(imageDir);
   images.dir = imageDir;
-  isolated = await staticServer(join(project, 'dist'), true);
-  plain = await staticServer(join(project, 'dist'), false);
+  // The host's isolation headers are the ones the app's _headers asks for.
+  const wanted = headersForAll(join(project, 'dist'));
+  assert.equal(wanted['cross-origin-opener-policy'], 'same-origin');
+  assert.equal(wanted['cross-origin-embedder-policy'], 'require-corp');
+  isolated = await serve(join(project, 'dist'));
+  const answer = await fetch(`${isolated.url}/index.html`);
+  for (const name of ['cross-origin-opener-policy', 'cross-origin-embedder-policy']) {
+    assert.equal(answer.headers.get(name), wanted[name], name);
+  }
+  // The same build as a host without those headers serves it (the server's no-isolation
+  // misbehaviour under a path prefix).
+  plain = { url: `${isolated.url}/__mis/plain/no-isolation` };
   mkdirSync(ARTIFACTS, { recursive: true });
 });
 
 after(async () => {
   await images?.stop();
   await isolated?.stop();
-  await plain?.stop();
   if (project) rmSync(project, { recursive: true, force: true });
 });
 

@@ -6,15 +6,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launch, logPage, removeProfile } from '../lib/browser.mjs';
 import { REPO, serve, TARGET } from '../lib/server.mjs';
-import { serveStatic } from './static.mjs';
 
 export const V86_BUILD = join(REPO, 'e2e', 'node_modules', 'v86', 'build');
 export const SEABIOS = process.env.QEMUWEB_SEABIOS_DIR || '/usr/share/seabios';
 export const BUNDLE = join(TARGET, 'web', 'qemuweb-runtime');
 
 /**
- * The web root (test page, runtime bundle, v86, SeaBIOS) served by a static server, and an
- * image root (the x86 test guest as qcow2 and raw) served by qemuweb-test-server.
+ * The web root (test page, runtime bundle, v86, SeaBIOS) and an image root (the x86 test
+ * guest as qcow2 and raw), each served by its own qemuweb-test-server (another origin, as
+ * an image host would be).
  */
 export async function setUp() {
   if (!existsSync(join(BUNDLE, 'qemuweb_runtime.js'))) {
@@ -38,7 +38,7 @@ export async function setUp() {
   } else {
     execFileSync('cargo', ['run', '-q', '-p', 'qemuweb-guests', '--', imageRoot], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
   }
-  const web = await serveStatic(webRoot);
+  const web = await serve(webRoot);
   const images = await serve(imageRoot);
   return {
     web,
@@ -53,6 +53,12 @@ export async function setUp() {
     },
   };
 }
+
+/**
+ * A path prefix under which the test server answers without COOP/COEP, as a misconfigured
+ * host would (its `no-isolation` misbehaviour; relative URLs of the page stay under it).
+ */
+export const NO_ISOLATION = '/__mis/e2e/no-isolation';
 
 /** Opens the test page in `context`. */
 export async function openPage(context, web, tag) {

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { TARGET } from '../lib/server.mjs';
-import { browserWithPage, converse, dropProfile, setUp } from './common.mjs';
+import { browserWithPage, converse, dropProfile, setUp, NO_ISOLATION } from './common.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
 let env;
@@ -225,7 +225,7 @@ test('a page that is not cross-origin isolated gets a clear capability error fro
   const profile = newProfile();
   const { context, page } = await browserWithPage(profile, env.web, 'display-noiso');
   try {
-    await page.goto(`${env.web.url}/page.html?noisolation`);
+    await page.goto(`${env.web.url}${NO_ISOLATION}/page.html`);
     await page.waitForFunction(() => document.title === 'ready');
     const got = await page.evaluate(() => attempt(() => {
       const client = makeClient();

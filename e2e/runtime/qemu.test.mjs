@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { serve, TARGET } from '../lib/server.mjs';
-import { browserWithPage, converse, dropProfile, initialSector, readReply, setUp } from './common.mjs';
+import { browserWithPage, converse, dropProfile, initialSector, readReply, setUp, NO_ISOLATION } from './common.mjs';
 import { QEMU_ASSETS, QEMU_FILES, qemuMissing } from './qemu-assets.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
@@ -166,7 +166,7 @@ test('QEMU engine: refused with the COOP/COEP fix when the page is not cross-ori
   const profile = newProfile();
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'qemu-noiso');
-    await page.goto(`${env.web.url}/page.html?noisolation`);
+    await page.goto(`${env.web.url}${NO_ISOLATION}/page.html`);
     await page.waitForFunction(() => document.title === 'ready');
     const got = await startQemu(page, 'q-noiso', imageUrl());
     assert.equal(got.error, 'unsupported', JSON.stringify(got));

@@ -8,9 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
-import {
-  browserWithPage, converse, dropProfile, initialSector, openPage, readReply, setUp, startVm,
-} from './common.mjs';
+import { browserWithPage, converse, dropProfile, initialSector, openPage, readReply, setUp, startVm, NO_ISOLATION } from './common.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
 let env;
@@ -373,7 +371,7 @@ test('a disk from a File/Blob the page holds; a BIOS given as bytes; capabilitie
     await page.evaluate(() => client.stopVm('bios-bytes', true));
 
     // The same page without COOP/COEP: not isolated, and told how to fix it.
-    await page.goto(`${env.web.url}/page.html?noisolation`);
+    await page.goto(`${env.web.url}${NO_ISOLATION}/page.html`);
     await page.waitForFunction(() => document.title === 'ready');
     const caps = await page.evaluate(() => makeClient().init());
     assert.equal(caps.crossOriginIsolated, false);

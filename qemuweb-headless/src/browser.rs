@@ -44,6 +44,62 @@ pub(crate) fn launch(chromium: &Path, profile: &Path, url: &str, verbose: bool) 
         .map_err(|e| HeadlessError::io(format!("cannot start {}", chromium.display()), e))
 }
 
+/// Opens `url` in headless Debian Chromium ([`CHROMIUM_FLAGS`], a fresh private profile),
+/// lets the page run for `budget` of virtual time and returns the DOM it ends with
+/// (`--dump-dom`). Chromium is killed if it has not finished 60 s after starting; that is
+/// an error. For tests that need a page's verdict, e.g. what another origin can reach.
+///
+/// ```no_run
+/// let dom = qemuweb_headless::dump_dom("http://127.0.0.1:18000/", std::time::Duration::from_secs(5))?;
+/// assert!(dom.contains("<body"));
+/// # Ok::<(), qemuweb_headless::HeadlessError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`HeadlessError::Io`] when Chromium cannot start or does not finish in time.
+pub fn dump_dom(url: &str, budget: Duration) -> Result<String> {
+    let profile = tempfile::Builder::new()
+        .prefix("qemuweb-dump-dom-")
+        .tempdir()
+        .map_err(|e| HeadlessError::io("a temporary profile directory", e))?;
+    let mut child = Command::new(DEFAULT_CHROMIUM)
+        .args(CHROMIUM_FLAGS)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={}", budget.as_millis()))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| HeadlessError::io(format!("cannot start {DEFAULT_CHROMIUM}"), e))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = thread::spawn(move || {
+        let mut dom = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut dom);
+        dom
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(50))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HeadlessError::io(
+                    format!("Chromium --dump-dom {url}"),
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "did not finish in 60 s"),
+                ));
+            }
+        }
+    }
+    Ok(reader.join().unwrap_or_default())
+}
+
 /// Chromium, and its profile directory when it is a temporary one; both go away on drop.
 pub(crate) struct Cleanup {
     pub(crate) profile: PathBuf,

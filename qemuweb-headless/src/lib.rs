@@ -28,15 +28,14 @@ mod error;
 mod qemu;
 mod site;
 
-pub use browser::CHROMIUM_FLAGS;
+pub use browser::{dump_dom, CHROMIUM_FLAGS};
 pub use error::{ErrorKind, HeadlessError, Result};
 pub use qemu::{qemu_dir_or_env, QEMU_DIR_ENV};
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,7 +44,10 @@ use qemuweb_runtime::engine::plan;
 use qemuweb_runtime::EngineKind;
 
 use browser::Cleanup;
+use bytes::Bytes;
+use qemuweb_http::Token;
 use site::{Bridge, Input, Site};
+use tokio::sync::Notify;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -446,11 +448,16 @@ fn add_tree(files: &mut HashMap<String, PathBuf>, dir: &Path, prefix: &str) {
 /// be built; [`HeadlessError::Io`] when listening, the profile directory or Chromium
 /// fails. Once Chromium runs, everything is an [`Outcome`].
 pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
-    let Prepared { files, config } = prepare(opts)?;
+    let Prepared { files, mut config } = prepare(opts)?;
+    // The bridge's key for this run; only pages that can read config.json (same origin)
+    // learn it.
+    let token =
+        Token::generate().map_err(|e| HeadlessError::io("random token", io::Error::other(e)))?;
+    config["token"] = token.as_str().into();
     let (exits_tx, exits) = mpsc::channel();
     let bridge = Arc::new(Bridge {
         input: Mutex::new(Input::default()),
-        wake: Condvar::new(),
+        wake: Notify::new(),
         output: Mutex::new(console.output),
         exits: exits_tx.clone(),
         verbose: opts.verbose,
@@ -458,17 +465,20 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
     let mut generated = HashMap::new();
     generated.insert(
         "/page.html".to_string(),
-        (PAGE.as_bytes().to_vec(), "text/html; charset=utf-8"),
+        (
+            Bytes::from_static(PAGE.as_bytes()),
+            "text/html; charset=utf-8",
+        ),
     );
     generated.insert(
         "/config.json".to_string(),
-        (config.to_string().into_bytes(), "application/json"),
+        (Bytes::from(config.to_string()), "application/json"),
     );
-    let site = Arc::new(Site {
+    let site = Site {
         files,
         generated,
         bridge: bridge.clone(),
-    });
+    };
     // A kept profile keeps its origin (and so its IndexedDB disks): the same port each run.
     let port_file = opts
         .user_data_dir
@@ -479,22 +489,11 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
         .and_then(|f| std::fs::read_to_string(f).ok())
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or(0);
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .map_err(|e| HeadlessError::io("cannot listen on 127.0.0.1", e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| HeadlessError::io("cannot listen on 127.0.0.1", e))?;
-    {
-        let site = site.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let site = site.clone();
-                thread::spawn(move || {
-                    let _ = site::handle(stream, &site);
-                });
-            }
-        });
-    }
+    let listener = qemuweb_http::bind_loopback(port)
+        .map_err(|e| HeadlessError::io("cannot listen on 127.0.0.1", io::Error::other(e)))?;
+    let server = site::start(listener, site, token)
+        .map_err(|e| HeadlessError::io("cannot serve on 127.0.0.1", io::Error::other(e)))?;
+    let addr = server.local_addr();
 
     // The console's input -> the page.
     {
@@ -519,15 +518,18 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
         });
     }
 
-    let profile_dir = opts.user_data_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!(
-            "qemuweb-headless-{}-{}",
-            std::process::id(),
-            addr.port()
-        ))
-    });
-    std::fs::create_dir_all(&profile_dir)
-        .map_err(|e| HeadlessError::io(profile_dir.display(), e))?;
+    let profile_dir = match &opts.user_data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| HeadlessError::io(dir.display(), e))?;
+            dir.clone()
+        }
+        // A private directory (mode 0700, unpredictable name) under the temporary directory.
+        None => tempfile::Builder::new()
+            .prefix(&format!("qemuweb-headless-{}-", std::process::id()))
+            .tempdir()
+            .map_err(|e| HeadlessError::io("a temporary profile directory", e))?
+            .keep(),
+    };
     if let Some(f) = &port_file {
         std::fs::write(f, format!("{}\n", addr.port()))
             .map_err(|e| HeadlessError::io(f.display(), e))?;

@@ -1,29 +1,51 @@
-//! The runner's HTTP server on 127.0.0.1: the page, its configuration, the bundle and
-//! the VM's files (with single-range support), plus the serial bridge and the page's
-//! event channel. Every answer carries COOP/COEP, CORP and CORS headers.
+//! The runner's site on 127.0.0.1, built from `qemuweb-http`: the page, its
+//! configuration, the bundle and the VM's files (Range, ETags), and the serial bridge and
+//! event channel the page talks to.
+//!
+//! Safe by default: the `Host` must be the bound address (DNS rebinding), nothing is
+//! readable from other origins (no CORS, `Cross-Origin-Resource-Policy: same-origin`), and
+//! the bridge (`GET /serial/in`, `POST /serial/out`, `POST /event`) answers only requests
+//! with the run's random token (`X-QemuWeb-Token`, handed to the page in `config.json`)
+//! from the page's own origin; a refused request changes nothing.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use qemuweb_http::{
+    empty, full, isolation, serve_file, text, ActionGuard, AllowedHosts, Body, Check, Corp,
+    HostCheckLayer, RequestBody, Server, ServerConfig, Token,
+};
+use tokio::sync::Notify;
+use tower::ServiceBuilder;
 
 use crate::Outcome;
+
+/// The largest `POST` the page sends (it splits serial output into pieces of 1 MiB).
+const MAX_POST: usize = 4 << 20;
+/// How long `GET /serial/in` waits for input before answering `204`.
+const POLL: Duration = Duration::from_secs(20);
 
 /// What the server answers for each path.
 pub(crate) struct Site {
     /// URL path -> file.
     pub(crate) files: HashMap<String, PathBuf>,
-    /// URL path -> generated content.
-    pub(crate) generated: HashMap<String, (Vec<u8>, &'static str)>,
-    pub(crate) bridge: std::sync::Arc<Bridge>,
+    /// URL path -> generated content and its type.
+    pub(crate) generated: HashMap<String, (Bytes, &'static str)>,
+    pub(crate) bridge: Arc<Bridge>,
 }
 
 /// The serial bridge and event channel between the page and the runner.
 pub(crate) struct Bridge {
     pub(crate) input: Mutex<Input>,
-    pub(crate) wake: Condvar,
+    pub(crate) wake: Notify,
     /// Where the guest's serial output goes.
     pub(crate) output: Mutex<Box<dyn Write + Send>>,
     pub(crate) exits: mpsc::Sender<Outcome>,
@@ -46,230 +68,137 @@ impl Bridge {
         } else {
             input.bytes.extend_from_slice(bytes);
         }
-        self.wake.notify_all();
+        drop(input);
+        self.wake.notify_waiters();
+    }
+
+    /// Takes what is queued: `Some(bytes)`, `Some(empty)` once the input closed, `None`
+    /// while nothing is there.
+    fn take_input(&self) -> Option<Vec<u8>> {
+        let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
+        if !input.bytes.is_empty() {
+            Some(std::mem::take(&mut input.bytes))
+        } else if input.closed {
+            Some(Vec::new())
+        } else {
+            None
+        }
     }
 }
 
-fn mime(path: &str) -> &'static str {
-    match Path::new(path).extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
-        Some("wasm") => "application/wasm",
-        Some("json") => "application/json",
-        _ => "application/octet-stream",
-    }
-}
-
-fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    extra: &[(&str, String)],
-    body: &[u8],
-) -> io::Result<()> {
-    respond_len(stream, status, content_type, extra, body, body.len())
-}
-
-/// As [`respond`], announcing `length` bytes (for HEAD, where no body follows).
-fn respond_len(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    extra: &[(&str, String)],
-    body: &[u8],
-    length: usize,
-) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        204 => "No Content",
-        206 => "Partial Content",
-        404 => "Not Found",
-        410 => "Gone",
-        416 => "Range Not Satisfiable",
-        _ => "Error",
+/// Starts serving `site` on `listener`; the bridge needs `token`.
+pub(crate) fn start(
+    listener: TcpListener,
+    site: Site,
+    token: Token,
+) -> qemuweb_http::Result<Server> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| qemuweb_http::HttpError::Io {
+            what: "listener".into(),
+            source: e,
+        })?;
+    let hosts = AllowedHosts::for_addr(addr);
+    let guard = ActionGuard::new(token, &hosts);
+    let site = Arc::new(site);
+    let routes = tower::service_fn(move |req: Request<RequestBody>| {
+        let (site, guard) = (site.clone(), guard.clone());
+        async move { Ok::<_, Infallible>(route(&site, &guard, req).await) }
+    });
+    let service = ServiceBuilder::new()
+        .layer(HostCheckLayer::new(hosts))
+        .layer(isolation(Corp::SameOrigin))
+        .service(routes);
+    let config = ServerConfig {
+        max_body: MAX_POST,
+        ..ServerConfig::default()
     };
-    let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cross-Origin-Opener-Policy: same-origin\r\nCross-Origin-Embedder-Policy: require-corp\r\n\
-         Cross-Origin-Resource-Policy: cross-origin\r\nAccess-Control-Allow-Origin: *\r\n\
-         Access-Control-Expose-Headers: Content-Range, Content-Length, ETag, Accept-Ranges\r\n\
-         Cache-Control: no-store\r\n",
-        length
-    );
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
+    Server::start(listener, config, service)
 }
 
-/// Serves a file, honouring a single `bytes=a-b` range.
-fn serve_file(
-    stream: &mut TcpStream,
-    file: &Path,
-    range: Option<&str>,
-    head: bool,
-) -> io::Result<()> {
-    let mut f = std::fs::File::open(file)?;
-    let meta = f.metadata()?;
-    let size = meta.len();
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let etag = format!("\"{size:x}-{mtime:x}\"");
-    let mut headers = vec![("Accept-Ranges", "bytes".to_string()), ("ETag", etag)];
-    let span = match range.and_then(|r| r.strip_prefix("bytes=")) {
-        None => None,
-        Some(spec) => {
-            let (a, b) = spec.split_once('-').unwrap_or((spec, ""));
-            let parsed = match (a.trim().parse::<u64>(), b.trim()) {
-                (Ok(start), "") => Some((start, size.saturating_sub(1))),
-                (Ok(start), end) => end
-                    .parse::<u64>()
-                    .ok()
-                    .map(|e| (start, e.min(size.saturating_sub(1)))),
-                (Err(_), end) => end
-                    .parse::<u64>()
-                    .ok()
-                    .map(|n| (size.saturating_sub(n), size.saturating_sub(1))),
-            };
-            match parsed {
-                Some((s, e)) if s <= e && s < size => Some((s, e)),
-                _ => {
-                    headers.push(("Content-Range", format!("bytes */{size}")));
-                    return respond(stream, 416, "text/plain", &headers, b"");
+async fn route(site: &Site, guard: &ActionGuard, req: Request<RequestBody>) -> Response<Body> {
+    let path = match req.uri().path() {
+        "/" => "/page.html",
+        p => p,
+    }
+    .to_string();
+    let bridge = &site.bridge;
+    match (req.method(), path.as_str()) {
+        (_, "/serial/in" | "/serial/out" | "/event") => {
+            if let Some(refusal) = guard.check(&req) {
+                return refusal;
+            }
+            match (req.method().clone(), path.as_str()) {
+                (Method::GET, "/serial/in") => serial_in(bridge).await,
+                (Method::POST, p) if p != "/serial/in" => {
+                    let body = match req.into_body().collect().await {
+                        Ok(b) => b.to_bytes(),
+                        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "too large"),
+                    };
+                    if p == "/serial/out" {
+                        let mut out = bridge.output.lock().unwrap_or_else(|e| e.into_inner());
+                        let _ = out.write_all(&body).and_then(|()| out.flush());
+                    } else {
+                        on_event(bridge, &body);
+                    }
+                    no_content()
                 }
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             }
         }
-    };
-    let (status, start, len) = match span {
-        Some((s, e)) => {
-            headers.push(("Content-Range", format!("bytes {s}-{e}/{size}")));
-            (206, s, e - s + 1)
+        (&Method::GET | &Method::HEAD, p) => {
+            if let Some((content, content_type)) = site.generated.get(p) {
+                let mut r = Response::new(if req.method() == Method::HEAD {
+                    empty()
+                } else {
+                    full(content.clone())
+                });
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            } else if let Some(file) = site.files.get(p) {
+                let (parts, _) = req.into_parts();
+                serve_file(&parts, file).await
+            } else {
+                text(StatusCode::NOT_FOUND, "not found")
+            }
         }
-        None => (200, 0, size),
-    };
-    let mut body = vec![0u8; if head { 0 } else { len as usize }];
-    if !head {
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut body)?;
+        _ => text(StatusCode::NOT_FOUND, "not found"),
     }
-    let ct = mime(&file.to_string_lossy());
-    respond_len(stream, status, ct, &headers, &body, len as usize)
 }
 
-/// Answers the requests of one connection until it closes.
-pub(crate) fn handle(mut stream: TcpStream, site: &Site) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// `GET /serial/in`: the queued input (`200`), `410` once the input closed, or `204`
+/// after [`POLL`] without input.
+async fn serial_in(bridge: &Bridge) -> Response<Body> {
+    let deadline = tokio::time::Instant::now() + POLL;
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
+        let notified = bridge.wake.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a push in between is not missed.
+        notified.as_mut().enable();
+        match bridge.take_input() {
+            Some(bytes) if bytes.is_empty() => return text(StatusCode::GONE, "input closed"),
+            Some(bytes) => {
+                let mut r = Response::new(full(bytes));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                return r;
+            }
+            None => {}
         }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let target = parts.next().unwrap_or("/").to_string();
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 {
-                return Ok(());
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let length: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if length > 64 << 20 {
-            return respond(&mut stream, 413, "text/plain", &[], b"too large\n");
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
-        let path = target.split('?').next().unwrap_or("/");
-        let path = if path == "/" { "/page.html" } else { path };
-        match (method.as_str(), path) {
-            ("OPTIONS", _) => respond(
-                &mut stream,
-                204,
-                "text/plain",
-                &[
-                    (
-                        "Access-Control-Allow-Methods",
-                        "GET, HEAD, POST, OPTIONS".into(),
-                    ),
-                    (
-                        "Access-Control-Allow-Headers",
-                        "Range, If-Range, Content-Type".into(),
-                    ),
-                ],
-                b"",
-            )?,
-            ("POST", "/serial/out") => {
-                {
-                    let mut out = site.bridge.output.lock().unwrap_or_else(|e| e.into_inner());
-                    out.write_all(&body)?;
-                    out.flush()?;
-                }
-                respond(&mut stream, 204, "text/plain", &[], b"")?;
-            }
-            ("GET", "/serial/in") => {
-                let bridge = &site.bridge;
-                let mut input = bridge.input.lock().unwrap_or_else(|e| e.into_inner());
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while input.bytes.is_empty() && !input.closed && Instant::now() < deadline {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    input = bridge
-                        .wake
-                        .wait_timeout(input, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                if !input.bytes.is_empty() {
-                    let bytes = std::mem::take(&mut input.bytes);
-                    drop(input);
-                    respond(&mut stream, 200, "application/octet-stream", &[], &bytes)?;
-                } else if input.closed {
-                    drop(input);
-                    respond(&mut stream, 410, "text/plain", &[], b"")?;
-                } else {
-                    drop(input);
-                    respond(&mut stream, 204, "text/plain", &[], b"")?;
-                }
-            }
-            ("POST", "/event") => {
-                on_event(&site.bridge, &body);
-                respond(&mut stream, 204, "text/plain", &[], b"")?;
-            }
-            ("GET", p) | ("HEAD", p) => {
-                let head = method == "HEAD";
-                if let Some((content, ct)) = site.generated.get(p) {
-                    let body: &[u8] = if head { b"" } else { content };
-                    respond_len(&mut stream, 200, ct, &[], body, content.len())?;
-                } else if let Some(file) = site.files.get(p) {
-                    serve_file(
-                        &mut stream,
-                        file,
-                        headers.get("range").map(String::as_str),
-                        head,
-                    )?;
-                } else {
-                    respond(&mut stream, 404, "text/plain", &[], b"not found\n")?;
-                }
-            }
-            _ => respond(&mut stream, 404, "text/plain", &[], b"not found\n")?,
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => return no_content(),
         }
     }
 }

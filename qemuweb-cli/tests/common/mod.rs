@@ -116,35 +116,7 @@ pub fn qemu_img_raw(image: &Path, dir: &Path) -> Vec<u8> {
     bytes
 }
 
-/// Opens `url` in headless Chromium (the project's flags, a fresh profile), lets the page
-/// run for up to `budget_ms` of virtual time and returns the DOM it ends with. Bounded by
-/// a watchdog: Chromium is killed after 60 s.
-pub fn chromium_dom(url: &str, budget_ms: u32) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let child = Command::new("/usr/bin/chromium")
-        .args(qemuweb_headless::CHROMIUM_FLAGS)
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--virtual-time-budget={budget_ms}"))
-        .arg("--dump-dom")
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start /usr/bin/chromium");
-    let pid = child.id();
-    let watchdog = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        true
-    });
-    let out = child.wait_with_output().expect("chromium output");
-    assert!(!watchdog.join().unwrap(), "Chromium did not finish in 60 s");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The DOM `url` ends with in headless Chromium after `budget_ms` of virtual time.
+pub fn chromium_dom(url: &str, budget_ms: u64) -> String {
+    qemuweb_headless::dump_dom(url, std::time::Duration::from_millis(budget_ms)).unwrap()
 }
