@@ -81,6 +81,11 @@ pub struct BrowserBoot {
     pub qemu_dir: Option<PathBuf>,
     /// Report the page's progress and Chromium's output on stderr.
     pub verbose: bool,
+    /// v86's directory (`libv86.mjs`, `v86.wasm`); default the data directory's, fetched
+    /// from the npm registry on first use (`qemuweb assets fetch`).
+    pub v86_dir: Option<PathBuf>,
+    /// A runtime web bundle directory instead of the one built into this binary.
+    pub bundle: Option<PathBuf>,
 }
 
 /// What to boot and how.
@@ -363,6 +368,11 @@ pub fn browser_options(
             ))
         }
         EngineArg::V86 => runner.engine = qemuweb_headless::Engine::V86,
+        EngineArg::Qemu if browser.v86_dir.is_some() => {
+            return Err(CliError::InvalidArgument(
+                "--v86-dir goes with --engine v86".into(),
+            ))
+        }
         EngineArg::Qemu => {
             let dir =
                 qemuweb_headless::qemu_dir_or_env(browser.qemu_dir.clone()).ok_or_else(|| {
@@ -384,6 +394,8 @@ pub fn browser_options(
     runner.memory_mib = opts.memory_mib;
     runner.timeout = opts.timeout;
     runner.verbose = browser.verbose;
+    runner.v86_dir = browser.v86_dir.clone();
+    runner.bundle = browser.bundle.clone();
     Ok(runner)
 }
 
@@ -401,7 +413,10 @@ pub fn boot_in_browser(
     opts: &BootOptions,
     browser: &BrowserBoot,
 ) -> Result<qemuweb_headless::Outcome> {
-    let runner = browser_options(opts, browser)?;
+    let mut runner = browser_options(opts, browser)?;
+    if runner.engine == qemuweb_headless::Engine::V86 && runner.v86_dir.is_none() {
+        runner.v86_dir = Some(qemuweb_headless::assets::ensure_v86()?);
+    }
     match qemuweb_headless::run(&runner, qemuweb_headless::Console::stdio()) {
         Ok(qemuweb_headless::Outcome::Timeout) => Err(CliError::Timeout {
             seconds: opts.timeout.map_or(0, |t| t.as_secs()),

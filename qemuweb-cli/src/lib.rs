@@ -12,6 +12,8 @@
 //! - `qemuweb prepare IMAGE OUT_DIR`: the image as a qcow2 with the HTTP device's block
 //!   size as cluster size (or raw), `vm.json`, `_headers` and a SHA-256 manifest, and
 //!   optionally an Atlas content-addressed store ([`prepare`]).
+//! - `qemuweb assets fetch|status`: v86 from the npm registry (pinned SHA-512) into the
+//!   data directory, and where every asset `boot --browser` needs is found ([`assets`]).
 //! - `qemuweb emulator start|stop|reset|status`: a long-running local VM over a base
 //!   image plus an overlay, with port forwards and QMP ([`emulator`]).
 //!
@@ -24,6 +26,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![warn(missing_docs)]
 
+pub mod assets;
 pub mod boot;
 pub mod create;
 pub mod emulator;

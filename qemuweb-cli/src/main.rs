@@ -133,6 +133,13 @@ mod cli {
             /// Report the page's progress and Chromium's output on stderr.
             #[arg(long, requires = "browser")]
             verbose: bool,
+            /// With the v86 engine: v86's directory (libv86.mjs, v86.wasm). Default: the
+            /// data directory's, fetched on first use (see `qemuweb assets`).
+            #[arg(long, requires = "browser")]
+            v86_dir: Option<PathBuf>,
+            /// A runtime web bundle directory (scripts/build-web) instead of the built-in one.
+            #[arg(long, requires = "browser")]
+            bundle: Option<PathBuf>,
         },
         /// Make an image ready for a static web host: a qcow2 with the HTTP block size as
         /// cluster size (or raw), vm.json, _headers and manifest.json with SHA-256s.
@@ -174,6 +181,13 @@ mod cli {
             #[arg(long)]
             app: Option<PathBuf>,
         },
+        /// What `boot --browser` needs besides this binary: v86 (from the npm registry, at
+        /// a pinned version and SHA-512) in the data directory ($QEMUWEB_DATA_DIR, else
+        /// $XDG_DATA_HOME/qemuweb or ~/.local/share/qemuweb), and Debian's SeaBIOS.
+        Assets {
+            #[command(subcommand)]
+            command: AssetsCmd,
+        },
         /// A long-running local VM: a base image plus an overlay, QMP, port forwards.
         Emulator {
             /// The state directory (overlay, PID file, QMP socket, serial log).
@@ -198,6 +212,18 @@ mod cli {
         /// The kernel command line.
         #[arg(long, requires = "kernel")]
         append: Option<String>,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum AssetsCmd {
+        /// Download v86 into the data directory (again with --force).
+        Fetch {
+            /// Replace a v86 already there.
+            #[arg(long)]
+            force: bool,
+        },
+        /// Say where each asset is found, or that it is missing (exit 3 when one is).
+        Status,
     }
 
     #[derive(Debug, Subcommand)]
@@ -350,6 +376,8 @@ mod cli {
                 bios,
                 qemu_dir,
                 verbose,
+                v86_dir,
+                bundle,
             } => {
                 let opts = BootOptions {
                     profile,
@@ -371,6 +399,8 @@ mod cli {
                         bios,
                         qemu_dir,
                         verbose,
+                        v86_dir,
+                        bundle,
                     };
                     let outcome = qemuweb_cli::boot::boot_in_browser(&opts, &browser)?;
                     if outcome.exit_code() != 0 {
@@ -429,6 +459,10 @@ mod cli {
                 println!("Wrote {}", opts.out_dir.join("manifest.json").display());
                 Ok(ExitCode::SUCCESS)
             }
+            Cmd::Assets { command } => qemuweb_cli::assets::run(match command {
+                AssetsCmd::Fetch { force } => qemuweb_cli::assets::Action::Fetch { force },
+                AssetsCmd::Status => qemuweb_cli::assets::Action::Status,
+            }),
             Cmd::Emulator { state_dir, command } => {
                 let emu = Emulator::new(state_dir.unwrap_or_else(default_state_dir));
                 match command {

@@ -126,20 +126,39 @@ impl Drop for Cleanup {
     }
 }
 
-/// The source checkout this crate was built from (for the bundle, v86 and build scripts).
-pub(crate) fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+/// Where the runtime's web bundle comes from.
+pub(crate) enum Bundle {
+    /// A `scripts/build-web` output directory.
+    Dir(PathBuf),
+    /// The files embedded at build time (feature `embed-bundle`).
+    #[cfg_attr(not(feature = "embed-bundle"), allow(dead_code))]
+    Embedded(&'static [(&'static str, &'static [u8])]),
 }
 
-/// The runtime's wasm bundle: `explicit`, or `$CARGO_TARGET_DIR/web/qemuweb-runtime`,
-/// built by `scripts/build-web qemuweb-runtime` when missing.
-pub(crate) fn find_bundle(explicit: Option<&Path>) -> Result<PathBuf> {
+#[cfg(feature = "embed-bundle")]
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/bundle.rs"));
+}
+
+/// How many bundle files are embedded.
+pub(crate) fn embedded_files() -> usize {
+    #[cfg(feature = "embed-bundle")]
+    {
+        embedded::FILES.len()
+    }
+    #[cfg(not(feature = "embed-bundle"))]
+    {
+        0
+    }
+}
+
+/// The runtime's wasm bundle: `explicit`, else the embedded one (feature
+/// `embed-bundle`), else (a development build) the checkout's
+/// `$CARGO_TARGET_DIR/web/qemuweb-runtime`, built by `scripts/build-web` when missing.
+pub(crate) fn find_bundle(explicit: Option<&Path>) -> Result<Bundle> {
     if let Some(b) = explicit {
         return if b.join("qemuweb_runtime.js").is_file() {
-            Ok(b.to_path_buf())
+            Ok(Bundle::Dir(b.to_path_buf()))
         } else {
             Err(HeadlessError::Bundle(format!(
                 "--bundle {}: no qemuweb_runtime.js there",
@@ -147,23 +166,73 @@ pub(crate) fn find_bundle(explicit: Option<&Path>) -> Result<PathBuf> {
             )))
         };
     }
-    let repo = repo_dir();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target"));
-    let bundle = target.join("web").join("qemuweb-runtime");
-    if !bundle.join("qemuweb_runtime.js").is_file() {
-        eprintln!("headless: building the web bundle (scripts/build-web qemuweb-runtime)");
-        let status = Command::new(repo.join("scripts").join("build-web"))
-            .arg("qemuweb-runtime")
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| HeadlessError::Bundle(format!("cannot run scripts/build-web: {e}")))?;
-        if !status.success() || !bundle.join("qemuweb_runtime.js").is_file() {
-            return Err(HeadlessError::Bundle(
-                "scripts/build-web qemuweb-runtime failed".into(),
-            ));
+    #[cfg(feature = "embed-bundle")]
+    {
+        Ok(Bundle::Embedded(embedded::FILES))
+    }
+    #[cfg(not(feature = "embed-bundle"))]
+    {
+        checkout::bundle().map(Bundle::Dir)
+    }
+}
+
+/// v86 when none was given: the data directory's ([`crate::assets::fetch_v86`]), else in
+/// a development build the checkout's `e2e/node_modules/v86/build`.
+pub(crate) fn default_v86_dir() -> Result<PathBuf> {
+    let installed = crate::assets::v86_dir();
+    if let Some(d) = installed.as_ref().filter(|d| crate::assets::has_v86(d)) {
+        return Ok(d.clone());
+    }
+    #[cfg(not(feature = "embed-bundle"))]
+    {
+        let dev = checkout::dir().join("e2e/node_modules/v86/build");
+        if crate::assets::has_v86(&dev) {
+            return Ok(dev);
         }
     }
-    Ok(bundle)
+    Err(HeadlessError::Assets(format!(
+        "v86 is not installed{}: run `qemuweb assets fetch` (v86 {} from the npm registry, SHA-512 checked) or pass --v86-dir",
+        installed
+            .map(|d| format!(" in {}", d.display()))
+            .unwrap_or_default(),
+        crate::assets::V86_VERSION
+    )))
+}
+
+/// A development build's source checkout (never consulted by an `embed-bundle` build, so
+/// an installed runner does not depend on where it was built).
+#[cfg(not(feature = "embed-bundle"))]
+mod checkout {
+    use super::*;
+
+    /// The checkout this crate was built from.
+    pub(super) fn dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// `$CARGO_TARGET_DIR/web/qemuweb-runtime`, built by `scripts/build-web` when missing.
+    pub(super) fn bundle() -> Result<PathBuf> {
+        let repo = dir();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join("target"));
+        let bundle = target.join("web").join("qemuweb-runtime");
+        if !bundle.join("qemuweb_runtime.js").is_file() {
+            eprintln!("headless: building the web bundle (scripts/build-web qemuweb-runtime)");
+            let status = Command::new(repo.join("scripts").join("build-web"))
+                .arg("qemuweb-runtime")
+                .stdout(Stdio::null())
+                .status()
+                .map_err(|e| HeadlessError::Bundle(format!("cannot run scripts/build-web: {e}")))?;
+            if !status.success() || !bundle.join("qemuweb_runtime.js").is_file() {
+                return Err(HeadlessError::Bundle(
+                    "scripts/build-web qemuweb-runtime failed".into(),
+                ));
+            }
+        }
+        Ok(bundle)
+    }
 }

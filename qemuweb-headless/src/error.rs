@@ -12,6 +12,8 @@ pub enum ErrorKind {
     Refused,
     /// The runtime's web bundle is missing and could not be built.
     Bundle,
+    /// An engine asset (v86) is missing and could not be fetched.
+    Assets,
     /// Listening, a profile directory or starting Chromium failed.
     Io,
 }
@@ -37,6 +39,9 @@ pub enum HeadlessError {
     /// The web bundle is missing and could not be built.
     #[error("{0}")]
     Bundle(String),
+    /// An engine asset is missing or could not be fetched and checked.
+    #[error("{0}")]
+    Assets(String),
     /// An I/O operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -62,6 +67,7 @@ impl HeadlessError {
             HeadlessError::QemuAssets { .. } => ErrorKind::QemuAssets,
             HeadlessError::Refused(_) => ErrorKind::Refused,
             HeadlessError::Bundle(_) => ErrorKind::Bundle,
+            HeadlessError::Assets(_) => ErrorKind::Assets,
             HeadlessError::Io { .. } => ErrorKind::Io,
         }
     }

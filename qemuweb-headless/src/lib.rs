@@ -23,6 +23,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![warn(missing_docs)]
 
+pub mod assets;
 mod browser;
 mod error;
 mod qemu;
@@ -130,11 +131,13 @@ pub struct RunnerOptions {
     pub bios: Option<PathBuf>,
     /// The VGA BIOS (default Debian's `vgabios-stdvga.bin` when the BIOS is the default).
     pub vga_bios: Option<PathBuf>,
-    /// The directory with v86's `libv86.mjs` and `v86.wasm` (default the checkout's
-    /// `e2e/node_modules/v86/build`).
+    /// The directory with v86's `libv86.mjs` and `v86.wasm` (default
+    /// [`assets::v86_dir`] when [`assets::fetch_v86`] filled it; in a build without
+    /// `embed-bundle`, else the checkout's `e2e/node_modules/v86/build`).
     pub v86_dir: Option<PathBuf>,
-    /// The runtime's wasm bundle (default `$CARGO_TARGET_DIR/web/qemuweb-runtime`, built
-    /// when missing).
+    /// The runtime's wasm bundle directory (default: the bundle embedded with the feature
+    /// `embed-bundle`; without it `$CARGO_TARGET_DIR/web/qemuweb-runtime` of the checkout,
+    /// built when missing).
     pub bundle: Option<PathBuf>,
     /// The Chromium program (default `/usr/bin/chromium`).
     pub chromium: Option<PathBuf>,
@@ -257,6 +260,8 @@ fn is_url(s: &str) -> bool {
 /// The files, assets and page configuration of one run.
 struct Prepared {
     files: HashMap<String, PathBuf>,
+    /// URL path -> a file of the embedded bundle.
+    embedded: HashMap<String, &'static [u8]>,
     config: serde_json::Value,
 }
 
@@ -287,15 +292,13 @@ fn prepare(opts: &RunnerOptions) -> Result<Prepared> {
         let p = PathBuf::from("/usr/share/seabios/vgabios-stdvga.bin");
         (opts.bios.is_none() && p.is_file()).then_some(p)
     });
-    let v86_dir = opts
-        .v86_dir
-        .clone()
-        .unwrap_or_else(|| browser::repo_dir().join("e2e/node_modules/v86/build"));
-    if opts.engine == Engine::V86
-        && (!v86_dir.join("libv86.mjs").is_file() || !v86_dir.join("v86.wasm").is_file())
-    {
+    let v86_dir = match &opts.v86_dir {
+        Some(d) => d.clone(),
+        None => browser::default_v86_dir()?,
+    };
+    if opts.engine == Engine::V86 && !assets::has_v86(&v86_dir) {
         return Err(invalid(format!(
-            "v86 not found in {} (run `npm ci` in e2e/, or pass --v86-dir with libv86.mjs and v86.wasm)",
+            "v86 not found in {}: pass --v86-dir with libv86.mjs and v86.wasm, or run `qemuweb assets fetch`",
             v86_dir.display()
         )));
     }
@@ -353,20 +356,15 @@ fn prepare(opts: &RunnerOptions) -> Result<Prepared> {
         Some(opts.engine.kind()),
     )
     .map_err(|e| HeadlessError::Refused(e.to_string()))?;
-    let bundle = browser::find_bundle(opts.bundle.as_deref())?;
-
-    for entry in std::fs::read_dir(&bundle)
-        .map_err(|e| HeadlessError::io(bundle.display(), e))?
-        .flatten()
-    {
-        if entry.path().is_file() {
-            files.insert(
-                format!("/pkg/{}", entry.file_name().to_string_lossy()),
-                entry.path(),
-            );
+    let mut embedded = HashMap::new();
+    match browser::find_bundle(opts.bundle.as_deref())? {
+        browser::Bundle::Dir(bundle) => add_tree(&mut files, &bundle, "/pkg"),
+        browser::Bundle::Embedded(list) => {
+            for (path, bytes) in list {
+                embedded.insert(format!("/pkg/{path}"), *bytes);
+            }
         }
     }
-    add_tree(&mut files, &bundle.join("snippets"), "/pkg/snippets");
     let mut assets = serde_json::Map::new();
     if opts.engine == Engine::V86 {
         files.insert("/v86/libv86.mjs".into(), v86_dir.join("libv86.mjs"));
@@ -406,7 +404,11 @@ fn prepare(opts: &RunnerOptions) -> Result<Prepared> {
         "assets": assets,
         "drainMs": 500,
     });
-    Ok(Prepared { files, config })
+    Ok(Prepared {
+        files,
+        embedded,
+        config,
+    })
 }
 
 fn add_tree(files: &mut HashMap<String, PathBuf>, dir: &Path, prefix: &str) {
@@ -448,7 +450,11 @@ fn add_tree(files: &mut HashMap<String, PathBuf>, dir: &Path, prefix: &str) {
 /// be built; [`HeadlessError::Io`] when listening, the profile directory or Chromium
 /// fails. Once Chromium runs, everything is an [`Outcome`].
 pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
-    let Prepared { files, mut config } = prepare(opts)?;
+    let Prepared {
+        files,
+        embedded,
+        mut config,
+    } = prepare(opts)?;
     // The bridge's key for this run; only pages that can read config.json (same origin)
     // learn it.
     let token =
@@ -463,6 +469,10 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
         verbose: opts.verbose,
     });
     let mut generated = HashMap::new();
+    for (path, bytes) in embedded {
+        let content_type = qemuweb_http::mime_type(Path::new(&path));
+        generated.insert(path, (Bytes::from_static(bytes), content_type));
+    }
     generated.insert(
         "/page.html".to_string(),
         (
