@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("qemuweb-guests-{}-{name}", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("qemuweb-guests-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }

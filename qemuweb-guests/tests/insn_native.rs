@@ -29,7 +29,11 @@ fn hex(v: u64) -> String {
 }
 
 fn dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("qemuweb-insn-{name}-{}", std::process::id()));
+    let d = tempfile::Builder::new()
+        .prefix(&format!("qemuweb-insn-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
     std::fs::create_dir_all(&d).unwrap();
     d
 }

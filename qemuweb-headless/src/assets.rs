@@ -94,7 +94,17 @@ pub fn ensure_v86() -> Result<PathBuf> {
 /// differs or the tarball lacks a file.
 pub fn fetch_v86(dir: &Path) -> Result<PathBuf> {
     let fail = |what: String| HeadlessError::Assets(format!("v86 {V86_VERSION}: {what}"));
-    let response = ureq::get(V86_URL)
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .tls_config(tls)
+            .timeout_global(Some(std::time::Duration::from_secs(300)))
+            .build(),
+    );
+    let response = agent
+        .get(V86_URL)
         .call()
         .map_err(|e| fail(format!("cannot download {V86_URL}: {e}")))?;
     let mut tarball = Vec::new();

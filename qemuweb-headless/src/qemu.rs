@@ -94,8 +94,11 @@ mod tests {
 
     #[test]
     fn a_full_directory_becomes_assets_and_files() {
-        let dir =
-            std::env::temp_dir().join(format!("qemuweb-headless-qemu-{}", std::process::id()));
+        let dir = tempfile::Builder::new()
+            .prefix("qemuweb-headless-qemu-")
+            .tempdir()
+            .unwrap()
+            .keep();
         std::fs::create_dir_all(&dir).unwrap();
         for name in [
             "qemu-system-i386.js",

@@ -150,16 +150,23 @@ mod tests {
     use crate::ErrorKind;
     use futures::executor::block_on;
 
-    fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("qemuweb-file-{}-{name}", std::process::id()))
+    /// A path in a private directory of its own (mode 0700, unpredictable name), which
+    /// goes away with the returned guard.
+    fn temp(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("qemuweb-file-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
     }
 
     #[test]
     fn errors_are_typed() {
         block_on(async {
-            let missing = FileBlockDevice::open(temp("missing"), true).unwrap_err();
+            let missing = FileBlockDevice::open(temp("missing").1, true).unwrap_err();
             assert_eq!(missing.kind(), ErrorKind::Io);
-            let p = temp("ro");
+            let (_dir, p) = temp("ro");
             std::fs::write(&p, [1u8; 1000]).unwrap();
             let d = FileBlockDevice::open(&p, true).unwrap();
             assert_eq!(d.size(), 1000);

@@ -240,14 +240,21 @@ mod tests {
     use crate::ErrorKind;
     use futures::executor::block_on;
 
-    fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("qemuweb-fovl-{}-{name}", std::process::id()))
+    /// A path in a private directory of its own (mode 0700, unpredictable name), which
+    /// goes away with the returned guard.
+    fn temp(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("qemuweb-fovl-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
     }
 
     #[test]
     fn replays_the_log_and_keeps_the_latest_block() {
         block_on(async {
-            let p = temp("replay");
+            let (_dir, p) = temp("replay");
             let o = FileOverlay::create(&p, 512).unwrap();
             o.write_block(3, &[1; 512]).await.unwrap();
             o.write_block(1, &[2; 512]).await.unwrap();
@@ -269,7 +276,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_dropped_but_earlier_damage_is_an_error() {
         block_on(async {
-            let p = temp("torn");
+            let (_dir, p) = temp("torn");
             let o = FileOverlay::create(&p, 512).unwrap();
             o.write_block(0, &[1; 512]).await.unwrap();
             o.write_block(0, &[2; 512]).await.unwrap();

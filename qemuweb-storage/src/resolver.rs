@@ -209,8 +209,11 @@ mod dir {
         #[test]
         fn confines_names_to_the_directory() {
             block_on(async {
-                let base =
-                    std::env::temp_dir().join(format!("qemuweb-dirres-{}", std::process::id()));
+                let base = tempfile::Builder::new()
+                    .prefix("qemuweb-dirres-")
+                    .tempdir()
+                    .unwrap()
+                    .keep();
                 let inner = base.join("inner");
                 std::fs::create_dir_all(&inner).unwrap();
                 std::fs::write(inner.join("ok.img"), [5u8; 512]).unwrap();

@@ -30,7 +30,11 @@ fn cat(args: &[&str]) -> Output {
 }
 
 fn fixtures(tag: &str) -> (PathBuf, Vec<Fixture>) {
-    let dir = std::env::temp_dir().join(format!("qemuweb-cat-{tag}-{}", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("qemuweb-cat-{tag}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let list = generate_small(&dir).unwrap();

@@ -180,8 +180,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("qemuweb-config-{}-{name}", std::process::id()));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("qemuweb-config-{name}-"))
+            .tempdir()
+            .unwrap()
+            .keep();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)

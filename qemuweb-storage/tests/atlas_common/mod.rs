@@ -48,18 +48,16 @@ impl Rng {
     }
 }
 
-/// A fresh, empty directory under the system temp dir; removed on drop.
+/// A fresh, private, empty directory under the system temp dir; removed on drop.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "qemuweb-atlas-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let p = tempfile::Builder::new()
+            .prefix(&format!("qemuweb-atlas-{tag}-"))
+            .tempdir()
+            .unwrap()
+            .keep();
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Self(p)

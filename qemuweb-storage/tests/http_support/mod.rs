@@ -11,7 +11,6 @@ use qemuweb_testkit::server::TestServer;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub struct Fixture {
@@ -31,16 +30,14 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| r.next() as u8).collect()
 }
 
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
 /// Serves a fresh directory holding `disk.img` (random), `dir/top.img`, `dir/base.img`,
 /// `secret.img` (outside `dir/`) and `empty.img`.
 pub fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!(
-        "qemuweb-http-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
+    let dir = tempfile::Builder::new()
+        .prefix("qemuweb-http-test-")
+        .tempdir()
+        .unwrap()
+        .keep();
     std::fs::create_dir_all(dir.join("dir")).unwrap();
     let data = random_bytes(DISK_SIZE, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(dir.join("disk.img"), &data).unwrap();
