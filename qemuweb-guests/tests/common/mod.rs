@@ -96,7 +96,11 @@ pub fn screendump(monitor: &Path, out: &Path) -> (usize, usize, Vec<u8>) {
 /// The guest booted on native QEMU, at its first prompt; its files are in `dir` (made
 /// fresh), the monitor at `dir/mon.sock`.
 pub fn boot(name: &str) -> (Qemu, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("qemuweb-guests-{name}-{}", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("qemuweb-guests-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let disk = dir.join("x86.raw");
