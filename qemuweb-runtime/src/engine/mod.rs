@@ -23,6 +23,7 @@ use qemuweb_config::{
 #[cfg(target_arch = "wasm32")]
 pub mod qemu;
 pub mod qemu_channel;
+pub mod qemu_display;
 pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
 pub mod v86;
