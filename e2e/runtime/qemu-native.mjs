@@ -25,7 +25,7 @@ export async function bootNative(disk, { limitS = 120 } = {}) {
   const child = spawn('timeout', ['-k', '5', String(limitS), 'qemu-system-i386',
     '-display', 'none', '-vga', 'std', '-nic', 'none', '-m', '64',
     '-drive', `file=${disk},format=raw,snapshot=on`, '-serial', 'stdio',
-    '-monitor', `unix:${monitor},server=on,wait=off`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    '-monitor', `unix:${monitor},server=on,wait=off`], { stdio: ['pipe', 'pipe', 'inherit'], detached: true });
   let serial = '';
   child.stdout.on('data', (d) => { serial += d.toString('latin1'); });
   const q = {
@@ -77,7 +77,9 @@ export async function bootNative(disk, { limitS = 120 } = {}) {
       return { width: w, height: h, rgb: bytes.subarray(bytes.length - w * h * 3) };
     },
     stop() {
-      child.kill('SIGKILL');
+      // `timeout` and QEMU are a process group of their own: end both (killing only
+      // `timeout` would leave QEMU running).
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
       rmSync(dir, { recursive: true, force: true });
     },
   };
