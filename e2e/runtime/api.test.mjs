@@ -27,8 +27,10 @@ test('listeners: several per event, each removable; events carry their VM; a sta
     const started = await page.evaluate(async (url) => {
       const c = (window.client = makeClient());
       await c.init();
-      const seen = (window.apiSeen = { a: [], b: [], removed: 0, off: 0, once: 0, serial: 0, all: [], fromOption: [] });
+      const seen = (window.apiSeen = { a: [], b: [], removed: 0, off: 0, once: 0, serial: 0, all: [], fromOption: [], reported: [] });
+      window.addEventListener('error', (e) => { seen.reported.push(e.message); e.preventDefault(); });
       c.on('started', (e) => seen.a.push(e));
+      c.on('started', () => { throw new Error('a listener that throws'); });
       c.on('started', (e) => seen.b.push(e.engine));
       c.on('started', () => seen.removed++)();
       const counted = () => seen.off++;
@@ -49,7 +51,9 @@ test('listeners: several per event, each removable; events carry their VM; a sta
     const seen = await page.evaluate(() => apiSeen);
 
     assert.deepEqual(seen.a.map((e) => [e.type, e.vmId, e.engine]), [['started', 'api-a', 'v86']]);
+    // A listener that throws does not stop the next one; its exception is reported.
     assert.deepEqual(seen.b, ['v86']);
+    assert.ok(seen.reported.some((m) => m.includes('a listener that throws')), JSON.stringify(seen.reported));
     assert.equal(seen.removed, 0);
     assert.equal(seen.off, 0, 'off removed the listener added twice');
     assert.equal(seen.once, 1);

@@ -1359,7 +1359,9 @@ impl Inner {
                     .and_then(|s| s.progress.clone());
                 if let Some(f) = progress {
                     // A throwing callback must not break the client's event handling.
-                    let _ = f.call1(&JsValue::NULL, &data);
+                    if let Err(e) = f.call1(&JsValue::NULL, &data) {
+                        events::report(&e);
+                    }
                 }
             }
             Event::Done { request_id, result } => {

@@ -11,6 +11,7 @@ use js_sys::{Array, Function, Reflect};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 /// The TypeScript of the event API: the event types derive from the generated `Event`
 /// union, and `QemuClient`'s `on`/`once`/`off` (written in Rust with `skip_typescript`)
@@ -169,7 +170,8 @@ impl Listeners {
     /// Sends `event` (an event object with `type` and `vmId`) to the listeners of its
     /// type, in the order they were added, then to the matching `onX` slot with that
     /// slot's arguments. `error` is the `QemuError` of an error event. A listener that
-    /// throws does not stop the others.
+    /// throws does not stop the others: its exception goes to `reportError` (the console
+    /// and the page's `error` event), as an `EventTarget`'s would.
     pub fn dispatch(&self, event: &JsValue, error: Option<&JsValue>) {
         let kind = field(event, "type").as_string().unwrap_or_default();
         let functions: Vec<Function> = {
@@ -184,7 +186,9 @@ impl Listeners {
             }
         };
         for f in functions {
-            let _ = f.call1(&JsValue::NULL, event);
+            if let Err(e) = f.call1(&JsValue::NULL, event) {
+                report(&e);
+            }
         }
         let vm = field(event, "vmId");
         let (slot, args): (Option<Function>, Vec<JsValue>) = {
@@ -210,8 +214,18 @@ impl Listeners {
             }
         };
         if let Some(f) = slot {
-            let _ = f.apply(&JsValue::NULL, &args.into_iter().collect::<Array>());
+            if let Err(e) = f.apply(&JsValue::NULL, &args.into_iter().collect::<Array>()) {
+                report(&e);
+            }
         }
+    }
+}
+
+/// Hands a listener's exception to the global `reportError`, where there is one.
+pub(crate) fn report(exception: &JsValue) {
+    let global: JsValue = js_sys::global().into();
+    if let Ok(f) = field(&global, "reportError").dyn_into::<Function>() {
+        let _ = f.call1(&global, exception);
     }
 }
 
