@@ -2,17 +2,20 @@
 //! promises, events to any number of listeners.
 //!
 //! - `events`: listeners (`on`, `once`, `off`, the `onX` slots) and `QemuError`;
-//! - `overlays`: the VMs' stored disks (`overlays`, `resetOverlay`, `deleteOverlays`).
+//! - `overlays`: the VMs' stored disks (`overlays`, `resetOverlay`, `deleteOverlays`);
+//! - `snapshots`: saved VM states (`saveSnapshot`, `listSnapshots`, `deleteSnapshot`,
+//!   `exportSnapshot`, `importSnapshot`; `startVm`'s `resume` option resumes one).
 
 mod events;
 mod overlays;
+mod snapshots;
 
 use crate::canvas_input::CanvasInput;
 use crate::capabilities;
 use crate::input::{chord, text_events, InputEvent, InputOptions, MAX_INPUT_EVENTS};
 use crate::protocol::{
     check_id, AssetSource, Command, EngineAssets, EngineKind, ErrorCode, Event, ExportFormat,
-    Limits, Persistence, Reply, Request, VmState, PROTOCOL_VERSION,
+    Limits, Persistence, Reply, Request, Resume, VmState, PROTOCOL_VERSION,
 };
 use crate::RuntimeError;
 use events::{field as get, is_public, qemu_error, Listeners, Slot};
@@ -91,6 +94,15 @@ pub struct StartOptions {
     #[serde(default)]
     #[tsify(optional)]
     pub limits: Option<Limits>,
+    /// Resume a saved state instead of booting: a snapshot of this VM
+    /// (`{kind: "snapshot", id}`, see `saveSnapshot`/`importSnapshot`) or a published
+    /// boot state (`{kind: "published", url}`, the `boot-state.json` that
+    /// `qemuweb prepare --boot-state` writes). The VM continues where it was saved, with
+    /// its disks as they were then; a snapshot of another engine, machine (profile and
+    /// overrides) or base image is refused with `snapshot-mismatch` and nothing changes.
+    #[serde(default)]
+    #[tsify(optional)]
+    pub resume: Option<Resume>,
 }
 
 /// Options of `attachDisplay(vmId, canvas, options)`.
@@ -1064,6 +1076,12 @@ impl QemuClient {
                 assets,
                 persistence: options.persistence.unwrap_or_default(),
                 limits: options.limits.unwrap_or_default(),
+                resume: options.resume.map(|r| match r {
+                    Resume::Published { url } => Resume::Published {
+                        url: resolve_url(&url, base),
+                    },
+                    other => other,
+                }),
             },
         };
         let message = to_js(&request).map_err(JsValue::from)?;
@@ -1374,6 +1392,7 @@ impl Inner {
                         Reply::Ok => JsValue::UNDEFINED,
                         Reply::State { state } => state_name(*state).into(),
                         Reply::Exported { .. } => get(&get(&data, "result"), "data"),
+                        Reply::Snapshot { .. } => get(&get(&data, "result"), "snapshot"),
                     };
                     let _ = p.resolve.call1(&JsValue::NULL, &value);
                 }

@@ -2,6 +2,7 @@
 //! events.
 
 use crate::protocol::ErrorCode;
+use qemuweb_storage::ErrorKind as StorageKind;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -97,6 +98,10 @@ pub enum RuntimeError {
         /// The limit.
         limit: u64,
     },
+    /// A snapshot could not be saved, found, read or resumed; the code follows the
+    /// storage error's kind (mismatch, damage, absence; otherwise `storage`).
+    #[error("snapshot: {0}")]
+    Snapshot(#[source] qemuweb_storage::StorageError),
 }
 
 impl RuntimeError {
@@ -118,6 +123,14 @@ impl RuntimeError {
             RuntimeError::Worker(_) => ErrorCode::Worker,
             RuntimeError::Aborted(_) => ErrorCode::Aborted,
             RuntimeError::TooLarge { .. } => ErrorCode::TooLarge,
+            RuntimeError::Snapshot(e) => match e.kind() {
+                StorageKind::Mismatch | StorageKind::ImageChanged => ErrorCode::SnapshotMismatch,
+                StorageKind::Corrupt | StorageKind::Integrity | StorageKind::Unsupported => {
+                    ErrorCode::SnapshotCorrupt
+                }
+                StorageKind::NotFound => ErrorCode::SnapshotNotFound,
+                _ => ErrorCode::Storage,
+            },
         }
     }
 

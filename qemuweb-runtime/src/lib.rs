@@ -6,6 +6,8 @@
 //! - [`protocol`]: the page-worker messages (serde-tagged, with TypeScript types from
 //!   tsify), the version handshake and the validation of untrusted messages.
 //! - [`capabilities`]: what the browser offers ([`RuntimeCapabilities`]).
+//! - [`snapshot`]: saving a running VM's whole state with its disks' overlay points and
+//!   resuming it (v86 `save_state`/`restore_state`), published boot states.
 //! - [`engine`]: the [`Engine`](engine::Engine) trait, engine selection and boot plans;
 //!   `engine::v86` runs guests on [v86](https://github.com/copy/v86).
 //! - [`input`]: keyboard and pointer events for the guest (`KeyboardEvent.code` names to
@@ -40,6 +42,7 @@ pub mod engine;
 mod error;
 pub mod input;
 pub mod protocol;
+pub mod snapshot;
 
 #[cfg(target_arch = "wasm32")]
 mod canvas_input;

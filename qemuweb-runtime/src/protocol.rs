@@ -34,6 +34,10 @@
 use crate::capabilities::RuntimeCapabilities;
 use crate::error::RuntimeError;
 use crate::input::{check_events, InputEvent};
+pub use crate::snapshot::{
+    check_snapshot_name, Resume, SnapshotDiskInfo, SnapshotInfo, SnapshotOperation,
+    MAX_SNAPSHOT_NAME,
+};
 use qemuweb_config::{VmInputs, VmOverrides, VmProfile};
 use serde::{Deserialize, Serialize};
 use tsify::Tsify;
@@ -53,7 +57,7 @@ pub const MAX_SERIAL_IN: usize = 64 * 1024;
 pub const OVERLAY_BLOCK_SIZE: u32 = 4096;
 
 /// The `type` of every command, in protocol order.
-pub const COMMAND_TYPES: [&str; 9] = [
+pub const COMMAND_TYPES: [&str; 10] = [
     "hello",
     "start",
     "stop",
@@ -63,6 +67,7 @@ pub const COMMAND_TYPES: [&str; 9] = [
     "syncOverlay",
     "exportOverlay",
     "queryState",
+    "saveSnapshot",
 ];
 
 /// Serde glue for byte fields: bytes out (a `Uint8Array` in JavaScript), and bytes or an
@@ -298,6 +303,10 @@ pub enum Command {
         #[serde(default)]
         #[tsify(optional)]
         limits: Limits,
+        /// Resume a saved state instead of booting (see [`Resume`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[tsify(optional)]
+        resume: Option<Resume>,
     },
     /// Stop the VM; `force` skips the final overlay sync.
     #[serde(rename_all = "camelCase")]
@@ -356,6 +365,18 @@ pub enum Command {
         /// The VM.
         vm_id: String,
     },
+    /// Save the running VM's whole state with its disks' overlay points as snapshot
+    /// `snapshot_id`; answered with [`Reply::Snapshot`].
+    #[serde(rename_all = "camelCase")]
+    SaveSnapshot {
+        /// The VM.
+        vm_id: String,
+        /// The new snapshot's id (unique per VM).
+        snapshot_id: String,
+        /// A name for people (at most [`MAX_SNAPSHOT_NAME`] bytes).
+        #[serde(default)]
+        name: String,
+    },
 }
 
 impl Command {
@@ -371,6 +392,7 @@ impl Command {
             Command::SyncOverlay { .. } => "syncOverlay",
             Command::ExportOverlay { .. } => "exportOverlay",
             Command::QueryState { .. } => "queryState",
+            Command::SaveSnapshot { .. } => "saveSnapshot",
         }
     }
 
@@ -385,7 +407,8 @@ impl Command {
             | Command::Input { vm_id, .. }
             | Command::SyncOverlay { vm_id }
             | Command::ExportOverlay { vm_id, .. }
-            | Command::QueryState { vm_id } => Some(vm_id),
+            | Command::QueryState { vm_id }
+            | Command::SaveSnapshot { vm_id, .. } => Some(vm_id),
         }
     }
 }
@@ -421,6 +444,16 @@ impl Request {
             }
             Command::ExportOverlay { disk_id, .. } => check_id("diskId", disk_id),
             Command::Input { events, .. } => check_events(events),
+            Command::SaveSnapshot {
+                snapshot_id, name, ..
+            } => {
+                check_id("snapshotId", snapshot_id)?;
+                check_snapshot_name(name)
+            }
+            Command::Start {
+                resume: Some(Resume::Snapshot { id }),
+                ..
+            } => check_id("resume.id", id),
             _ => Ok(()),
         }
     }
@@ -589,6 +622,13 @@ pub enum ErrorCode {
     Aborted,
     /// An input is larger than its limit ([`Limits`]).
     TooLarge,
+    /// A snapshot does not fit: saved by another engine, for another machine (profile and
+    /// overrides) or over other base images.
+    SnapshotMismatch,
+    /// A snapshot (stored, a file or a published state) is damaged or truncated.
+    SnapshotCorrupt,
+    /// There is no such snapshot.
+    SnapshotNotFound,
 }
 
 /// The steps of starting a VM, in order (see [`Event::Phase`]).
@@ -647,6 +687,11 @@ pub enum Reply {
     State {
         /// The state.
         state: VmState,
+    },
+    /// The answer to `saveSnapshot`.
+    Snapshot {
+        /// The snapshot saved.
+        snapshot: SnapshotInfo,
     },
     /// The answer to `exportOverlay`.
     Exported {
@@ -736,6 +781,22 @@ pub enum Event {
         /// What `total` counts.
         total_of: ProgressTotal,
     },
+    /// How far saving, restoring, exporting, importing or fetching a snapshot has got.
+    #[serde(rename_all = "camelCase")]
+    SnapshotProgress {
+        /// The VM.
+        vm_id: String,
+        /// The snapshot (empty while an import has not read its header yet).
+        snapshot_id: String,
+        /// What is being done.
+        operation: SnapshotOperation,
+        /// Bytes done so far.
+        loaded: u64,
+        /// Bytes in all, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[tsify(optional)]
+        total: Option<u64>,
+    },
     /// A message for people.
     #[serde(rename_all = "camelCase")]
     Log {
@@ -804,6 +865,7 @@ impl Event {
             Event::SerialOut { .. } => "serialOut",
             Event::Phase { .. } => "phase",
             Event::Progress { .. } => "progress",
+            Event::SnapshotProgress { .. } => "snapshotProgress",
             Event::Log { .. } => "log",
             Event::Error { .. } => "error",
             Event::Done { .. } => "done",
@@ -975,6 +1037,7 @@ mod tests {
                     max_kernel_bytes: 1,
                     max_initrd_bytes: 2,
                 },
+                resume: Some(Resume::Snapshot { id: "s1".into() }),
             },
             Command::Stop {
                 vm_id: "vm".into(),
@@ -996,6 +1059,11 @@ mod tests {
                 format: ExportFormat::Qcow2,
             },
             Command::QueryState { vm_id: "vm".into() },
+            Command::SaveSnapshot {
+                vm_id: "vm".into(),
+                snapshot_id: "s1".into(),
+                name: "at the prompt".into(),
+            },
         ];
         let names: Vec<_> = commands.iter().map(|c| c.type_name()).collect();
         assert_eq!(names, COMMAND_TYPES);
@@ -1064,6 +1132,7 @@ mod tests {
                 assets,
                 persistence: Persistence::default(),
                 limits: Limits::default(),
+                resume: None,
             },
         };
         let text = serde_json::to_string(&request).unwrap();
@@ -1210,6 +1279,21 @@ mod tests {
             (
                 r#"{"id":6,"command":{"type":"exportOverlay","vmId":"a","diskId":"d","format":"zip"}}"#,
                 Some(6),
+                ErrorCode::Malformed,
+            ),
+            (
+                r#"{"id":7,"command":{"type":"saveSnapshot","vmId":"a","snapshotId":"../x"}}"#,
+                Some(7),
+                ErrorCode::Malformed,
+            ),
+            (
+                r#"{"id":7,"command":{"type":"saveSnapshot","vmId":"a","snapshotId":"s","name":"a\nb"}}"#,
+                Some(7),
+                ErrorCode::Malformed,
+            ),
+            (
+                r#"{"id":7,"command":{"type":"saveSnapshot","vmId":"a"}}"#,
+                Some(7),
                 ErrorCode::Malformed,
             ),
             (

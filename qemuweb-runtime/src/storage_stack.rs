@@ -11,11 +11,13 @@
 use crate::engine::PlannedDisk;
 use crate::error::{Result, RuntimeError};
 use crate::protocol::Persistence;
+use crate::snapshot::snapshot_error;
 use qemuweb_config::ImageSource;
 use qemuweb_storage::format::{detect_format, open_image, ImageFormat, OpenOptions};
+use qemuweb_storage::snapshot::{DiskPoint, SnapshotHeader};
 use qemuweb_storage::{
-    BlobBlockDevice, BlockDevice, CowBlockDevice, HttpBlockDevice, HttpOptions, IndexedDbOptions,
-    IndexedDbOverlay, MemoryOverlay, Progress,
+    BlobBlockDevice, BlockDevice, CowBlockDevice, ErrorKind, HttpBlockDevice, HttpOptions,
+    IndexedDbOptions, IndexedDbOverlay, MemoryOverlay, Progress, ResumePoint, StorageError,
 };
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -36,6 +38,17 @@ pub struct DiskStack {
     pub persistent: bool,
     /// The HTTP device at the bottom, for URL images.
     pub http: Option<Rc<HttpBlockDevice>>,
+    /// The base image's identity (see `base_identity`), recorded in snapshots.
+    pub base: String,
+}
+
+/// A disk opened on a snapshot's overlay point (see `open_disk`).
+#[derive(Debug, Clone, Copy)]
+pub struct DiskResume<'a> {
+    /// The snapshot.
+    pub snapshot: &'a SnapshotHeader,
+    /// This disk's point in it.
+    pub point: &'a DiskPoint,
 }
 
 impl std::fmt::Debug for DiskStack {
@@ -54,6 +67,16 @@ impl DiskStack {
     pub async fn sync(&self) -> Result<()> {
         self.cow
             .sync()
+            .await
+            .map_err(|e| RuntimeError::storage(&self.id, e))
+    }
+
+    /// After opening on a snapshot's point: `running` lets what the disk held before go
+    /// (unless a snapshot keeps it); otherwise it comes back. A no-op for other disks.
+    pub async fn settle_resume(&self, running: bool) -> Result<()> {
+        self.cow
+            .overlay()
+            .settle_resume(running)
             .await
             .map_err(|e| RuntimeError::storage(&self.id, e))
     }
@@ -148,17 +171,92 @@ fn base_identity(
 
 /// Builds the stack of `disk` of VM `vm_id`. `on_progress` hears how much of the image
 /// file was read (downloaded, for a URL).
+///
+/// With `resume`, the disk opens as it was when the snapshot was saved: the image must be
+/// the one the snapshot names (its identity and size; else
+/// [`ErrorCode::SnapshotMismatch`](crate::ErrorCode::SnapshotMismatch) and nothing is
+/// changed) and the overlay opens on the snapshot's point (settled with
+/// `Overlay::settle_resume` once the engine runs or failed).
 pub async fn open_disk(
     vm_id: &str,
     disk: &PlannedDisk,
     files: &FileMap,
     chunk_size: u32,
     persistence: Persistence,
+    resume: Option<DiskResume<'_>>,
     on_progress: impl Fn(Progress) + 'static,
 ) -> Result<DiskStack> {
     let id = disk.id.as_str();
+    let Image {
+        image,
+        format,
+        base,
+        http,
+        ..
+    } = open_disk_image(disk, files, chunk_size, on_progress).await?;
+    let in_memory = disk.read_only || persistence == Persistence::Memory;
+    let resume_point = match resume {
+        Some(r) => check_resume(id, r, &base, image.size(), in_memory)?,
+        None => None,
+    };
+    let (overlay, persistent): (Box<dyn qemuweb_storage::Overlay>, bool) = if in_memory {
+        let o = MemoryOverlay::new(OVERLAY_BLOCK_SIZE).map_err(|e| RuntimeError::storage(id, e))?;
+        (Box::new(o), false)
+    } else {
+        let o = IndexedDbOverlay::open(
+            vm_id,
+            id,
+            IndexedDbOptions {
+                block_size: OVERLAY_BLOCK_SIZE,
+                base: Some(base.clone()),
+                resume: resume_point,
+                ..IndexedDbOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFound if resume.is_some() => snapshot_error(e),
+            _ => RuntimeError::storage(id, e),
+        })?;
+        (Box::new(o), true)
+    };
+    let cow = CowBlockDevice::new(image, overlay).map_err(|e| RuntimeError::storage(id, e))?;
+    Ok(DiskStack {
+        id: id.to_string(),
+        cow: Rc::new(cow),
+        format,
+        name: last_segment(disk.source.location()),
+        persistent,
+        http,
+        base,
+    })
+}
+
+/// A disk's image, opened without an overlay.
+pub struct Image {
+    /// The image as the guest sees it (qcow2 decoded).
+    pub image: Box<dyn BlockDevice>,
+    /// Its format.
+    pub format: ImageFormat,
+    /// Its identity (see `base_identity`).
+    pub base: String,
+    /// The HTTP device at the bottom, for URL images.
+    pub http: Option<Rc<HttpBlockDevice>>,
+    /// The size of the image file (not the guest-visible size).
+    pub file_size: u64,
+}
+
+/// Opens the image of `disk` (format detected, qcow2 decoded) and names its identity.
+pub async fn open_disk_image(
+    disk: &PlannedDisk,
+    files: &FileMap,
+    chunk_size: u32,
+    on_progress: impl Fn(Progress) + 'static,
+) -> Result<Image> {
+    let id = disk.id.as_str();
     let options = HttpOptions::default().chunk_size(chunk_size.clamp(4096, 1 << 20));
     let (bottom, http) = open_source(id, &disk.source, files, options, on_progress).await?;
+    let file_size = bottom.size();
     let format = detect_format(&*bottom)
         .await
         .map_err(|e| RuntimeError::storage(id, e))?;
@@ -172,33 +270,56 @@ pub async fn open_disk(
     .await
     .map_err(|e| RuntimeError::storage(id, e))?;
     let base = base_identity(&disk.source, files, format, image.size(), http.as_deref());
-    let in_memory = disk.read_only || persistence == Persistence::Memory;
-    let (overlay, persistent): (Box<dyn qemuweb_storage::Overlay>, bool) = if in_memory {
-        let o = MemoryOverlay::new(OVERLAY_BLOCK_SIZE).map_err(|e| RuntimeError::storage(id, e))?;
-        (Box::new(o), false)
-    } else {
-        let o = IndexedDbOverlay::open(
-            vm_id,
-            id,
-            IndexedDbOptions {
-                block_size: OVERLAY_BLOCK_SIZE,
-                base: Some(base),
-                ..IndexedDbOptions::default()
-            },
-        )
-        .await
-        .map_err(|e| RuntimeError::storage(id, e))?;
-        (Box::new(o), true)
-    };
-    let cow = CowBlockDevice::new(image, overlay).map_err(|e| RuntimeError::storage(id, e))?;
-    Ok(DiskStack {
-        id: id.to_string(),
-        cow: Rc::new(cow),
+    Ok(Image {
+        image,
         format,
-        name: last_segment(disk.source.location()),
-        persistent,
+        base,
         http,
+        file_size,
     })
+}
+
+/// Checks that disk `id` (its image's identity `base` and size) is the one snapshot
+/// point `r` was saved over, and that the disk can hold the point; returns the overlay's
+/// resume point (`None` for a point of no blocks on a disk kept in memory).
+fn check_resume(
+    id: &str,
+    r: DiskResume<'_>,
+    base: &str,
+    size: u64,
+    in_memory: bool,
+) -> Result<Option<ResumePoint>> {
+    let subject = r.snapshot.subject();
+    if r.point.base != base {
+        return Err(snapshot_error(StorageError::mismatch(
+            subject,
+            format!("the base image of {id}"),
+            &r.point.base,
+            base,
+        )));
+    }
+    if r.point.size != size {
+        return Err(snapshot_error(StorageError::mismatch(
+            subject,
+            format!("the size of {id}"),
+            r.point.size.to_string(),
+            size.to_string(),
+        )));
+    }
+    match (in_memory, r.point.point) {
+        (true, 0) => Ok(None),
+        (true, _) => Err(RuntimeError::Unsupported(format!(
+            "{subject} holds writes of {id}; it resumes only with the disk writable and \
+             persistence \"indexeddb\""
+        ))),
+        (false, 0) => Err(RuntimeError::Unsupported(format!(
+            "{subject} was saved with {id} read-only or in memory; resume it the same way"
+        ))),
+        (false, point) => Ok(Some(ResumePoint {
+            snapshot: r.snapshot.id.clone(),
+            point,
+        })),
+    }
 }
 
 #[cfg(test)]

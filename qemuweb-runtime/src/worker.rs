@@ -23,11 +23,15 @@ use crate::protocol::{
     ExportFormat, Limits, LogLevel, Persistence, ProgressTotal, Reply, Request, Session,
     StartPhase, StopReason, VmState, PROTOCOL_VERSION,
 };
+use crate::snapshot::resume::{self, Resuming};
+use crate::snapshot::save::{save, SaveRequest};
+use crate::snapshot::{machine_digest, Resume, SnapshotInfo};
 use crate::storage_stack::{open_disk, open_source, DiskStack, FileMap};
 use js_sys::{Object, Reflect, Uint8Array};
 use qemuweb_config::{ImageSource, VmInputs, VmOverrides, VmProfile};
 use qemuweb_storage::export::qcow2::{BackingFile, Qcow2ExportOptions};
 use qemuweb_storage::export::{compact, qcow2};
+use qemuweb_storage::snapshot::MachineRef;
 use qemuweb_storage::{BlockDevice, HttpOptions};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -90,12 +94,15 @@ struct StartRequest<'a> {
     persistence: Persistence,
     limits: &'a Limits,
     files: &'a FileMap,
+    resume: Option<&'a Resume>,
 }
 
 /// A VM this worker runs.
 struct RunningVm {
     engine: Rc<dyn Engine>,
     disks: Vec<DiskStack>,
+    /// The machine it runs (recorded in its snapshots).
+    machine: MachineRef,
 }
 
 struct Worker {
@@ -205,6 +212,7 @@ impl Worker {
                 assets,
                 persistence,
                 limits,
+                resume,
             } => {
                 let request = StartRequest {
                     vm_id: &vm_id,
@@ -216,6 +224,7 @@ impl Worker {
                     persistence,
                     limits: &limits,
                     files: &files,
+                    resume: resume.as_ref(),
                 };
                 let started = self.start(&request, display).await;
                 let stop = self.pending_stop.borrow_mut().take();
@@ -293,6 +302,31 @@ impl Worker {
                     None => Err(not_running(&vm_id)),
                 };
                 self.answer(id, &vm_id, r.map(|data| Reply::Exported { data }));
+            }
+            Command::SaveSnapshot {
+                vm_id,
+                snapshot_id,
+                name,
+            } => {
+                let r = match self.running() {
+                    Some(vm) => {
+                        let request = SaveRequest {
+                            vm_id: &vm_id,
+                            snapshot_id: &snapshot_id,
+                            name: &name,
+                            machine: vm.machine.clone(),
+                        };
+                        save(&*vm.engine, &vm.disks, request, &*self.host).await
+                    }
+                    None => Err(not_running(&vm_id)),
+                };
+                self.answer(
+                    id,
+                    &vm_id,
+                    r.map(|h| Reply::Snapshot {
+                        snapshot: SnapshotInfo::from(&h),
+                    }),
+                );
             }
             Command::QueryState { vm_id } => {
                 let state = self
@@ -410,10 +444,32 @@ impl Worker {
                 message: message.clone(),
             });
         }
+        let machine = MachineRef {
+            profile_id: request.profile.id.clone(),
+            digest: machine_digest(request.profile, request.overrides),
+        };
         self.phase(vm_id, StartPhase::Assets);
         if plan.engine == EngineKind::Qemu {
-            return self.start_qemu(&plan, request, display).await;
+            if request.resume.is_some() {
+                return Err(resume::unsupported("qemu"));
+            }
+            return self.start_qemu(&plan, request, display, machine).await;
         }
+        let resuming = match request.resume {
+            Some(r) => Some(
+                Resuming::find(
+                    vm_id,
+                    r,
+                    &plan,
+                    request.profile,
+                    request.overrides,
+                    files,
+                    &*self.host,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let bios_source = assets.bios.as_ref().ok_or(RuntimeError::MissingBios)?;
         let module_url = assets.v86_module.clone().ok_or_else(|| {
             RuntimeError::InvalidInputs(
@@ -429,23 +485,35 @@ impl Worker {
             Some(s) => Some(self.fetch_asset(vm_id, "vgaBios", s).await?),
             None => None,
         };
-        let kernel = match &plan.kernel {
+        // A resumed guest's kernel is in its memory already.
+        let boot_files = if resuming.is_some() {
+            (None, None)
+        } else {
+            (plan.kernel.as_ref(), plan.initrd.as_ref())
+        };
+        let kernel = match boot_files.0 {
             Some(s) => Some(
                 self.read_image(vm_id, "kernel", s, limits.max_kernel_bytes, files)
                     .await?,
             ),
             None => None,
         };
-        let initrd = match &plan.initrd {
+        let initrd = match boot_files.1 {
             Some(s) => Some(
                 self.read_image(vm_id, "initrd", s, limits.max_initrd_bytes, files)
                     .await?,
             ),
             None => None,
         };
+        let initial_state = match &resuming {
+            Some(r) => Some(r.state(&*self.host).await?),
+            None => None,
+        };
 
         self.phase(vm_id, StartPhase::Disks);
-        let disks = self.open_disks(vm_id, &plan, files, persistence).await?;
+        let disks = self
+            .open_disks(vm_id, &plan, files, persistence, resuming.as_ref())
+            .await?;
         self.phase(vm_id, StartPhase::Engine);
         let host: Rc<dyn EngineHost> = self.host.clone();
         let mut objects = Vec::new();
@@ -470,8 +538,14 @@ impl Worker {
             initrd,
             cmdline: plan.cmdline.clone(),
             display,
+            initial_state,
         };
-        running(V86Engine::start(config, objects, host).await, disks).await
+        running(
+            V86Engine::start(config, objects, host).await,
+            disks,
+            machine,
+        )
+        .await
     }
 
     /// Builds the storage stack of every disk of `plan`.
@@ -481,12 +555,22 @@ impl Worker {
         plan: &EnginePlan,
         files: &FileMap,
         persistence: Persistence,
+        resuming: Option<&Resuming>,
     ) -> Result<Vec<DiskStack>> {
         let mut disks: Vec<DiskStack> = Vec::new();
         for d in &plan.disks {
             let on_progress = self.progress_reporter(vm_id, &d.id);
-            let opened =
-                open_disk(vm_id, d, files, plan.block_size, persistence, on_progress).await;
+            let resume = resuming.and_then(|r| r.disk(&d.id));
+            let opened = open_disk(
+                vm_id,
+                d,
+                files,
+                plan.block_size,
+                persistence,
+                resume,
+                on_progress,
+            )
+            .await;
             match opened {
                 Ok(stack) => disks.push(stack),
                 Err(e) => {
@@ -500,11 +584,13 @@ impl Worker {
 
     /// Starts `plan` on the QEMU engine: firmware and kernel into the module's
     /// filesystem, disks through the disk channel.
+    #[allow(clippy::too_many_arguments)]
     async fn start_qemu(
         &self,
         plan: &EnginePlan,
         request: &StartRequest<'_>,
         display: Option<js_sys::SharedArrayBuffer>,
+        machine: MachineRef,
     ) -> Result<Rc<RunningVm>> {
         let StartRequest {
             vm_id,
@@ -600,7 +686,9 @@ impl Worker {
             }
         }
         self.phase(vm_id, StartPhase::Disks);
-        let disks = self.open_disks(vm_id, plan, files, persistence).await?;
+        let disks = self
+            .open_disks(vm_id, plan, files, persistence, None)
+            .await?;
         self.phase(vm_id, StartPhase::Engine);
         let config = QemuConfig {
             vm_id: vm_id.to_string(),
@@ -620,7 +708,12 @@ impl Worker {
             window: DEFAULT_WINDOW,
             io_timeout_ms: DEFAULT_TIMEOUT_MS,
         };
-        running(QemuEngine::start(config, self.host.clone()).await, disks).await
+        running(
+            QemuEngine::start(config, self.host.clone()).await,
+            disks,
+            machine,
+        )
+        .await
     }
 
     async fn fetch_asset(&self, vm_id: &str, what: &str, source: &AssetSource) -> Result<Vec<u8>> {
@@ -704,12 +797,20 @@ impl Worker {
 async fn running<E: Engine + 'static>(
     started: Result<E>,
     disks: Vec<DiskStack>,
+    machine: MachineRef,
 ) -> Result<Rc<RunningVm>> {
     match started {
-        Ok(engine) => Ok(Rc::new(RunningVm {
-            engine: Rc::new(engine),
-            disks,
-        })),
+        Ok(engine) => {
+            // A resumed VM runs: what its disks held before goes.
+            for d in &disks {
+                d.settle_resume(true).await?;
+            }
+            Ok(Rc::new(RunningVm {
+                engine: Rc::new(engine),
+                disks,
+                machine,
+            }))
+        }
         Err(e) => {
             close_disks(&disks).await;
             Err(e)
@@ -741,8 +842,11 @@ async fn sync_all(vm: &RunningVm) -> Result<()> {
     sync_disks(&vm.disks).await
 }
 
+/// Closes every disk; a disk opened on a snapshot's point whose VM never ran goes back to
+/// what it held.
 async fn close_disks(disks: &[DiskStack]) {
     for d in disks {
+        let _ = d.settle_resume(false).await;
         let _ = d.close().await;
     }
 }

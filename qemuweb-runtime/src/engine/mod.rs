@@ -78,6 +78,40 @@ pub trait Engine {
     /// Stops the guest and releases the emulator. With `force`, pending writes are
     /// dropped instead of flushed.
     async fn stop(&self, force: bool) -> Result<()>;
+
+    /// Pauses the guest (for a snapshot): no instruction runs and no disk write starts
+    /// until [`unpause`](Self::unpause). The default refuses (an engine without
+    /// snapshots).
+    async fn pause(&self) -> Result<()> {
+        Err(crate::RuntimeError::Unsupported(format!(
+            "the {} engine cannot save snapshots",
+            self.kind().as_str()
+        )))
+    }
+
+    /// Lets a paused guest run on.
+    async fn unpause(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The paused guest's whole machine state (CPU, memory, devices); the disks' state
+    /// is the caller's (flushed with [`flush`](Self::flush), then pinned).
+    #[cfg(target_arch = "wasm32")]
+    async fn save_state(&self) -> Result<SavedState> {
+        Err(crate::RuntimeError::Unsupported(format!(
+            "the {} engine cannot save snapshots",
+            self.kind().as_str()
+        )))
+    }
+}
+
+/// A machine state an engine saved.
+#[cfg(target_arch = "wasm32")]
+pub struct SavedState {
+    /// The bytes.
+    pub bytes: js_sys::Uint8Array,
+    /// How they are encoded.
+    pub encoding: qemuweb_storage::snapshot::StateEncoding,
 }
 
 /// Picks the engine for `profile` (and `requested`, if the page asked for one).

@@ -64,6 +64,8 @@ const SECTOR: u64 = 512;
 const HEAD_BYTES: u64 = 64 * 1024;
 /// How long v86 may take from `new V86()` to running.
 const START_TIMEOUT_MS: u32 = 60_000;
+/// How long a pause for a snapshot waits for disk reads in flight.
+const QUIESCE_TIMEOUT_MS: u32 = 30_000;
 /// With no serial or screen output for this long after start, a warning is logged.
 const SILENCE_WARNING_MS: u32 = 15_000;
 
@@ -93,6 +95,17 @@ extern "C" {
     fn restart(this: &V86) -> std::result::Result<(), JsValue>;
     #[wasm_bindgen(method, catch)]
     fn destroy(this: &V86) -> std::result::Result<Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn stop(this: &V86) -> std::result::Result<Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn run(this: &V86) -> std::result::Result<Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn save_state(this: &V86) -> std::result::Result<Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn restore_state(
+        this: &V86,
+        state: &js_sys::ArrayBuffer,
+    ) -> std::result::Result<Promise, JsValue>;
 }
 
 /// A guest write waiting to reach the storage stack.
@@ -414,6 +427,23 @@ impl DiskObject {
         }
     }
 
+    /// Waits until no read of this disk is in flight (bounded: a read that never
+    /// completes fails the wait after [`QUIESCE_TIMEOUT_MS`]).
+    pub async fn quiesce(&self) -> Result<()> {
+        let started = js_sys::Date::now();
+        while self.wb.borrow().reads_in_flight > 0 {
+            if js_sys::Date::now() - started > f64::from(QUIESCE_TIMEOUT_MS) {
+                return Err(RuntimeError::Engine(format!(
+                    "{}: a disk read did not complete within {} s",
+                    self.id,
+                    QUIESCE_TIMEOUT_MS / 1000
+                )));
+            }
+            gloo_timers::future::TimeoutFuture::new(5).await;
+        }
+        Ok(())
+    }
+
     /// Forgets queued writes (a forced stop) and lets the JS object go.
     pub fn release(&self, drop_pending: bool) {
         if drop_pending {
@@ -489,6 +519,8 @@ pub struct V86Config {
     pub cmdline: Option<String>,
     /// A display ring (`SharedArrayBuffer`) to send the VGA screen to.
     pub display: Option<js_sys::SharedArrayBuffer>,
+    /// A saved machine state (`save_state`, raw or zstd) to resume instead of booting.
+    pub initial_state: Option<Uint8Array>,
 }
 
 fn buffer_image(bytes: &[u8]) -> Object {
@@ -664,7 +696,12 @@ impl V86Engine {
             "vga_memory_size",
             &JsValue::from_f64((8u32 << 20) as f64),
         );
-        set(&options, "autostart", &true.into());
+        // A resumed VM runs once its state is restored.
+        set(
+            &options,
+            "autostart",
+            &config.initial_state.is_none().into(),
+        );
         set(&options, "disable_keyboard", &true.into());
         set(&options, "disable_mouse", &true.into());
         set(&options, "disable_speaker", &true.into());
@@ -752,14 +789,11 @@ impl V86Engine {
             engine.listen("screen-put-char", on_char)?;
         }
 
-        let (tx, rx) = oneshot::channel::<()>();
-        let tx = RefCell::new(Some(tx));
-        let on_started = Closure::<dyn FnMut()>::new(move || {
-            if let Some(tx) = tx.borrow_mut().take() {
-                let _ = tx.send(());
-            }
-        });
-        engine.listen("emulator-started", on_started)?;
+        let rx = engine.once("emulator-started")?;
+        let loaded = match config.initial_state {
+            Some(_) => Some(engine.once("emulator-loaded")?),
+            None => None,
+        };
         {
             // v86 downloads its wasm itself: its progress is the engine's download.
             let host = host.clone();
@@ -801,6 +835,12 @@ impl V86Engine {
 
         let timeout = gloo_timers::future::TimeoutFuture::new(START_TIMEOUT_MS);
         futures::pin_mut!(timeout);
+        if let (Some(state), Some(loaded)) = (&config.initial_state, loaded) {
+            if let Err(e) = engine.restore(state, loaded, &mut timeout).await {
+                let _ = engine.shutdown(true).await;
+                return Err(e);
+            }
+        }
         match futures::future::select(rx, timeout).await {
             futures::future::Either::Left((Ok(()), _)) => {}
             _ => {
@@ -819,9 +859,14 @@ impl V86Engine {
             return Err(e);
         }
 
-        // A BIOS that is not a BIOS boots nothing and says nothing: tell the user.
+        // A BIOS that is not a BIOS boots nothing and says nothing: tell the user (a
+        // resumed guest may well be quiet, at its prompt).
         let vm_id = config.vm_id.clone();
+        let resumed = config.initial_state.is_some();
         spawn_local(async move {
+            if resumed {
+                return;
+            }
             gloo_timers::future::TimeoutFuture::new(SILENCE_WARNING_MS).await;
             if !heard.get() {
                 host.emit(Event::Log {
@@ -836,6 +881,58 @@ impl V86Engine {
             }
         });
         Ok(engine)
+    }
+
+    /// A receiver that completes at the next `event` of the emulator.
+    fn once(&self, event: &str) -> Result<oneshot::Receiver<()>> {
+        let (tx, rx) = oneshot::channel::<()>();
+        let tx = RefCell::new(Some(tx));
+        let on_event = Closure::<dyn FnMut()>::new(move || {
+            if let Some(tx) = tx.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+        });
+        self.listen(event, on_event)?;
+        Ok(rx)
+    }
+
+    /// Restores `state` into the emulator once it has loaded, then lets it run.
+    async fn restore(
+        &self,
+        state: &Uint8Array,
+        loaded: oneshot::Receiver<()>,
+        timeout: &mut std::pin::Pin<&mut gloo_timers::future::TimeoutFuture>,
+    ) -> Result<()> {
+        match futures::future::select(loaded, timeout.as_mut()).await {
+            futures::future::Either::Left((Ok(()), _)) => {}
+            _ => {
+                return Err(RuntimeError::Engine(format!(
+                    "v86 did not load within {} s",
+                    START_TIMEOUT_MS / 1000
+                )))
+            }
+        }
+        // v86 wants the state's own buffer.
+        let whole = state.byte_offset() == 0 && state.byte_length() == state.buffer().byte_length();
+        let buffer = if whole {
+            state.buffer()
+        } else {
+            state.slice(0, state.length()).buffer()
+        };
+        let restored = match self.emulator.restore_state(&buffer) {
+            Ok(p) => JsFuture::from(p).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        restored.map_err(|e| {
+            RuntimeError::Snapshot(qemuweb_storage::StorageError::corrupt(format!(
+                "v86 refused the machine state: {}",
+                js_text(&e)
+            )))
+        })?;
+        self.emulator
+            .run()
+            .map(|_| ())
+            .map_err(|e| RuntimeError::Engine(format!("v86 run: {}", js_text(&e))))
     }
 
     fn listen<F: ?Sized + wasm_bindgen::closure::WasmClosure + 'static>(
@@ -962,6 +1059,41 @@ impl Engine for V86Engine {
 
     async fn stop(&self, force: bool) -> Result<()> {
         self.shutdown(force).await
+    }
+
+    /// Stops v86's CPU, then waits until no disk read is in flight (a read answered after
+    /// the save would be lost to the saved device state) and every write reached the
+    /// disks' stacks.
+    async fn pause(&self) -> Result<()> {
+        let stopped = match self.emulator.stop() {
+            Ok(p) => JsFuture::from(p).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        stopped.map_err(|e| RuntimeError::Engine(format!("v86 stop: {}", js_text(&e))))?;
+        for d in &self.disks {
+            d.quiesce().await?;
+        }
+        self.flush_disks().await
+    }
+
+    async fn unpause(&self) -> Result<()> {
+        self.emulator
+            .run()
+            .map(|_| ())
+            .map_err(|e| RuntimeError::Engine(format!("v86 run: {}", js_text(&e))))
+    }
+
+    async fn save_state(&self) -> Result<crate::engine::SavedState> {
+        let saved = match self.emulator.save_state() {
+            Ok(p) => JsFuture::from(p).await,
+            Err(e) => Err(e),
+        };
+        let buffer =
+            saved.map_err(|e| RuntimeError::Engine(format!("v86 save_state: {}", js_text(&e))))?;
+        Ok(crate::engine::SavedState {
+            bytes: Uint8Array::new(&buffer),
+            encoding: qemuweb_storage::snapshot::StateEncoding::Raw,
+        })
     }
 }
 

@@ -463,6 +463,7 @@ impl IndexedDbSnapshotStore {
             staged: Vec::new(),
             batch: Batch::default(),
             failed: false,
+            rebase: Vec::new(),
         }
     }
 
@@ -642,9 +643,18 @@ pub struct SnapshotImport<'a> {
     staged: Vec<String>,
     batch: Batch,
     failed: bool,
+    /// Base identities to record instead of the file's, by disk id.
+    rebase: Vec<(String, String)>,
 }
 
 impl SnapshotImport<'_> {
+    /// Records `base` as disk `disk_id`'s base image identity instead of the one the file
+    /// names (for a published state, whose images the caller has checked by other means).
+    /// Call before the first [`feed`](Self::feed).
+    pub fn rebase(&mut self, disk_id: &str, base: &str) {
+        self.rebase.push((disk_id.to_string(), base.to_string()));
+    }
+
     /// The snapshot's header as it will be stored, once read.
     pub fn header(&self) -> Option<&SnapshotHeader> {
         self.header.as_ref()
@@ -704,6 +714,11 @@ impl SnapshotImport<'_> {
     async fn start(&mut self, mut h: SnapshotHeader) -> Result<()> {
         if let Some(vm) = &self.vm_id {
             h.vm_id = vm.clone();
+        }
+        for d in &mut h.disks {
+            if let Some((_, base)) = self.rebase.iter().find(|(id, _)| *id == d.id) {
+                d.base = base.clone();
+            }
         }
         let lock = self.store.stage(&h.vm_id, &h.id, IMPORTING).await?;
         self.lock = Some(lock);

@@ -9,6 +9,8 @@
 //!   disk as it was at the save stays readable while the guest writes on.
 //! - [`FileWriter`] / [`FileParser`]: the snapshot file (header, chunks, the overlay
 //!   blocks of each point, a trailing SHA-256), parsed incrementally from untrusted bytes.
+//! - [`PublishedState`]: a snapshot file cut into parts for static hosting, with its
+//!   manifest `boot-state.json` (`qemuweb prepare --boot-state`).
 //! - `IndexedDbSnapshotStore` (wasm32): snapshots in IndexedDB, chunked (a state never
 //!   needs one allocation of its size in storage), beside the overlays of
 //!   [`IndexedDbOverlay`](crate::IndexedDbOverlay) in the same database, with crash-safe
@@ -17,6 +19,7 @@
 mod file;
 mod header;
 mod lineage;
+mod published;
 
 pub use file::{FileParser, FileWriter, Item, FILE_MAGIC, FILE_VERSION, MAX_HEADER_BYTES};
 pub use header::{
@@ -25,6 +28,10 @@ pub use header::{
     MAX_STATE_BYTES, ZERO_CHUNK,
 };
 pub use lineage::{GenState, Generation, Lineage, MAX_GENERATIONS, UNDO_PIN};
+pub use published::{
+    PublishedDisk, PublishedPart, PublishedState, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_PARTS,
+    PUBLISHED_FORMAT,
+};
 
 #[cfg(target_arch = "wasm32")]
 pub use crate::indexeddb::snapshots::{

@@ -1,0 +1,193 @@
+// Snapshots on the v86 engine, with a Linux guest at a shell (Debian's i386 kernel and the
+// busybox initramfs of scripts/linux-guest that mounts a minix disk on /mnt): the session
+// is saved, the page reloaded, the VM resumed, and the shell variable, the file on the
+// disk, the boot id and the uptime show it is the same session; after more writes,
+// resuming the older snapshot gives the disk as it was at that save. Snapshots resumed
+// against another machine, and damaged or truncated snapshot files, are refused with
+// typed errors and change nothing; an exported snapshot resumes in another browser
+// profile.
+//
+// Heavier than the other runtime tests (a Linux boot), so it runs with the Linux step:
+// scripts/e2e-linux.sh (which sets QEMUWEB_E2E_LINUX=1).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { newProfile } from '../lib/browser.mjs';
+import { browserWithPage, converse, dropProfile, linuxGuest, setUp } from './common.mjs';
+
+const enabled = process.env.QEMUWEB_E2E_LINUX === '1';
+const VM = 'snap-linux';
+const PROFILE = 'linux-i386-pc-nographic';
+const MEMORY = 96;
+let env;
+
+before(async () => {
+  if (!enabled) return;
+  const [kernel, , diskInitrd] = linuxGuest();
+  env = await setUp();
+  copyFileSync(kernel, join(env.imageRoot, 'bzImage'));
+  copyFileSync(diskInitrd, join(env.imageRoot, 'initrd-disk.img'));
+  // An 8 MiB disk with an empty minix file system (the guest mounts it on /mnt).
+  const disk = join(env.imageRoot, 'minix.raw');
+  writeFileSync(disk, Buffer.alloc(8 << 20));
+  execFileSync('mkfs.minix', [disk], { stdio: 'ignore' });
+});
+
+after(async () => {
+  await env?.tearDown();
+});
+
+const inputs = () => ({
+  kernel: { kind: 'url', url: `${env.images.url}/bzImage` },
+  initrd: { kind: 'url', url: `${env.images.url}/initrd-disk.img` },
+  kernelCmdline: 'console=ttyS0 quiet',
+  disk: { source: { kind: 'url', url: `${env.images.url}/minix.raw` } },
+});
+
+/** Starts VM in the page's client (made if needed) with `options`; returns {ok} or {error}. */
+function start(page, options) {
+  return page.evaluate(async ([vm, profile, inputs, options]) => {
+    window.client ??= makeClient();
+    await window.client.init();
+    window.snapEvents ??= [];
+    window.client.on('snapshotProgress', (e) => window.snapEvents.push(e));
+    return attempt(() => window.client.startVm(vm, profiles[profile], inputs, options));
+  }, [VM, PROFILE, inputs(), options]);
+}
+
+/** What the shell says about the session: the variable, the file, the boot id, uptime. */
+async function session(page) {
+  const out = await converse(page, VM,
+    'echo "var=[$SNAPVAR] f=[$(cat /mnt/f 2>&1)] g=[$(cat /mnt/g 2>&1)] boot=[$(cat /proc/sys/kernel/random/boot_id)] up=[$(cut -d" " -f1 /proc/uptime)] END"',
+    ' END\r\n', 60000);
+  const m = out.match(/var=\[(.*?)\] f=\[(.*?)\] g=\[(.*?)\] boot=\[(.*?)\] up=\[(.*?)\] END/);
+  assert.ok(m, out);
+  return { v: m[1], f: m[2], g: m[3], boot: m[4], up: Number(m[5]) };
+}
+
+test('v86: a Linux session saved with its disk resumes after a reload, and an older snapshot brings the older disk back', { skip: !enabled && 'set QEMUWEB_E2E_LINUX=1 (scripts/e2e-linux.sh)' }, async () => {
+  const profile = newProfile();
+  const other = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'snap');
+    const options = { overrides: { memoryMiB: MEMORY } };
+    assert.deepEqual(await start(page, options), { ok: undefined });
+    await page.evaluate((vm) => waitSerial(vm, 'qemuweb# ', 0, 240000), VM);
+    await converse(page, VM, 'SNAPVAR=first-session; echo one > /mnt/f; sync; echo W$((1+1))', 'W2');
+    const before = await session(page);
+    assert.equal(before.v, 'first-session');
+    assert.equal(before.f, 'one');
+    const saved = await page.evaluate((vm) => attempt(() => client.saveSnapshot(vm, { id: 's1', name: 'at the prompt' })), VM);
+    assert.equal(saved.ok?.id, 's1', JSON.stringify(saved));
+    assert.equal(saved.ok.engine, 'v86');
+    assert.deepEqual(saved.ok.disks.map((d) => d.id), ['disk0']);
+    const saveProgress = await page.evaluate(() => snapEvents.filter((e) => e.operation === 'save'));
+    assert.ok(saveProgress.length > 0 && saveProgress.at(-1).loaded === saveProgress.at(-1).total, JSON.stringify(saveProgress.at(-1)));
+    // The guest runs on after the save.
+    await converse(page, VM, 'echo A$((2+3))', 'A5');
+
+    // Reload: the worker dies; a new page resumes the snapshot.
+    await page.reload();
+    await page.waitForFunction(() => document.title === 'ready');
+    const t0 = Date.now();
+    assert.deepEqual(await start(page, { ...options, resume: { kind: 'snapshot', id: 's1' } }), { ok: undefined });
+    console.log(`resumed in ${Date.now() - t0} ms`);
+    const resumed = await session(page);
+    assert.equal(resumed.v, 'first-session', 'the shell variable survived');
+    assert.equal(resumed.f, 'one');
+    assert.equal(resumed.boot, before.boot, 'the same boot');
+    assert.ok(resumed.up >= before.up && resumed.up < before.up + 120, `uptime ${before.up} -> ${resumed.up}`);
+    const restoreProgress = await page.evaluate(() => snapEvents.filter((e) => e.operation === 'restore').length);
+    assert.ok(restoreProgress > 0);
+
+    // More writes, then back to s1: the disk as it was at s1.
+    await converse(page, VM, 'SNAPVAR=later; echo two > /mnt/f; echo extra > /mnt/g; sync; echo W$((1+2))', 'W3');
+    const later = await session(page);
+    assert.deepEqual([later.v, later.f, later.g], ['later', 'two', 'extra']);
+    await page.evaluate((vm) => client.stopVm(vm), VM);
+    assert.deepEqual(await start(page, { ...options, resume: { kind: 'snapshot', id: 's1' } }), { ok: undefined });
+    const back = await session(page);
+    assert.equal(back.v, 'first-session');
+    assert.equal(back.f, 'one', 'the file as it was at s1');
+    assert.match(back.g, /No such file/, 'a file written after s1 is gone');
+    assert.equal(back.boot, before.boot);
+    await page.evaluate((vm) => client.stopVm(vm), VM);
+
+    // Another machine (more memory): a typed mismatch, and nothing changes.
+    const mismatch = await start(page, { overrides: { memoryMiB: MEMORY * 2 }, resume: { kind: 'snapshot', id: 's1' } });
+    assert.equal(mismatch.error, 'snapshot-mismatch', JSON.stringify(mismatch));
+    assert.match(mismatch.message, /machine/);
+    const missing = await start(page, { ...options, resume: { kind: 'snapshot', id: 'nope' } });
+    assert.equal(missing.error, 'snapshot-not-found', JSON.stringify(missing));
+
+    // Export; damaged and truncated copies are refused and change nothing.
+    const file = await page.evaluate(async (vm) => {
+      const blob = await client.exportSnapshot(vm, 's1');
+      window.exported = new Uint8Array(await blob.arrayBuffer());
+      return { size: blob.size };
+    }, VM);
+    assert.ok(file.size > MEMORY << 10, JSON.stringify(file));
+    const refused = await page.evaluate(async (vm) => {
+      const flipped = exported.slice();
+      flipped[flipped.length >> 1] ^= 1;
+      const out = {};
+      for (const [name, bytes] of [['flipped', flipped], ['truncated', exported.slice(0, exported.length - 100)], ['header', exported.slice(0, 64)]]) {
+        out[name] = await attempt(() => client.importSnapshot(new Blob([bytes]), { vmId: 'snap-imported' }));
+      }
+      out.listed = (await client.listSnapshots()).map((s) => `${s.vmId}/${s.id}`);
+      return out;
+    }, VM);
+    for (const name of ['flipped', 'truncated', 'header']) assert.equal(refused[name].error, 'snapshot-corrupt', `${name}: ${JSON.stringify(refused[name])}`);
+    assert.deepEqual(refused.listed, [`${VM}/s1`]);
+    // After every refusal s1 still resumes whole.
+    assert.deepEqual(await start(page, { ...options, resume: { kind: 'snapshot', id: 's1' } }), { ok: undefined });
+    assert.equal((await session(page)).f, 'one');
+    await page.evaluate((vm) => client.stopVm(vm, true), VM);
+    // Downloaded as a user would, then opened from a file input in another profile.
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.evaluate(() => {
+        const a = document.createElement('a');
+        a.href = URL.createObjectURL(new Blob([exported]));
+        a.download = 's1.qwsnap';
+        document.body.append(a);
+        a.click();
+      }),
+    ]);
+    const saveDir = mkdtempSync(join(tmpdir(), 'qemuweb-snap-'));
+    const savedFile = join(saveDir, 's1.qwsnap');
+    await download.saveAs(savedFile);
+    assert.equal(statSync(savedFile).size, file.size);
+    await context.close();
+
+    // The file resumes in another browser profile (no overlay, no snapshot there yet).
+    const fresh = await browserWithPage(other, env.web, 'snap-other');
+    await fresh.page.evaluate(() => {
+      const input = document.createElement('input');
+      input.type = 'file';
+      input.id = 'snapfile';
+      document.body.append(input);
+    });
+    await fresh.page.setInputFiles('#snapfile', savedFile);
+    assert.equal(await fresh.page.evaluate(() => document.getElementById('snapfile').files[0]?.size), file.size);
+    const imported = await fresh.page.evaluate(async () => {
+      window.client = makeClient();
+      await client.init();
+      return attempt(() => client.importSnapshot(document.getElementById('snapfile').files[0]));
+    });
+    // (The browser reads a File from its disk as it is read: remove it only now.)
+    rmSync(saveDir, { recursive: true, force: true });
+    assert.equal(imported.ok?.id, 's1', JSON.stringify(imported));
+    assert.deepEqual(await start(fresh.page, { ...options, resume: { kind: 'snapshot', id: 's1' } }), { ok: undefined });
+    const there = await session(fresh.page);
+    assert.deepEqual([there.v, there.f, there.boot], ['first-session', 'one', before.boot]);
+    await fresh.page.evaluate((vm) => client.stopVm(vm, true), VM);
+    await fresh.context.close();
+  } finally {
+    dropProfile(profile);
+    dropProfile(other);
+  }
+});
