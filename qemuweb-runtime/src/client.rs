@@ -15,7 +15,7 @@ use crate::capabilities;
 use crate::input::{chord, text_events, InputEvent, InputOptions, MAX_INPUT_EVENTS};
 use crate::protocol::{
     check_id, AssetSource, Command, EngineAssets, EngineKind, ErrorCode, Event, ExportFormat,
-    Limits, Persistence, Reply, Request, Resume, VmState, PROTOCOL_VERSION,
+    Limits, Persistence, ReadCacheOptions, Reply, Request, Resume, VmState, PROTOCOL_VERSION,
 };
 use crate::RuntimeError;
 use events::{field as get, is_public, qemu_error, Listeners, Slot};
@@ -103,6 +103,10 @@ pub struct StartOptions {
     #[serde(default)]
     #[tsify(optional)]
     pub resume: Option<Resume>,
+    /// The persistent cache of the images' fetched chunks (default: on, 512 MiB).
+    #[serde(default)]
+    #[tsify(optional)]
+    pub read_cache: Option<ReadCacheOptions>,
 }
 
 /// Options of `attachDisplay(vmId, canvas, options)`.
@@ -1082,6 +1086,7 @@ impl QemuClient {
                     },
                     other => other,
                 }),
+                read_cache: options.read_cache.unwrap_or_default(),
             },
         };
         let message = to_js(&request).map_err(JsValue::from)?;

@@ -307,6 +307,9 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[tsify(optional)]
         resume: Option<Resume>,
+        /// The persistent cache of the images' fetched chunks.
+        #[serde(default)]
+        read_cache: ReadCacheOptions,
     },
     /// Stop the VM; `force` skips the final overlay sync.
     #[serde(rename_all = "camelCase")]
@@ -650,6 +653,41 @@ pub enum ProgressTotal {
     /// The size of the file as stored or sent: an asset's length, a disk image's file size
     /// (for a qcow2 image the file, which is not the guest-visible disk size).
     FileSize,
+}
+
+/// The persistent read cache of URL images (disks, kernels, initrds): the chunks fetched
+/// are kept in IndexedDB (database `qemuweb-read-cache`), keyed and checked by each
+/// image's validator, so a later start fetches only what it never read and an image seen
+/// before opens offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadCacheOptions {
+    /// Whether to use it (default `true`).
+    #[serde(default = "default_true")]
+    #[tsify(optional)]
+    pub enabled: bool,
+    /// Its byte budget, shared by the origin's images; the least recently used chunks go
+    /// first (default 512 MiB).
+    #[serde(default = "default_read_cache_bytes")]
+    #[tsify(optional)]
+    pub max_bytes: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_read_cache_bytes() -> u64 {
+    qemuweb_storage::read_cache::DEFAULT_MAX_BYTES
+}
+
+impl Default for ReadCacheOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: default_read_cache_bytes(),
+        }
+    }
 }
 
 /// Where the writes of a VM's disks go.
@@ -1038,6 +1076,10 @@ mod tests {
                     max_initrd_bytes: 2,
                 },
                 resume: Some(Resume::Snapshot { id: "s1".into() }),
+                read_cache: ReadCacheOptions {
+                    enabled: false,
+                    max_bytes: 1 << 20,
+                },
             },
             Command::Stop {
                 vm_id: "vm".into(),
@@ -1133,6 +1175,7 @@ mod tests {
                 persistence: Persistence::default(),
                 limits: Limits::default(),
                 resume: None,
+                read_cache: ReadCacheOptions::default(),
             },
         };
         let text = serde_json::to_string(&request).unwrap();

@@ -14,11 +14,13 @@ use crate::protocol::Persistence;
 use crate::snapshot::snapshot_error;
 use qemuweb_config::ImageSource;
 use qemuweb_storage::format::{detect_format, open_image, ImageFormat, OpenOptions};
+use qemuweb_storage::read_cache::ReadCache;
 use qemuweb_storage::snapshot::{DiskPoint, SnapshotHeader};
 use qemuweb_storage::{
     BlobBlockDevice, BlockDevice, CowBlockDevice, ErrorKind, HttpBlockDevice, HttpOptions,
     IndexedDbOptions, IndexedDbOverlay, MemoryOverlay, Progress, ResumePoint, StorageError,
 };
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -102,8 +104,20 @@ fn last_segment(location: &str) -> String {
         .to_string()
 }
 
+thread_local! {
+    /// The persistent read cache URL images of this worker use (see [`use_read_cache`]).
+    static READ_CACHE: RefCell<Option<Rc<dyn ReadCache>>> = const { RefCell::new(None) };
+}
+
+/// Makes every URL image this worker opens from now on ([`open_source`]) keep its
+/// fetched chunks in `cache` (or in nothing). A worker hosts one VM, so its start sets it.
+pub fn use_read_cache(cache: Option<Rc<dyn ReadCache>>) {
+    READ_CACHE.with(|c| *c.borrow_mut() = cache);
+}
+
 /// Opens the bottom device for `source`; `on_progress` hears how much of the file was
-/// read (downloaded, for a URL).
+/// read (downloaded, for a URL). URL images use the worker's read cache
+/// ([`use_read_cache`]).
 pub async fn open_source(
     what: &str,
     source: &ImageSource,
@@ -113,7 +127,11 @@ pub async fn open_source(
 ) -> Result<(Box<dyn BlockDevice>, Option<Rc<HttpBlockDevice>>)> {
     match source {
         ImageSource::Url { url } => {
-            let dev = HttpBlockDevice::open(url, http.on_progress(on_progress))
+            let mut http = http.on_progress(on_progress);
+            if let Some(cache) = READ_CACHE.with(|c| c.borrow().clone()) {
+                http = http.read_cache(cache);
+            }
+            let dev = HttpBlockDevice::open(url, http)
                 .await
                 .map_err(|e| RuntimeError::storage(what, e))?;
             let dev = Rc::new(dev);

@@ -20,17 +20,18 @@ use crate::engine::{
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{
     classify, request_id_from_f64, AssetSource, Command, EngineAssets, EngineKind, Event,
-    ExportFormat, Limits, LogLevel, Persistence, ProgressTotal, Reply, Request, Session,
-    StartPhase, StopReason, VmState, PROTOCOL_VERSION,
+    ExportFormat, Limits, LogLevel, Persistence, ProgressTotal, ReadCacheOptions, Reply, Request,
+    Session, StartPhase, StopReason, VmState, PROTOCOL_VERSION,
 };
 use crate::snapshot::resume::{self, Resuming};
 use crate::snapshot::save::{save, SaveRequest};
 use crate::snapshot::{machine_digest, Resume, SnapshotInfo};
-use crate::storage_stack::{open_disk, open_source, DiskStack, FileMap};
+use crate::storage_stack::{open_disk, open_source, use_read_cache, DiskStack, FileMap};
 use js_sys::{Object, Reflect, Uint8Array};
 use qemuweb_config::{ImageSource, VmInputs, VmOverrides, VmProfile};
 use qemuweb_storage::export::qcow2::{BackingFile, Qcow2ExportOptions};
 use qemuweb_storage::export::{compact, qcow2};
+use qemuweb_storage::read_cache::{IndexedDbReadCache, ReadCache};
 use qemuweb_storage::snapshot::MachineRef;
 use qemuweb_storage::{BlockDevice, HttpOptions};
 use std::cell::RefCell;
@@ -95,6 +96,7 @@ struct StartRequest<'a> {
     limits: &'a Limits,
     files: &'a FileMap,
     resume: Option<&'a Resume>,
+    read_cache: ReadCacheOptions,
 }
 
 /// A VM this worker runs.
@@ -213,6 +215,7 @@ impl Worker {
                 persistence,
                 limits,
                 resume,
+                read_cache,
             } => {
                 let request = StartRequest {
                     vm_id: &vm_id,
@@ -225,6 +228,7 @@ impl Worker {
                     limits: &limits,
                     files: &files,
                     resume: resume.as_ref(),
+                    read_cache,
                 };
                 let started = self.start(&request, display).await;
                 let stop = self.pending_stop.borrow_mut().take();
@@ -406,6 +410,27 @@ impl Worker {
         self.done(id, Reply::Ok);
     }
 
+    /// Opens the persistent read cache the start asks for (a cache that cannot be opened
+    /// is logged and the VM runs without).
+    async fn use_read_cache(&self, vm_id: &str, options: ReadCacheOptions) {
+        let cache: Option<Rc<dyn ReadCache>> = if options.enabled {
+            match IndexedDbReadCache::open(options.max_bytes).await {
+                Ok(c) => Some(Rc::new(c)),
+                Err(e) => {
+                    self.emit(Event::Log {
+                        vm_id: Some(vm_id.to_string()),
+                        level: LogLevel::Warn,
+                        message: format!("no persistent read cache: {e}"),
+                    });
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        use_read_cache(cache);
+    }
+
     /// Sends a `phase` event: step `phase` of starting VM `vm_id` begins.
     fn phase(&self, vm_id: &str, phase: StartPhase) {
         self.emit(Event::Phase {
@@ -444,6 +469,7 @@ impl Worker {
                 message: message.clone(),
             });
         }
+        self.use_read_cache(vm_id, request.read_cache).await;
         let machine = MachineRef {
             profile_id: request.profile.id.clone(),
             digest: machine_digest(request.profile, request.overrides),

@@ -17,6 +17,8 @@
 //! - [`CowBlockDevice`]: a read-only base under a writable [`Overlay`].
 //! - [`atlas`]: content-addressed storage (SHA-256 chunks, manifests, provenance, bundles)
 //!   over memory, a directory or IndexedDB; stored files open as read-only devices.
+//! - [`read_cache`]: a persistent, bounded, least-recently-used cache of the chunks the
+//!   HTTP device fetched, keyed by the image's version.
 //! - [`snapshot`]: saved VM states with the overlay point of each disk (headers, the
 //!   overlay's generations, the snapshot file, and their IndexedDB store).
 #![warn(missing_docs)]
@@ -29,6 +31,7 @@ pub mod export;
 pub mod format;
 mod http;
 mod memory;
+pub mod read_cache;
 pub mod resolver;
 pub mod snapshot;
 

@@ -25,6 +25,7 @@ pub mod headers;
 
 use crate::device::{check_range, BlockDevice};
 use crate::error::{Result, StorageError};
+use crate::read_cache::{CachedImage, ReadCache};
 use crate::resolver::{check_relative_name, ImageResolver, ImplicitOpen};
 use async_lock::Semaphore;
 use async_trait::async_trait;
@@ -71,6 +72,9 @@ pub struct HttpStats {
     pub cache_hits: u64,
     /// Chunks that had to be fetched (or waited for) because they were not cached.
     pub cache_misses: u64,
+    /// Chunks read from the persistent [`read_cache`](HttpOptions::read_cache) instead of
+    /// the network.
+    pub persistent_hits: u64,
 }
 
 /// The largest accepted [`HttpOptions::max_request`]: a request's body is held in memory.
@@ -118,6 +122,11 @@ pub struct HttpOptions {
     pub timeout: Duration,
     /// Called after every accepted response with the download progress.
     pub on_progress: Option<Rc<dyn Fn(Progress)>>,
+    /// A persistent cache of fetched chunks (see [`read_cache`](crate::read_cache)):
+    /// chunks it holds for this image's version are not fetched again, fetched ones are
+    /// added, and the image opens from it when the network is down. Used only for
+    /// images with a validator (a strong `ETag` or `Last-Modified`).
+    pub read_cache: Option<Rc<dyn ReadCache>>,
 }
 
 impl Default for HttpOptions {
@@ -132,6 +141,7 @@ impl Default for HttpOptions {
             retry_base_delay: Duration::from_millis(200),
             timeout: Duration::from_secs(30),
             on_progress: None,
+            read_cache: None,
         }
     }
 }
@@ -148,6 +158,7 @@ impl fmt::Debug for HttpOptions {
             .field("retry_base_delay", &self.retry_base_delay)
             .field("timeout", &self.timeout)
             .field("on_progress", &self.on_progress.is_some())
+            .field("read_cache", &self.read_cache.is_some())
             .finish()
     }
 }
@@ -196,6 +207,11 @@ impl HttpOptions {
     /// Sets [`on_progress`](Self::on_progress).
     pub fn on_progress(mut self, callback: impl Fn(Progress) + 'static) -> Self {
         self.on_progress = Some(Rc::new(callback));
+        self
+    }
+    /// Sets [`read_cache`](Self::read_cache).
+    pub fn read_cache(mut self, cache: Rc<dyn ReadCache>) -> Self {
+        self.read_cache = Some(cache);
         self
     }
 
@@ -645,6 +661,8 @@ pub struct HttpBlockDevice {
     cache: RefCell<Option<LruCache<u64, Rc<[u8]>>>>,
     inflight: RefCell<HashMap<u64, Waiter>>,
     closed: Cell<bool>,
+    /// The persistent cache and the image version it is bound to.
+    persistent: Option<(Rc<dyn ReadCache>, CachedImage)>,
 }
 
 impl fmt::Debug for HttpBlockDevice {
@@ -686,6 +704,12 @@ impl Drop for InflightGuard<'_> {
 impl HttpBlockDevice {
     /// Opens the image at `url`: one request learns its size and validator and brings
     /// its first chunks.
+    ///
+    /// With a [`read_cache`](HttpOptions::read_cache) that holds chunks of this URL, the
+    /// first request asks for one byte only, to check the version (the validator and the
+    /// size); a different version drops the old chunks. When that request fails for the
+    /// network, the image opens from the cache (offline: what it holds reads, the rest
+    /// fails with [`ErrorKind::Network`](crate::ErrorKind::Network)).
     pub async fn open(url: &str, options: HttpOptions) -> Result<Self> {
         options.validate()?;
         if url.is_empty() {
@@ -693,7 +717,21 @@ impl HttpBlockDevice {
         }
         let transport = platform::Transport::new(options.timeout)?;
         let cs = u64::from(options.chunk_size);
-        let first_len = (cs + options.read_ahead).min(options.max_request) / cs * cs;
+        let persistent = options.read_cache.clone();
+        let cached = match &persistent {
+            Some(c) => c
+                .image(url)
+                .await
+                .ok()
+                .flatten()
+                .filter(|i| i.chunk_size == options.chunk_size),
+            None => None,
+        };
+        let first_len = if cached.is_some() {
+            1
+        } else {
+            (cs + options.read_ahead).min(options.max_request) / cs * cs
+        };
         let cache = NonZeroUsize::new(options.cache_chunks).map(LruCache::new);
         let conn = Conn {
             url: url.to_string(),
@@ -709,18 +747,84 @@ impl HttpBlockDevice {
                 size: None,
                 pin: None,
             })
-            .await?;
-        let dev = Self {
+            .await;
+        let (size, pin, body) = match (first, &cached) {
+            (Ok(first), _) => (first.total, first.pin, first.body),
+            // Offline: the version the cache holds.
+            (Err(e), Some(image)) if e.kind() == crate::ErrorKind::Network => {
+                let pin = if image.etag {
+                    Pin::ETag(image.validator.clone())
+                } else {
+                    Pin::LastModified(image.validator.clone())
+                };
+                (image.size, Some(pin), Vec::new())
+            }
+            (Err(e), _) => return Err(e),
+        };
+        let mut dev = Self {
             conn,
-            size: first.total,
-            pin: first.pin,
+            size,
+            pin,
             cache: RefCell::new(cache),
             inflight: RefCell::new(HashMap::new()),
             closed: Cell::new(false),
+            persistent: None,
         };
-        dev.store(0, &first.body);
+        if let (Some(store), Some(pin)) = (persistent, &dev.pin) {
+            let image = CachedImage::new(
+                url,
+                pin.value(),
+                matches!(pin, Pin::ETag(_)),
+                size,
+                dev.conn.options.chunk_size,
+            );
+            let bound = cached.as_ref() == Some(&image) || store.bind(&image).await.is_ok();
+            if bound {
+                dev.persistent = Some((store, image));
+            }
+        }
+        if cached.is_none() {
+            let chunks = dev.store(0, &body);
+            dev.keep(&chunks).await;
+        }
         dev.report_progress();
         Ok(dev)
+    }
+
+    /// Adds fetched chunks to the persistent cache (a failure only costs a later fetch).
+    async fn keep(&self, chunks: &[(u64, Rc<[u8]>)]) {
+        if let Some((store, image)) = &self.persistent {
+            let whole: Vec<(u64, &[u8])> = chunks
+                .iter()
+                .filter(|(i, c)| image.chunk_fits(*i, c.len()))
+                .map(|(i, c)| (*i, &c[..]))
+                .collect();
+            if !whole.is_empty() {
+                let _ = store.put(image, &whole).await;
+            }
+        }
+    }
+
+    /// Looks up `wanted` chunks in the persistent cache; those found go into the memory
+    /// cache and are returned.
+    async fn recall(&self, wanted: &[u64]) -> Vec<(u64, Rc<[u8]>)> {
+        let Some((store, image)) = &self.persistent else {
+            return Vec::new();
+        };
+        let found = store.get(image, wanted).await.unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, data) in found {
+            if !image.chunk_fits(i, data.len()) {
+                continue;
+            }
+            let chunk: Rc<[u8]> = Rc::from(data);
+            if let Some(cache) = self.cache.borrow_mut().as_mut() {
+                cache.put(i, chunk.clone());
+            }
+            out.push((i, chunk));
+        }
+        self.conn.bump(|s| s.persistent_hits += out.len() as u64);
+        out
     }
 
     /// The URL the device reads.
@@ -807,6 +911,22 @@ impl HttpBlockDevice {
         runs
     }
 
+    /// `missing` and, when it ends at `last_needed`, the read-ahead chunks after it that
+    /// are neither cached in memory nor in flight.
+    fn with_read_ahead(&self, missing: &[u64], last_needed: u64) -> Vec<u64> {
+        let mut wanted = missing.to_vec();
+        if missing.last() == Some(&last_needed) {
+            let ahead = self.conn.options.read_ahead.div_ceil(self.chunk_size());
+            let cache = self.cache.borrow();
+            let inflight = self.inflight.borrow();
+            let end = (last_needed + 1 + ahead).min(self.chunk_count());
+            wanted.extend((last_needed + 1..end).filter(|i| {
+                !cache.as_ref().is_some_and(|c| c.contains(i)) && !inflight.contains_key(i)
+            }));
+        }
+        wanted
+    }
+
     /// Fetches `count` chunks from chunk `first`.
     async fn fetch_run(&self, first: u64, count: u64) -> Result<Vec<(u64, Rc<[u8]>)>> {
         let cs = self.chunk_size();
@@ -828,6 +948,7 @@ impl HttpBlockDevice {
             })
             .await?;
         let chunks = self.store(first, &got.body);
+        self.keep(&chunks).await;
         self.report_progress();
         Ok(chunks)
     }
@@ -861,6 +982,7 @@ impl BlockDevice for HttpBlockDevice {
         let first = offset / cs;
         let last = (offset + buf.len() as u64 - 1) / cs;
         let mut have: Vec<Option<Rc<[u8]>>> = vec![None; (last - first + 1) as usize];
+        let mut recalled = false;
         loop {
             let mut missing = Vec::new();
             let mut waits: Vec<(u64, Waiter)> = Vec::new();
@@ -891,6 +1013,18 @@ impl BlockDevice for HttpBlockDevice {
             }
             if missing.is_empty() && waits.is_empty() {
                 break;
+            }
+            if !missing.is_empty() && self.persistent.is_some() && !recalled {
+                // Once per read: what the persistent cache holds of the missing chunks
+                // and of the read-ahead after them is not fetched.
+                recalled = true;
+                let wanted = self.with_read_ahead(&missing, last);
+                for (i, chunk) in self.recall(&wanted).await {
+                    if (first..=last).contains(&i) {
+                        have[(i - first) as usize] = Some(chunk);
+                    }
+                }
+                continue;
             }
             let runs = self.plan(&missing, last);
             let mut guard = InflightGuard {

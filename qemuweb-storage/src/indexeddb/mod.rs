@@ -18,7 +18,7 @@
 //! at a time may write a disk: the overlay holds a Web Lock named after the disk while it
 //! is open.
 
-mod db;
+pub(crate) mod db;
 pub(crate) mod snapshots;
 
 use crate::cow::{check_block_len, check_block_size, Overlay};
