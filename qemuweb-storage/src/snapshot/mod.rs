@@ -19,6 +19,8 @@
 mod file;
 mod header;
 mod lineage;
+#[cfg(not(target_arch = "wasm32"))]
+mod publish;
 mod published;
 
 pub use file::{FileParser, FileWriter, Item, FILE_MAGIC, FILE_VERSION, MAX_HEADER_BYTES};
@@ -28,6 +30,8 @@ pub use header::{
     MAX_STATE_BYTES, ZERO_CHUNK,
 };
 pub use lineage::{GenState, Generation, Lineage, MAX_GENERATIONS, UNDO_PIN};
+#[cfg(not(target_arch = "wasm32"))]
+pub use publish::{publish, PublishOptions};
 pub use published::{
     PublishedDisk, PublishedPart, PublishedState, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_PARTS,
     PUBLISHED_FORMAT,
