@@ -27,6 +27,7 @@ pub mod assets;
 mod browser;
 mod error;
 mod qemu;
+mod save;
 mod site;
 
 pub use browser::{dump_dom, CHROMIUM_FLAGS};
@@ -47,8 +48,12 @@ use qemuweb_runtime::EngineKind;
 use browser::Cleanup;
 use bytes::Bytes;
 use qemuweb_http::Token;
+use save::SnapshotSink;
 use site::{Bridge, Input, Site};
 use tokio::sync::Notify;
+
+/// How long a quitting page may take to save its state and send it.
+const SAVE_GRACE: Duration = Duration::from_secs(600);
 
 const PAGE: &str = include_str!("page.html");
 
@@ -153,6 +158,13 @@ pub struct RunnerOptions {
     pub handle_interrupt: bool,
     /// Report the page's progress and Chromium's own output on stderr.
     pub verbose: bool,
+    /// Resume a published boot state instead of booting: the `boot-state.json` of
+    /// `qemuweb prepare --boot-state` (or `boot --save`), its parts beside it.
+    pub resume_published: Option<PathBuf>,
+    /// When the run ends by its input closing or the time limit, save the VM's whole state
+    /// and write it to this file as a snapshot file (the runtime's `exportSnapshot`). A
+    /// save that fails makes the run an [`Outcome::PageError`].
+    pub save_snapshot: Option<PathBuf>,
 }
 
 impl RunnerOptions {
@@ -184,6 +196,8 @@ impl RunnerOptions {
             extra_files: Vec::new(),
             handle_interrupt: true,
             verbose: false,
+            resume_published: None,
+            save_snapshot: None,
         }
     }
 }
@@ -395,7 +409,7 @@ fn prepare(opts: &RunnerOptions) -> Result<Prepared> {
         .vm_id
         .clone()
         .unwrap_or_else(|| format!("headless-{}", profile.id));
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "vmId": vm_id,
         "profile": profile,
         "inputs": inputs,
@@ -403,12 +417,39 @@ fn prepare(opts: &RunnerOptions) -> Result<Prepared> {
         "engine": opts.engine.kind(),
         "assets": assets,
         "drainMs": 500,
+        "saveSnapshot": opts.save_snapshot.is_some(),
     });
+    if let Some(manifest) = &opts.resume_published {
+        config["resume"] = serve_boot_state(&mut files, manifest)?;
+    }
     Ok(Prepared {
         files,
         embedded,
         config,
     })
+}
+
+/// Serves the published boot state of `manifest` (`boot-state.json` and its parts) under
+/// `/boot-state/`; returns the `resume` option that names it.
+fn serve_boot_state(
+    files: &mut HashMap<String, PathBuf>,
+    manifest: &Path,
+) -> Result<serde_json::Value> {
+    let invalid = |m: String| HeadlessError::InvalidOptions(m);
+    let bytes =
+        std::fs::read(manifest).map_err(|e| invalid(format!("{}: {e}", manifest.display())))?;
+    let state = qemuweb_storage::snapshot::PublishedState::parse(&bytes)
+        .map_err(|e| invalid(format!("{}: {e}", manifest.display())))?;
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    files.insert("/boot-state/boot-state.json".into(), manifest.to_path_buf());
+    for part in &state.parts {
+        let file = dir.join(&part.path);
+        if !file.is_file() {
+            return Err(invalid(format!("{}: no such file", file.display())));
+        }
+        files.insert(format!("/boot-state/{}", part.path), file);
+    }
+    Ok(serde_json::json!({"kind": "published", "url": "/boot-state/boot-state.json"}))
 }
 
 fn add_tree(files: &mut HashMap<String, PathBuf>, dir: &Path, prefix: &str) {
@@ -461,12 +502,17 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
         Token::generate().map_err(|e| HeadlessError::io("random token", io::Error::other(e)))?;
     config["token"] = token.as_str().into();
     let (exits_tx, exits) = mpsc::channel();
+    let snapshot = match &opts.save_snapshot {
+        Some(path) => Some(SnapshotSink::create(path)?),
+        None => None,
+    };
     let bridge = Arc::new(Bridge {
         input: Mutex::new(Input::default()),
         wake: Notify::new(),
         output: Mutex::new(console.output),
         exits: exits_tx.clone(),
         verbose: opts.verbose,
+        snapshot: Mutex::new(snapshot),
     });
     let mut generated = HashMap::new();
     for (path, bytes) in embedded {
@@ -573,8 +619,14 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
             }
         }
         if let Some((since, _)) = &quitting {
-            // The page had its chance to stop the VM with a final sync.
-            if since.elapsed() > Duration::from_secs(10) {
+            // The page had its chance to stop the VM with a final sync (and to save and
+            // send its state).
+            let grace = if opts.save_snapshot.is_some() {
+                SAVE_GRACE
+            } else {
+                Duration::from_secs(10)
+            };
+            if since.elapsed() > grace {
                 let (_, why) = quitting.take().expect("checked");
                 return Ok(why);
             }
@@ -587,10 +639,15 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
         }
         match exits.recv_timeout(Duration::from_millis(100)) {
             Ok(Outcome::InputClosed) => {
+                if opts.save_snapshot.is_some() && !bridge.snapshot_saved() {
+                    return Ok(Outcome::PageError(
+                        "the page stopped without sending the saved state".into(),
+                    ));
+                }
                 return Ok(match quitting {
                     Some((_, why)) => why,
                     None => Outcome::InputClosed,
-                })
+                });
             }
             Ok(other) => return Ok(other),
             Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -4,7 +4,8 @@
 //!
 //! Safe by default: the `Host` must be the bound address (DNS rebinding), nothing is
 //! readable from other origins (no CORS, `Cross-Origin-Resource-Policy: same-origin`), and
-//! the bridge (`GET /serial/in`, `POST /serial/out`, `POST /event`) answers only requests
+//! the bridge (`GET /serial/in`, `POST /serial/out`, `POST /event`, `POST /snapshot`)
+//! answers only requests
 //! with the run's random token (`X-QemuWeb-Token`, handed to the page in `config.json`)
 //! from the page's own origin; a refused request changes nothing.
 
@@ -50,6 +51,8 @@ pub(crate) struct Bridge {
     pub(crate) output: Mutex<Box<dyn Write + Send>>,
     pub(crate) exits: mpsc::Sender<Outcome>,
     pub(crate) verbose: bool,
+    /// Where a saved state goes (`POST /snapshot?at=OFFSET`), when the run saves one.
+    pub(crate) snapshot: Mutex<Option<crate::save::SnapshotSink>>,
 }
 
 /// Serial input waiting for the page's next poll.
@@ -124,17 +127,21 @@ async fn route(site: &Site, guard: &ActionGuard, req: Request<RequestBody>) -> R
     .to_string();
     let bridge = &site.bridge;
     match (req.method(), path.as_str()) {
-        (_, "/serial/in" | "/serial/out" | "/event") => {
+        (_, "/serial/in" | "/serial/out" | "/event" | "/snapshot") => {
             if let Some(refusal) = guard.check(&req) {
                 return refusal;
             }
             match (req.method().clone(), path.as_str()) {
                 (Method::GET, "/serial/in") => serial_in(bridge).await,
                 (Method::POST, p) if p != "/serial/in" => {
+                    let query = req.uri().query().map(str::to_string);
                     let body = match req.into_body().collect().await {
                         Ok(b) => b.to_bytes(),
                         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "too large"),
                     };
+                    if p == "/snapshot" {
+                        return bridge.snapshot_piece(query.as_deref(), &body);
+                    }
                     if p == "/serial/out" {
                         let mut out = bridge.output.lock().unwrap_or_else(|e| e.into_inner());
                         let _ = out.write_all(&body).and_then(|()| out.flush());
@@ -241,6 +248,7 @@ fn on_event(bridge: &Bridge, body: &[u8]) {
                 .unwrap_or(&serde_json::Value::Null),
             event.get("total").unwrap_or(&serde_json::Value::Null)
         ),
+        "saved" => bridge.snapshot_done(event.get("bytes").and_then(|b| b.as_u64()).unwrap_or(0)),
         "exited" => {
             let _ = bridge.exits.send(Outcome::InputClosed);
         }
