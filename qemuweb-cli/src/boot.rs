@@ -86,6 +86,12 @@ pub struct BrowserBoot {
     pub v86_dir: Option<PathBuf>,
     /// A runtime web bundle directory instead of the one built into this binary.
     pub bundle: Option<PathBuf>,
+    /// When the run ends (stdin closes, or the time limit), save the VM's whole state
+    /// beside the image (`IMAGE.boot-state/`, see [`crate::boot_state`]); the next boot
+    /// resumes it.
+    pub save: bool,
+    /// Boot cold: ignore a state saved beside the image.
+    pub cold: bool,
 }
 
 /// What to boot and how.
@@ -417,14 +423,70 @@ pub fn boot_in_browser(
     if runner.engine == qemuweb_headless::Engine::V86 && runner.v86_dir.is_none() {
         runner.v86_dir = Some(qemuweb_headless::assets::ensure_v86()?);
     }
-    match qemuweb_headless::run(&runner, qemuweb_headless::Console::stdio()) {
-        Ok(qemuweb_headless::Outcome::Timeout) => Err(CliError::Timeout {
+    let local = opts
+        .image
+        .as_ref()
+        .filter(|p| !p.to_string_lossy().contains("://"));
+    let state_dir = local.map(|p| crate::boot_state::state_dir_for(p));
+    if browser.save && state_dir.is_none() {
+        return Err(CliError::InvalidArgument(
+            "--save keeps the state beside the image: it needs a local disk image".into(),
+        ));
+    }
+    if let (false, Some(dir)) = (browser.cold, &state_dir) {
+        let manifest = dir.join(qemuweb_storage::snapshot::MANIFEST_NAME);
+        if manifest.is_file() {
+            match crate::boot_state::check_state(&manifest, local.expect("a state dir")) {
+                Ok(_) => {
+                    eprintln!(
+                        "qemuweb: resuming the state saved in {} (--cold boots without it)",
+                        dir.display()
+                    );
+                    runner.resume_published = Some(manifest);
+                }
+                Err(e) => eprintln!(
+                    "qemuweb: the state saved in {} cannot be resumed ({e}); booting cold",
+                    dir.display()
+                ),
+            }
+        }
+    }
+    let saving = match (&state_dir, browser.save) {
+        (Some(dir), true) => {
+            let file = tempfile::Builder::new()
+                .prefix(".qemuweb-state-")
+                .tempfile_in(dir.parent().unwrap_or(std::path::Path::new(".")))
+                .map_err(|e| CliError::io(dir, e))?
+                .into_temp_path();
+            runner.save_snapshot = Some(file.to_path_buf());
+            Some((dir.clone(), file))
+        }
+        _ => None,
+    };
+    let outcome = match qemuweb_headless::run(&runner, qemuweb_headless::Console::stdio()) {
+        Ok(outcome) => outcome,
+        Err(e) if e.kind() == qemuweb_headless::ErrorKind::InvalidOptions => {
+            return Err(CliError::InvalidArgument(e.to_string()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let (Some((dir, file)), Some(image)) = (&saving, local) {
+        if matches!(
+            outcome,
+            qemuweb_headless::Outcome::InputClosed | qemuweb_headless::Outcome::Timeout
+        ) {
+            let state = crate::boot_state::publish_state(file, image, dir)?;
+            eprintln!(
+                "qemuweb: saved the VM's state in {} ({} bytes)",
+                dir.display(),
+                state.file_bytes
+            );
+        }
+    }
+    match outcome {
+        qemuweb_headless::Outcome::Timeout => Err(CliError::Timeout {
             seconds: opts.timeout.map_or(0, |t| t.as_secs()),
         }),
-        Ok(outcome) => Ok(outcome),
-        Err(e) if e.kind() == qemuweb_headless::ErrorKind::InvalidOptions => {
-            Err(CliError::InvalidArgument(e.to_string()))
-        }
-        Err(e) => Err(e.into()),
+        outcome => Ok(outcome),
     }
 }

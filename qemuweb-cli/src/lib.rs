@@ -11,7 +11,10 @@
 //!   `--browser`, through `QemuClient` in headless Chromium ([`boot`]).
 //! - `qemuweb prepare IMAGE OUT_DIR`: the image as a qcow2 with the HTTP device's block
 //!   size as cluster size (or raw), `vm.json`, `_headers` and a SHA-256 manifest, and
-//!   optionally an Atlas content-addressed store ([`prepare`]).
+//!   optionally an Atlas content-addressed store and a boot state ([`prepare`]).
+//! - Boot states ([`boot_state`]): a disk booted once in headless Chromium, its VM saved
+//!   and published beside it (`prepare --boot-state`, `boot --browser --save`), so pages
+//!   resume at the prompt (`boot --browser` resumes one unless `--cold`).
 //! - `qemuweb assets fetch|status`: v86 from the npm registry (pinned SHA-512) into the
 //!   data directory, and where every asset `boot --browser` needs is found ([`assets`]).
 //! - `qemuweb emulator start|stop|reset|status`: a long-running local VM over a base
@@ -28,6 +31,7 @@
 
 pub mod assets;
 pub mod boot;
+pub mod boot_state;
 pub mod create;
 pub mod emulator;
 mod error;

@@ -12,9 +12,10 @@ fn main() -> std::process::ExitCode {
 mod cli {
     use clap::{Parser, Subcommand};
     use qemuweb_cli::boot::{AccelArg, BootOptions, BrowserBoot, EngineArg, FormatArg};
+    use qemuweb_cli::boot_state::SaveWhen;
     use qemuweb_cli::create::{CreateFormat, CreateOptions};
     use qemuweb_cli::emulator::{Emulator, StartOptions, Status};
-    use qemuweb_cli::prepare::{PrepareFormat, PrepareOptions};
+    use qemuweb_cli::prepare::{BootStateOptions, PrepareFormat, PrepareOptions};
     use qemuweb_cli::serve::ServeOptions;
     use qemuweb_cli::{CliError, ErrorKind};
     use qemuweb_config::PortForward;
@@ -140,6 +141,13 @@ mod cli {
             /// A runtime web bundle directory (scripts/build-web) instead of the built-in one.
             #[arg(long, requires = "browser")]
             bundle: Option<PathBuf>,
+            /// When the run ends (stdin closes, or the time limit), save the VM's whole
+            /// state beside the image (IMAGE.boot-state/); the next boot resumes it.
+            #[arg(long, requires = "browser")]
+            save: bool,
+            /// Boot cold, without the state saved beside the image.
+            #[arg(long, requires = "browser")]
+            cold: bool,
         },
         /// Make an image ready for a static web host: a qcow2 with the HTTP block size as
         /// cluster size (or raw), vm.json, _headers and manifest.json with SHA-256s.
@@ -180,6 +188,30 @@ mod cli {
             /// scripts/build-example makes from examples/vm-launcher).
             #[arg(long)]
             app: Option<PathBuf>,
+            /// Boot the prepared disk once in headless Chromium (v86) and publish the VM's
+            /// state in OUT_DIR/boot-state/, so pages resume at the prompt instead of
+            /// booting. Needs --boot-until or --boot-seconds.
+            #[arg(long)]
+            boot_state: bool,
+            /// With --boot-state: save when this text appears on the serial console (a
+            /// shell prompt).
+            #[arg(long, requires = "boot_state", conflicts_with = "boot_seconds")]
+            boot_until: Option<String>,
+            /// With --boot-state: save after this many seconds.
+            #[arg(long, requires = "boot_state")]
+            boot_seconds: Option<u64>,
+            /// With --boot-state: how long the boot may take, in seconds.
+            #[arg(long, requires = "boot_state", default_value_t = 600)]
+            boot_timeout: u64,
+            /// With --boot-state: v86's directory (default: the data directory's).
+            #[arg(long, requires = "boot_state")]
+            v86_dir: Option<PathBuf>,
+            /// With --boot-state: a runtime web bundle directory instead of the built-in one.
+            #[arg(long, requires = "boot_state")]
+            bundle: Option<PathBuf>,
+            /// With --boot-state: show the guest's console and the page's progress on stderr.
+            #[arg(long, requires = "boot_state")]
+            verbose: bool,
         },
         /// What `boot --browser` needs besides this binary: v86 (from the npm registry, at
         /// a pinned version and SHA-512) in the data directory ($QEMUWEB_DATA_DIR, else
@@ -378,6 +410,8 @@ mod cli {
                 verbose,
                 v86_dir,
                 bundle,
+                save,
+                cold,
             } => {
                 let opts = BootOptions {
                     profile,
@@ -401,6 +435,8 @@ mod cli {
                         verbose,
                         v86_dir,
                         bundle,
+                        save,
+                        cold,
                     };
                     let outcome = qemuweb_cli::boot::boot_in_browser(&opts, &browser)?;
                     if outcome.exit_code() != 0 {
@@ -424,7 +460,37 @@ mod cli {
                 memory,
                 force,
                 app,
+                boot_state,
+                boot_until,
+                boot_seconds,
+                boot_timeout,
+                v86_dir,
+                bundle,
+                verbose,
             } => {
+                let boot_state = if boot_state {
+                    let when = match (boot_until, boot_seconds) {
+                        (Some(text), None) => SaveWhen::Prompt(text),
+                        (None, Some(s)) => SaveWhen::After(Duration::from_secs(s)),
+                        _ => {
+                            return Err(CliError::InvalidArgument(
+                                "--boot-state needs --boot-until TEXT or --boot-seconds N".into(),
+                            ))
+                        }
+                    };
+                    Some(BootStateOptions {
+                        when,
+                        timeout: Duration::from_secs(boot_timeout),
+                        browser: BrowserBoot {
+                            v86_dir,
+                            bundle,
+                            verbose,
+                            ..BrowserBoot::default()
+                        },
+                    })
+                } else {
+                    None
+                };
                 let cluster_size = cluster_size
                     .map(|c| {
                         u32::try_from(c).map_err(|_| {
@@ -448,6 +514,7 @@ mod cli {
                     memory_mib: memory,
                     force,
                     app,
+                    boot_state,
                 };
                 let manifest = with_spinner(|step| qemuweb_cli::prepare::prepare(&opts, step))?;
                 for f in &manifest.files {

@@ -70,7 +70,24 @@ pub struct PrepareOptions {
     pub force: bool,
     /// A built web app to copy in and preconfigure (its directory holds `index.html`).
     pub app: Option<PathBuf>,
+    /// Boot the prepared disk once in headless Chromium and publish its state beside it
+    /// (`boot-state/`), so pages resume at the prompt instead of booting.
+    pub boot_state: Option<BootStateOptions>,
 }
+
+/// How `prepare --boot-state` boots the disk to save its state.
+#[derive(Debug, Clone)]
+pub struct BootStateOptions {
+    /// When to save: at a prompt on the serial console, or after some time.
+    pub when: crate::boot_state::SaveWhen,
+    /// How long the boot may take at most.
+    pub timeout: std::time::Duration,
+    /// The browser, engine and assets to boot it with.
+    pub browser: crate::boot::BrowserBoot,
+}
+
+/// The directory of the published boot state in the output.
+pub const BOOT_STATE_DIR: &str = "boot-state";
 
 /// One file of the output with its size and SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,9 +128,24 @@ pub struct PrepareManifest {
     /// The Atlas store's name for the disk and its manifest hash, with `--atlas`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub atlas: Option<AtlasEntry>,
-    /// Every file written but the manifest (disk, `vm.json`, `_headers`, the app's files)
-    /// with size and SHA-256.
+    /// Every file written but the manifest (disk, `vm.json`, `_headers`, the app's files,
+    /// the boot state's) with size and SHA-256.
     pub files: Vec<FileEntry>,
+    /// The published boot state, with `--boot-state`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_state: Option<BootStateEntry>,
+}
+
+/// The published boot state in the output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootStateEntry {
+    /// Its manifest, relative to the output directory.
+    pub manifest: String,
+    /// The id pages import it under.
+    pub snapshot_id: String,
+    /// The bytes of its parts together.
+    pub bytes: u64,
 }
 
 /// The disk in the Atlas store.
@@ -181,7 +213,7 @@ pub fn vm_json(
 }
 
 /// Lowercase hex SHA-256 of a file, read in pieces.
-fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| CliError::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -317,8 +349,19 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
         },
     )?;
 
+    let boot_state = match &opts.boot_state {
+        Some(b) => {
+            step("booting the disk once to save its state (boot-state/)");
+            Some(save_boot_state(opts, b, &disk, dir)?)
+        }
+        None => None,
+    };
+
     step("writing vm.json and _headers");
-    let vm = vm_json(&opts.profile, disk_name, opts.format, opts.memory_mib)?;
+    let mut vm = vm_json(&opts.profile, disk_name, opts.format, opts.memory_mib)?;
+    if let Some(b) = &boot_state {
+        vm["bootState"] = b.manifest.clone().into();
+    }
     let vm_path = dir.join("vm.json");
     let text = serde_json::to_string_pretty(&vm).expect("JSON values serialize");
     std::fs::write(&vm_path, text + "\n").map_err(|e| CliError::io(&vm_path, e))?;
@@ -326,7 +369,13 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
     if let Some(app) = &opts.app {
         step("copying the app");
         copy_tree(app, dir, "", &mut app_files)?;
-        preconfigure_app(&dir.join("index.html"), disk_name, &opts.profile)?;
+        let preset = AppPreset {
+            disk: disk_name,
+            profile: &opts.profile,
+            memory_mib: opts.memory_mib,
+            boot_state: boot_state.as_ref().map(|b| b.manifest.as_str()),
+        };
+        preconfigure_app(&dir.join("index.html"), &preset)?;
     }
     if !app_files.iter().any(|f| f == "_headers") {
         let headers = dir.join("_headers");
@@ -373,8 +422,10 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
             .into_iter()
             .map(String::from)
             .chain(app_files.into_iter().filter(|f| f != "_headers"))
+            .chain(boot_state_files(dir, boot_state.is_some())?)
             .map(|f| entry(dir, &f))
             .collect::<Result<_>>()?,
+        boot_state,
     };
     let path = dir.join("manifest.json");
     let text = serde_json::to_string_pretty(&manifest).expect("the manifest serializes");
@@ -406,22 +457,45 @@ fn copy_tree(from: &Path, to: &Path, prefix: &str, copied: &mut Vec<String>) -> 
     Ok(())
 }
 
+/// What the app `prepare` copies in opens on.
+#[derive(Debug, Clone, Copy)]
+pub struct AppPreset<'a> {
+    /// The disk's URL, relative to the page.
+    pub disk: &'a str,
+    /// The profile id.
+    pub profile: &'a str,
+    /// Guest RAM in MiB, when not the profile's.
+    pub memory_mib: Option<u32>,
+    /// The published boot state's manifest, relative to the page.
+    pub boot_state: Option<&'a str>,
+}
+
 /// The script `prepare` puts first in the app's `<head>`: with no query in the address,
-/// it adds one naming the disk and the profile, before the app reads it.
+/// it adds one naming the disk and the profile (and the memory and the boot state, when
+/// there are), before the app reads it.
 ///
 /// ```
-/// let s = qemuweb_cli::prepare::app_preset_script("disk.qcow2", "linux-i386-pc-nographic");
-/// assert!(s.contains("?disk=disk.qcow2&profile=linux-i386-pc-nographic"));
+/// use qemuweb_cli::prepare::{app_preset_script, AppPreset};
+/// let preset = AppPreset { disk: "disk.qcow2", profile: "linux-i386-pc-nographic", memory_mib: None, boot_state: None };
+/// assert!(app_preset_script(&preset).contains("?disk=disk.qcow2&profile=linux-i386-pc-nographic\""));
+/// let preset = AppPreset { memory_mib: Some(96), boot_state: Some("boot-state/boot-state.json"), ..preset };
+/// assert!(app_preset_script(&preset).contains("&memory=96&bootState=boot-state/boot-state.json"));
 /// ```
-pub fn app_preset_script(disk_url: &str, profile: &str) -> String {
-    let query = format!("?disk={disk_url}&profile={profile}");
+pub fn app_preset_script(preset: &AppPreset<'_>) -> String {
+    let mut query = format!("?disk={}&profile={}", preset.disk, preset.profile);
+    if let Some(m) = preset.memory_mib {
+        query.push_str(&format!("&memory={m}"));
+    }
+    if let Some(b) = preset.boot_state {
+        query.push_str(&format!("&bootState={b}"));
+    }
     let query = serde_json::to_string(&query).expect("strings serialize");
     format!(
         "<script>if (!location.search) history.replaceState(null, \"\", location.pathname + {query});</script>"
     )
 }
 
-fn preconfigure_app(index: &Path, disk_url: &str, profile: &str) -> Result<()> {
+fn preconfigure_app(index: &Path, preset: &AppPreset<'_>) -> Result<()> {
     let html = std::fs::read_to_string(index).map_err(|e| CliError::io(index, e))?;
     let at = html
         .find("<head>")
@@ -432,8 +506,92 @@ fn preconfigure_app(index: &Path, disk_url: &str, profile: &str) -> Result<()> {
     let html = format!(
         "{}\n{}{}",
         &html[..at],
-        app_preset_script(disk_url, profile),
+        app_preset_script(preset),
         &html[at..]
     );
     std::fs::write(index, html).map_err(|e| CliError::io(index, e))
+}
+
+/// The paths (relative to `dir`) of the boot state's files, when there is one.
+fn boot_state_files(dir: &Path, present: bool) -> Result<Vec<String>> {
+    if !present {
+        return Ok(Vec::new());
+    }
+    let state = dir.join(BOOT_STATE_DIR);
+    let mut names: Vec<String> = std::fs::read_dir(&state)
+        .map_err(|e| CliError::io(&state, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    Ok(names
+        .into_iter()
+        .map(|n| format!("{BOOT_STATE_DIR}/{n}"))
+        .collect())
+}
+
+/// Boots `disk` in headless Chromium as `vm.json` describes it, saves its state when
+/// `b.when` is reached and publishes it into `dir/boot-state`.
+fn save_boot_state(
+    opts: &PrepareOptions,
+    b: &BootStateOptions,
+    disk: &Path,
+    dir: &Path,
+) -> Result<BootStateEntry> {
+    let boot = crate::boot::BootOptions {
+        profile: opts.profile.clone(),
+        image: Some(disk.to_path_buf()),
+        kernel: None,
+        initrd: None,
+        append: None,
+        format: None,
+        backing_dir: None,
+        accel: crate::boot::AccelArg::Auto,
+        memory_mib: opts.memory_mib,
+        smp: None,
+        snapshot: false,
+        timeout: Some(b.timeout),
+    };
+    let mut runner = crate::boot::browser_options(&boot, &b.browser)?;
+    if runner.engine == qemuweb_headless::Engine::V86 && runner.v86_dir.is_none() {
+        runner.v86_dir = Some(qemuweb_headless::assets::ensure_v86()?);
+    }
+    runner.vm_id = Some("prepare".into());
+    let snapshot = tempfile::Builder::new()
+        .prefix(".boot-state-")
+        .tempfile_in(dir)
+        .map_err(|e| CliError::io(dir, e))?
+        .into_temp_path();
+    runner.save_snapshot = Some(snapshot.to_path_buf());
+    let echo: Option<Box<dyn std::io::Write + Send>> = if b.browser.verbose {
+        Some(Box::new(std::io::stderr()))
+    } else {
+        None
+    };
+    let (console, reached) = crate::boot_state::console_until(b.when.clone(), echo);
+    let outcome = qemuweb_headless::run(&runner, console)?;
+    let reached = *reached.lock().unwrap_or_else(|e| e.into_inner());
+    match outcome {
+        qemuweb_headless::Outcome::InputClosed if reached => {}
+        qemuweb_headless::Outcome::Timeout | qemuweb_headless::Outcome::InputClosed => {
+            return Err(CliError::Timeout {
+                seconds: b.timeout.as_secs(),
+            })
+        }
+        other => {
+            return Err(CliError::InvalidArgument(format!(
+                "booting the disk to save its state: {other}"
+            )))
+        }
+    }
+    let state = crate::boot_state::publish_state(&snapshot, disk, &dir.join(BOOT_STATE_DIR))?;
+    Ok(BootStateEntry {
+        manifest: format!(
+            "{BOOT_STATE_DIR}/{}",
+            qemuweb_storage::snapshot::MANIFEST_NAME
+        ),
+        snapshot_id: state.snapshot_id,
+        bytes: state.file_bytes,
+    })
 }
