@@ -6,7 +6,10 @@
 // - the runtime keeps the disk's writes in IndexedDB by VM id and disk id; this page derives
 //   the VM id from the disk (its URL, or a file's name and size), so a reload, or picking
 //   the same disk again, finds the changes; QemuClient's `overlays` shows how much is stored
-//   and `deleteOverlays` forgets it ("Reset disk").
+//   and `deleteOverlays` forgets it ("Reset disk");
+// - a disk published with `qemuweb prepare --boot-state` comes with its VM's saved state
+//   (`?bootState=boot-state/boot-state.json`): Start resumes it at the prompt instead of
+//   booting (each start goes back to it), unless "resume the published boot state" is off.
 import initRuntime, {
   QemuClient,
   QemuError,
@@ -42,6 +45,8 @@ const ui = {
   exportOverlay: $<HTMLButtonElement>("export"),
   resetDisk: $<HTMLButtonElement>("reset-disk"),
   localEcho: $<HTMLInputElement>("local-echo"),
+  resumeLabel: $("resume-label"),
+  resumeState: $<HTMLInputElement>("resume-state"),
   state: $("state"),
   warnings: $("warnings"),
   progress: $<HTMLProgressElement>("progress"),
@@ -126,6 +131,8 @@ let vmId: string | null = null;
 let running = false;
 const disk = new SourcePicker("disk", () => void diskChanged());
 const kernel = new SourcePicker("kernel", () => {});
+/** The published boot state of the preset disk (`?bootState=`), and the memory it was saved with (`?memory=`). */
+let bootState: { url: string; disk: string; memoryMiB?: number } | null = null;
 const initrd = new SourcePicker("initrd", () => {});
 
 /** While a VM runs, the persistence line follows the runtime's syncs (every second). */
@@ -239,9 +246,27 @@ async function start(): Promise<void> {
   term.reset();
   ui.screen.hidden = !(caps.crossOriginIsolated && profile.supportsGraphics);
   if (!ui.screen.hidden) client.attachDisplay(vmId, ui.screen);
+  // The published state belongs to the preset disk, with the memory it was saved with.
+  const resume = bootState && ui.resumeState.checked && !disk.file && disk.urlValue === bootState.disk;
+  const overrides = bootState?.memoryMiB ? { memoryMiB: bootState.memoryMiB } : undefined;
   setState("starting");
+  const options = { files, progress: showProgress, overrides };
   try {
-    await client.startVm(vmId, profile, inputs, { files, progress: showProgress });
+    try {
+      await client.startVm(vmId, profile, inputs, {
+        ...options,
+        resume: resume ? { kind: "published", url: bootState!.url } : undefined,
+      });
+    } catch (e) {
+      // A published state that is damaged, of another image or machine, or not fetched
+      // (snapshot-corrupt, snapshot-mismatch, fetch, ...) changes nothing: boot cold.
+      if (!resume) throw e;
+      const code = e instanceof QemuError ? e.code : "page";
+      const message = `The published boot state cannot be resumed (${code}: ${e instanceof Error ? e.message : String(e)}); booting cold.`;
+      console.warn(message);
+      warn("boot-state", message);
+      await client.startVm(vmId, profile, inputs, options);
+    }
   } catch (e) {
     setState("failed");
     throw e;
@@ -330,6 +355,12 @@ async function main(): Promise<void> {
   const decoder = new TextDecoder();
   client.on("serialOut", (e) => term.write(decoder.decode(e.data, { stream: true })));
   // A disk is read as the guest needs it: its progress goes on after the start.
+  // Fetching and restoring a boot state.
+  client.on("snapshotProgress", (e) => {
+    ui.progress.max = e.total ?? (e.loaded || 1);
+    ui.progress.value = e.loaded;
+    ui.progressText.textContent = `boot state (${e.operation}): ${bytes(e.loaded)}${e.total !== undefined ? ` of ${bytes(e.total)}` : ""}`;
+  });
   client.on("progress", (e) => {
     if (e.what.startsWith("disk")) showProgress(e);
   });
@@ -352,6 +383,16 @@ async function main(): Promise<void> {
   ui.profile.value = params.get("profile") ?? saved.profile ?? "linux-i386-pc-nographic";
   disk.urlValue = params.get("disk") ?? saved.disk ?? "";
   ui.localEcho.checked = params.get("echo") === "1";
+  const stateParam = params.get("bootState");
+  if (stateParam && disk.urlValue) {
+    const memory = Number(params.get("memory"));
+    bootState = {
+      url: new URL(stateParam, location.href).href,
+      disk: disk.urlValue,
+      memoryMiB: Number.isInteger(memory) && memory > 0 ? memory : undefined,
+    };
+    ui.resumeLabel.hidden = false;
+  }
   if (!disk.urlValue && saved.file) ui.persistence.textContent = `Pick ${saved.file} again to boot it with its saved changes.`;
   ui.profile.addEventListener("change", profileChanged);
   profileChanged();
