@@ -5,12 +5,13 @@
 // its xterm.js terminal. manifest.json's SHA-256s are checked against the files. With
 // `--boot-state --boot-until PROMPT` the disk is booted once headless and its VM's state
 // published beside it: the page, in a fresh browser profile, resumes at the prompt instead
-// of booting.
+// of booting; a published state that is damaged or of another image is refused with its
+// error code shown and the disk boots cold.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withFreshPage } from '../lib/browser.mjs';
@@ -127,4 +128,51 @@ test('prepare --boot-state: a fresh browser profile resumes the published state 
     // Resumed, not booted: the guest never printed its banner in this page.
     assert.ok(!(await terminal()).includes(BANNER), await terminal());
   });
+});
+
+test('prepare --boot-state: a damaged state, or one of another image, is refused and the disk boots cold', async () => {
+  const cases = [
+    {
+      name: 'damaged',
+      code: 'snapshot-corrupt',
+      damage(dir) {
+        const part = join(dir, 'boot-state', 'state.000');
+        const bytes = readFileSync(part);
+        bytes[bytes.length >> 1] ^= 0x5a;
+        writeFileSync(part, bytes);
+      },
+    },
+    {
+      name: 'another-image',
+      code: 'snapshot-mismatch',
+      damage(dir) {
+        // The manifest of an image of another size (the page can compare sizes, not hash).
+        const path = join(dir, 'boot-state', 'boot-state.json');
+        const m = JSON.parse(readFileSync(path, 'utf8'));
+        m.disks[0].fileSize += 65536;
+        writeFileSync(path, JSON.stringify(m));
+      },
+    },
+  ];
+  for (const c of cases) {
+    const dir = join(work, `site-${c.name}`);
+    cpSync(stateSite, dir, { recursive: true });
+    c.damage(dir);
+    const served = await serveSite(dir);
+    try {
+      await withFreshPage(`boot-state-${c.name}`, async (page) => {
+        await page.goto(`${served.url}/`);
+        await page.waitForSelector('body[data-ready]', { timeout: 60000 });
+        await page.click('#start');
+        await page.waitForSelector('#state[data-state="running"], #state[data-state="failed"]', { timeout: 60000 });
+        assert.equal(await page.getAttribute('#state', 'data-state'), 'running', await page.textContent('#error'));
+        const warning = await page.textContent('#warnings li[data-code="boot-state"]');
+        assert.ok(warning.includes(`(${c.code}:`) && warning.includes('booting cold'), warning);
+        await page.waitForFunction((t) => document.querySelector('.xterm-rows').textContent.includes(t), BANNER, { timeout: 60000 })
+          .catch(async (e) => { throw new Error(`no banner: ${await page.textContent('.xterm-rows')}`, { cause: e }); });
+      });
+    } finally {
+      served.child.kill();
+    }
+  }
 });
