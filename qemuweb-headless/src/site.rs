@@ -131,7 +131,9 @@ async fn route(site: &Site, guard: &ActionGuard, req: Request<RequestBody>) -> R
             if let Some(refusal) = guard.check(&req) {
                 return refusal;
             }
-            match (req.method().clone(), path.as_str()) {
+            // Never from a cache: a kept profile keeps its port (its origin), and Chromium
+            // would otherwise answer the next run's first poll with this run's final `410`.
+            let mut r = match (req.method().clone(), path.as_str()) {
                 (Method::GET, "/serial/in") => serial_in(bridge).await,
                 (Method::POST, p) if p != "/serial/in" => {
                     let query = req.uri().query().map(str::to_string);
@@ -151,7 +153,10 @@ async fn route(site: &Site, guard: &ActionGuard, req: Request<RequestBody>) -> R
                     no_content()
                 }
                 _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-            }
+            };
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
         }
         (&Method::GET | &Method::HEAD, p) => {
             if let Some((content, content_type)) = site.generated.get(p) {
