@@ -1,5 +1,6 @@
 //! `build_qemu_args`: profile + inputs + overrides + target -> QEMU command line.
 
+use crate::network::{format_mac, parse_mac, NetworkAttachment, NetworkMode, NicModel};
 use crate::profiles::validate_profile;
 use crate::target::{Accelerator, BrowserTarget, NativeDisplay, NativeTarget, Target};
 use crate::types::{
@@ -146,6 +147,8 @@ struct Effective {
     /// `-serial file:PATH` in place of `serial`.
     serial_file: Option<String>,
     forwards: Vec<PortForward>,
+    /// NICs on named networks (when not empty, `net` is `None`).
+    networks: Vec<NetworkAttachment>,
     accel: Accelerator,
 }
 
@@ -201,7 +204,11 @@ impl Builder<'_> {
         self.serial(eff.serial, eff.serial_file.as_deref());
         self.boot(inputs, ov);
         self.disks(inputs, &eff);
-        self.net(eff.net, &eff.forwards);
+        if eff.networks.is_empty() {
+            self.net(eff.net, &eff.forwards);
+        } else {
+            self.networks(&eff.networks, &eff.forwards);
+        }
         if profile.devices.rng {
             self.push(["-device", "virtio-rng-pci"]);
         }
@@ -275,6 +282,17 @@ impl Builder<'_> {
         let mut cpu = ov.cpu.clone().or_else(|| profile.cpu.clone());
         let mut serial = profile.devices.serial;
         let mut net = ov.net.unwrap_or(profile.devices.net);
+        let mut networks = match ov.net {
+            Some(NetMode::None) => Vec::new(),
+            _ => ov
+                .networks
+                .clone()
+                .unwrap_or_else(|| profile.networks.clone()),
+        };
+        if !networks.is_empty() {
+            // Named networks replace the profile's own NIC.
+            net = NetMode::None;
+        }
         let mut serial_file = ov.serial_file.clone();
         let mut forwards = ov.port_forwards.clone();
         if let Some(path) = &serial_file {
@@ -368,6 +386,15 @@ impl Builder<'_> {
                     );
                     net = NetMode::None;
                 }
+                if !networks.is_empty() && !browser.netdev {
+                    self.warn(
+                        IssueCode::NetworkUnavailable,
+                        "this browser build has no netdev for virtual networks; the guest has \
+                         no network"
+                            .into(),
+                    );
+                    networks.clear();
+                }
                 if smp > 1 {
                     self.warn(
                         IssueCode::SmpInBrowser,
@@ -379,7 +406,7 @@ impl Builder<'_> {
                 }
             }
             Target::Native(native) => {
-                if !forwards.is_empty() && net != NetMode::User {
+                if !forwards.is_empty() && net != NetMode::User && networks.is_empty() {
                     self.error(
                         IssueCode::PortForwardWithoutNet,
                         "port forwards need user networking, which is off".into(),
@@ -428,6 +455,7 @@ impl Builder<'_> {
             serial,
             serial_file,
             forwards,
+            networks,
             accel,
         })
     }
@@ -733,6 +761,75 @@ impl Builder<'_> {
             }
             self.push(["-netdev".to_string(), netdev]);
             self.push(["-device".to_string(), format!("{nic},netdev=net0,romfile=")]);
+        }
+    }
+
+    /// The NICs on named networks: QemuWeb's netdev in the browser; user networking with
+    /// the network's addresses natively (the per-VM `portForwards` go to the first NIC).
+    fn networks(&mut self, networks: &[NetworkAttachment], forwards: &[PortForward]) {
+        for (i, a) in networks.iter().enumerate() {
+            let id = format!("net{i}");
+            let netdev = match self.target {
+                Target::Browser(_) => format!("qemuweb,id={id}"),
+                Target::Native(native) => {
+                    let Some(network) = native.networks.iter().find(|n| n.id == a.network) else {
+                        self.error(
+                            IssueCode::UnknownNetwork,
+                            format!("NIC {i}: no network '{}' is defined", a.network),
+                        );
+                        continue;
+                    };
+                    let plan = match network.plan().and_then(|p| a.check(&p).map(|()| p)) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.error(IssueCode::InvalidNetwork, format!("NIC {i}: {e}"));
+                            continue;
+                        }
+                    };
+                    let mut netdev = format!(
+                        "user,id={id},ipv4=on,ipv6=off,net={},host={}",
+                        plan.cidr(),
+                        plan.gateway
+                    );
+                    if let Some(dns) = plan.dns {
+                        netdev.push_str(&format!(",dns={dns}"));
+                    }
+                    if let Some(dhcp) = plan.dhcp {
+                        netdev.push_str(&format!(",dhcpstart={}", dhcp.start));
+                    }
+                    if plan.mode == NetworkMode::Isolated {
+                        netdev.push_str(",restrict=on");
+                    }
+                    if i == 0 {
+                        for f in forwards {
+                            netdev.push_str(",hostfwd=");
+                            netdev.push_str(&f.hostfwd());
+                        }
+                    }
+                    netdev
+                }
+            };
+            let model = a.model.unwrap_or(if self.profile.arch == Arch::I386 {
+                NicModel::E1000
+            } else {
+                NicModel::VirtioNet
+            });
+            let mut device = format!("{},netdev={id}", model.qemu_device());
+            if let Some(mac) = &a.mac {
+                match parse_mac(mac) {
+                    Some(m) => device.push_str(&format!(",mac={}", format_mac(m))),
+                    None => {
+                        self.error(
+                            IssueCode::InvalidNetwork,
+                            format!("NIC {i}: mac '{mac}' is malformed"),
+                        );
+                        continue;
+                    }
+                }
+            }
+            device.push_str(",romfile=");
+            self.push(["-netdev".to_string(), netdev]);
+            self.push(["-device".to_string(), device]);
         }
     }
 

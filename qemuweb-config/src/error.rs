@@ -18,6 +18,10 @@ pub enum ErrorKind {
     Rejected,
     /// A port forward's text form is malformed.
     InvalidPortForward,
+    /// A virtual network's definition is invalid.
+    InvalidNetwork,
+    /// No built-in network has the requested id.
+    UnknownNetwork,
 }
 
 /// An error from this crate's API. The builder's own findings are
@@ -67,6 +71,20 @@ pub enum ConfigError {
         /// The text given.
         text: String,
     },
+    /// A virtual network (or a NIC's attachment to it) is invalid.
+    #[error("invalid network '{id}': {reason}")]
+    InvalidNetwork {
+        /// The network's id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No built-in network has this id.
+    #[error("unknown network '{id}' (the built-in ones are 'default' and 'isolated')")]
+    UnknownNetwork {
+        /// The id looked up.
+        id: String,
+    },
 }
 
 fn join(issues: &[Issue]) -> String {
@@ -92,6 +110,8 @@ impl ConfigError {
             ConfigError::Json { .. } => ErrorKind::Json,
             ConfigError::Rejected { .. } => ErrorKind::Rejected,
             ConfigError::InvalidPortForward { .. } => ErrorKind::InvalidPortForward,
+            ConfigError::InvalidNetwork { .. } => ErrorKind::InvalidNetwork,
+            ConfigError::UnknownNetwork { .. } => ErrorKind::UnknownNetwork,
         }
     }
 }

@@ -29,16 +29,22 @@
 
 mod builder;
 mod error;
+mod network;
 mod profiles;
 mod target;
 mod types;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 #[cfg(target_arch = "wasm32")]
-pub use wasm::{build_qemu_args_js, default_profiles_js};
+pub use wasm::{build_qemu_args_js, default_networks_js, default_profiles_js};
 
 pub use builder::{build_qemu_args, overlay_create_args};
 pub use error::{ConfigError, ErrorKind};
+pub use network::{
+    default_mac, default_networks, format_mac, network_by_id, parse_cidr, parse_mac, DhcpConfig,
+    DhcpPlan, DnsConfig, NetworkAttachment, NetworkMode, NetworkPlan, NetworkPortForward, NicModel,
+    PortLimits, VirtualNetwork, DEFAULT_MAX_FRAME_BYTES, DEFAULT_NETWORK, ISOLATED_NETWORK,
+};
 pub use profiles::{
     default_profiles, profile_by_id, validate_profile, ProfileSet, DEFAULT_BLOCK_SIZE_BYTES,
     LINUX_AARCH64_VIRT_GRAPHICS, LINUX_AARCH64_VIRT_NOGRAPHIC, LINUX_I386_PC_GRAPHICS,

@@ -73,6 +73,7 @@ fn profile(
         devices,
         block_size_bytes: Some(DEFAULT_BLOCK_SIZE_BYTES),
         max_memory_mib: Some(max_memory_mib),
+        networks: Vec::new(),
     }
 }
 

@@ -32,6 +32,11 @@ pub struct BrowserTarget {
     pub max_memory_mib: u32,
     /// Whether user-mode networking (slirp) is compiled in.
     pub user_net: bool,
+    /// Whether the build has QemuWeb's netdev (`-netdev qemuweb`), which connects NICs to
+    /// the page's virtual networks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[tsify(optional)]
+    pub netdev: bool,
     /// Whether the build has a display backend that shows the guest's screen.
     pub display: bool,
     /// The directory of the module's filesystem where inputs are mounted (`/mnt`).
@@ -55,6 +60,7 @@ impl BrowserTarget {
             archs: vec![Arch::I386],
             max_memory_mib: 1024,
             user_net: false,
+            netdev: false,
             display: false,
             mount_dir: "/mnt".to_string(),
             firmware_dir: Some("/firmware".to_string()),
@@ -224,6 +230,22 @@ pub struct NativeTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub disk_overlay: Option<String>,
+    /// The virtual networks NICs may attach to (default: [`default_networks`]). Each NIC
+    /// gets QEMU user networking with its network's addresses (CIDR, gateway, DNS, DHCP
+    /// start; `restrict=on` for isolated networks); VMs of one network do not see each
+    /// other natively.
+    ///
+    /// [`default_networks`]: crate::default_networks
+    #[serde(
+        default = "crate::default_networks",
+        skip_serializing_if = "is_default_networks"
+    )]
+    #[tsify(optional)]
+    pub networks: Vec<crate::VirtualNetwork>,
+}
+
+fn is_default_networks(networks: &[crate::VirtualNetwork]) -> bool {
+    networks == crate::default_networks()
 }
 
 impl NativeTarget {
@@ -235,6 +257,7 @@ impl NativeTarget {
             display: NativeDisplay::None,
             firmware_dir: None,
             disk_overlay: None,
+            networks: crate::default_networks(),
         }
     }
 

@@ -182,6 +182,12 @@ pub struct VmProfile {
     )]
     #[tsify(optional)]
     pub max_memory_mib: Option<u32>,
+    /// The NICs this machine has on named virtual networks (see
+    /// [`VirtualNetwork`](crate::VirtualNetwork)); when there are any, they replace the
+    /// `devices.net` NIC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[tsify(optional)]
+    pub networks: Vec<crate::NetworkAttachment>,
 }
 
 /// Where an image comes from.
@@ -329,10 +335,14 @@ pub struct VmOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub disk_interface: Option<DiskInterface>,
-    /// Networking.
+    /// Networking. `none` also removes the NICs of `networks` and of the profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub net: Option<NetMode>,
+    /// The NICs on named virtual networks, replacing the profile's `networks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub networks: Option<Vec<crate::NetworkAttachment>>,
     /// Kernel command line, replacing the one in the inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
@@ -532,6 +542,10 @@ pub enum IssueCode {
     InvalidPortForward,
     /// Error: the serial file path is empty or holds a comma.
     InvalidSerialFile,
+    /// Error: a NIC is attached to a network the target does not define.
+    UnknownNetwork,
+    /// Error: a network, or a NIC's attachment to it, is invalid.
+    InvalidNetwork,
     /// Warning: an argument that cannot apply on this target was dropped.
     HostOnlyArgDropped,
     /// Warning: an accelerator option in the profile's or overrides' arguments was
@@ -557,6 +571,8 @@ pub enum IssueCode {
     PortForwardUnavailable,
     /// Warning: a serial file in the browser, where the worker owns the serial port; ignored.
     SerialFileUnavailable,
+    /// Warning: the browser build has no netdev for virtual networks; the NICs are left out.
+    NetworkUnavailable,
 }
 
 impl IssueCode {
@@ -589,7 +605,9 @@ impl IssueCode {
             | OverlayWithoutDisk
             | PortForwardWithoutNet
             | InvalidPortForward
-            | InvalidSerialFile => Severity::Error,
+            | InvalidSerialFile
+            | UnknownNetwork
+            | InvalidNetwork => Severity::Error,
             HostOnlyArgDropped
             | AcceleratorArgDropped
             | SoftwareEmulation
@@ -601,7 +619,8 @@ impl IssueCode {
             | SmpInBrowser
             | DisplayUnavailable
             | PortForwardUnavailable
-            | SerialFileUnavailable => Severity::Warning,
+            | SerialFileUnavailable
+            | NetworkUnavailable => Severity::Warning,
         }
     }
 }

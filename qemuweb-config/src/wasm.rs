@@ -3,7 +3,7 @@
 use tsify::{Ts, Tsify};
 use wasm_bindgen::prelude::*;
 
-use crate::{QemuArgsResult, Target, VmInputs, VmOverrides, VmProfile};
+use crate::{QemuArgsResult, Target, VirtualNetwork, VmInputs, VmOverrides, VmProfile};
 
 /// `buildQemuArgs(profile, inputs, overrides, target)`: see [`crate::build_qemu_args`].
 ///
@@ -28,5 +28,14 @@ pub fn default_profiles_js() -> Result<Vec<Ts<VmProfile>>, JsError> {
     crate::default_profiles()
         .iter()
         .map(|p| p.into_ts().map_err(JsError::from))
+        .collect()
+}
+
+/// `defaultNetworks()`: see [`crate::default_networks`].
+#[wasm_bindgen(js_name = defaultNetworks)]
+pub fn default_networks_js() -> Result<Vec<Ts<VirtualNetwork>>, JsError> {
+    crate::default_networks()
+        .iter()
+        .map(|n| n.into_ts().map_err(JsError::from))
         .collect()
 }

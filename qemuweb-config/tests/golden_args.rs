@@ -734,3 +734,77 @@ fn port_forwards_and_serial_file() {
     let back: VmOverrides = serde_json::from_value(json).unwrap();
     assert_eq!(back, overrides);
 }
+
+fn nics(a: Vec<NetworkAttachment>) -> VmOverrides {
+    VmOverrides {
+        networks: Some(a),
+        ..VmOverrides::default()
+    }
+}
+
+fn netdev_args(r: &QemuArgsResult) -> Vec<String> {
+    r.args
+        .windows(2)
+        .filter(|w| w[0] == "-netdev" || w[1].contains("netdev="))
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+#[test]
+fn nics_on_named_networks_natively_use_their_addresses() {
+    let profile = profile_by_id(LINUX_I386_PC_NOGRAPHIC).unwrap();
+    let mut lan = VirtualNetwork::nat("lan", "192.168.9.0/24");
+    lan.mode = NetworkMode::Isolated;
+    let target = Target::Native(NativeTarget {
+        networks: [default_networks(), vec![lan]].concat(),
+        ..NativeTarget::new(Accelerator::Tcg, HostCaps::tcg_only())
+    });
+    let overrides = VmOverrides {
+        port_forwards: vec![PortForward::tcp(8080, 80)],
+        ..nics(vec![
+            NetworkAttachment {
+                mac: Some("52:54:00:AA:00:01".into()),
+                ..NetworkAttachment::on("default")
+            },
+            NetworkAttachment {
+                model: Some(NicModel::VirtioNet),
+                ..NetworkAttachment::on("lan")
+            },
+        ])
+    };
+    let r = build_qemu_args(&profile, &qcow2_file("x.qcow2"), Some(&overrides), &target);
+    assert!(r.is_ok() && r.warnings.is_empty(), "{r:?}");
+    assert_eq!(
+        netdev_args(&r),
+        v(&[
+            "user,id=net0,ipv4=on,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,dhcpstart=10.0.2.15,hostfwd=tcp:127.0.0.1:8080-:80",
+            "e1000,netdev=net0,mac=52:54:00:aa:00:01,romfile=",
+            "user,id=net1,ipv4=on,ipv6=off,net=192.168.9.0/24,host=192.168.9.1,dns=192.168.9.1,dhcpstart=192.168.9.10,restrict=on",
+            "virtio-net-pci,netdev=net1,romfile=",
+        ])
+    );
+    // `net: none` removes them.
+    let off = VmOverrides {
+        net: Some(NetMode::None),
+        ..nics(vec![NetworkAttachment::on("default")])
+    };
+    let r = build_qemu_args(&profile, &qcow2_file("x.qcow2"), Some(&off), &target);
+    assert!(netdev_args(&r).is_empty());
+}
+
+#[test]
+fn nics_in_the_browser_use_the_qemuweb_netdev() {
+    let target = Target::Browser(BrowserTarget {
+        netdev: true,
+        ..BrowserTarget::qemu_wasm_i386()
+    });
+    let profile = profile_by_id(LINUX_I386_PC_NOGRAPHIC).unwrap();
+    let overrides = nics(vec![NetworkAttachment::on("anything")]);
+    let r = build_qemu_args(&profile, &qcow2_file("x.qcow2"), Some(&overrides), &target);
+    // The profile's own user NIC is replaced, so no user-net warning either.
+    assert!(r.is_ok() && r.warnings.is_empty(), "{r:?}");
+    assert_eq!(
+        netdev_args(&r),
+        v(&["qemuweb,id=net0", "e1000,netdev=net0,romfile="])
+    );
+}

@@ -252,6 +252,15 @@ fn scenarios() -> Vec<Scenario> {
             (PortForwardUnavailable, "port forwards dropped: a browser cannot listen on host ports"),
             (SerialFileUnavailable, "serial file ignored: in the browser the worker owns the serial port"),
         ]),
+        s("a NIC on an unknown network", p(LINUX_I386_PC_NOGRAPHIC), disk_inputs(),
+          ov(|o| o.networks = Some(vec![NetworkAttachment::on("lan")])), tcg(),
+          vec![(UnknownNetwork, "NIC 0: no network 'lan' is defined")], vec![]),
+        s("a NIC with a reserved address that is the gateway", p(LINUX_I386_PC_NOGRAPHIC), disk_inputs(),
+          ov(|o| o.networks = Some(vec![NetworkAttachment { ip: Some("10.0.2.2".into()), ..NetworkAttachment::on("default") }])), tcg(),
+          vec![(InvalidNetwork, "NIC 0: invalid network 'default': ip 10.0.2.2 is not a free host address of 10.0.2.0/24")], vec![]),
+        s("NICs on a browser build without the netdev", p(LINUX_I386_PC_NOGRAPHIC), disk_inputs(),
+          ov(|o| o.networks = Some(vec![NetworkAttachment::on("default")])), browser(),
+          vec![], vec![(NetworkUnavailable, "this browser build has no netdev for virtual networks; the guest has no network")]),
     ]
 }
 
@@ -328,6 +337,9 @@ fn all_codes() -> Vec<IssueCode> {
         InvalidSerialFile,
         PortForwardUnavailable,
         SerialFileUnavailable,
+        UnknownNetwork,
+        InvalidNetwork,
+        NetworkUnavailable,
     ];
     for code in &all {
         match code {
@@ -362,7 +374,10 @@ fn all_codes() -> Vec<IssueCode> {
             | InvalidPortForward
             | InvalidSerialFile
             | PortForwardUnavailable
-            | SerialFileUnavailable => {}
+            | SerialFileUnavailable
+            | UnknownNetwork
+            | InvalidNetwork
+            | NetworkUnavailable => {}
         }
     }
     all

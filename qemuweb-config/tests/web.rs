@@ -16,8 +16,8 @@ fn json_of(value: &JsValue) -> serde_json::Value {
     serde_json::from_str(&String::from(JSON::stringify(value).unwrap())).unwrap()
 }
 
-#[wasm_bindgen_test]
-fn build_from_javascript_objects() {
+/// The i386 profile and a disk from a URL, as JavaScript objects.
+fn i386_with_url_disk() -> (Ts<VmProfile>, Ts<VmInputs>) {
     let profile = Ts::new_unchecked(js(&serde_json::to_string(
         &profile_by_id(LINUX_I386_PC_NOGRAPHIC).unwrap(),
     )
@@ -25,6 +25,12 @@ fn build_from_javascript_objects() {
     let inputs = Ts::new_unchecked(js(
         r#"{"disk": {"source": {"kind": "url", "url": "https://example.test/g.qcow2"}}}"#,
     ));
+    (profile, inputs)
+}
+
+#[wasm_bindgen_test]
+fn build_from_javascript_objects() {
+    let (profile, inputs) = i386_with_url_disk();
     let overrides = Some(Ts::new_unchecked(js(
         r#"{"memoryMiB": 128, "extraArgs": ["-enable-kvm"]}"#,
     )));
@@ -77,4 +83,38 @@ fn default_profiles_for_javascript() {
     assert_eq!(first["id"], "linux-x86_64-pc-nographic");
     assert_eq!(first["memoryMiB"], 512);
     assert_eq!(first["devices"]["diskInterface"], "virtio-blk");
+}
+
+#[wasm_bindgen_test]
+fn networks_for_javascript() {
+    let networks = default_networks_js().unwrap();
+    let ids: Vec<_> = networks
+        .iter()
+        .map(|n| json_of(&n.js_value())["id"].clone())
+        .collect();
+    assert_eq!(ids, ["default", "isolated"]);
+    let default = json_of(&networks[0].js_value());
+    assert_eq!(default["cidr"], "10.0.2.0/24");
+    assert_eq!(default["dhcp"]["rangeStart"], "10.0.2.15");
+    assert_eq!(default["limits"]["maxFrameBytes"], 1514);
+    // NICs on named networks come in through the overrides, in camelCase.
+    let (profile, inputs) = i386_with_url_disk();
+    let overrides = Some(Ts::new_unchecked(js(
+        r#"{"networks": [{"network": "lan", "model": "virtio-net", "mac": "52:54:00:00:00:07"}]}"#,
+    )));
+    let target = Ts::new_unchecked(js(
+        r#"{"kind": "browser", "archs": ["i386"], "maxMemoryMiB": 1024, "userNet": false,
+            "netdev": true, "display": false, "mountDir": "/mnt"}"#,
+    ));
+    let result = build_qemu_args_js(profile, inputs, overrides, target).unwrap();
+    let rust: QemuArgsResult = result.to_rust().unwrap();
+    assert!(
+        rust.errors.is_empty() && rust.warnings.is_empty(),
+        "{rust:?}"
+    );
+    assert!(rust.args.windows(2).any(|w| w
+        == [
+            "-device",
+            "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:07,romfile="
+        ]));
 }

@@ -180,6 +180,8 @@ pub fn v86_target() -> BrowserTarget {
         archs: vec![Arch::I386],
         max_memory_mib: 2048,
         user_net: false,
+        // Not yet: v86's NIC is not connected to the page's virtual networks.
+        netdev: false,
         display: true,
         mount_dir: "/mnt".into(),
         firmware_dir: None,
