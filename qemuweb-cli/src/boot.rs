@@ -433,10 +433,10 @@ pub fn boot_in_browser(
             "--save keeps the state beside the image: it needs a local disk image".into(),
         ));
     }
-    if let (false, Some(dir)) = (browser.cold, &state_dir) {
+    if let (false, Some(dir), Some(image)) = (browser.cold, &state_dir, local) {
         let manifest = dir.join(qemuweb_storage::snapshot::MANIFEST_NAME);
         if manifest.is_file() {
-            match crate::boot_state::check_state(&manifest, local.expect("a state dir")) {
+            match crate::boot_state::check_state(&manifest, image) {
                 Ok(_) => {
                     eprintln!(
                         "qemuweb: resuming the state saved in {} (--cold boots without it)",
