@@ -211,7 +211,33 @@ test('a file from the file picker and one dropped on the page boot on the graphi
     const uploadedVm = await page.getAttribute('#persistence', 'data-vm-id');
     await startVm(page);
     assert.equal(await page.isVisible('#screen'), true);
-    await page.waitForFunction(() => document.querySelector('#screen').width === 640, null, { timeout: 30000 });
+    await page.waitForFunction(() => document.querySelector('#screen').width === 720, null, { timeout: 30000 });
+    // The screen takes the keyboard and the pointer: the guest's `keys` mode reports
+    // every PS/2 byte on its serial port (the terminal).
+    await typeLine(page, 'keys');
+    await waitTerminal(page, 'KEYS ON');
+    await page.click('#screen');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'screen', 'a click focuses the screen');
+    await waitTerminal(page, 'M 09 00 00');
+    await page.keyboard.press('Shift+KeyH');
+    await page.keyboard.type('i there');
+    await page.keyboard.press('Enter');
+    await waitTerminal(page, 'LINE Hi there');
+    await page.click('#ctrl-alt-del');
+    await waitTerminal(page, 'K 9D'); // Ctrl released last: the chord went in
+    // The screenshot button saves the screen as a PNG of the guest's size.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#screenshot')]);
+    const png = readFileSync(await download.path());
+    assert.equal(png.subarray(1, 4).toString(), 'PNG');
+    assert.deepEqual([png.readUInt32BE(16), png.readUInt32BE(20)], [720, 400]);
+    assert.match(download.suggestedFilename(), /\.png$/);
+    // Fullscreen shows the display alone, the canvas scaled to fit and focused.
+    await page.click('#fullscreen');
+    await page.waitForFunction(() => document.fullscreenElement?.id === 'display', null, { timeout: 10000 });
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'screen');
+    await page.evaluate(() => document.exitFullscreen());
+    await page.keyboard.press('Escape');
+    await waitTerminal(page, 'KEYS OFF');
     await typeLine(page, 'echo from a local file');
     await waitTerminal(page, 'from a local file> ');
     await stopVm(page);

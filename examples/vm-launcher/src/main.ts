@@ -54,6 +54,11 @@ const ui = {
   persistence: $("persistence"),
   error: $("error"),
   screen: $<HTMLCanvasElement>("screen"),
+  display: $("display"),
+  fullscreen: $<HTMLButtonElement>("fullscreen"),
+  screenshot: $<HTMLButtonElement>("screenshot"),
+  ctrlAltDel: $<HTMLButtonElement>("ctrl-alt-del"),
+  pointerLock: $<HTMLInputElement>("pointer-lock"),
 };
 
 /** A file-or-URL input (a fieldset with a URL field, a file input, and drag-and-drop). */
@@ -148,6 +153,7 @@ function setState(state: string): void {
   ui.stop.disabled = !running;
   ui.reset.disabled = state !== "running";
   ui.exportOverlay.disabled = state !== "running";
+  ui.screenshot.disabled = ui.ctrlAltDel.disabled = state !== "running";
   ui.profile.disabled = running;
 }
 
@@ -244,8 +250,10 @@ async function start(): Promise<void> {
   // Ask the browser not to evict the overlay (Chromium decides without a prompt).
   void navigator.storage?.persist?.();
   term.reset();
-  ui.screen.hidden = !(caps.crossOriginIsolated && profile.supportsGraphics);
-  if (!ui.screen.hidden) client.attachDisplay(vmId, ui.screen);
+  ui.display.hidden = !(caps.crossOriginIsolated && profile.supportsGraphics);
+  // The canvas takes the keyboard while it has the focus (a click gives it), and the
+  // pointer over it; "lock the pointer" suits guests with a mouse but no tablet.
+  if (!ui.display.hidden) client.attachDisplay(vmId, ui.screen, { input: { pointerLock: ui.pointerLock.checked } });
   // The published state belongs to the preset disk, with the memory it was saved with.
   const resume = bootState && ui.resumeState.checked && !disk.file && disk.urlValue === bootState.disk;
   const overrides = bootState?.memoryMiB ? { memoryMiB: bootState.memoryMiB } : undefined;
@@ -272,8 +280,38 @@ async function start(): Promise<void> {
     throw e;
   }
   setState("running");
-  term.focus();
+  if (ui.display.hidden) term.focus();
+  else ui.screen.focus();
 }
+
+/** Saves what the VM's screen shows as a PNG file. */
+async function screenshot(): Promise<void> {
+  if (!vmId) return;
+  const png = await client.screenshot(vmId);
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(png);
+  a.download = `${vmId}-${new Date().toISOString().replace(/[:.]/g, "-")}.png`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+/** In fullscreen the canvas is scaled to fit the screen, keeping the guest's aspect. */
+function fitScreen(): void {
+  if (document.fullscreenElement !== ui.display) {
+    ui.screen.style.width = ui.screen.style.height = "";
+    return;
+  }
+  const scale = Math.min(innerWidth / ui.screen.width, innerHeight / ui.screen.height);
+  ui.screen.style.width = `${Math.floor(ui.screen.width * scale)}px`;
+  ui.screen.style.height = `${Math.floor(ui.screen.height * scale)}px`;
+}
+document.addEventListener("fullscreenchange", () => {
+  fitScreen();
+  if (document.fullscreenElement) ui.screen.focus();
+});
+addEventListener("resize", fitScreen);
+// The guest changes its screen's size (the canvas's width and height) when it switches modes.
+new MutationObserver(fitScreen).observe(ui.screen, { attributes: true, attributeFilter: ["width", "height"] });
 
 async function stop(): Promise<void> {
   if (!vmId) return;
@@ -404,6 +442,9 @@ async function main(): Promise<void> {
   action(ui.reset, () => client.resetVm(vmId!));
   action(ui.resetDisk, resetDisk);
   action(ui.exportOverlay, exportOverlay);
+  action(ui.screenshot, screenshot);
+  action(ui.fullscreen, () => ui.display.requestFullscreen());
+  action(ui.ctrlAltDel, () => client.sendCtrlAltDel(vmId!));
   setState("idle");
   if (disk.urlValue) await refreshPersistence();
   document.body.dataset.ready = "true";
