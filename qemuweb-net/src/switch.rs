@@ -13,6 +13,9 @@ use crate::queue::{EgressQueue, Pushed, Source, SERVICES};
 use crate::services::{Handled, LeaseInfo, Services};
 use crate::Mac;
 
+/// The shortest frame a port receives; shorter ones are padded with zeros.
+const MIN_DELIVERED_BYTES: usize = 60;
+
 /// Bounds of the switch itself (the per-port rates come from each network's
 /// [`PortLimits`](qemuweb_config::PortLimits)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,7 +453,12 @@ impl Switch {
 
     /// Queues a frame from `source` (a port's slot or the services) for the ports of
     /// network `n` it is for; the number of ports that queued it.
-    fn deliver_from(&mut self, n: usize, source: Source, frame: Vec<u8>) -> usize {
+    fn deliver_from(&mut self, n: usize, source: Source, mut frame: Vec<u8>) -> usize {
+        // As on a wire, no frame is shorter than 60 bytes (64 with the check sequence):
+        // short ones are padded with zeros, which some NIC models require.
+        if frame.len() < MIN_DELIVERED_BYTES {
+            frame.resize(MIN_DELIVERED_BYTES, 0);
+        }
         let net = &self.networks[n];
         let Some(dst) = frame.get(..6).map(EthernetAddress::from_bytes) else {
             return 0;
@@ -654,7 +662,18 @@ mod tests {
             s.send(c, &frame(C, guest_mac, 5), 0).unwrap(),
             SendOutcome::Forwarded { copies: 0 }
         );
-        assert_eq!(s.stats(a).unwrap().sent_frames, 3);
+        // A short frame (an unpadded ARP request) arrives padded to 60 bytes.
+        drain(&mut s, b);
+        let mut short = frame(A, BROADCAST, 6);
+        short.truncate(42);
+        s.send(a, &short, 0).unwrap();
+        let got = drain(&mut s, b);
+        assert_eq!(
+            (got[0].len(), &got[0][..42], &got[0][42..]),
+            (60, &short[..], &[0u8; 18][..])
+        );
+        drain(&mut s, c);
+        assert_eq!(s.stats(a).unwrap().sent_frames, 4);
         assert_eq!(s.stats(a).unwrap().received_frames, 1);
     }
 
