@@ -6,11 +6,19 @@
 // keeps any secondary CPUs parked in PSCI. The code is position-independent anyway.
 //
 // It programs the PL011 UART at 0x09000000 (polled, no interrupts), prints the banner
-// "QEMUWEB-GUEST aarch64 v1", then loops: prompt "> ", read a line (CR or LF ends it,
-// typed characters are not echoed), reply with one line:
-//   echo TEXT  -> TEXT
+// "QEMUWEB-GUEST aarch64 v1", looks for a virtio block device on the PCIe bus of `virt`
+// (ECAM at 0x40_1000_0000, bus 0; its BAR 4 placed at 0x10000000; the virtio 1.0 PCI
+// capabilities; one split virtqueue of 4 entries, polled), then loops: prompt "> ", read
+// a line (CR or LF ends it, typed characters are not echoed), reply with one line:
+//   echo TEXT    -> TEXT
+//   read N       -> SECTOR N CRC32 XXXXXXXX  (CRC-32/ISO-HDLC of the 512 bytes, as zlib)
+//   write N BB   -> WROTE SECTOR N FILL BB   (every byte of sector N set to hex byte BB)
+//   info         -> DISK SECTORS N           (the device's capacity)
 //   anything else (not empty) -> ERR unknown command
-// Every reply ends with CR LF.
+// Errors: "ERR bad number" (also a sector past the end), "ERR protected sector" (a write
+// below sector 64, as the x86 guest), "ERR no disk", "ERR disk status XX" (the virtio
+// status byte). The replies are the x86 guest's, so the same oracles check both.
+// Every reply ends with CR LF. With the MMU off all data accesses are naturally aligned.
 
     .equ UART_BASE, 0x09000000
     .equ UART_DR,   0x00
@@ -20,6 +28,35 @@
     .equ FR_RXFE,   0x10
     .equ FR_TXFF,   0x20
     .equ LINE_MAX,  120
+
+    .equ ECAM_HI,   0x40            // ECAM base 0x40_1000_0000 = (ECAM_HI << 32) | ECAM_LO
+    .equ ECAM_LO,   0x10000000
+    .equ BAR_BASE,  0x10000000      // where BAR 4 (the virtio structures) is placed
+    .equ VENDOR_VIRTIO, 0x1af4
+    .equ DATA_START, 64             // first sector `write` may change
+    .equ QSZ,       4               // virtqueue entries
+
+    // virtio_pci_common_cfg offsets
+    .equ C_DFSEL,   0
+    .equ C_DF,      4
+    .equ C_GFSEL,   8
+    .equ C_GF,      12
+    .equ C_STATUS,  20
+    .equ C_QSEL,    22
+    .equ C_QSIZE,   24
+    .equ C_QENABLE, 28
+    .equ C_QNOFF,   30
+    .equ C_QDESC,   32
+    .equ C_QDRIVER, 40
+    .equ C_QDEVICE, 48
+
+    // the virtqueue area (vq_area, 4 KiB aligned)
+    .equ VQ_DESC,   0
+    .equ VQ_AVAIL,  64
+    .equ VQ_USED,   128
+    .equ VQ_HDR,    256
+    .equ VQ_STATUS, 272
+    .equ VQ_BUF,    512
 
     .text
     .global _start
@@ -39,6 +76,8 @@ entry:
     mrs     x0, mpidr_el1
     and     x0, x0, #0xff
     cbnz    x0, park
+    adr     x0, stack_top
+    mov     sp, x0
     mov     x19, #UART_BASE
     str     wzr, [x19, #UART_CR]    // disable while configuring
     mov     w0, #0x60               // 8 bits, FIFOs off
@@ -47,6 +86,7 @@ entry:
     str     w0, [x19, #UART_CR]
     adr     x0, msg_banner
     bl      puts
+    bl      disk_init               // x22 = common cfg or 0 (no disk)
 
 main_loop:
     adr     x0, msg_prompt
@@ -82,32 +122,428 @@ backspace:
 line_done:
     strb    wzr, [x20, x21]
     cbz     x21, main_loop
-    // "echo" followed by the end of the line or a space?
     adr     x0, word_echo
-    mov     x2, x20
-1:  ldrb    w3, [x0], #1
-    cbz     w3, 2f
-    ldrb    w4, [x2], #1
-    cmp     w3, w4
-    b.ne    unknown
-    b       1b
-2:  ldrb    w4, [x2]
-    cbz     w4, echo_out
-    cmp     w4, #0x20
-    b.ne    unknown
-    add     x2, x2, #1
-echo_out:
-    mov     x0, x2
-    bl      puts
-    adr     x0, msg_crlf
-    bl      puts
-    b       main_loop
+    bl      match_word
+    cbnz    x0, echo_out
+    adr     x0, word_read
+    bl      match_word
+    cbnz    x0, cmd_read
+    adr     x0, word_write
+    bl      match_word
+    cbnz    x0, cmd_write
+    adr     x0, word_info
+    bl      match_word
+    cbnz    x0, cmd_info
 unknown:
     adr     x0, msg_unknown
     bl      puts
     b       main_loop
 
-// zero-terminated string at x0 -> UART (clobbers x0, w1)
+echo_out:
+    mov     x0, x2
+    bl      puts
+    b       reply_end
+
+// info -> DISK SECTORS N
+cmd_info:
+    cbz     x22, no_disk
+    adr     x0, msg_info
+    bl      puts
+    mov     x0, x25
+    bl      put_dec
+    b       reply_end
+
+// read N -> SECTOR N CRC32 XXXXXXXX
+cmd_read:
+    bl      parse_sector            // x23 = N, x2 after it
+    ldrb    w4, [x2]
+    cbnz    w4, bad_number
+    mov     w0, #0                  // VIRTIO_BLK_T_IN
+    bl      disk_io
+    cbnz    x0, disk_error
+    adr     x0, msg_sector
+    bl      puts
+    mov     x0, x23
+    bl      put_dec
+    adr     x0, msg_crc
+    bl      puts
+    bl      crc_buf
+    bl      put_hex32
+    b       reply_end
+
+// write N BB -> WROTE SECTOR N FILL BB
+cmd_write:
+    bl      parse_sector
+    ldrb    w4, [x2], #1
+    cmp     w4, #0x20
+    b.ne    bad_number
+    bl      parse_hex_byte          // w24 = BB, x2 after it
+    ldrb    w4, [x2]
+    cbnz    w4, bad_number
+    cmp     x23, #DATA_START
+    b.lo    protected
+    adr     x0, vq_area
+    add     x0, x0, #VQ_BUF
+    mov     x1, #512
+1:  strb    w24, [x0], #1
+    subs    x1, x1, #1
+    b.ne    1b
+    mov     w0, #1                  // VIRTIO_BLK_T_OUT
+    bl      disk_io
+    cbnz    x0, disk_error
+    adr     x0, msg_wrote
+    bl      puts
+    mov     x0, x23
+    bl      put_dec
+    adr     x0, msg_fill
+    bl      puts
+    mov     w0, w24
+    bl      put_hex8
+    b       reply_end
+
+no_disk:
+    adr     x0, msg_no_disk
+    bl      puts
+    b       main_loop
+bad_number:
+    adr     x0, msg_bad_number
+    bl      puts
+    b       main_loop
+protected:
+    adr     x0, msg_protected
+    bl      puts
+    b       main_loop
+disk_error:                         // w0 = the virtio status byte
+    mov     w24, w0
+    adr     x0, msg_disk_error
+    bl      puts
+    mov     w0, w24
+    bl      put_hex8
+reply_end:
+    adr     x0, msg_crlf
+    bl      puts
+    b       main_loop
+
+// Does the line start with the word at x0, then the end or a space? x0 = 1 if so, with
+// x2 after the space (or at the end); else x0 = 0.
+match_word:
+    mov     x2, x20
+1:  ldrb    w3, [x0], #1
+    cbz     w3, 2f
+    ldrb    w4, [x2], #1
+    cmp     w3, w4
+    b.ne    3f
+    b       1b
+2:  ldrb    w4, [x2]
+    cbz     w4, 4f
+    cmp     w4, #0x20
+    b.ne    3f
+    add     x2, x2, #1
+4:  mov     x0, #1
+    ret
+3:  mov     x0, #0
+    ret
+
+// A decimal sector number at x2 -> x23 (x2 after it). Refuses (bad_number) no digits,
+// overflow, or with a disk, a sector at or past its end; with no disk, goes to no_disk.
+parse_sector:
+    cbz     x22, no_disk
+    mov     x23, #0
+    mov     x5, #0                  // digits seen
+    mov     x6, #10
+1:  ldrb    w4, [x2]
+    sub     w4, w4, #'0'
+    cmp     w4, #9
+    b.hi    2f
+    umulh   x7, x23, x6
+    cbnz    x7, bad_number
+    mul     x23, x23, x6
+    adds    x23, x23, x4
+    b.cs    bad_number
+    add     x2, x2, #1
+    add     x5, x5, #1
+    b       1b
+2:  cbz     x5, bad_number
+    cmp     x23, x25
+    b.hs    bad_number
+    ret
+
+// Two hex digits at x2 -> w24 (x2 after them), else bad_number.
+parse_hex_byte:
+    mov     w24, #0
+    mov     x5, #2
+1:  ldrb    w4, [x2], #1
+    sub     w6, w4, #'0'
+    cmp     w6, #9
+    b.ls    2f
+    orr     w4, w4, #0x20           // lower case
+    sub     w6, w4, #'a'
+    cmp     w6, #5
+    b.hi    bad_number
+    add     w6, w6, #10
+2:  lsl     w24, w24, #4
+    orr     w24, w24, w6
+    subs    x5, x5, #1
+    b.ne    1b
+    ret
+
+// x0 -> decimal on the UART.
+put_dec:
+    stp     x29, x30, [sp, #-48]!
+    add     x1, sp, #40             // digits are written backwards from here
+    strb    wzr, [x1]
+    mov     x6, #10
+1:  udiv    x7, x0, x6
+    msub    x8, x7, x6, x0
+    add     w8, w8, #'0'
+    sub     x1, x1, #1
+    strb    w8, [x1]
+    mov     x0, x7
+    cbnz    x0, 1b
+    mov     x0, x1
+    bl      puts
+    ldp     x29, x30, [sp], #48
+    ret
+
+// w0 -> 8 upper-case hex digits on the UART.
+put_hex32:
+    mov     w9, w0
+    mov     x10, #28
+    b       put_hex
+// w0 -> 2 upper-case hex digits.
+put_hex8:
+    mov     w9, w0
+    mov     x10, #4
+put_hex:
+    lsr     w1, w9, w10
+    and     w1, w1, #0xf
+    cmp     w1, #10
+    add     w2, w1, #'0'
+    add     w3, w1, #'A' - 10
+    csel    w1, w2, w3, lo
+5:  ldr     w2, [x19, #UART_FR]
+    tst     w2, #FR_TXFF
+    b.ne    5b
+    str     w1, [x19, #UART_DR]
+    subs    x10, x10, #4
+    b.ge    put_hex
+    ret
+
+// CRC-32 (reflected, polynomial 0xEDB88320, init and final xor 0xFFFFFFFF) of the 512
+// bytes of the sector buffer -> w0.
+crc_buf:
+    adr     x1, vq_area
+    add     x1, x1, #VQ_BUF
+    mov     x2, #512
+    mov     w0, #0xffffffff
+    movz    w5, #0x8320
+    movk    w5, #0xedb8, lsl #16
+1:  ldrb    w3, [x1], #1
+    eor     w0, w0, w3
+    mov     x4, #8
+2:  and     w6, w0, #1
+    lsr     w0, w0, #1
+    cbz     w6, 3f
+    eor     w0, w0, w5
+3:  subs    x4, x4, #1
+    b.ne    2b
+    subs    x2, x2, #1
+    b.ne    1b
+    mvn     w0, w0
+    ret
+
+// Finds a virtio block device on PCI bus 0 and brings it up. Sets x22 = its common cfg
+// (0 if there is none or it fails), x25 = its capacity in sectors, x26 = its queue's
+// notify address, x27 = the next avail index.
+disk_init:
+    mov     x22, #0
+    mov     x25, #0
+    movz    x10, #ECAM_HI, lsl #32
+    movk    x10, #(ECAM_LO >> 16), lsl #16
+    mov     x11, #0                 // device number
+1:  lsl     x12, x11, #15
+    add     x12, x12, x10           // config space of 00:dev.0
+    ldr     w0, [x12]
+    and     w1, w0, #0xffff
+    mov     w2, #VENDOR_VIRTIO
+    cmp     w1, w2
+    b.ne    2f
+    lsr     w1, w0, #16
+    mov     w2, #0x1001             // transitional virtio-blk
+    cmp     w1, w2
+    b.eq    found
+    mov     w2, #0x1042             // modern virtio-blk
+    cmp     w1, w2
+    b.eq    found
+2:  add     x11, x11, #1
+    cmp     x11, #32
+    b.lo    1b
+    ret
+
+found:
+    // BAR 4 (64-bit memory) at BAR_BASE, then memory decoding and bus mastering on.
+    mov     w0, #BAR_BASE
+    str     w0, [x12, #0x20]
+    str     wzr, [x12, #0x24]
+    ldr     w0, [x12, #0x04]
+    orr     w0, w0, #0x6
+    str     w0, [x12, #0x04]
+    // Walk the capability list for the virtio structures (cfg_type 1 common, 2 notify,
+    // 4 device), all expected in BAR 4.
+    mov     x13, #0                 // common
+    mov     x14, #0                 // notify base
+    mov     x15, #0                 // notify multiplier
+    mov     x16, #0                 // device cfg
+    ldrb    w1, [x12, #0x34]
+3:  cbz     w1, 6f
+    add     x2, x12, x1
+    ldrb    w3, [x2]                // cap id
+    cmp     w3, #0x09               // vendor specific
+    b.ne    5f
+    ldrb    w4, [x2, #4]            // bar
+    cmp     w4, #4
+    b.ne    5f
+    ldrb    w3, [x2, #3]            // cfg_type
+    ldr     w5, [x2, #8]            // offset in the BAR
+    mov     x9, #BAR_BASE
+    add     x5, x5, x9
+    cmp     w3, #1
+    b.ne    4f
+    mov     x13, x5
+4:  cmp     w3, #2
+    b.ne    7f
+    mov     x14, x5
+    ldr     w15, [x2, #16]
+7:  cmp     w3, #4
+    b.ne    5f
+    mov     x16, x5
+5:  ldrb    w1, [x2, #1]            // next
+    b       3b
+6:  cbz     x13, init_fail
+    cbz     x14, init_fail
+    cbz     x16, init_fail
+    // Reset, ACKNOWLEDGE, DRIVER.
+    strb    wzr, [x13, #C_STATUS]
+8:  ldrb    w0, [x13, #C_STATUS]
+    cbnz    w0, 8b
+    mov     w0, #1
+    strb    w0, [x13, #C_STATUS]
+    mov     w0, #3
+    strb    w0, [x13, #C_STATUS]
+    // Features: only VIRTIO_F_VERSION_1 (bit 32).
+    mov     w0, #1
+    str     w0, [x13, #C_DFSEL]
+    ldr     w0, [x13, #C_DF]
+    tbz     w0, #0, init_fail
+    mov     w0, #1
+    str     w0, [x13, #C_GFSEL]
+    str     w0, [x13, #C_GF]
+    str     wzr, [x13, #C_GFSEL]
+    str     wzr, [x13, #C_GF]
+    mov     w0, #0xb                // ... | FEATURES_OK
+    strb    w0, [x13, #C_STATUS]
+    ldrb    w0, [x13, #C_STATUS]
+    tbz     w0, #3, init_fail
+    // Queue 0: QSZ entries in vq_area.
+    strh    wzr, [x13, #C_QSEL]
+    ldrh    w0, [x13, #C_QSIZE]
+    cmp     w0, #QSZ
+    b.lo    init_fail
+    mov     w0, #QSZ
+    strh    w0, [x13, #C_QSIZE]
+    adr     x1, vq_area
+    add     x2, x1, #VQ_DESC
+    str     w2, [x13, #C_QDESC]
+    lsr     x3, x2, #32
+    str     w3, [x13, #C_QDESC + 4]
+    add     x2, x1, #VQ_AVAIL
+    str     w2, [x13, #C_QDRIVER]
+    lsr     x3, x2, #32
+    str     w3, [x13, #C_QDRIVER + 4]
+    add     x2, x1, #VQ_USED
+    str     w2, [x13, #C_QDEVICE]
+    lsr     x3, x2, #32
+    str     w3, [x13, #C_QDEVICE + 4]
+    ldrh    w0, [x13, #C_QNOFF]
+    mul     x0, x0, x15
+    add     x26, x14, x0
+    mov     w0, #1
+    strh    w0, [x13, #C_QENABLE]
+    mov     w0, #0xf                // ... | DRIVER_OK
+    strb    w0, [x13, #C_STATUS]
+    // Capacity: the first 64-bit field of the device configuration.
+    ldr     w0, [x16]
+    ldr     w1, [x16, #4]
+    orr     x25, x0, x1, lsl #32
+    mov     x27, #0
+    mov     x22, x13
+    ret
+init_fail:
+    mov     x22, #0
+    ret
+
+// One request on sector x23 of type w0 (0 read into / 1 write from the sector buffer).
+// Returns x0 = 0, or the virtio status byte (0xff if the device never answered).
+disk_io:
+    adr     x1, vq_area
+    // The request header: type, reserved, sector.
+    str     w0, [x1, #VQ_HDR]
+    str     wzr, [x1, #VQ_HDR + 4]
+    str     x23, [x1, #VQ_HDR + 8]
+    mov     w2, #0xff
+    strb    w2, [x1, #VQ_STATUS]
+    // Descriptor 0: the header (device reads), next 1.
+    add     x2, x1, #VQ_HDR
+    str     x2, [x1, #VQ_DESC]
+    mov     w2, #16
+    str     w2, [x1, #VQ_DESC + 8]
+    mov     w2, #1                  // NEXT
+    strh    w2, [x1, #VQ_DESC + 12]
+    strh    w2, [x1, #VQ_DESC + 14]
+    // Descriptor 1: the sector (the device writes it for a read), next 2.
+    add     x2, x1, #VQ_BUF
+    str     x2, [x1, #VQ_DESC + 16]
+    mov     w2, #512
+    str     w2, [x1, #VQ_DESC + 24]
+    cmp     w0, #0
+    mov     w2, #3                  // NEXT | WRITE
+    mov     w3, #1                  // NEXT
+    csel    w2, w2, w3, eq
+    strh    w2, [x1, #VQ_DESC + 28]
+    mov     w2, #2
+    strh    w2, [x1, #VQ_DESC + 30]
+    // Descriptor 2: the status byte (the device writes it).
+    add     x2, x1, #VQ_STATUS
+    str     x2, [x1, #VQ_DESC + 32]
+    mov     w2, #1
+    str     w2, [x1, #VQ_DESC + 40]
+    mov     w2, #2                  // WRITE
+    strh    w2, [x1, #VQ_DESC + 44]
+    strh    wzr, [x1, #VQ_DESC + 46]
+    // Offer descriptor 0 in the avail ring, then notify queue 0.
+    ldrh    w4, [x1, #VQ_USED + 2]  // used idx before
+    and     x2, x27, #(QSZ - 1)
+    add     x3, x1, #VQ_AVAIL + 4
+    strh    wzr, [x3, x2, lsl #1]
+    add     x27, x27, #1
+    dmb     sy
+    strh    w27, [x1, #VQ_AVAIL + 2]
+    dsb     sy
+    strh    wzr, [x26]
+    // Poll the used ring (2^32 tries: minutes even when the host is slow, then give up).
+    movz    x5, #1, lsl #32
+1:  ldrh    w6, [x1, #VQ_USED + 2]
+    cmp     w6, w4
+    b.ne    2f
+    subs    x5, x5, #1
+    b.ne    1b
+    mov     x0, #0xff
+    ret
+2:  dmb     sy
+    ldrb    w0, [x1, #VQ_STATUS]
+    ret
+
+// zero-terminated string at x0 -> UART (clobbers x0, w1, w2)
 puts:
     ldrb    w1, [x0], #1
     cbz     w1, 3f
@@ -122,12 +558,29 @@ park:
     wfe
     b       park
 
-msg_banner:  .asciz "QEMUWEB-GUEST aarch64 v1\r\n"
-msg_prompt:  .asciz "> "
-msg_crlf:    .asciz "\r\n"
-msg_unknown: .asciz "ERR unknown command\r\n"
-word_echo:   .asciz "echo"
+msg_banner:     .asciz "QEMUWEB-GUEST aarch64 v1\r\n"
+msg_prompt:     .asciz "> "
+msg_crlf:       .asciz "\r\n"
+msg_unknown:    .asciz "ERR unknown command\r\n"
+msg_bad_number: .asciz "ERR bad number\r\n"
+msg_protected:  .asciz "ERR protected sector\r\n"
+msg_no_disk:    .asciz "ERR no disk\r\n"
+msg_disk_error: .asciz "ERR disk status "
+msg_sector:     .asciz "SECTOR "
+msg_crc:        .asciz " CRC32 "
+msg_wrote:      .asciz "WROTE SECTOR "
+msg_fill:       .asciz " FILL "
+msg_info:       .asciz "DISK SECTORS "
+word_echo:      .asciz "echo"
+word_read:      .asciz "read"
+word_write:     .asciz "write"
+word_info:      .asciz "info"
     .balign 16
-line_buf:    .space LINE_MAX + 8
+line_buf:       .space LINE_MAX + 8
+    .balign 16
+stack:          .space 1024
+stack_top:
+    .balign 4096
+vq_area:        .space 1024
     .balign 16
 image_end:

@@ -6,7 +6,9 @@
 //!   command loop on COM1 (see [the protocol](#the-x86-command-loop)).
 //! - **aarch64 `virt` kernel** ([`aarch64_virt_kernel`]): an arm64 Linux `Image` for
 //!   `-M virt -kernel`, which prints [`AARCH64_BANNER`] on the PL011 UART at
-//!   `0x09000000` and answers `echo TEXT` with `TEXT`.
+//!   `0x09000000` and runs the same command loop on it (`echo`, `read`, `write`, `info`),
+//!   with a virtio-blk-pci disk found on the PCIe bus of `virt` (see
+//!   [the aarch64 guest](#the-aarch64-guest)).
 //! - **instruction test guests** ([`x86_insn_disk`], [`aarch64_insn_kernel`]): bare-metal
 //!   programs that run instruction tests and print one line per test, to compare QEMU
 //!   builds line by line ([`insn_results`], [`insn_mismatches`]).
@@ -36,6 +38,18 @@
 //! mode). Sectors are read and written with the int 13h
 //! extensions (AH=42h/43h), so the same image works as an IDE/AHCI, virtio-blk or
 //! virtio-scsi disk under SeaBIOS.
+//!
+//! # The aarch64 guest
+//!
+//! The same protocol, minus the display commands: `echo TEXT`, `read N`, `write N BB` and
+//! `info` give the x86 guest's replies (so [`read_reply`] and [`write_reply`] are its
+//! oracles too), on the first virtio block device of PCI bus 0 (transitional or
+//! modern-only `virtio-blk-pci`): the guest places its BAR 4 at `0x10000000` in the
+//! 32-bit window of `virt`'s PCIe host (ECAM at `0x40_1000_0000`), takes the virtio 1.0
+//! capabilities and drives one polled split virtqueue. `info` is `DISK SECTORS N` with the
+//! device's capacity; errors are `ERR unknown command`, `ERR bad number` (also a sector
+//! past the end), `ERR protected sector` (a `write` below [`X86_DATA_START_LBA`]),
+//! `ERR disk status XX` (the virtio status byte) and `ERR no disk`.
 //!
 //! # Disk layout
 //!

@@ -1,60 +1,87 @@
-//! What the native-QEMU tests of the x86 guest share: booting it in `qemu-system-i386`
-//! (VGA, serial on a pipe, an HMP monitor on a Unix socket), talking to its serial port,
-//! monitor commands and screendumps.
+//! A guest in native QEMU with its serial console on stdio, under the shared watchdog
+//! (`qemuweb_testkit::watchdog`: its own process group, killed as a whole on a hang or when
+//! dropped), for the tests that use real `qemu-system-*` as the oracle: booting the x86
+//! guest in `qemu-system-i386` (VGA, an HMP monitor on a Unix socket), talking to its
+//! serial port, monitor commands and screendumps.
 #![allow(dead_code)]
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use qemuweb_testkit::watchdog::{watch, Stream, Watched};
+
+/// How long one guest may run in a test at most.
+const LIMIT: Duration = Duration::from_secs(120);
+/// How long one reply may take.
+const REPLY: Duration = Duration::from_secs(20);
+
+/// A running QEMU whose serial port is this process's pipe.
 pub struct Qemu {
-    child: Child,
-    stdin: ChildStdin,
-    out: Receiver<u8>,
-    seen: String,
-    monitor_path: std::path::PathBuf,
+    qemu: Watched,
+    /// Bytes of output already matched: every wait looks after them.
+    seen: usize,
+    monitor_path: PathBuf,
 }
 
 impl Qemu {
-    /// Reads serial output until it contains `text` (20 s at most).
+    /// Starts `cmd` (a `qemu-system-*` with `-serial stdio`); `package` names the Debian
+    /// package it comes from, for the failure when it is missing.
+    pub fn spawn(mut cmd: Command, package: &str) -> Self {
+        let name = format!("{} ({package})", cmd.get_program().to_string_lossy());
+        Qemu {
+            qemu: watch(&name, &mut cmd, LIMIT),
+            seen: 0,
+            monitor_path: PathBuf::new(),
+        }
+    }
+
+    /// Waits until the serial output after the last match contains `text`.
     pub fn until(&mut self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.seen.contains(text) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.out.recv_timeout(left) {
-                Ok(b) => self.seen.push(b as char),
-                Err(_) => panic!("no {text:?} from the guest; got {:?}", self.seen),
+        let from = self.seen;
+        let all = self
+            .qemu
+            .wait_until(Stream::Stdout, REPLY, &format!("{text:?}"), |s| {
+                s.get(from..).is_some_and(|rest| rest.contains(text))
+            });
+        let at = all[from..].find(text).unwrap_or(0);
+        self.seen = from + at + text.len();
+    }
+
+    /// Types `line` and waits for `reply`, with no prompt after it (a mode of its own).
+    pub fn command_no_prompt(&mut self, line: &str, reply: &str) {
+        self.qemu.send(&format!("{line}\r"));
+        self.until(reply);
+    }
+
+    /// Types `line` and waits for `reply`, then the prompt.
+    pub fn command(&mut self, line: &str, reply: &str) {
+        self.qemu.send(&format!("{line}\r"));
+        self.until(&format!("{reply}\r\n"));
+        self.until(qemuweb_guests::PROMPT);
+    }
+
+    /// Runs an HMP monitor command and waits for its prompt.
+    pub fn monitor(&self, line: &str) {
+        let mut m = UnixStream::connect(&self.monitor_path).unwrap();
+        m.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        writeln!(m, "{line}").unwrap();
+        // The greeting's prompt, then the command's: wait for the second.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = String::new();
+        let mut buf = [0u8; 1024];
+        while seen.matches("(qemu)").count() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "monitor: no prompt after {line:?}: {seen:?}"
+            );
+            if let Ok(n) = m.read(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         }
-        self.seen.clear();
-    }
-
-    /// Sends `line` and waits for `reply`, with no prompt after it (a mode of its own).
-    pub fn command_no_prompt(&mut self, line: &str, reply: &str) {
-        self.stdin
-            .write_all(format!("{line}\r").as_bytes())
-            .unwrap();
-        self.stdin.flush().unwrap();
-        self.until(reply);
-    }
-
-    pub fn command(&mut self, line: &str, reply: &str) {
-        self.stdin
-            .write_all(format!("{line}\r").as_bytes())
-            .unwrap();
-        self.stdin.flush().unwrap();
-        self.until(reply);
-        self.until("> ");
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -93,74 +120,27 @@ pub fn screendump(monitor: &Path, out: &Path) -> (usize, usize, Vec<u8>) {
     }
 }
 
-/// The guest booted on native QEMU, at its first prompt; its files are in `dir` (made
-/// fresh), the monitor at `dir/mon.sock`.
-pub fn boot(name: &str) -> (Qemu, std::path::PathBuf) {
+/// The x86 guest booted on native QEMU, at its first prompt; its files are in `dir` (a
+/// private directory), the monitor at `dir/mon.sock`.
+pub fn boot(name: &str) -> (Qemu, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix(&format!("qemuweb-guests-{name}-"))
         .tempdir()
         .unwrap()
         .keep();
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let disk = dir.join("x86.raw");
     std::fs::write(&disk, qemuweb_guests::x86_bios_disk()).unwrap();
     let monitor = dir.join("mon.sock");
-    let mut child = Command::new("qemu-system-i386")
-        .args([
-            "-display", "none", "-vga", "std", "-nic", "none", "-serial", "stdio", "-drive",
-        ])
-        .arg(format!("file={},format=raw", disk.display()))
-        .arg("-monitor")
-        .arg(format!("unix:{},server=on,wait=off", monitor.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("qemu-system-i386 (Debian package qemu-system-x86)");
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, out) = channel();
-    std::thread::spawn(move || {
-        for b in BufReader::new(stdout).bytes() {
-            let Ok(b) = b else { break };
-            if tx.send(b).is_err() {
-                break;
-            }
-        }
-    });
-    let mut qemu = Qemu {
-        child,
-        stdin,
-        out,
-        seen: String::new(),
-        monitor_path: std::path::PathBuf::new(),
-    };
+    let mut cmd = Command::new("qemu-system-i386");
+    cmd.args([
+        "-display", "none", "-vga", "std", "-nic", "none", "-serial", "stdio", "-drive",
+    ])
+    .arg(format!("file={},format=raw", disk.display()))
+    .arg("-monitor")
+    .arg(format!("unix:{},server=on,wait=off", monitor.display()));
+    let mut qemu = Qemu::spawn(cmd, "qemu-system-x86");
     qemu.until(qemuweb_guests::X86_BANNER);
-    qemu.until("> ");
+    qemu.until(qemuweb_guests::PROMPT);
     qemu.monitor_path = monitor;
     (qemu, dir)
-}
-
-impl Qemu {
-    /// Runs an HMP monitor command and waits for its prompt.
-    pub fn monitor(&self, line: &str) {
-        let mut m = UnixStream::connect(&self.monitor_path).unwrap();
-        m.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        writeln!(m, "{line}").unwrap();
-        // The greeting's prompt, then the command's: wait for the second.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = String::new();
-        let mut buf = [0u8; 1024];
-        while seen.matches("(qemu)").count() < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "monitor: no prompt after {line:?}: {seen:?}"
-            );
-            if let Ok(n) = m.read(&mut buf) {
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        }
-    }
 }
