@@ -1,6 +1,6 @@
 // Runs a qemuweb-wasm-build output (qemu-system-<arch>.js/.wasm + firmware) under Node.
 //
-//   node run-node.mjs DIR [--arch i386] [--file NAME=HOSTPATH]... [--timeout SECS]
+//   node run-node.mjs DIR [--arch x86_64] [--file NAME=HOSTPATH]... [--timeout SECS]
 //        [--expect TEXT | --send TEXT]... -- QEMU-ARGS...
 //
 // Every *.bin file of DIR and every --file is written into MEMFS under /pack before QEMU
@@ -26,7 +26,7 @@ const dashes = argv.indexOf('--');
 if (argv.length === 0 || dashes < 1) usage('usage: run-node.mjs DIR [options] -- QEMU-ARGS...');
 const dir = resolve(argv[0]);
 const qemuArgs = argv.slice(dashes + 1);
-let arch = 'i386';
+let arch = 'x86_64';
 let timeoutSecs = 120;
 const files = [];
 const actions = [];

@@ -34,6 +34,10 @@ pub enum ErrorKind {
     Json,
     /// The build was stopped by SIGINT or SIGTERM.
     Interrupted,
+    /// A patch of the series is malformed, missing or not the one the plan records.
+    InvalidPatch,
+    /// A patch of the series does not apply to the QEMU source.
+    PatchFailed,
 }
 
 impl ErrorKind {
@@ -57,6 +61,8 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::Json => "json",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::InvalidPatch => "invalid-patch",
+            ErrorKind::PatchFailed => "patch-failed",
         }
     }
 }
@@ -153,6 +159,29 @@ pub enum Error {
     /// JSON could not be read or written.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A patch of the series is malformed, missing, unlisted or differs from the plan.
+    #[error("patch {patch} of series {series}: {reason}")]
+    InvalidPatch {
+        /// The series, e.g. `qemu-10.2.2`.
+        series: String,
+        /// The patch file (or `series` for the series file).
+        patch: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A patch does not apply to the QEMU source (it was made for another version, or an
+    /// earlier patch changed the same lines).
+    #[error("patch {patch} of series {series} does not apply to the QEMU source; log {}:\n{output}", log.display())]
+    PatchFailed {
+        /// The series.
+        series: String,
+        /// The patch file that failed.
+        patch: String,
+        /// The step's log.
+        log: PathBuf,
+        /// What `patch` said.
+        output: String,
+    },
     /// A signal stopped the build before step `before`.
     #[error("interrupted by a signal before step {before}")]
     Interrupted {
@@ -189,6 +218,8 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::Json(_) => ErrorKind::Json,
             Error::Interrupted { .. } => ErrorKind::Interrupted,
+            Error::InvalidPatch { .. } => ErrorKind::InvalidPatch,
+            Error::PatchFailed { .. } => ErrorKind::PatchFailed,
         }
     }
 
@@ -208,6 +239,7 @@ impl Error {
     pub fn failure_label(&self) -> String {
         match self {
             Error::StepFailed { step, .. } => step.clone(),
+            Error::PatchFailed { patch, .. } => format!("patch {patch}"),
             other => other.kind().as_str().to_string(),
         }
     }

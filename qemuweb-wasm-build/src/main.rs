@@ -10,7 +10,8 @@ mod cli {
 
     use clap::{Args, Parser, Subcommand};
     use qemuweb_wasm_build::{
-        build, built_output, cache, BuildOptions, BuildPlan, EnvChoice, Error,
+        build, built_output, cache, BuildOptions, BuildPlan, EnvChoice, Error, PatchSource,
+        TcgBackend,
     };
 
     #[derive(Parser)]
@@ -48,6 +49,40 @@ mod cli {
             #[command(flatten)]
             dirs: DirArgs,
         },
+        /// Write the plan's output (built) as the npm package @qemuweb/qemu-wasm into DEST,
+        /// ready for `npm pack DEST`; prints DEST.
+        NpmPackage {
+            /// Where the package directory goes (replaced).
+            dest: PathBuf,
+            /// The output directory to package (default: the plan's, which must be built).
+            #[arg(long)]
+            from: Option<PathBuf>,
+            #[command(flatten)]
+            plan: PlanArgs,
+            #[command(flatten)]
+            dirs: DirArgs,
+        },
+        /// Run the build root's Node (24: it runs wasm64 modules; the host's may not) on
+        /// ARGS, with each --bind directory visible at its own path; exits with its status.
+        Node {
+            /// A host directory the program needs (repeatable), e.g. the output directory.
+            #[arg(long = "bind")]
+            binds: Vec<PathBuf>,
+            /// The cache directory.
+            #[arg(long)]
+            cache: Option<PathBuf>,
+            /// Node's arguments.
+            #[arg(last = true)]
+            args: Vec<std::ffi::OsString>,
+        },
+        /// Print the script of one build step (as the debootstrap environment runs it, in
+        /// /work), e.g. `script qemu-configure`.
+        Script {
+            /// The step's name (`qemu-source`, `glib`, ...).
+            step: String,
+            #[command(flatten)]
+            plan: PlanArgs,
+        },
         /// Remove the cache directory (refused while a build root is mounted).
         Clean {
             /// The cache directory.
@@ -58,12 +93,22 @@ mod cli {
 
     #[derive(Args)]
     struct PlanArgs {
-        /// A plan JSON file instead of the built-in plan.
-        #[arg(long)]
-        plan: Option<PathBuf>,
-        /// QEMU targets instead of the plan's (repeatable), e.g. i386-softmmu.
+        /// The plan: `wasm32` (the default: qemu-system-i386, Emscripten 3.1.69), `wasm64`
+        /// (qemu-system-x86_64 and qemu-system-aarch64, Emscripten 6.0.5, Memory64) or a
+        /// plan JSON file.
+        #[arg(long, value_name = "wasm32|wasm64|FILE", default_value = "wasm32")]
+        plan: String,
+        /// QEMU targets instead of the plan's (repeatable), e.g. x86_64-softmmu.
         #[arg(long = "target")]
         targets: Vec<String>,
+        /// The TCG backend instead of the plan's: interpreter or jit.
+        #[arg(long)]
+        tcg: Option<String>,
+        /// Take the patch series from DIR (a directory like qemuweb-wasm-build/patches)
+        /// instead of the copy built into this tool: edit a patch, rerun, and only the
+        /// steps from the patched source on run again.
+        #[arg(long, value_name = "DIR", env = "QEMUWEB_PATCHES_DIR")]
+        patches: Option<PathBuf>,
     }
 
     #[derive(Args)]
@@ -77,22 +122,38 @@ mod cli {
     }
 
     impl PlanArgs {
-        fn load(&self) -> Result<BuildPlan, Error> {
-            let plan = match &self.plan {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-                        path: path.clone(),
-                        source: e,
-                    })?;
+        /// Where the patches come from.
+        fn patch_source(&self) -> Result<PatchSource, Error> {
+            match &self.patches {
+                Some(dir) => PatchSource::from_dir(dir),
+                None => Ok(PatchSource::embedded()),
+            }
+        }
+
+        /// The plan and the patches it is built with.
+        fn load(&self) -> Result<(BuildPlan, PatchSource), Error> {
+            let source = self.patch_source()?;
+            let mut plan = match self.plan.as_str() {
+                "wasm32" => BuildPlan::wasm32(),
+                "wasm64" => BuildPlan::wasm64(),
+                file => {
+                    let path = PathBuf::from(file);
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| Error::Io { path, source: e })?;
                     BuildPlan::from_json(&text)?
                 }
-                None => BuildPlan::default(),
             };
-            Ok(if self.targets.is_empty() {
-                plan
-            } else {
-                plan.with_targets(&self.targets)
-            })
+            if self.patches.is_some() {
+                // The plan records the series read from DIR, so its hash follows the edits.
+                plan.qemu.patches = source.series(&plan.qemu.patches.name)?;
+            }
+            if let Some(tcg) = &self.tcg {
+                plan = plan.with_tcg(tcg.parse::<TcgBackend>()?);
+            }
+            if !self.targets.is_empty() {
+                plan = plan.with_targets(&self.targets);
+            }
+            Ok((plan, source))
         }
     }
 
@@ -128,8 +189,9 @@ mod cli {
     fn run(cmd: Cmd) -> Result<ExitCode, Error> {
         match cmd {
             Cmd::Plan(args) => {
-                let plan = args.load()?;
+                let (plan, source) = args.load()?;
                 plan.validate()?;
+                source.check(&plan.qemu.patches)?;
                 say(format_args!("{}", plan.to_json()));
             }
             Cmd::Build {
@@ -138,8 +200,9 @@ mod cli {
                 env,
                 jobs,
             } => {
-                let plan = plan.load()?;
+                let (plan, source) = plan.load()?;
                 let mut opts = dirs.options();
+                opts.patches = source;
                 opts.env = env.parse::<EnvChoice>()?;
                 if let Some(jobs) = jobs {
                     opts.jobs = jobs;
@@ -149,7 +212,7 @@ mod cli {
                 say(format_args!("{}", outcome.out_dir.display()));
             }
             Cmd::PrintDir { plan, dirs } => {
-                let plan = plan.load()?;
+                let (plan, _) = plan.load()?;
                 let opts = dirs.options();
                 return Ok(match built_output(&plan, &opts) {
                     Ok(dir) => {
@@ -163,6 +226,73 @@ mod cli {
                     }
                     Err(e) => return Err(e),
                 });
+            }
+            Cmd::NpmPackage {
+                dest,
+                from,
+                plan,
+                dirs,
+            } => {
+                let (plan, source) = plan.load()?;
+                let opts = dirs.options();
+                let out = match from {
+                    Some(dir) => dir,
+                    None => built_output(&plan, &opts)?,
+                };
+                let dest = qemuweb_wasm_build::npm::write_package(
+                    &out,
+                    &dest,
+                    env!("CARGO_PKG_VERSION"),
+                    &source,
+                )?;
+                say(format_args!("{}", dest.display()));
+            }
+            Cmd::Node { binds, cache, args } => {
+                let cache = cache.unwrap_or_else(cache::default_cache_dir);
+                let root = cache
+                    .join(qemuweb_wasm_build::env::env_dir_name(
+                        qemuweb_wasm_build::EnvKind::Debootstrap,
+                        &BuildPlan::wasm64(),
+                    ))
+                    .join("root");
+                if !root.join("usr/bin/node").exists() {
+                    return Err(Error::NotBuilt(root));
+                }
+                let mut binds = binds;
+                for b in &mut binds {
+                    *b = b.canonicalize().map_err(|e| Error::Io {
+                        path: b.clone(),
+                        source: e,
+                    })?;
+                }
+                let status = qemuweb_wasm_build::env::chroot_command(&root, &binds, "node", &args)
+                    .status()
+                    .map_err(|e| Error::Io {
+                        path: "unshare".into(),
+                        source: e,
+                    })?;
+                return Ok(ExitCode::from(
+                    status.code().unwrap_or(1).clamp(0, 255) as u8
+                ));
+            }
+            Cmd::Script { step, plan } => {
+                let (plan, _) = plan.load()?;
+                let cpu = plan.validate()?;
+                let steps = qemuweb_wasm_build::steps::build_steps(&plan, cpu, "/work");
+                let names: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
+                match steps.into_iter().find(|s| s.name == step) {
+                    Some(qemuweb_wasm_build::Step {
+                        action: qemuweb_wasm_build::steps::Action::Script { script, .. },
+                        ..
+                    }) => say(format_args!("{script}")),
+                    Some(_) => say(format_args!("# {step} is not a script step")),
+                    None => {
+                        return Err(Error::InvalidPlan(format!(
+                            "no step {step:?} (steps: {})",
+                            names.join(", ")
+                        )))
+                    }
+                }
             }
             Cmd::Clean { cache: dir } => {
                 let dir = dir.unwrap_or_else(cache::default_cache_dir);

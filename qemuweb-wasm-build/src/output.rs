@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::env::EnvKind;
 use crate::error::{Error, Result};
 use crate::fetch::sha256_file;
-use crate::plan::{hex, BuildPlan, WasmCpu};
+use crate::plan::{hex, BuildPlan, TcgBackend, WasmCpu};
 use crate::steps::{build_steps, configure_args};
 
 /// The manifest's file name.
@@ -18,7 +18,7 @@ pub const MANIFEST: &str = "qemu-build.json";
 /// changed recipe gives a new output directory even when the plan's data is the same.
 ///
 /// ```
-/// let plan = qemuweb_wasm_build::BuildPlan::default();
+/// let plan = qemuweb_wasm_build::BuildPlan::wasm64();
 /// let key = qemuweb_wasm_build::output::output_key(&plan).unwrap();
 /// assert_eq!(key.len(), 64);
 /// ```
@@ -35,7 +35,7 @@ pub fn output_key(plan: &BuildPlan) -> Result<String> {
 /// Where the plan's output goes under the cache directory `cache`.
 ///
 /// ```
-/// let plan = qemuweb_wasm_build::BuildPlan::default();
+/// let plan = qemuweb_wasm_build::BuildPlan::wasm64();
 /// let dir = qemuweb_wasm_build::output::default_output_dir(&plan, "/c".as_ref()).unwrap();
 /// assert!(dir.to_string_lossy().starts_with("/c/out/qemu-10.2.2-"));
 /// ```
@@ -79,6 +79,62 @@ pub struct EnvironmentInfo {
     pub emcc: String,
 }
 
+/// A module's linear memory, read from its `.wasm` (the memory import, or its own memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WasmMemory {
+    /// 64-bit addresses (the Memory64 proposal): needs Chrome/Edge 133+ or Firefox 134+.
+    pub memory64: bool,
+    /// Shared between threads (a `SharedArrayBuffer`): needs a cross-origin isolated page.
+    pub shared: bool,
+    /// The memory's initial size in bytes.
+    pub initial_bytes: u64,
+    /// Its maximum size in bytes, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_bytes: Option<u64>,
+}
+
+impl WasmMemory {
+    /// The most bytes the module can ever address: its maximum, else its initial size.
+    pub fn limit_bytes(&self) -> u64 {
+        self.maximum_bytes.unwrap_or(self.initial_bytes)
+    }
+}
+
+/// What a browser must offer to run the output, derived from the modules' memories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Requirements {
+    /// WebAssembly Memory64 (Chrome/Edge 133+, Firefox 134+; not Safari as of 2026).
+    pub memory64: bool,
+    /// WebAssembly threads (shared memory and atomics; QEMU's pthreads are Workers).
+    pub threads: bool,
+    /// `SharedArrayBuffer`, which needs a cross-origin isolated page (COOP/COEP).
+    pub shared_array_buffer: bool,
+}
+
+/// How much of a module's memory QEMU itself needs beside the guest's RAM: the TCG
+/// translation buffer (an eighth of the memory), QEMU's own state and the heap's slack.
+pub const QEMU_RESERVE_MIB: u64 = 768;
+
+/// One QEMU emulator of the output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleInfo {
+    /// The QEMU target, e.g. `x86_64-softmmu`.
+    pub target: String,
+    /// The guest architecture, e.g. `x86_64`.
+    pub arch: String,
+    /// The ES6 factory (also the script of the module's pthread workers).
+    pub js: String,
+    /// The wasm.
+    pub wasm: String,
+    /// Its linear memory.
+    pub memory: WasmMemory,
+    /// The most guest RAM it can give: its memory limit less [`QEMU_RESERVE_MIB`].
+    pub max_guest_ram_mib: u64,
+}
+
 /// `qemu-build.json`: what was built, from what, how, and the files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -94,6 +150,12 @@ pub struct Manifest {
     pub targets: Vec<String>,
     /// The WebAssembly memory model.
     pub wasm_cpu: WasmCpu,
+    /// The TCG backend.
+    pub tcg: TcgBackend,
+    /// The emulators, one per target.
+    pub modules: Vec<ModuleInfo>,
+    /// What the browser must offer.
+    pub requirements: Requirements,
     /// QEMU's configure arguments.
     pub configure_args: Vec<String>,
     /// The environment.
@@ -143,12 +205,34 @@ pub fn collect(plan: &BuildPlan, out: &Path, input: CollectInput<'_>) -> Result<
         _ => {}
     }
     let mut sources: Vec<(PathBuf, String)> = Vec::new();
-    for bin in plan.binaries() {
+    let mut modules = Vec::new();
+    for (bin, target) in plan.binaries().into_iter().zip(&plan.targets) {
         for ext in ["js", "wasm"] {
             let name = format!("{bin}.{ext}");
             sources.push((input.work.join("build/qemu").join(&name), name));
         }
+        let wasm_path = input.work.join("build/qemu").join(format!("{bin}.wasm"));
+        let bytes = std::fs::read(&wasm_path).map_err(|e| Error::io(&wasm_path, e))?;
+        let memory = wasm_memory(&bytes).map_err(|reason| {
+            Error::io(
+                &wasm_path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+            )
+        })?;
+        modules.push(ModuleInfo {
+            target: target.clone(),
+            arch: target.trim_end_matches("-softmmu").to_string(),
+            js: format!("{bin}.js"),
+            wasm: format!("{bin}.wasm"),
+            max_guest_ram_mib: (memory.limit_bytes() >> 20).saturating_sub(QEMU_RESERVE_MIB),
+            memory,
+        });
     }
+    let requirements = Requirements {
+        memory64: modules.iter().any(|m| m.memory.memory64),
+        threads: modules.iter().any(|m| m.memory.shared),
+        shared_array_buffer: modules.iter().any(|m| m.memory.shared),
+    };
     for pkg in &plan.firmware {
         for f in &pkg.files {
             sources.push((input.work.join("firmware").join(&f.name), f.name.clone()));
@@ -172,6 +256,9 @@ pub fn collect(plan: &BuildPlan, out: &Path, input: CollectInput<'_>) -> Result<
         qemu_version: plan.qemu.version.clone(),
         targets: plan.targets.clone(),
         wasm_cpu: cpu,
+        tcg: plan.tcg,
+        modules,
+        requirements,
         configure_args: configure_args(plan, cpu),
         environment: input.environment,
         files,
@@ -185,18 +272,131 @@ pub fn collect(plan: &BuildPlan, out: &Path, input: CollectInput<'_>) -> Result<
     Ok(manifest)
 }
 
+/// Reads an unsigned LEB128 number at `*at`.
+fn leb(bytes: &[u8], at: &mut usize) -> Result<u64, String> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at).ok_or("the module ends inside a number")?;
+        *at += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("a number longer than 64 bits".into())
+}
+
+/// Skips a length-prefixed name at `*at`.
+fn skip_name(bytes: &[u8], at: &mut usize) -> Result<(), String> {
+    let len = leb(bytes, at)? as usize;
+    *at = at
+        .checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("a name runs past the end")?;
+    Ok(())
+}
+
+/// Reads limits (flags: bit 0 a maximum, bit 1 shared, bit 2 64-bit) at `*at`.
+fn limits(bytes: &[u8], at: &mut usize) -> Result<(u8, u64, Option<u64>), String> {
+    let flags = *bytes.get(*at).ok_or("the module ends inside limits")?;
+    *at += 1;
+    let min = leb(bytes, at)?;
+    let max = if flags & 1 != 0 {
+        Some(leb(bytes, at)?)
+    } else {
+        None
+    };
+    Ok((flags, min, max))
+}
+
+/// The linear memory of a wasm module: its memory import (QEMU's, which Emscripten makes
+/// shared for pthreads) or else the first memory it defines.
+///
+/// ```
+/// // A module importing a shared Memory64 memory of 2 pages, at most 4: "env"."memory".
+/// let mut m = b"\0asm\x01\0\0\0".to_vec();
+/// m.extend([2, 16, 1, 3, b'e', b'n', b'v', 6, b'm', b'e', b'm', b'o', b'r', b'y', 2, 0x07, 2, 4]);
+/// let mem = qemuweb_wasm_build::output::wasm_memory(&m).unwrap();
+/// assert!(mem.memory64 && mem.shared);
+/// assert_eq!((mem.initial_bytes, mem.maximum_bytes), (2 << 16, Some(4 << 16)));
+/// assert!(qemuweb_wasm_build::output::wasm_memory(b"\0asm\x01\0\0\0").is_err());
+/// ```
+///
+/// # Errors
+///
+/// A message when the bytes are not a wasm module or it has no memory.
+pub fn wasm_memory(bytes: &[u8]) -> Result<WasmMemory, String> {
+    if bytes.get(..8) != Some(b"\0asm\x01\0\0\0") {
+        return Err("not a WebAssembly module (version 1)".into());
+    }
+    let memory = |(flags, min, max): (u8, u64, Option<u64>)| WasmMemory {
+        memory64: flags & 4 != 0,
+        shared: flags & 2 != 0,
+        initial_bytes: min << 16,
+        maximum_bytes: max.map(|m| m << 16),
+    };
+    let mut at = 8;
+    while at < bytes.len() {
+        let id = bytes[at];
+        at += 1;
+        let size = leb(bytes, &mut at)? as usize;
+        let end = at
+            .checked_add(size)
+            .filter(|&e| e <= bytes.len())
+            .ok_or("a section runs past the end")?;
+        let mut p = at;
+        match id {
+            2 => {
+                for _ in 0..leb(bytes, &mut p)? {
+                    skip_name(bytes, &mut p)?;
+                    skip_name(bytes, &mut p)?;
+                    let kind = *bytes.get(p).ok_or("the module ends inside an import")?;
+                    p += 1;
+                    match kind {
+                        0 => {
+                            leb(bytes, &mut p)?;
+                        }
+                        1 => {
+                            p += 1; // the table's element type
+                            limits(bytes, &mut p)?;
+                        }
+                        2 => return Ok(memory(limits(bytes, &mut p)?)),
+                        3 => p += 2, // value type, mutability
+                        4 => {
+                            p += 1; // tag attribute
+                            leb(bytes, &mut p)?;
+                        }
+                        other => return Err(format!("unknown import kind {other}")),
+                    }
+                }
+            }
+            5 if leb(bytes, &mut p)? > 0 => return Ok(memory(limits(bytes, &mut p)?)),
+            _ => {}
+        }
+        at = end;
+    }
+    Err("the module has no memory".into())
+}
+
+/// A finished (tiny, fake) wasm32 output for tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    #[test]
-    fn collect_copies_hashes_and_marks_the_output_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let work = dir.path().join("work");
+    /// Writes a work directory with a tiny i386 module and the four firmware files under
+    /// `dir`, collects it into `dir/out` and returns the plan, the output and its manifest.
+    pub(crate) fn wasm32_output(dir: &Path) -> (BuildPlan, PathBuf, Manifest) {
+        let work = dir.join("work");
         std::fs::create_dir_all(work.join("build/qemu")).unwrap();
         std::fs::create_dir_all(work.join("firmware")).unwrap();
         std::fs::write(work.join("build/qemu/qemu-system-i386.js"), b"js").unwrap();
-        std::fs::write(work.join("build/qemu/qemu-system-i386.wasm"), b"\0asm").unwrap();
+        // A shared 32-bit memory of 2 GiB, as Emscripten's pthread builds import it.
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        wasm.extend([
+            2, 20, 1, 3, b'e', b'n', b'v', 6, b'm', b'e', b'm', b'o', b'r', b'y', 2, 3,
+        ]);
+        wasm.extend([0x80, 0x80, 0x02, 0x80, 0x80, 0x02]); // 32768 pages, twice
+        std::fs::write(work.join("build/qemu/qemu-system-i386.wasm"), &wasm).unwrap();
         for f in [
             "bios-256k.bin",
             "vgabios-stdvga.bin",
@@ -205,10 +405,9 @@ mod tests {
         ] {
             std::fs::write(work.join("firmware").join(f), f.as_bytes()).unwrap();
         }
-        let plan = BuildPlan::default();
-        let out = dir.path().join("out");
-        let key = output_key(&plan).unwrap();
-        assert!(finished_build(&out, &key).is_none());
+        let plan = BuildPlan::wasm32();
+        let out = dir.join("out");
+        assert!(finished_build(&out, &output_key(&plan).unwrap()).is_none());
         let m = collect(
             &plan,
             &out,
@@ -228,7 +427,29 @@ mod tests {
             },
         )
         .unwrap();
+        (plan, out, m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collect_copies_hashes_and_marks_the_output_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, out, m) = testing::wasm32_output(dir.path());
+        let key = output_key(&plan).unwrap();
         assert_eq!(m.files.len(), 6);
+        let module = &m.modules[0];
+        assert_eq!(
+            (module.arch.as_str(), module.js.as_str()),
+            ("i386", "qemu-system-i386.js")
+        );
+        assert_eq!(module.memory.limit_bytes(), 2 << 30);
+        assert_eq!(module.max_guest_ram_mib, 2048 - QEMU_RESERVE_MIB);
+        assert!(m.requirements.threads && m.requirements.shared_array_buffer);
+        assert!(!m.requirements.memory64);
         let js = &m.files[0];
         assert_eq!((js.name.as_str(), js.size), ("qemu-system-i386.js", 2));
         assert_eq!(js.sha256, hex(&Sha256::digest(b"js")));
@@ -239,7 +460,7 @@ mod tests {
     #[test]
     fn collect_fails_on_a_missing_file_without_a_manifest() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = BuildPlan::default();
+        let plan = BuildPlan::wasm32();
         let out = dir.path().join("out");
         let err = collect(
             &plan,

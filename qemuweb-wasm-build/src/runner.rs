@@ -14,8 +14,9 @@ use crate::output::{
     collect, default_output_dir, finished_build, output_key, CollectInput, EnvironmentInfo,
     Manifest, StepReport,
 };
+use crate::patches::PatchSource;
 use crate::plan::BuildPlan;
-use crate::steps::{build_steps, Action, Step};
+use crate::steps::{build_steps, Action, Step, PATCH_FAILED_MARKER};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -48,17 +49,25 @@ pub struct StepState {
     pub downloads: PathBuf,
     /// `JOBS` for the scripts.
     pub jobs: usize,
+    /// Where the `patches` step takes the patch files from.
+    pub patches: PatchSource,
 }
 
 /// Runs `steps` in order in `env`. A step whose stamp matches its chained key is skipped;
 /// once one step runs, every later one runs too. A failing step stops the run with
-/// [`Error::StepFailed`] naming it and showing the tail of its log.
+/// [`Error::StepFailed`] naming it and showing the tail of its log, or
+/// [`Error::PatchFailed`] naming the patch that does not apply.
 ///
 /// ```
 /// use qemuweb_wasm_build::{runner::{run_steps, StepState}, HostEnv, Place, Step};
 /// let dir = tempfile::tempdir().unwrap();
 /// let mut env = HostEnv::new(&dir.path().join("env"));
-/// let state = StepState { dir: dir.path().join("state"), downloads: dir.path().join("dl"), jobs: 1 };
+/// let state = StepState {
+///     dir: dir.path().join("state"),
+///     downloads: dir.path().join("dl"),
+///     jobs: 1,
+///     patches: qemuweb_wasm_build::patches::PatchSource::embedded(),
+/// };
 /// let steps = [Step::script("hello", Place::Env, "echo hello > out.txt")];
 /// let first = run_steps(&mut env, &steps, &state, &mut std::io::sink()).unwrap();
 /// let again = run_steps(&mut env, &steps, &state, &mut std::io::sink()).unwrap();
@@ -149,6 +158,13 @@ fn run_one(env: &mut dyn BuildEnv, step: &Step, state: &StepState, log_path: &Pa
             let status = env.run_script(&step.name, *place, script, state.jobs, log)?;
             if status.success() {
                 Ok(())
+            } else if let Some(patch) = failed_patch(log_path) {
+                Err(Error::PatchFailed {
+                    series: patch.0,
+                    patch: patch.1,
+                    log: log_path.to_path_buf(),
+                    output: tail(log_path, TAIL_LINES),
+                })
             } else {
                 Err(Error::StepFailed {
                     step: step.name.clone(),
@@ -157,6 +173,31 @@ fn run_one(env: &mut dyn BuildEnv, step: &Step, state: &StepState, log_path: &Pa
                     tail: tail(log_path, TAIL_LINES),
                 })
             }
+        }
+        Action::Patches(series) => {
+            state.patches.check(series)?;
+            let dir = env.host_work_dir().join("patches").join(&series.name);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&dir, e))
+                }
+                _ => {}
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let _ = writeln!(log, "patches from {}", state.patches.origin());
+            for p in &series.patches {
+                let bytes = state.patches.bytes(&series.name, &p.file).ok_or_else(|| {
+                    Error::InvalidPatch {
+                        series: series.name.clone(),
+                        patch: p.file.clone(),
+                        reason: format!("missing from {}", state.patches.origin()),
+                    }
+                })?;
+                let path = dir.join(&p.file);
+                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+                let _ = writeln!(log, "{} {} {}", p.sha256, p.file, p.subject);
+            }
+            Ok(())
         }
         Action::Fetch(files) => {
             let src = env.host_work_dir().join("src");
@@ -172,6 +213,28 @@ fn run_one(env: &mut dyn BuildEnv, step: &Step, state: &StepState, log_path: &Pa
             Ok(())
         }
     }
+}
+
+/// The series and file of the patch a failed `qemu-source` log names
+/// (`QEMUWEB-PATCH-FAILED <file>` after the `patch` output), if any.
+fn failed_patch(log: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(PATCH_FAILED_MARKER))?;
+    let file = line.trim().to_string();
+    // The script's trace shows where the patch came from: $W/patches/<series>/<file>.
+    let series = text
+        .lines()
+        .find_map(|l| {
+            let at = l.find("/patches/")?;
+            let rest = &l[at + "/patches/".len()..];
+            let end = rest.find('/')?;
+            Some(rest[..end].to_string())
+        })
+        .unwrap_or_default();
+    Some((series, file))
 }
 
 /// The last `lines` lines of a file (lossy UTF-8; at most the last 64 KiB are read).
@@ -201,6 +264,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// What environment detection looks at.
     pub probe: Probe,
+    /// Where the patch files come from (default: the ones built into the tool).
+    pub patches: PatchSource,
 }
 
 impl BuildOptions {
@@ -213,6 +278,7 @@ impl BuildOptions {
             out_dir: None,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             probe: Probe::system(),
+            patches: PatchSource::embedded(),
         }
     }
 
@@ -252,6 +318,7 @@ pub fn build(
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
     plan.validate()?;
+    opts.patches.check(&plan.qemu.patches)?;
     let key = output_key(plan)?;
     let out_dir = opts.output_dir(plan)?;
     if let Some(manifest) = finished_build(&out_dir, &key) {
@@ -264,13 +331,28 @@ pub fn build(
     }
     let mut env = detect(plan, opts.env, &opts.probe, &opts.cache_dir)?;
     let _ = writeln!(progress, "environment: {}", env.description());
+    let state_dir = opts
+        .cache_dir
+        .join(crate::env::env_dir_name(env.kind(), plan));
+    // Builds from other checkouts on this machine share the cache: one at a time per
+    // environment directory.
+    let _lock = lock_dir(&state_dir, progress)?;
+    if let Some(manifest) = finished_build(&out_dir, &key) {
+        let _ = writeln!(progress, "built meanwhile: {}", out_dir.display());
+        return Ok(BuildOutcome {
+            out_dir,
+            manifest,
+            up_to_date: true,
+        });
+    }
     let cpu = plan.validate()?;
     let mut steps = env.setup_steps(plan);
     steps.extend(build_steps(plan, cpu, &env.env_work_dir()));
     let state = StepState {
-        dir: opts.cache_dir.join(env.kind().name()),
+        dir: state_dir.clone(),
         downloads: opts.cache_dir.join("downloads"),
         jobs: opts.jobs.max(1),
+        patches: opts.patches.clone(),
     };
     let ran = run_steps(env.as_mut(), &steps, &state, progress);
     let finished = env.finish();
@@ -304,6 +386,35 @@ pub fn build(
         manifest,
         up_to_date: false,
     })
+}
+
+/// An exclusive lock on `<dir>.lock`, held until the file is dropped; waits (saying so)
+/// while another build holds it.
+fn lock_dir(dir: &Path, progress: &mut dyn Write) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.with_extension("lock");
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let _ = writeln!(
+            progress,
+            "waiting for another build that holds {}",
+            path.display()
+        );
+        // SAFETY: as above; this call blocks until the other build ends.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(&path, std::io::Error::last_os_error()));
+        }
+    }
+    Ok(file)
 }
 
 /// The output directory of `plan` if it holds a finished build, else [`Error::NotBuilt`].
@@ -353,6 +464,7 @@ mod tests {
             dir: dir.path().join("state"),
             downloads: dir.path().join("downloads"),
             jobs: 1,
+            patches: PatchSource::embedded(),
         };
         Fixture {
             _dir: dir,
@@ -461,6 +573,136 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::ChecksumMismatch);
     }
 
+    /// A plan whose "QEMU" is a tiny tarball (a `configure` file and the device config
+    /// directories) and whose series is `patches` (name, text) in a temporary source.
+    fn tiny_qemu(dir: &Path, patches: &[(&str, String)]) -> (BuildPlan, PatchSource) {
+        let tree = dir.join("qemu-tiny");
+        for t in ["x86_64-softmmu", "aarch64-softmmu"] {
+            std::fs::create_dir_all(tree.join("configs/devices").join(t)).unwrap();
+        }
+        std::fs::write(tree.join("configure"), "line one\nline two\nline three\n").unwrap();
+        let tarball = dir.join("qemu-tiny.tar.xz");
+        let ok = std::process::Command::new("tar")
+            .arg("-cJf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(dir)
+            .arg("qemu-tiny")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let series_dir = dir.join("patches/tiny");
+        std::fs::create_dir_all(&series_dir).unwrap();
+        let mut list = String::new();
+        for (name, text) in patches {
+            std::fs::write(series_dir.join(name), text).unwrap();
+            list.push_str(name);
+            list.push('\n');
+        }
+        std::fs::write(series_dir.join("series"), list).unwrap();
+        let source = PatchSource::from_dir(&dir.join("patches")).unwrap();
+        let mut plan = BuildPlan::wasm64();
+        plan.qemu.source = crate::SourceFile {
+            file: "qemu-tiny.tar.xz".into(),
+            url: format!("file://{}", tarball.display()),
+            sha256: crate::fetch::sha256_file(&tarball).unwrap(),
+        };
+        plan.qemu.patches = source.series("tiny").unwrap();
+        (plan, source)
+    }
+
+    fn change(from: &str, to: &str) -> String {
+        format!(
+            "Subject: change {from}\nWhat: w\nWhy: y\nUpstream: u\n---\n\
+             diff --git a/configure b/configure\n--- a/configure\n+++ b/configure\n\
+             @@ -1,3 +1,3 @@\n line one\n-{from}\n+{to}\n line three\n"
+        )
+    }
+
+    /// Runs fetch, patches and qemu-source of `plan` on the host.
+    fn source_steps(
+        f: &mut Fixture,
+        plan: &BuildPlan,
+        source: PatchSource,
+    ) -> Result<Vec<StepReport>> {
+        f.state.patches = source;
+        let mut steps = vec![Step {
+            name: "fetch".into(),
+            action: Action::Fetch(vec![plan.qemu.source.clone()]),
+        }];
+        let work = f.work.to_string_lossy().into_owned();
+        steps.extend(
+            build_steps(plan, plan.validate().unwrap(), &work)
+                .into_iter()
+                .filter(|s| s.name == "patches" || s.name == "qemu-source"),
+        );
+        run_steps(&mut f.env, &steps, &f.state, &mut std::io::sink())
+    }
+
+    #[test]
+    fn the_series_is_applied_in_order_with_the_device_sets() {
+        let mut f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, source) = tiny_qemu(
+            dir.path(),
+            &[
+                ("0001-two.patch", change("line two", "line 2")),
+                ("0002-again.patch", change("line 2", "line II")),
+            ],
+        );
+        source_steps(&mut f, &plan, source).unwrap();
+        let tree = f.work.join("build/qemu-src");
+        assert_eq!(
+            std::fs::read_to_string(tree.join("configure")).unwrap(),
+            "line one\nline II\nline three\n"
+        );
+        let mak = std::fs::read_to_string(tree.join("configs/devices/aarch64-softmmu/qemuweb.mak"))
+            .unwrap();
+        assert!(mak.starts_with("CONFIG_ARM_VIRT=y\n"), "{mak}");
+    }
+
+    #[test]
+    fn a_patch_that_no_longer_applies_is_a_typed_error_naming_it() {
+        let mut f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, source) = tiny_qemu(
+            dir.path(),
+            &[
+                ("0001-two.patch", change("line two", "line 2")),
+                ("0002-stale.patch", change("line two", "line deux")),
+            ],
+        );
+        let err = source_steps(&mut f, &plan, source).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PatchFailed, "{err}");
+        assert_eq!(err.failure_label(), "patch 0002-stale.patch");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("patch 0002-stale.patch of series tiny does not apply")
+                && msg.contains("FAILED"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn patches_other_than_the_plans_are_refused_before_anything_runs() {
+        let mut f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, _) = tiny_qemu(
+            dir.path(),
+            &[("0001-two.patch", change("line two", "line 2"))],
+        );
+        std::fs::write(
+            dir.path().join("patches/tiny/0001-two.patch"),
+            change("line two", "line 3"),
+        )
+        .unwrap();
+        let edited = PatchSource::from_dir(&dir.path().join("patches")).unwrap();
+        let err = source_steps(&mut f, &plan, edited).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidPatch, "{err}");
+        assert!(err.to_string().contains("0001-two.patch"), "{err}");
+        assert!(!f.work.join("build/qemu-src").exists());
+    }
+
     #[test]
     fn tail_keeps_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();
@@ -483,13 +725,13 @@ mod tests {
             },
             ..BuildOptions::new()
         };
-        let plan = BuildPlan::default().with_targets(&["x86_64-softmmu"]);
+        let plan = BuildPlan::wasm32().with_targets(&["x86_64-softmmu"]);
         let err = build(&plan, &opts, &mut std::io::sink()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TargetRefused);
-        let err = build(&BuildPlan::default(), &opts, &mut std::io::sink()).unwrap_err();
+        let err = build(&BuildPlan::wasm64(), &opts, &mut std::io::sink()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NoEnvironment);
         assert_eq!(
-            built_output(&BuildPlan::default(), &opts)
+            built_output(&BuildPlan::wasm64(), &opts)
                 .unwrap_err()
                 .kind(),
             ErrorKind::NotBuilt

@@ -1,11 +1,13 @@
 //! The build as a list of [`Step`]s: the shell scripts a plan produces (dependencies,
-//! QEMU configure, build and `-O2` relink, firmware), each run in the build environment.
+//! the patched QEMU source, QEMU configure, build and `-O2` relink, firmware), each run in
+//! the build environment.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{BuildPlan, SourceFile, WasmCpu};
+use crate::patches::PatchSeries;
+use crate::plan::{BuildPlan, SourceFile, TcgBackend, WasmCpu};
 
 /// Where a step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +32,9 @@ pub enum Action {
     /// Download these files into the download cache, verify their SHA-256 and copy them
     /// into the work directory's `src/`.
     Fetch(Vec<SourceFile>),
+    /// Write the patch files of this series, from the build's [`PatchSource`], into the
+    /// work directory's `patches/` (each checked against the SHA-256 the plan records).
+    Patches(PatchSeries),
 }
 
 /// One cached unit of the build.
@@ -70,6 +75,16 @@ impl Step {
                 }
                 s
             }
+            Action::Patches(series) => {
+                let mut s = format!(
+                    "{}\npatches {} {}\n",
+                    self.name, series.name, series.series_sha256
+                );
+                for p in &series.patches {
+                    let _ = writeln!(s, "{} {}", p.file, p.sha256);
+                }
+                s
+            }
         }
     }
 }
@@ -91,13 +106,14 @@ fn sh_words(words: &[String]) -> String {
         .join(" ")
 }
 
-/// The compiler and linker flags of a build, with `-sMEMORY64` added for wasm64.
+/// The compiler and linker flags of a build, with `-m64` added for wasm64 (Emscripten 6
+/// builds wasm64 with Memory64 from `-m64`; `-sMEMORY64` is deprecated).
 fn flags(plan: &BuildPlan, cpu: WasmCpu) -> (Vec<String>, Vec<String>) {
     let mut cflags = plan.cflags.clone();
     let mut ldflags = plan.ldflags.clone();
     if cpu == WasmCpu::Wasm64 {
-        cflags.push("-sMEMORY64=1".into());
-        ldflags.push("-sMEMORY64=1".into());
+        cflags.insert(1.min(cflags.len()), "-m64".into());
+        ldflags.insert(0, "-m64".into());
     }
     (cflags, ldflags)
 }
@@ -112,8 +128,11 @@ fn meson_list(v: &[String]) -> String {
 
 /// The meson cross file for Emscripten, with the dependencies installed under `prefix`.
 ///
+/// It names no C++ compiler: nothing built here is C++, and meson's C++ sanity check with
+/// `em++` makes Emscripten build its C++ runtime (libc++, libc++abi) for minutes.
+///
 /// ```
-/// let plan = qemuweb_wasm_build::BuildPlan::default();
+/// let plan = qemuweb_wasm_build::BuildPlan::wasm64();
 /// let cross = qemuweb_wasm_build::steps::meson_cross_file(&plan, qemuweb_wasm_build::WasmCpu::Wasm32, "/w/prefix");
 /// assert!(cross.contains("system = 'emscripten'"));
 /// assert!(cross.contains("cpu_family = 'wasm32'"));
@@ -130,7 +149,6 @@ pub fn meson_cross_file(plan: &BuildPlan, cpu: WasmCpu, prefix: &str) -> String 
     format!(
         "[binaries]\n\
          c = 'emcc'\n\
-         cpp = 'em++'\n\
          ar = 'emar'\n\
          ranlib = 'emranlib'\n\
          pkg-config = ['pkg-config', '--static']\n\
@@ -143,9 +161,7 @@ pub fn meson_cross_file(plan: &BuildPlan, cpu: WasmCpu, prefix: &str) -> String 
          \n\
          [built-in options]\n\
          c_args = [{c}]\n\
-         cpp_args = [{c}]\n\
          c_link_args = [{l}]\n\
-         cpp_link_args = [{l}]\n\
          \n\
          [properties]\n\
          pkg_config_libdir = '{prefix}/lib/pkgconfig'\n",
@@ -154,17 +170,35 @@ pub fn meson_cross_file(plan: &BuildPlan, cpu: WasmCpu, prefix: &str) -> String 
     )
 }
 
-/// QEMU's `configure` arguments for the plan (after `emconfigure .../configure`).
+/// The name of the device configuration files the plan writes
+/// (`configs/devices/<target>/qemuweb.mak`).
+pub const DEVICES_CONFIG: &str = "qemuweb";
+
+/// QEMU's `configure` arguments for the plan (after `emconfigure .../configure`): its
+/// options, then the TCG backend, the CPU, each device set and the target list.
 ///
 /// ```
-/// let plan = qemuweb_wasm_build::BuildPlan::default();
-/// let args = qemuweb_wasm_build::steps::configure_args(&plan, qemuweb_wasm_build::WasmCpu::Wasm32);
-/// assert!(args.contains(&"--target-list=i386-softmmu".to_string()));
+/// let plan = qemuweb_wasm_build::BuildPlan::wasm64();
+/// let args = qemuweb_wasm_build::steps::configure_args(&plan, qemuweb_wasm_build::WasmCpu::Wasm64);
+/// assert!(args.contains(&"--cpu=wasm64".to_string()));
+/// assert!(args.contains(&"--with-devices-aarch64=qemuweb".to_string()));
+/// assert_eq!(args.last().unwrap(), "--target-list=x86_64-softmmu,aarch64-softmmu");
 /// ```
 pub fn configure_args(plan: &BuildPlan, cpu: WasmCpu) -> Vec<String> {
     let mut args = plan.configure_options.clone();
+    // The JIT is a tier over the interpreter (patch 0010's meson option tcg_wasm_jit).
+    args.push("--enable-tcg-interpreter".into());
+    if plan.tcg == TcgBackend::Jit {
+        args.push("--enable-tcg-wasm-jit".into());
+    }
     if cpu == WasmCpu::Wasm64 {
         args.push("--cpu=wasm64".into());
+    }
+    for d in &plan.devices {
+        args.push(format!(
+            "--with-devices-{}={DEVICES_CONFIG}",
+            d.target.trim_end_matches("-softmmu")
+        ));
     }
     args.push(format!("--target-list={}", plan.targets.join(",")));
     args
@@ -198,11 +232,12 @@ fn prelude(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> String {
 ///
 /// ```
 /// use qemuweb_wasm_build::{steps::build_steps, BuildPlan};
-/// let plan = BuildPlan::default();
+/// let plan = BuildPlan::wasm64();
 /// let cpu = plan.validate().unwrap();
 /// let names: Vec<String> = build_steps(&plan, cpu, "/work").into_iter().map(|s| s.name).collect();
 /// assert_eq!(names.first().map(String::as_str), Some("fetch"));
-/// assert_eq!(names.last().map(String::as_str), Some("qemu-link"));
+/// assert!(names.contains(&"qemu-link".to_string()));
+/// assert_eq!(names.last().map(String::as_str), Some("firmware"));
 /// ```
 pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
     let pre = prelude(plan, cpu, work);
@@ -215,7 +250,7 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
     let cross = meson_cross_file(plan, cpu, &format!("{work}/prefix"));
     let autotools_host = match cpu {
         WasmCpu::Wasm32 => "wasm32-unknown-linux",
-        WasmCpu::Wasm64 => "wasm64-unknown-linux",
+        WasmCpu::Wasm64 => "wasm64-unknown-emscripten",
     };
     // glib's deprecated GCompletion assigns strncmp to a pointer with an `unsigned` length.
     let mut glib_cflags = flags(plan, cpu).0;
@@ -225,7 +260,6 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
             name: "fetch".into(),
             action: Action::Fetch(plan.source_files()),
         },
-        env("firmware", firmware_script(plan)),
         env(
             "cross-file",
             format!("cat > \"$W/cross.meson\" <<'CROSS'\n{cross}CROSS\ncat \"$W/cross.meson\"\n"),
@@ -241,10 +275,15 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
             ),
             "libffi" => format!(
                 "unpack libffi {}\ncd build/libffi\n\
+                 # libffi adds -fexceptions for GCC-like compilers: with emcc every later link\n\
+                 # test then pulls in Emscripten's C++ exception runtime (built on demand, for\n\
+                 # minutes), useless to QEMU's C. Its C++ check uses emcc for the same reason.\n\
+                 sed -i 's/^  CFLAGS=\"$CFLAGS -fexceptions\"$/  :/' configure.ac\n\
+                 ! grep -q 'CFLAGS -fexceptions' configure.ac\n\
                  [ -x configure ] || autoreconf -fiv\n\
-                 emconfigure ./configure --host={autotools_host} --prefix=\"$PREFIX\" --enable-static \
-                 --disable-shared --disable-dependency-tracking --disable-builddir \
-                 --disable-multi-os-directory --disable-raw-api --disable-docs\n\
+                 emconfigure ./configure CXX=emcc --host={autotools_host} --prefix=\"$PREFIX\" \
+                 --enable-static --disable-shared --disable-dependency-tracking \
+                 --disable-builddir --disable-multi-os-directory --disable-raw-api --disable-docs\n\
                  emmake make -j\"$JOBS\" install SUBDIRS=include\n\
                  # A libffi.pc without -L (Debian's) leaves wasm-ld unable to find -lffi.\n\
                  sed -i 's|^Libs: -lffi|Libs: -L${{libdir}} -lffi|' \"$PREFIX/lib/pkgconfig/libffi.pc\"\n\
@@ -274,6 +313,10 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
                  rm -f \"$PREFIX/lib/libresolv.a\"\n\
                  emar rcs \"$PREFIX/lib/libresolv.a\" build/resolv/r.o\n\
                  unpack glib {}\ncd build/glib\n\
+                 # Its fuzzing programs are built (and linked by emcc, one by one) even\n\
+                 # without tests: leave them out.\n\
+                 sed -i \"s/^subdir('fuzzing')$/# &/\" meson.build\n\
+                 grep -q \"^# subdir('fuzzing')$\" meson.build\n\
                  # Environment CFLAGS do not reach the host machine of a meson cross build.\n\
                  meson setup _build -Dc_args={glib_cargs} \
                  --cross-file=\"$W/cross.meson\" --prefix=\"$PREFIX\" --default-library=static \
@@ -286,10 +329,32 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
                 src("glib"),
                 glib_cargs = sh_quote(&format!("[{}]", meson_list(&glib_cflags))),
             ),
+            "libfdt" => format!(
+                "unpack libfdt {}\ncd build/libfdt\n\
+                 # Only the library, compiled directly: dtc's meson build makes a shared\n\
+                 # libfdt too, which Emscripten's linker refuses.\n\
+                 rm -rf _obj\nmkdir _obj\n\
+                 for c in libfdt/*.c; do emcc $CFLAGS -Ilibfdt -c \"$c\" -o \"_obj/$(basename \"${{c%.c}}\").o\"; done\n\
+                 rm -f \"$PREFIX/lib/libfdt.a\"\n\
+                 emar rcs \"$PREFIX/lib/libfdt.a\" _obj/*.o\n\
+                 mkdir -p \"$PREFIX/include\"\n\
+                 cp libfdt/fdt.h libfdt/libfdt.h libfdt/libfdt_env.h \"$PREFIX/include/\"\n\
+                 # QEMU finds it with meson's find_library, which looks only in the compiler's\n\
+                 # own directories: Emscripten's sysroot (where its ports go too).\n\
+                 LIBDIR=$(emcc $CFLAGS -print-search-dirs | sed -n 's/^libraries: =.*://p')\n\
+                 test -d \"$LIBDIR\"\n\
+                 cp \"$PREFIX/lib/libfdt.a\" \"$LIBDIR/\"\n\
+                 cp libfdt/fdt.h libfdt/libfdt.h libfdt/libfdt_env.h \"$LIBDIR/../../include/\"\n",
+                src("libfdt")
+            ),
             other => format!("echo 'no recipe for dependency {other}' >&2\nexit 1\n"),
         };
         steps.push(env(&dep.name, body));
     }
+    steps.push(Step {
+        name: "patches".into(),
+        action: Action::Patches(plan.qemu.patches.clone()),
+    });
     steps.push(env("qemu-source", qemu_source_script(plan)));
     steps.push(env(
         "qemu-configure",
@@ -318,27 +383,44 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
         );
     }
     steps.push(env("qemu-link", link));
+    // Last: a change of firmware files reruns only this step.
+    steps.push(env("firmware", firmware_script(plan)));
     steps
 }
 
-/// Unpacks QEMU and applies the two source fixes the Emscripten build needs.
+/// The line a failing patch leaves in the `qemu-source` log, followed by its file name.
+pub const PATCH_FAILED_MARKER: &str = "QEMUWEB-PATCH-FAILED";
+
+/// Unpacks QEMU, applies the series' patches that apply to the plan (each checked against
+/// its recorded SHA-256, tried with `--dry-run` first so that a patch that does not apply
+/// is named and changes nothing) and writes the device sets.
 fn qemu_source_script(plan: &BuildPlan) -> String {
-    format!(
+    let series = &plan.qemu.patches;
+    let mut s = format!(
         "unpack qemu-src {}\ncd build/qemu-src\n\
-         # Debian's +ds tarball has no edk2 firmware blobs to unpack.\n\
-         sed -i 's/^    unpack_edk2_blobs = bzip2.found()/    unpack_edk2_blobs = false/' meson.build\n\
-         grep -q '^    unpack_edk2_blobs = false' meson.build\n\
-         # emcc 3.1.69 does not expand nested response files; both are empty without modules.\n\
-         python3 - <<'PY'\n\
-         p = 'meson.build'\n\
-         s = open(p).read()\n\
-         old = \"    link_args += ['@block.syms', '@qemu.syms']\\n\"\n\
-         new = \"    if host_os != 'emscripten'\\n      link_args += ['@block.syms', '@qemu.syms']\\n    endif\\n\"\n\
-         assert old in s, 'meson.build: block.syms link line not found'\n\
-         open(p, 'w').write(s.replace(old, new))\n\
-         PY\n",
-        sh_quote(&plan.qemu.source.file)
-    )
+         apply() {{ # FILE SHA256\n  \
+           local p=\"$W/patches/{dir}/$1\"\n  \
+           echo \"$2  $p\" | sha256sum -c --quiet\n  \
+           if ! patch -p1 --forward --batch --dry-run -i \"$p\"; then\n    \
+             echo \"{PATCH_FAILED_MARKER} $1\"; exit 65\n  \
+           fi\n  \
+           patch -p1 --forward --batch -i \"$p\"\n\
+         }}\n",
+        sh_quote(&plan.qemu.source.file),
+        dir = series.name.replace(['\'', '"', '$', '`', '\\'], ""),
+    );
+    for p in series.applicable(plan.tcg) {
+        let _ = writeln!(s, "apply {} {}", sh_quote(&p.file), sh_quote(&p.sha256));
+    }
+    for d in &plan.devices {
+        let _ = writeln!(
+            s,
+            "cat > configs/devices/{}/{DEVICES_CONFIG}.mak <<'MAK'\n{}\nMAK",
+            sh_quote(&d.target),
+            d.entries.join("\n")
+        );
+    }
+    s
 }
 
 /// Extracts the firmware files from their Debian packages into `$W/firmware`.
@@ -374,51 +456,63 @@ fn firmware_script(plan: &BuildPlan) -> String {
 mod tests {
     use super::*;
 
-    fn steps() -> Vec<Step> {
-        let plan = BuildPlan::default();
-        build_steps(&plan, plan.validate().unwrap(), "/work")
+    fn steps_of(plan: &BuildPlan) -> Vec<Step> {
+        build_steps(plan, plan.validate().unwrap(), "/work")
     }
 
-    fn script(name: &str) -> String {
-        let step = steps().into_iter().find(|s| s.name == name).unwrap();
+    fn script_of(plan: &BuildPlan, name: &str) -> String {
+        let step = steps_of(plan).into_iter().find(|s| s.name == name).unwrap();
         match step.action {
             Action::Script { script, place } => {
                 assert_eq!(place, Place::Env);
                 script
             }
-            Action::Fetch(_) => panic!("{name} is a fetch"),
+            _ => panic!("{name} is not a script"),
         }
+    }
+
+    fn script(name: &str) -> String {
+        script_of(&BuildPlan::wasm64(), name)
     }
 
     #[test]
     fn steps_come_in_build_order() {
-        let names: Vec<String> = steps().into_iter().map(|s| s.name).collect();
+        let names: Vec<String> = steps_of(&BuildPlan::wasm64())
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         assert_eq!(
             names,
             [
                 "fetch",
-                "firmware",
                 "cross-file",
                 "zlib",
                 "libffi",
                 "pixman",
                 "pcre2",
                 "glib",
+                "libfdt",
+                "patches",
                 "qemu-source",
                 "qemu-configure",
                 "qemu-build",
-                "qemu-link"
+                "qemu-link",
+                "firmware"
             ]
         );
+        let names: Vec<String> = steps_of(&BuildPlan::wasm32())
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert!(!names.contains(&"libfdt".to_string()));
     }
 
     #[test]
     fn the_cross_file_targets_emscripten_with_the_plan_flags() {
-        let plan = BuildPlan::default();
+        let plan = BuildPlan::wasm32();
         let cross = meson_cross_file(&plan, WasmCpu::Wasm32, "/work/prefix");
         for line in [
             "c = 'emcc'",
-            "cpp = 'em++'",
             "ar = 'emar'",
             "pkg-config = ['pkg-config', '--static']",
             "system = 'emscripten'",
@@ -432,78 +526,154 @@ mod tests {
                 "missing {line:?} in\n{cross}"
             );
         }
-        let cross64 = meson_cross_file(&plan, WasmCpu::Wasm64, "/p");
-        assert!(cross64.contains("cpu_family = 'wasm64'") && cross64.contains("'-sMEMORY64=1'"));
-        assert!(script("cross-file").contains(&cross));
+        assert!(script_of(&plan, "cross-file").contains(&cross));
+        assert!(!cross.contains("cpp"), "no C++ compiler: {cross}");
+        let cross64 = meson_cross_file(&BuildPlan::wasm64(), WasmCpu::Wasm64, "/p");
+        for line in [
+            "cpu_family = 'wasm64'",
+            "cpu = 'wasm64'",
+            "c_args = ['-O3', '-m64', '-pthread', '-DWASM_BIGINT']",
+            "c_link_args = ['-m64', '-sWASM_BIGINT', '-sASYNCIFY=1', '-L/p/lib']",
+        ] {
+            assert!(
+                cross64.lines().any(|l| l == line),
+                "missing {line:?} in\n{cross64}"
+            );
+        }
+        assert!(!cross64.contains("MEMORY64"));
     }
 
     #[test]
-    fn the_configure_line_has_tcg_and_the_targets() {
-        let line = script("qemu-configure");
+    fn the_configure_line_has_the_backend_cpu_devices_and_targets() {
+        let line = script_of(&BuildPlan::wasm32(), "qemu-configure");
         let want = "emconfigure \"$W/build/qemu-src/configure\" '--static' '--disable-tools' \
                     '--disable-docs' '--without-default-features' '--enable-tcg' \
-                    '--enable-tcg-interpreter' '--disable-download' '--disable-install-blobs' \
+                    '--disable-download' '--disable-install-blobs' '--enable-tcg-interpreter' \
                     '--target-list=i386-softmmu'";
         assert!(line.contains(want), "{line}");
-        let mut plan = BuildPlan::default().with_targets(&["i386-softmmu", "x86_64-softmmu"]);
-        plan.qemu.wasm64 = true;
-        let args = configure_args(&plan, plan.validate().unwrap());
-        assert!(args.ends_with(&[
-            "--cpu=wasm64".to_string(),
-            "--target-list=i386-softmmu,x86_64-softmmu".to_string()
-        ]));
+        let line = script("qemu-configure");
+        let want = "'--without-default-devices' '--enable-tcg' '--enable-fdt=system' \
+                    '--disable-download' '--disable-install-blobs' '--enable-tcg-interpreter' \
+                    '--cpu=wasm64' '--with-devices-x86_64=qemuweb' \
+                    '--with-devices-aarch64=qemuweb' \
+                    '--target-list=x86_64-softmmu,aarch64-softmmu'";
+        assert!(line.contains(want), "{line}");
     }
 
     #[test]
     fn scripts_are_strict_and_carry_the_flags() {
-        for step in steps() {
+        for step in steps_of(&BuildPlan::wasm64()) {
             if let Action::Script { script, .. } = &step.action {
                 assert!(
                     script.starts_with("set -euxo pipefail\nexport W='/work'\n"),
                     "{}",
                     step.name
                 );
-                assert!(script.contains("export CFLAGS='-O3 -pthread -DWASM_BIGINT'"));
-                assert!(script
-                    .contains("export LDFLAGS='-sWASM_BIGINT -sASYNCIFY=1'\" -L$PREFIX/lib\""));
+                assert!(script.contains("export CFLAGS='-O3 -m64 -pthread -DWASM_BIGINT'"));
+                assert!(script.contains(
+                    "export LDFLAGS='-m64 -sWASM_BIGINT -sASYNCIFY=1'\" -L$PREFIX/lib\""
+                ));
             }
         }
-        assert!(script("libffi").contains("--host=wasm32-unknown-linux"));
+        assert!(script("libffi").contains("--host=wasm64-unknown-emscripten"));
+        assert!(script_of(&BuildPlan::wasm32(), "libffi").contains("--host=wasm32-unknown-linux"));
         assert!(script("libffi").contains("Libs: -L${libdir} -lffi"));
+        assert!(script("libffi").contains("configure CXX=emcc"));
+        assert!(script("libffi").contains("! grep -q 'CFLAGS -fexceptions' configure.ac"));
+        assert!(script("glib").contains("\"s/^subdir('fuzzing')$/# &/\""));
         assert!(script("pcre2").contains("--disable-jit"));
         assert!(script("glib").contains("/HAVE_POSIX_SPAWN/d;/HAVE_PTHREAD_GETNAME_NP/d"));
         assert!(script("glib").contains("libresolv.a"));
         assert!(script("glib").contains(
-            "-Dc_args='['\\''-O3'\\'', '\\''-pthread'\\'', '\\''-DWASM_BIGINT'\\'', \
+            "-Dc_args='['\\''-O3'\\'', '\\''-m64'\\'', '\\''-pthread'\\'', '\\''-DWASM_BIGINT'\\'', \
              '\\''-Wno-incompatible-function-pointer-types'\\'']'"
         ));
+        assert!(script("libfdt").contains("emar rcs \"$PREFIX/lib/libfdt.a\" _obj/*.o"));
+        assert!(script("libfdt").contains("-print-search-dirs"));
         assert!(script("qemu-configure")
             .contains("export EM_PKG_CONFIG_PATH=\"$PREFIX/lib/pkgconfig\""));
-        assert!(script("qemu-source").contains("unpack qemu-src 'qemu_10.2.2+ds.orig.tar.xz'"));
-        assert!(script("qemu-source").contains("unpack_edk2_blobs = false"));
     }
 
     #[test]
-    fn the_link_step_relinks_with_the_plan_opt_level() {
+    fn the_source_step_applies_the_series_in_order_and_writes_the_device_sets() {
+        let plan = BuildPlan::wasm64();
+        let src = script("qemu-source");
+        assert!(src.contains("unpack qemu-src 'qemu_10.2.2+ds.orig.tar.xz'"));
+        let mut at = 0;
+        for p in plan.qemu.patches.applicable(plan.tcg) {
+            let line = format!("apply '{}' '{}'", p.file, p.sha256);
+            let found = src[at..]
+                .find(&line)
+                .unwrap_or_else(|| panic!("{line} in\n{src}"));
+            at += found;
+        }
+        assert!(src.contains("--dry-run") && src.contains(PATCH_FAILED_MARKER));
+        assert!(src.contains(
+            "cat > configs/devices/'x86_64-softmmu'/qemuweb.mak <<'MAK'\nCONFIG_I440FX=y\n"
+        ));
+        assert!(src.contains("CONFIG_ARM_VIRT=y\n"));
+        // The patches step carries every patch's checksum.
+        let step = steps_of(&plan)
+            .into_iter()
+            .find(|s| s.name == "patches")
+            .unwrap();
+        for p in &plan.qemu.patches.patches {
+            assert!(step.fingerprint().contains(&p.sha256));
+        }
+    }
+
+    #[test]
+    fn jit_only_patches_are_applied_only_for_the_jit_backend() {
+        // The embedded series: 0010-0012 are [tcg=jit], 0020 is for every backend.
+        let plan = BuildPlan::wasm64();
+        let interp = script_of(&plan, "qemu-source");
+        let jit = plan.clone().with_tcg(TcgBackend::Jit);
+        let jit_src = script_of(&jit, "qemu-source");
+        for p in [
+            "0010-tcg-wasm-jit-option.patch",
+            "0011-tcg-tci-block-header.patch",
+            "0012-tcg-wasm-jit.patch",
+        ] {
+            assert!(!interp.contains(p), "{p}");
+            assert!(jit_src.contains(&format!("apply '{p}'")), "{p}");
+        }
+        for src in [&interp, &jit_src] {
+            assert!(src.contains("apply '0020-qemuweb-display.patch'"));
+        }
+        assert_ne!(plan.hash(), jit.hash());
+        let args = configure_args(&jit, WasmCpu::Wasm64);
+        assert!(args.contains(&"--enable-tcg-interpreter".to_string()));
+        assert!(args.contains(&"--enable-tcg-wasm-jit".to_string()));
+        assert!(
+            !configure_args(&plan, WasmCpu::Wasm64).contains(&"--enable-tcg-wasm-jit".to_string())
+        );
+    }
+
+    #[test]
+    fn the_link_step_relinks_every_binary_with_the_plan_opt_level() {
         let link = script("qemu-link");
-        assert!(
-            link.contains("rm -f 'qemu-system-i386'.js 'qemu-system-i386'.wasm"),
-            "{link}"
-        );
-        assert!(
-            link.contains("EMCC_CFLAGS='-O2' ninja -j\"$JOBS\" 'qemu-system-i386'.js"),
-            "{link}"
-        );
+        for b in ["qemu-system-x86_64", "qemu-system-aarch64"] {
+            assert!(
+                link.contains(&format!("rm -f '{b}'.js '{b}'.wasm")),
+                "{link}"
+            );
+            assert!(
+                link.contains(&format!("EMCC_CFLAGS='-O2' ninja -j\"$JOBS\" '{b}'.js")),
+                "{link}"
+            );
+        }
     }
 
     #[test]
-    fn the_firmware_step_takes_the_four_files() {
+    fn the_firmware_step_takes_every_file() {
         let fw = script("firmware");
         for f in [
             "bios-256k.bin",
             "vgabios-stdvga.bin",
             "kvmvapic.bin",
             "linuxboot_dma.bin",
+            "QEMU_EFI.fd",
+            "bios-microvm.bin",
         ] {
             assert!(fw.contains(&format!("firmware/'{f}'")), "{f} in\n{fw}");
         }
@@ -512,11 +682,11 @@ mod tests {
 
     #[test]
     fn only_the_link_step_changes_with_the_link_opt_level() {
-        let plan = BuildPlan::default();
+        let plan = BuildPlan::wasm64();
         let mut o3 = plan.clone();
         o3.link_opt_level = "-O3".into();
-        let a = build_steps(&plan, WasmCpu::Wasm32, "/work");
-        let b = build_steps(&o3, WasmCpu::Wasm32, "/work");
+        let a = steps_of(&plan);
+        let b = steps_of(&o3);
         let differing: Vec<&str> = a
             .iter()
             .zip(&b)
@@ -524,5 +694,20 @@ mod tests {
             .map(|(x, _)| x.name.as_str())
             .collect();
         assert_eq!(differing, ["qemu-link"]);
+    }
+
+    #[test]
+    fn a_changed_patch_reruns_from_the_patches_step() {
+        let plan = BuildPlan::wasm64();
+        let mut changed = plan.clone();
+        changed.qemu.patches.patches[1].sha256 = "f".repeat(64);
+        let a = steps_of(&plan);
+        let b = steps_of(&changed);
+        let first = a
+            .iter()
+            .zip(&b)
+            .position(|(x, y)| x.fingerprint() != y.fingerprint())
+            .unwrap();
+        assert_eq!(a[first].name, "patches");
     }
 }

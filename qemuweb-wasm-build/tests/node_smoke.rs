@@ -1,12 +1,26 @@
-//! The built QEMU module under Node: `-version`, and the x86 test guest booting to its
-//! serial banner and answering `echo`. Uses `$QEMUWEB_QEMU_DIR`, else the default plan's
-//! output in the cache; when neither exists it prints a loud SKIPPED line and returns.
+//! The built QEMU modules under Node: `-version` of each, the x86 test guest booting to its
+//! serial banner and answering `echo` (on `qemu-system-x86_64` of a wasm64 build,
+//! `qemu-system-i386` of a wasm32 one), the aarch64 test kernel on `qemu-system-aarch64`.
+//! Uses `$QEMUWEB_QEMU_DIR`, else the default plan's output in the cache; when neither
+//! exists, or the build has no module for a test's guest, it prints a loud SKIPPED line
+//! and returns.
+//!
+//! The wasm64 modules need Node 24 (Node 20 cannot run Emscripten's Memory64 output):
+//! `qemuweb-wasm-build node` runs the build root's; wasm32 modules run on the host's. Every run is bounded from outside by
+//! the shared watchdog (`qemuweb_testkit::watchdog`), which kills the whole process group
+//! and fails with the tail of the output: Node's own `--timeout` lives on its main thread,
+//! which is the one that can spin.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use qemuweb_testkit::watchdog::watch;
 use qemuweb_wasm_build::{built_output, BuildOptions, BuildPlan};
+
+/// The most one run may take, from outside.
+const LIMIT: Duration = Duration::from_secs(240);
 
 fn qemu_dir(test: &str) -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("QEMUWEB_QEMU_DIR").filter(|d| !d.is_empty()) {
@@ -27,21 +41,77 @@ fn qemu_dir(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// Runs the smoke runner and returns (success, stdout, stderr).
-fn run_node(dir: &Path, options: &[&str], qemu_args: &[&str]) -> (bool, String, String) {
-    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("smoke/run-node.mjs");
-    let out = Command::new("node")
-        .arg(runner)
+/// The guest archs of the build in `dir` (`modules` of its `qemu-build.json`) and whether
+/// it needs Memory64.
+fn build_of(dir: &Path) -> (Vec<String>, bool) {
+    let text = std::fs::read_to_string(dir.join("qemu-build.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let archs = json["modules"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["arch"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (archs, json["requirements"]["memory64"] == true)
+}
+
+/// The first of `wanted` the build in `dir` has a module for; else a loud SKIPPED line.
+fn arch_of(dir: &Path, test: &str, wanted: &[&str]) -> Option<String> {
+    let (archs, _) = build_of(dir);
+    let found = wanted.iter().find(|w| archs.iter().any(|a| a == *w));
+    if found.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED {test}: the QEMU build in {} has no {} module (it has {}) ***\n",
+            dir.display(),
+            wanted.join(" or "),
+            archs.join(", ")
+        );
+    }
+    found.map(|a| a.to_string())
+}
+
+/// The cache the output directory `dir` was built in (`<cache>/out/qemu-...`), whose
+/// build root has the Node that runs it; else the default cache.
+fn cache_of(dir: &Path) -> PathBuf {
+    dir.parent()
+        .and_then(Path::parent)
+        .filter(|c| c.join("debootstrap-wasm64/root/usr/bin/node").exists())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(qemuweb_wasm_build::default_cache_dir)
+}
+
+/// Runs the smoke runner on `dir` under the watchdog; returns (success, stdout, stderr).
+fn run_node(
+    dir: &Path,
+    binds: &[&Path],
+    options: &[&str],
+    qemu_args: &[&str],
+) -> (bool, String, String) {
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("smoke");
+    let mut cmd = if build_of(dir).1 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qemuweb-wasm-build"));
+        cmd.arg("node").arg("--cache").arg(cache_of(dir));
+        for b in [dir, smoke.as_path()].iter().chain(binds) {
+            cmd.arg("--bind").arg(b);
+        }
+        cmd.arg("--");
+        cmd
+    } else {
+        Command::new("node")
+    };
+    cmd.arg(smoke.join("run-node.mjs"))
         .arg(dir)
         .args(options)
         .arg("--")
-        .args(qemu_args)
-        .output()
-        .expect("node must be installed to test the QEMU module");
+        .args(qemu_args);
+    let done = watch("node run-node.mjs", &mut cmd, LIMIT).finish();
     (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        done.status.success(),
+        done.stdout_text(),
+        done.stderr_text(),
     )
 }
 
@@ -50,23 +120,33 @@ fn the_module_reports_its_qemu_version() {
     let Some(dir) = qemu_dir("the_module_reports_its_qemu_version") else {
         return;
     };
-    let (ok, stdout, stderr) = run_node(
-        &dir,
-        &[
-            "--timeout",
-            "120",
-            "--expect",
-            "QEMU emulator version 10.2.2",
-        ],
-        &["-version"],
-    );
-    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("QEMU emulator version 10.2.2"), "{stdout}");
+    for arch in build_of(&dir).0 {
+        let arch = arch.as_str();
+        let (ok, stdout, stderr) = run_node(
+            &dir,
+            &[],
+            &[
+                "--arch",
+                arch,
+                "--timeout",
+                "120",
+                "--expect",
+                "QEMU emulator version 10.2.2",
+            ],
+            &["-version"],
+        );
+        assert!(ok, "{arch}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("QEMU emulator version 10.2.2"), "{stdout}");
+    }
 }
 
 #[test]
 fn the_x86_test_guest_boots_to_its_banner_and_echoes() {
-    let Some(dir) = qemu_dir("the_x86_test_guest_boots_to_its_banner_and_echoes") else {
+    let test = "the_x86_test_guest_boots_to_its_banner_and_echoes";
+    let Some(dir) = qemu_dir(test) else {
+        return;
+    };
+    let Some(arch) = arch_of(&dir, test, &["x86_64", "i386"]) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -75,7 +155,10 @@ fn the_x86_test_guest_boots_to_its_banner_and_echoes() {
     let file = format!("boot.img={}", disk.display());
     let (ok, stdout, stderr) = run_node(
         &dir,
+        &[tmp.path()],
         &[
+            "--arch",
+            &arch,
             "--timeout",
             "180",
             "--file",
@@ -102,7 +185,7 @@ fn the_x86_test_guest_boots_to_its_banner_and_echoes() {
             "stdio",
             "-drive",
             "file=/pack/boot.img,format=raw,if=ide",
-            "-net",
+            "-nic",
             "none",
         ],
     );
@@ -116,4 +199,69 @@ fn the_x86_test_guest_boots_to_its_banner_and_echoes() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+#[test]
+fn the_aarch64_test_kernel_boots_and_reads_its_virtio_disk() {
+    let test = "the_aarch64_test_kernel_boots_and_reads_its_virtio_disk";
+    let Some(dir) = qemu_dir(test) else {
+        return;
+    };
+    if arch_of(&dir, test, &["aarch64"]).is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let kernel = tmp.path().join("kernel.img");
+    std::fs::write(&kernel, qemuweb_guests::aarch64_virt_kernel()).unwrap();
+    let disk = tmp.path().join("disk.img");
+    let image = qemuweb_guests::x86_bios_disk();
+    std::fs::write(&disk, &image).unwrap();
+    let (k, d) = (
+        format!("kernel.img={}", kernel.display()),
+        format!("disk.img={}", disk.display()),
+    );
+    let read = qemuweb_guests::read_reply(100, &image[100 * 512..101 * 512]);
+    let (ok, stdout, stderr) = run_node(
+        &dir,
+        &[tmp.path()],
+        &[
+            "--arch",
+            "aarch64",
+            "--timeout",
+            "180",
+            "--file",
+            &k,
+            "--file",
+            &d,
+            "--expect",
+            qemuweb_guests::AARCH64_BANNER,
+            "--expect",
+            qemuweb_guests::PROMPT,
+            "--send",
+            "read 100\\r",
+            "--expect",
+            &format!("{read}\r\n"),
+        ],
+        &[
+            "-M",
+            "virt",
+            "-cpu",
+            "cortex-a57",
+            "-m",
+            "64",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-kernel",
+            "/pack/kernel.img",
+            "-drive",
+            "id=d0,file=/pack/disk.img,format=raw,if=none",
+            "-device",
+            "virtio-blk-pci,drive=d0",
+            "-nic",
+            "none",
+        ],
+    );
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
 }

@@ -166,7 +166,7 @@ impl BuildEnv for DebootstrapEnv {
                echo \"file systems are mounted below $R\" >&2; exit 1\n\
              fi\n\
              rm -rf \"$R\"\n\
-             debootstrap --variant={variant} {suite} \"$R\" {mirror}\n\
+             debootstrap --variant={variant} {suite} \"$R\" {mirror}{script}\n\
              printf 'deb %s %s main\\n' {mirror} {suite} > \"$R/etc/apt/sources.list\"\n\
              # The machine's clock may be past a Release file's Valid-Until.\n\
              echo 'Acquire::Check-Valid-Until \"false\";' > \"$R/etc/apt/apt.conf.d/99qemuweb-novalid\"\n\
@@ -174,6 +174,11 @@ impl BuildEnv for DebootstrapEnv {
             variant = sh_quote(&spec.variant),
             suite = sh_quote(&spec.suite),
             mirror = sh_quote(&spec.mirror),
+            script = spec
+                .script
+                .as_deref()
+                .map(|s| format!(" {}", sh_quote(s)))
+                .unwrap_or_default(),
         );
         let packages = format!(
             "set -euxo pipefail\n\
@@ -249,4 +254,56 @@ impl Drop for DebootstrapEnv {
             }
         }
     }
+}
+
+/// A command that runs `program` (e.g. `node`) of the build root at `root` on `args`, in
+/// a private mount namespace (`unshare --mount`) where the root has `/proc`, `/dev` and
+/// `/dev/shm` and each of `binds` is bind-mounted at its own path: so host paths in `args`
+/// work unchanged, and every mount vanishes with the process, even when it is killed.
+///
+/// The forky root's Node 24 runs Emscripten's wasm64 output, which the host's Node 20
+/// cannot; Debian's Node loads parts of itself from `/usr/share/nodejs`, so it must run
+/// inside the root.
+///
+/// ```
+/// let cmd = qemuweb_wasm_build::env::chroot_command(
+///     "/c/root".as_ref(), &["/tmp/x".into()], "node", &["-v".into()]);
+/// assert_eq!(cmd.get_program(), "unshare");
+/// ```
+pub fn chroot_command(
+    root: &Path,
+    binds: &[PathBuf],
+    program: &str,
+    args: &[std::ffi::OsString],
+) -> Command {
+    let mut script = String::from(
+        "set -eu\nR=\"$1\"; shift\nP=\"$1\"; shift\n\
+         mount -t proc proc \"$R/proc\"\n\
+         mount --rbind /dev \"$R/dev\"\n\
+         mount -t tmpfs tmpfs \"$R/dev/shm\"\n\
+         while [ \"$1\" != -- ]; do mkdir -p \"$R$1\"; mount --rbind \"$1\" \"$R$1\"; shift; done\n\
+         shift\n\
+         exec chroot \"$R\" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root \
+         LANG=C.UTF-8 \"$P\" \"$@\"\n",
+    );
+    script.push('\n');
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--fork",
+        "--kill-child=SIGKILL",
+        "bash",
+        "-c",
+        &script,
+        "chroot-run",
+    ])
+    .arg(root)
+    .arg(program);
+    for b in binds {
+        cmd.arg(b);
+    }
+    cmd.arg("--").args(args);
+    cmd
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use container::ContainerEnv;
-pub use debootstrap::DebootstrapEnv;
+pub use debootstrap::{chroot_command, DebootstrapEnv};
 pub use host::HostEnv;
 
 use crate::error::{Error, Result};
@@ -193,7 +193,7 @@ pub trait BuildEnv {
 /// ```
 /// use qemuweb_wasm_build::{detect, BuildPlan, EnvChoice, ErrorKind, Probe};
 /// let nothing = Probe { path: "/nonexistent".into(), debian: false, root: false };
-/// let plan = BuildPlan::default();
+/// let plan = BuildPlan::wasm64();
 /// let err = detect(&plan, EnvChoice::Auto, &nothing, "/tmp/qw-cache".as_ref()).err().unwrap();
 /// assert_eq!(err.kind(), ErrorKind::NoEnvironment);
 /// ```
@@ -209,7 +209,7 @@ pub fn detect(
     };
     let mut checked = Vec::new();
     for kind in kinds {
-        let dir = cache.join(kind.name());
+        let dir = cache.join(env_dir_name(kind, plan));
         let opened: std::result::Result<Box<dyn BuildEnv>, String> = match kind {
             EnvKind::Host => HostEnv::probe(plan, probe, &dir).map(|e| Box::new(e) as _),
             EnvKind::Container => ContainerEnv::probe(plan, probe, &dir).map(|e| Box::new(e) as _),
@@ -228,6 +228,25 @@ pub fn detect(
             reason: checked.pop().map(|c| c.reason).unwrap_or_default(),
         }),
         EnvChoice::Auto => Err(Error::NoEnvironment { checked }),
+    }
+}
+
+/// The directory (under the cache) of environment `kind` for `plan`: one per memory
+/// model, so that the wasm64 and wasm32 plans (different build roots and toolchains) keep
+/// their own work and stamps, e.g. `debootstrap-wasm64`.
+///
+/// ```
+/// use qemuweb_wasm_build::{env::env_dir_name, BuildPlan, EnvKind};
+/// assert_eq!(env_dir_name(EnvKind::Debootstrap, &BuildPlan::wasm64()), "debootstrap-wasm64");
+/// assert_eq!(env_dir_name(EnvKind::Host, &BuildPlan::wasm32()), "host");
+/// ```
+pub fn env_dir_name(kind: EnvKind, plan: &BuildPlan) -> String {
+    if plan.qemu.wasm64 {
+        format!("{}-wasm64", kind.name())
+    } else {
+        // The wasm32 plan keeps the directory it had before there was a wasm64 plan, so
+        // that its build root and steps are reused.
+        kind.name().to_string()
     }
 }
 
@@ -342,7 +361,7 @@ mod tests {
     #[test]
     fn no_environment_is_a_typed_error_listing_every_check() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = BuildPlan::default();
+        let plan = BuildPlan::wasm64();
         let err = detect(&plan, EnvChoice::Auto, &empty_probe(dir.path()), dir.path())
             .err()
             .unwrap();
@@ -364,7 +383,7 @@ mod tests {
     #[test]
     fn a_named_environment_that_is_missing_says_why() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = BuildPlan::default();
+        let plan = BuildPlan::wasm64();
         let probe = Probe {
             debian: false,
             ..empty_probe(dir.path())
@@ -392,7 +411,7 @@ mod tests {
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&emcc, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let plan = BuildPlan::default();
+        let plan = BuildPlan::wasm64();
         let err = detect(
             &plan,
             EnvChoice::Only(EnvKind::Host),
@@ -402,7 +421,7 @@ mod tests {
         .err()
         .unwrap();
         let msg = err.to_string();
-        assert!(msg.contains("4.0.10") && msg.contains("3.1.69"), "{msg}");
+        assert!(msg.contains("4.0.10") && msg.contains("6.0.5"), "{msg}");
     }
 
     #[test]
