@@ -76,8 +76,8 @@ pub struct BrowserBoot {
     pub engine: EngineArg,
     /// The BIOS (default Debian's SeaBIOS; with the QEMU engine the QEMU directory's).
     pub bios: Option<PathBuf>,
-    /// The QEMU engine's directory (a `qemuweb-wasm-build` output with
-    /// `qemu-system-i386.js`, `.wasm` and firmware); default `$QEMUWEB_QEMU_DIR`.
+    /// The QEMU engine's directory (a `qemuweb-wasm-build` output: `qemu-build.json`, the
+    /// modules and firmware); default `$QEMUWEB_QEMU_DIR`.
     pub qemu_dir: Option<PathBuf>,
     /// Report the page's progress and Chromium's output on stderr.
     pub verbose: bool,

@@ -123,12 +123,12 @@ mod cli {
             /// The browser engine.
             #[arg(long, value_enum, default_value_t = EngineArg::V86, requires = "browser")]
             engine: EngineArg,
-            /// The BIOS for the browser (default Debian's SeaBIOS; with --engine qemu the
-            /// QEMU directory's).
+            /// The BIOS for the v86 engine in the browser (default Debian's SeaBIOS; the
+            /// QEMU engine takes its firmware from the QEMU directory).
             #[arg(long, requires = "browser")]
             bios: Option<PathBuf>,
-            /// With --engine qemu: the QEMU-in-wasm build directory (qemu-system-i386.js,
-            /// .wasm and firmware; scripts/build-qemu). Default $QEMUWEB_QEMU_DIR.
+            /// With --engine qemu: the QEMU-in-wasm build directory (qemu-build.json, the
+            /// modules and firmware; scripts/build-qemu). Default $QEMUWEB_QEMU_DIR.
             #[arg(long, requires = "browser")]
             qemu_dir: Option<PathBuf>,
             /// Report the page's progress and Chromium's output on stderr.

@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         }
     };
     let target = if request.browser {
-        Target::Browser(BrowserTarget::qemu_wasm_i386())
+        Target::Browser(BrowserTarget::qemu_wasm64())
     } else {
         let mut native = NativeTarget::detect();
         native.accelerator = request.accel;

@@ -109,6 +109,26 @@ pub fn overlay_create_args(base: &str, base_format: DiskFormat, overlay: &str) -
     .collect()
 }
 
+/// The UEFI firmware (edk2's ArmVirtQemu, Debian's `qemu-efi-aarch64`) an aarch64 guest
+/// without a kernel boots from: it starts the EFI bootloader of the disk.
+pub const AARCH64_EFI_FIRMWARE: &str = "QEMU_EFI.fd";
+
+/// Whether `machine` is x86's `microvm`, which has no PCI bus: its virtio devices sit on
+/// virtio-mmio transports (`virtio-blk-device`, ...).
+fn is_microvm(machine: &str) -> bool {
+    machine == "microvm" || machine.starts_with("microvm,")
+}
+
+/// The virtio device `base` (e.g. `virtio-blk`) on the machine's transport: `-device` on
+/// `microvm`, `-pci` elsewhere.
+fn virtio_device(base: &str, machine: &str) -> String {
+    if is_microvm(machine) {
+        format!("{base}-device")
+    } else {
+        format!("{base}-pci")
+    }
+}
+
 /// Doubles commas, as QEMU's option syntax needs inside a value such as `file=`.
 fn escape_opt(value: &str) -> String {
     value.replace(',', ",,")
@@ -205,12 +225,13 @@ impl Builder<'_> {
         self.boot(inputs, ov);
         self.disks(inputs, &eff);
         if eff.networks.is_empty() {
-            self.net(eff.net, &eff.forwards);
+            self.net(eff.net, &eff.forwards, &eff.machine);
         } else {
             self.networks(&eff.networks, &eff.forwards);
         }
         if profile.devices.rng {
-            self.push(["-device", "virtio-rng-pci"]);
+            let rng = virtio_device("virtio-rng", &eff.machine);
+            self.push(["-device".to_string(), rng]);
         }
         self.usb(&eff);
         self.user_args(&profile.default_args, "the profile's defaultArgs", &eff);
@@ -562,6 +583,10 @@ impl Builder<'_> {
                         IssueCode::NothingToBoot,
                         "nothing to boot: give a disk or a kernel".into(),
                     );
+                } else if profile.arch == Arch::Aarch64 {
+                    // No kernel: the disk's EFI bootloader, started by UEFI firmware.
+                    let bios = self.aarch64_efi();
+                    self.push(["-bios".to_string(), bios]);
                 }
                 if inputs.initrd.is_some() {
                     self.error(
@@ -612,6 +637,16 @@ impl Builder<'_> {
         }
     }
 
+    /// The UEFI firmware for an aarch64 guest booted from its disk: by name in the
+    /// firmware directory when the target has one (the browser build's `/firmware`), else
+    /// where Debian's `qemu-efi-aarch64` installs it.
+    fn aarch64_efi(&self) -> String {
+        match self.firmware_dir() {
+            Some(_) => AARCH64_EFI_FIRMWARE.to_string(),
+            None => format!("/usr/share/qemu-efi-aarch64/{AARCH64_EFI_FIRMWARE}"),
+        }
+    }
+
     fn disks(&mut self, inputs: &VmInputs, eff: &Effective) {
         let overlay = self.native().and_then(|n| n.disk_overlay.clone());
         if overlay.is_some() && inputs.disk.is_none() {
@@ -630,6 +665,15 @@ impl Builder<'_> {
             return;
         }
         let iface = eff.disk_interface;
+        if iface == DiskInterface::Ide && is_microvm(&eff.machine) {
+            self.error(
+                IssueCode::DiskInterfaceUnsupported,
+                "IDE disks are not available on the microvm machine (it has no PCI bus); use \
+                 virtio-blk or scsi"
+                    .into(),
+            );
+            return;
+        }
         if iface == DiskInterface::Ide {
             if !self.profile.arch.is_x86() {
                 self.error(
@@ -655,14 +699,16 @@ impl Builder<'_> {
             }
         }
         if iface == DiskInterface::Scsi {
-            self.push(["-device", "virtio-scsi-pci,id=scsi0"]);
+            let scsi = virtio_device("virtio-scsi", &eff.machine);
+            self.push(["-device".to_string(), format!("{scsi},id=scsi0")]);
         }
+        let blk = virtio_device("virtio-blk", &eff.machine);
         for (index, (disk, boot)) in disks.into_iter().enumerate() {
             self.disk(
                 index,
                 disk,
                 boot,
-                iface,
+                (iface, &blk),
                 overlay.as_deref().filter(|_| boot),
             );
         }
@@ -673,7 +719,7 @@ impl Builder<'_> {
         index: usize,
         disk: &DiskInput,
         boot: bool,
-        iface: DiskInterface,
+        (iface, blk): (DiskInterface, &str),
         overlay: Option<&str>,
     ) {
         let id = format!("disk{index}");
@@ -737,22 +783,22 @@ impl Builder<'_> {
                 let device = if iface == DiskInterface::Scsi {
                     format!("scsi-hd,drive={id},bus=scsi0.0{bootindex}")
                 } else {
-                    format!("virtio-blk-pci,drive={id}{bootindex}")
+                    format!("{blk},drive={id}{bootindex}")
                 };
                 self.push(["-device".to_string(), device]);
             }
         }
     }
 
-    fn net(&mut self, net: NetMode, forwards: &[PortForward]) {
+    fn net(&mut self, net: NetMode, forwards: &[PortForward], machine: &str) {
         if net == NetMode::User {
             // e1000 for the 32-bit PC (the NIC old and small guests know), virtio elsewhere.
             // `romfile=` leaves out the NIC's PXE option ROM: boots stay on the disk and no
-            // iPXE files are needed.
+            // iPXE files are needed (a virtio-mmio NIC has no ROM at all).
             let nic = if self.profile.arch == Arch::I386 {
-                "e1000"
+                "e1000".to_string()
             } else {
-                "virtio-net-pci"
+                virtio_device("virtio-net", machine)
             };
             let mut netdev = "user,id=net0".to_string();
             for f in forwards {
@@ -760,7 +806,8 @@ impl Builder<'_> {
                 netdev.push_str(&f.hostfwd());
             }
             self.push(["-netdev".to_string(), netdev]);
-            self.push(["-device".to_string(), format!("{nic},netdev=net0,romfile=")]);
+            let rom = if is_microvm(machine) { "" } else { ",romfile=" };
+            self.push(["-device".to_string(), format!("{nic},netdev=net0{rom}")]);
         }
     }
 

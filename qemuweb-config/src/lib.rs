@@ -38,7 +38,7 @@ mod wasm;
 #[cfg(target_arch = "wasm32")]
 pub use wasm::{build_qemu_args_js, default_networks_js, default_profiles_js};
 
-pub use builder::{build_qemu_args, overlay_create_args};
+pub use builder::{build_qemu_args, overlay_create_args, AARCH64_EFI_FIRMWARE};
 pub use error::{ConfigError, ErrorKind};
 pub use network::{
     default_mac, default_networks, format_mac, network_by_id, parse_cidr, parse_mac, DhcpConfig,

@@ -23,8 +23,9 @@ pub const LINUX_I386_PC_GRAPHICS: &str = "linux-i386-pc-graphics";
 /// The storage block size of the default profiles: 64 KiB.
 pub const DEFAULT_BLOCK_SIZE_BYTES: u32 = 64 * 1024;
 
-const AARCH64_KERNEL_HELP: &str = "The virt machine has no firmware here: give an arm64 \
-Linux Image (or any kernel for -M virt) as the kernel, with an optional initrd.";
+const AARCH64_KERNEL_HELP: &str = "Boot a disk with an EFI bootloader (the virt machine \
+starts UEFI firmware, QEMU_EFI.fd), or give an arm64 Linux Image (or any kernel for \
+-M virt) as the kernel, with an optional initrd.";
 
 fn devices(
     disk_interface: DiskInterface,
@@ -56,7 +57,7 @@ fn profile(
     supports_graphics: bool,
     devices: VmDevices,
 ) -> VmProfile {
-    let requires_kernel = arch == Arch::Aarch64;
+    let requires_kernel = false;
     VmProfile {
         id: id.to_string(),
         name: name.to_string(),
@@ -69,7 +70,7 @@ fn profile(
         supports_graphics,
         default_args: Vec::new(),
         requires_kernel,
-        kernel_help_text: requires_kernel.then(|| AARCH64_KERNEL_HELP.to_string()),
+        kernel_help_text: (arch == Arch::Aarch64).then(|| AARCH64_KERNEL_HELP.to_string()),
         devices,
         block_size_bytes: Some(DEFAULT_BLOCK_SIZE_BYTES),
         max_memory_mib: Some(max_memory_mib),
@@ -87,11 +88,13 @@ fn profile(
 /// | `linux-x86_64-pc-graphics` | x86_64 | q35 | VGA, USB keyboard + tablet | 512 MiB | virtio-blk | user |
 /// | `linux-aarch64-virt-nographic` | aarch64 | virt | no | 512 MiB | virtio-blk | user |
 /// | `linux-aarch64-virt-graphics` | aarch64 | virt | virtio-gpu, USB keyboard + tablet | 512 MiB | virtio-blk | user |
-/// | `minimal-x86_64` | x86_64 | q35 | no | 128 MiB | virtio-blk | none |
+/// | `minimal-x86_64` | x86_64 | microvm | no | 128 MiB | virtio-blk (MMIO) | none |
 /// | `linux-i386-pc-nographic` | i386 | pc | no | 256 MiB | ide | user |
 /// | `linux-i386-pc-graphics` | i386 | pc | VGA | 256 MiB | ide | user |
 ///
-/// The aarch64 profiles require a kernel. All have one vCPU and a serial console on stdio.
+/// The aarch64 profiles boot a kernel (`-kernel`) or, without one, a disk's EFI
+/// bootloader through UEFI firmware ([`AARCH64_EFI_FIRMWARE`](crate::AARCH64_EFI_FIRMWARE)).
+/// All have one vCPU and a serial console on stdio.
 ///
 /// ```
 /// let ids: Vec<String> = qemuweb_config::default_profiles().into_iter().map(|p| p.id).collect();
@@ -153,9 +156,10 @@ pub fn default_profiles() -> Vec<VmProfile> {
         profile(
             MINIMAL_X86_64,
             "Minimal x86_64",
-            "The smallest x86_64 machine: 128 MiB, one virtio disk, serial console, no network.",
+            "The smallest x86_64 machine: microvm (no PCI, no ACPI legacy devices, SeaBIOS \
+             booting a virtio-mmio disk), 128 MiB, serial console, no network.",
             Arch::X86_64,
-            "q35",
+            "microvm",
             "qemu64",
             128,
             512,

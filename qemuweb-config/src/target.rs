@@ -42,19 +42,24 @@ pub struct BrowserTarget {
     /// The directory of the module's filesystem where inputs are mounted (`/mnt`).
     pub mount_dir: String,
     /// The directory holding firmware, passed with `-L`; `None` uses the build's default
-    /// data directory. For x86 guests the worker puts there SeaBIOS's `bios-256k.bin`,
-    /// `kvmvapic.bin`, `vgabios-stdvga.bin` (graphics profiles) and `linuxboot_dma.bin`
-    /// (direct kernel boot).
+    /// data directory. For x86 guests the worker puts there SeaBIOS's `bios-256k.bin`
+    /// (`bios-microvm.bin` for `microvm`), `kvmvapic.bin`, `vgabios-stdvga.bin` (graphics
+    /// profiles) and `linuxboot_dma.bin` (direct kernel boot); for aarch64 the EFI
+    /// firmware `QEMU_EFI.fd` when there is no kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub firmware_dir: Option<String>,
+    /// Whether the build is wasm64 and needs WebAssembly Memory64 in the browser
+    /// (Chrome/Edge 133+, Firefox 134+).
+    #[serde(default)]
+    pub memory64: bool,
 }
 
 impl BrowserTarget {
-    /// Today's QEMU-in-wasm build: wasm32 `qemu-system-i386` only (64-bit guests need a
-    /// wasm64 build), TCG interpreter, no slirp and no display backend, 1024 MiB of guest
-    /// RAM at most (the module's linear memory is 2 GiB and QEMU needs the rest), inputs
-    /// under `/mnt`, firmware from `/firmware`.
+    /// The first QEMU-in-wasm build (the wasm32 plan of `qemuweb-wasm-build`):
+    /// `qemu-system-i386` only, TCG interpreter, no slirp and no display backend, 1024 MiB
+    /// of guest RAM at most (the module's linear memory is 2 GiB and QEMU needs the rest),
+    /// inputs under `/mnt`, firmware from `/firmware`.
     pub fn qemu_wasm_i386() -> Self {
         BrowserTarget {
             archs: vec![Arch::I386],
@@ -64,7 +69,39 @@ impl BrowserTarget {
             display: false,
             mount_dir: "/mnt".to_string(),
             firmware_dir: Some("/firmware".to_string()),
+            memory64: false,
         }
+    }
+
+    /// The wasm64 QEMU build (the wasm64 plan of `qemuweb-wasm-build`, `--plan wasm64`):
+    /// `qemu-system-x86_64` (which also runs the i386 guests) and `qemu-system-aarch64`,
+    /// TCG interpreter, no slirp and no display backend, Memory64 needed in the browser,
+    /// 1280 MiB of guest RAM at most (the modules' linear memory is 2 GiB, QEMU keeps 768
+    /// MiB of it; the build's `qemu-build.json` says so as `maxGuestRamMib`), inputs under
+    /// `/mnt`, firmware from `/firmware`.
+    ///
+    /// ```
+    /// let t = qemuweb_config::BrowserTarget::qemu_wasm64();
+    /// assert!(t.memory64 && t.archs.contains(&qemuweb_config::Arch::Aarch64));
+    /// ```
+    pub fn qemu_wasm64() -> Self {
+        BrowserTarget {
+            archs: vec![Arch::I386, Arch::X86_64, Arch::Aarch64],
+            max_memory_mib: 1280,
+            user_net: false,
+            netdev: false,
+            display: false,
+            mount_dir: "/mnt".to_string(),
+            firmware_dir: Some("/firmware".to_string()),
+            memory64: true,
+        }
+    }
+
+    /// The same target with at most `mib` of guest RAM (the limit of the module at hand,
+    /// from its `qemu-build.json`).
+    pub fn with_max_memory_mib(mut self, mib: u32) -> Self {
+        self.max_memory_mib = mib;
+        self
     }
 }
 

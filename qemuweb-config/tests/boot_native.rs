@@ -297,12 +297,16 @@ fn sectors_qcow2_virtio_scsi() {
 }
 
 #[test]
-fn sectors_raw_ide_on_q35() {
+fn sectors_qcow2_ide_on_q35() {
     let overrides = VmOverrides {
         disk_interface: Some(DiskInterface::Ide),
         ..VmOverrides::default()
     };
-    sector_commands(MINIMAL_X86_64, DiskFormat::Raw, Some(&overrides));
+    sector_commands(
+        LINUX_X86_64_PC_NOGRAPHIC,
+        DiskFormat::Qcow2,
+        Some(&overrides),
+    );
 }
 
 #[test]

@@ -219,10 +219,21 @@ fn browser_x86_64_profiles_on_a_build_with_every_arch() {
 
     let r = build(MINIMAL_X86_64, &qcow2_file("g.qcow2"), &browser_all_archs());
     let mut expected = v(&base);
+    expected[5] = "microvm".into();
     expected.extend(v(&[
-        "-m", "128", "-smp", "1", "-display", "none", "-serial", "stdio",
+        "-m",
+        "128",
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-drive",
+        "file=/mnt/disk0.qcow2,format=qcow2,if=none,id=disk0",
+        "-device",
+        "virtio-blk-device,drive=disk0,bootindex=0",
     ]));
-    expected.extend(v(&disk));
     assert_eq!(r.args, expected);
     assert!(r.warnings.is_empty());
 }
@@ -807,4 +818,33 @@ fn nics_in_the_browser_use_the_qemuweb_netdev() {
         netdev_args(&r),
         v(&["qemuweb,id=net0", "e1000,netdev=net0,romfile="])
     );
+}
+
+#[test]
+fn aarch64_without_a_kernel_boots_the_disk_through_uefi() {
+    let r = build(
+        LINUX_AARCH64_VIRT_NOGRAPHIC,
+        &qcow2_file("debian-arm64.qcow2"),
+        &browser_all_archs(),
+    );
+    assert!(r.is_ok(), "{:?}", r.errors);
+    let args = r.args.join(" ");
+    assert!(args.contains("-bios QEMU_EFI.fd"), "{args}");
+    assert!(!args.contains("-kernel"), "{args}");
+    let native = build(
+        LINUX_AARCH64_VIRT_NOGRAPHIC,
+        &qcow2_file("/images/debian-arm64.qcow2"),
+        &tcg_target(),
+    );
+    assert!(native
+        .args
+        .join(" ")
+        .contains("-bios /usr/share/qemu-efi-aarch64/QEMU_EFI.fd"));
+    // With a kernel, no firmware: the kernel is entered directly.
+    let k = build(
+        LINUX_AARCH64_VIRT_NOGRAPHIC,
+        &kernel_inputs(),
+        &tcg_target(),
+    );
+    assert!(!k.args.contains(&"-bios".to_string()), "{:?}", k.args);
 }

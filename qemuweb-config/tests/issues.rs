@@ -91,6 +91,11 @@ const NO_NET: &str =
     "user networking is not compiled into the browser build; the guest has no network";
 
 fn scenarios() -> Vec<Scenario> {
+    // A custom profile that boots only a kernel (the default aarch64 profiles also boot a
+    // disk through UEFI).
+    let mut kernel_only = p(LINUX_AARCH64_VIRT_NOGRAPHIC);
+    kernel_only.requires_kernel = true;
+    kernel_only.kernel_help_text = Some("Give a kernel.".into());
     let mut bad_profile = p(MINIMAL_X86_64);
     bad_profile.id = "Bad Id".into();
     let mut pty_profile = p(LINUX_I386_PC_NOGRAPHIC);
@@ -119,8 +124,8 @@ fn scenarios() -> Vec<Scenario> {
           vec![(InvalidOverride, "memoryMiB must be above 0")], vec![]),
         s("smp 0 and memory 0", p(MINIMAL_X86_64), disk_inputs(), ov(|o| { o.smp = Some(0); o.memory_mib = Some(0) }), tcg(),
           vec![(InvalidOverride, "memoryMiB must be above 0"), (InvalidOverride, "smp must be above 0")], vec![]),
-        s("kernel required", p(LINUX_AARCH64_VIRT_NOGRAPHIC), disk_inputs(), None, tcg(),
-          vec![(KernelRequired, "profile 'linux-aarch64-virt-nographic' requires a kernel, but none was given. The virt machine has no firmware here: give an arm64 Linux Image (or any kernel for -M virt) as the kernel, with an optional initrd.")], vec![]),
+        s("kernel required", kernel_only.clone(), disk_inputs(), None, tcg(),
+          vec![(KernelRequired, "profile 'linux-aarch64-virt-nographic' requires a kernel, but none was given. Give a kernel.")], vec![]),
         s("nothing to boot", p(MINIMAL_X86_64), VmInputs::default(), None, tcg(),
           vec![(NothingToBoot, "nothing to boot: give a disk or a kernel")], vec![]),
         s("initrd without kernel", p(MINIMAL_X86_64),
@@ -153,10 +158,13 @@ fn scenarios() -> Vec<Scenario> {
           VmInputs { additional_disks: vec![qcow2("/1.qcow2").unwrap(), qcow2("/2.qcow2").unwrap(), qcow2("/3.qcow2").unwrap(), qcow2("/4.qcow2").unwrap()], ..disk_inputs() },
           None, tcg(),
           vec![(TooManyDisks, "5 IDE disks were given, but machine 'pc' has 4 IDE ports")], vec![]),
-        s("too many ide disks on q35", p(MINIMAL_X86_64),
+        s("too many ide disks on q35", p(LINUX_X86_64_PC_NOGRAPHIC),
           VmInputs { additional_disks: (0..6).map(|i| qcow2(&format!("/{i}.qcow2")).unwrap()).collect(), ..disk_inputs() },
           ov(|o| o.disk_interface = Some(DiskInterface::Ide)), tcg(),
           vec![(TooManyDisks, "7 IDE disks were given, but machine 'q35' has 6 IDE ports")], vec![]),
+        s("ide on microvm", p(MINIMAL_X86_64), disk_inputs(),
+          ov(|o| o.disk_interface = Some(DiskInterface::Ide)), tcg(),
+          vec![(DiskInterfaceUnsupported, "IDE disks are not available on the microvm machine (it has no PCI bus); use virtio-blk or scsi")], vec![]),
         s("empty disk path", p(MINIMAL_X86_64), VmInputs { disk: qcow2(" "), ..VmInputs::default() }, None, tcg(),
           vec![(EmptySource, "disk0 has an empty path or URL")], vec![]),
         s("empty kernel url", p(LINUX_AARCH64_VIRT_NOGRAPHIC),

@@ -12,7 +12,7 @@ fn profile_json_uses_reference_names() {
     assert_eq!(value["memoryMiB"], 512);
     assert_eq!(value["maxMemoryMiB"], 8192);
     assert_eq!(value["supportsGraphics"], false);
-    assert_eq!(value["requiresKernel"], true);
+    assert_eq!(value["requiresKernel"], false);
     assert_eq!(value["arch"], "aarch64");
     assert_eq!(value["blockSizeBytes"], 65536);
     assert_eq!(
@@ -78,8 +78,20 @@ fn targets_and_sources_json() {
     assert_eq!(
         serde_json::to_value(&browser).unwrap(),
         json!({"kind": "browser", "archs": ["i386"], "maxMemoryMiB": 1024, "userNet": false,
-               "display": false, "mountDir": "/mnt", "firmwareDir": "/firmware"})
+               "display": false, "mountDir": "/mnt", "firmwareDir": "/firmware",
+               "memory64": false})
     );
+    // A target written before `memory64` existed reads as a wasm32 build.
+    let old: Target = serde_json::from_value(json!({"kind": "browser", "archs": ["i386"],
+        "maxMemoryMiB": 1024, "userNet": false, "display": false, "mountDir": "/mnt"}))
+    .unwrap();
+    assert!(matches!(
+        old,
+        Target::Browser(BrowserTarget {
+            memory64: false,
+            ..
+        })
+    ));
     let native = Target::Native(NativeTarget {
         display: NativeDisplay::Vnc { display: 1 },
         ..NativeTarget::new(

@@ -30,7 +30,7 @@ pub enum HeadlessError {
     QemuAssets {
         /// The directory.
         dir: std::path::PathBuf,
-        /// The missing file's name, e.g. `qemu-system-i386.wasm`.
+        /// The missing file's name, e.g. `qemu-build.json`.
         missing: String,
     },
     /// The runtime's checks refused the VM (the same checks its worker makes).

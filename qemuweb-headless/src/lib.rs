@@ -104,7 +104,7 @@ impl std::str::FromStr for Engine {
 /// A local file served to the page at a URL path (e.g. an engine's wasm module).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraFile {
-    /// The absolute URL path, e.g. `/qemu/qemu-system-i386.wasm`.
+    /// The absolute URL path, e.g. `/qemu/qemu-system-x86_64.wasm`.
     pub url_path: String,
     /// The file.
     pub file: PathBuf,
@@ -150,7 +150,7 @@ pub struct RunnerOptions {
     /// writes persist across runs); default a temporary one, removed afterwards.
     pub user_data_dir: Option<PathBuf>,
     /// Engine asset entries added to (or replacing) the defaults the page passes to
-    /// `QemuClient`, e.g. `{"qemuModule": "/qemu/qemu.mjs"}`.
+    /// `QemuClient`, e.g. `{"qemuDir": "/qemu/"}`.
     pub assets: serde_json::Map<String, serde_json::Value>,
     /// Local files served to the page, for the URLs in [`assets`](Self::assets).
     pub extra_files: Vec<ExtraFile>,

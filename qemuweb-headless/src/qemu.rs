@@ -8,16 +8,8 @@ use crate::{Engine, ExtraFile, HeadlessError, Result, RunnerOptions};
 /// The environment variable naming the default QEMU directory (`--qemu-dir`).
 pub const QEMU_DIR_ENV: &str = "QEMUWEB_QEMU_DIR";
 
-/// The files of a QEMU build directory: (file name, asset key, required). The BIOS is
-/// required only when no `bios` was given.
-const QEMU_FILES: [(&str, &str, bool); 6] = [
-    ("qemu-system-i386.js", "qemuModule", true),
-    ("qemu-system-i386.wasm", "qemuWasm", true),
-    ("bios-256k.bin", "bios", true),
-    ("kvmvapic.bin", "kvmvapic", false),
-    ("vgabios-stdvga.bin", "vgaBios", false),
-    ("linuxboot_dma.bin", "linuxbootDma", false),
-];
+/// The manifest every QEMU build directory has.
+const MANIFEST: &str = "qemu-build.json";
 
 /// `dir` if given, else `$QEMUWEB_QEMU_DIR` if set and not empty.
 ///
@@ -35,16 +27,15 @@ pub fn qemu_dir_or_env(dir: Option<PathBuf>) -> Option<PathBuf> {
 }
 
 impl RunnerOptions {
-    /// Selects the QEMU engine with its module and firmware from `dir`, a
-    /// `qemuweb-wasm-build` output directory (`scripts/build-qemu`): `qemu-system-i386.js`
-    /// and `.wasm` are served under `/qemu/` and named in [`assets`](Self::assets), with
-    /// the build's `bios-256k.bin` (unless [`bios`](Self::bios) is already set; so set it
-    /// first) and, when present, `kvmvapic.bin`, `vgabios-stdvga.bin` and
-    /// `linuxboot_dma.bin`.
+    /// Selects the QEMU engine with the build in `dir`, a `qemuweb-wasm-build` output
+    /// directory (`scripts/build-qemu`) or the `dist/` of `@qemuweb/qemu-wasm`: every file
+    /// of it (`qemu-build.json`, the modules, the firmware) is served under `/qemu/`, and
+    /// [`assets`](Self::assets) gets `qemuDir: "/qemu/"`. The engine reads the manifest in
+    /// the page and loads what the guest needs.
     ///
     /// ```
     /// use qemuweb_headless::{ErrorKind, RunnerOptions};
-    /// let mut opts = RunnerOptions::new("linux-i386-pc-nographic");
+    /// let mut opts = RunnerOptions::new("linux-x86_64-pc-nographic");
     /// let err = opts.use_qemu_dir("/nonexistent").unwrap_err();
     /// assert_eq!(err.kind(), ErrorKind::QemuAssets);
     /// assert!(opts.extra_files.is_empty());
@@ -52,38 +43,35 @@ impl RunnerOptions {
     ///
     /// # Errors
     ///
-    /// [`HeadlessError::QemuAssets`] when the module, its wasm or (without `bios`) the
-    /// BIOS is missing; the options are then unchanged.
+    /// [`HeadlessError::QemuAssets`] when `dir` has no `qemu-build.json` or cannot be
+    /// read; the options are then unchanged.
     pub fn use_qemu_dir(&mut self, dir: impl AsRef<Path>) -> Result<&mut Self> {
         let dir = dir.as_ref();
-        let mut found = Vec::new();
-        for (name, key, required) in QEMU_FILES {
-            if key == "bios" && self.bios.is_some() {
+        let missing = |what: &str| HeadlessError::QemuAssets {
+            dir: dir.to_path_buf(),
+            missing: what.to_string(),
+        };
+        if !dir.join(MANIFEST).is_file() {
+            return Err(missing(MANIFEST));
+        }
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|_| missing(MANIFEST))? {
+            let path = entry.map_err(|_| missing(MANIFEST))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
-            }
-            let file = dir.join(name);
-            if file.is_file() {
-                found.push((name, key, file));
-            } else if required {
-                return Err(HeadlessError::QemuAssets {
-                    dir: dir.to_path_buf(),
-                    missing: name.to_string(),
+            };
+            if path.is_file() && !name.starts_with('.') {
+                files.push(ExtraFile {
+                    url_path: format!("/qemu/{name}"),
+                    file: path.clone(),
                 });
             }
         }
+        files.sort_by(|a, b| a.url_path.cmp(&b.url_path));
         self.engine = Engine::Qemu;
-        for (name, key, file) in found {
-            let url = format!("/qemu/{name}");
-            let value = match key {
-                "qemuModule" | "qemuWasm" => serde_json::Value::from(url.clone()),
-                _ => serde_json::json!({"kind": "url", "url": url}),
-            };
-            self.assets.insert(key.into(), value);
-            self.extra_files.push(ExtraFile {
-                url_path: url,
-                file,
-            });
-        }
+        self.assets
+            .insert("qemuDir".into(), serde_json::Value::from("/qemu/"));
+        self.extra_files.extend(files);
         Ok(self)
     }
 }
@@ -93,7 +81,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_directory_becomes_assets_and_files() {
+    fn a_build_directory_is_served_whole_as_qemu_dir() {
         let dir = tempfile::Builder::new()
             .prefix("qemuweb-headless-qemu-")
             .tempdir()
@@ -101,41 +89,42 @@ mod tests {
             .keep();
         std::fs::create_dir_all(&dir).unwrap();
         for name in [
-            "qemu-system-i386.js",
-            "qemu-system-i386.wasm",
+            "qemu-system-x86_64.js",
+            "qemu-system-x86_64.wasm",
             "bios-256k.bin",
-            "kvmvapic.bin",
+            "QEMU_EFI.fd",
         ] {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
-        let mut opts = RunnerOptions::new("linux-i386-pc-nographic");
-        opts.use_qemu_dir(&dir).unwrap();
-        assert_eq!(opts.engine, Engine::Qemu);
-        assert_eq!(opts.assets["qemuModule"], "/qemu/qemu-system-i386.js");
-        assert_eq!(opts.assets["bios"]["url"], "/qemu/bios-256k.bin");
-        assert!(!opts.assets.contains_key("vgaBios"));
-        assert_eq!(opts.extra_files.len(), 4);
-
-        // A given BIOS wins and need not be in the directory.
-        std::fs::remove_file(dir.join("bios-256k.bin")).unwrap();
-        let mut opts = RunnerOptions::new("linux-i386-pc-nographic");
+        let mut opts = RunnerOptions::new("linux-x86_64-pc-nographic");
+        let err = opts.use_qemu_dir(&dir).unwrap_err();
         assert_eq!(
-            opts.use_qemu_dir(&dir).unwrap_err().to_string(),
+            err.to_string(),
             format!(
-                "--qemu-dir {}: bios-256k.bin is missing (build the module: scripts/build-qemu)",
+                "--qemu-dir {}: qemu-build.json is missing (build the module: scripts/build-qemu)",
                 dir.display()
             )
         );
-        opts.bios = Some("/some/bios.bin".into());
-        opts.use_qemu_dir(&dir).unwrap();
-        assert!(!opts.assets.contains_key("bios"));
-
-        std::fs::remove_file(dir.join("qemu-system-i386.wasm")).unwrap();
-        let err = RunnerOptions::new("x").use_qemu_dir(&dir).unwrap_err();
-        assert!(
-            matches!(err, HeadlessError::QemuAssets { ref missing, .. } if missing == "qemu-system-i386.wasm")
-        );
         assert_eq!(err.exit_code(), 2);
+        std::fs::write(dir.join("qemu-build.json"), b"{}").unwrap();
+        opts.use_qemu_dir(&dir).unwrap();
+        assert_eq!(opts.engine, Engine::Qemu);
+        assert_eq!(opts.assets["qemuDir"], "/qemu/");
+        let served: Vec<&str> = opts
+            .extra_files
+            .iter()
+            .map(|f| f.url_path.as_str())
+            .collect();
+        assert_eq!(
+            served,
+            [
+                "/qemu/QEMU_EFI.fd",
+                "/qemu/bios-256k.bin",
+                "/qemu/qemu-build.json",
+                "/qemu/qemu-system-x86_64.js",
+                "/qemu/qemu-system-x86_64.wasm"
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

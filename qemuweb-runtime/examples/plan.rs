@@ -158,7 +158,11 @@ fn main() -> ExitCode {
         println!("warning: {w}");
     }
     if let Some(q) = &p.qemu {
-        println!("qemu-system-i386 {}", q.args.join(" "));
+        let program = match q.arch {
+            qemuweb_config::Arch::Aarch64 => "qemu-system-aarch64",
+            _ => "qemu-system-x86_64",
+        };
+        println!("{program} {}", q.args.join(" "));
         println!(
             "firmware (in {}): {}",
             q.firmware_dir,

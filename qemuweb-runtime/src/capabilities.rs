@@ -34,6 +34,10 @@ pub struct RuntimeCapabilities {
     pub wasm_threads: bool,
     /// WebAssembly fixed-width SIMD validates.
     pub wasm_simd: bool,
+    /// WebAssembly Memory64 (64-bit memories) validates: the QEMU engine's wasm64 build
+    /// needs it (Chrome/Edge 133+, Firefox 134+).
+    #[serde(default)]
+    pub memory64: bool,
     /// `BigInt` exists (and so i64 values cross the JS boundary).
     pub big_int: bool,
     /// IndexedDB is available (persistent disk overlays).
@@ -62,9 +66,10 @@ pub struct RuntimeCapabilities {
 #[serde(rename_all = "camelCase")]
 pub struct CapabilityIssue {
     /// A stable code: `no-webassembly`, `cross-origin-isolation`, `no-shared-array-buffer`,
-    /// `no-indexeddb`, `no-bigint` (the TypeScript type lists them: keep both in step).
+    /// `no-memory64`, `no-indexeddb`, `no-bigint` (the TypeScript type lists them: keep
+    /// both in step).
     #[tsify(
-        type = "\"no-webassembly\" | \"cross-origin-isolation\" | \"no-shared-array-buffer\" | \"no-indexeddb\" | \"no-bigint\""
+        type = "\"no-webassembly\" | \"cross-origin-isolation\" | \"no-shared-array-buffer\" | \"no-memory64\" | \"no-indexeddb\" | \"no-bigint\""
     )]
     pub code: String,
     /// Whether VMs cannot run at all without it (`true`) or only lose a feature.
@@ -126,6 +131,18 @@ impl RuntimeCapabilities {
                  the browser does not support it.",
             );
         }
+        if self.web_assembly && !self.memory64 {
+            add(
+                "no-memory64",
+                false,
+                &format!(
+                    "WebAssembly Memory64 is not available, so the QEMU engine (its 64-bit \
+                     build runs the x86_64, aarch64 and QEMU-engine i386 guests) cannot start: \
+                     use {}. The v86 engine still runs 32-bit x86 guests.",
+                    crate::engine::qemu_build::MEMORY64_BROWSERS
+                ),
+            );
+        }
         if !self.indexed_db {
             add(
                 "no-indexeddb",
@@ -180,6 +197,12 @@ mod detect {
         0x0b, // end
     ];
 
+    /// A module with a 64-bit memory of one page (Memory64).
+    const MEMORY64_MODULE: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // header
+        0x05, 0x03, 0x01, 0x04, 0x01, // memory: 64-bit index, min 1
+    ];
+
     /// A module with a shared memory and one `atomic.fence` (threads).
     const THREADS_MODULE: &[u8] = &[
         0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // header
@@ -223,6 +246,7 @@ mod detect {
             web_assembly,
             wasm_threads: web_assembly && validates(THREADS_MODULE) && shared_memory,
             wasm_simd: web_assembly && validates(SIMD_MODULE),
+            memory64: web_assembly && validates(MEMORY64_MODULE),
             big_int: defined(&global, "BigInt"),
             indexed_db: defined(&global, "indexedDB"),
             file_system_access: defined(&global, "showOpenFilePicker")
@@ -249,6 +273,7 @@ mod tests {
             big_int: true,
             indexed_db: true,
             shared_array_buffer_defined: true,
+            memory64: true,
             ..Default::default()
         };
         caps.compute_issues();
@@ -273,10 +298,20 @@ mod tests {
             shared_array_buffer_defined: true,
             shared_array_buffer: true,
             cross_origin_isolated: true,
+            memory64: true,
             ..Default::default()
         };
         caps.compute_issues();
         assert!(caps.issues.is_empty(), "{:?}", caps.issues);
+        caps.memory64 = false;
+        caps.compute_issues();
+        let issue = &caps.issues[0];
+        assert_eq!(issue.code, "no-memory64");
+        assert!(
+            !issue.fatal && issue.message.contains("Chrome or Edge 133"),
+            "{issue:?}"
+        );
+        caps.memory64 = true;
         caps.web_assembly = false;
         caps.indexed_db = false;
         caps.compute_issues();

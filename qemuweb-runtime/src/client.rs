@@ -169,8 +169,7 @@ fn resolve_assets(assets: &mut EngineAssets, base: Option<&str>) {
     for u in [
         &mut assets.v86_module,
         &mut assets.v86_wasm,
-        &mut assets.qemu_module,
-        &mut assets.qemu_wasm,
+        &mut assets.qemu_dir,
         &mut assets.qemu_worker,
     ]
     .into_iter()
@@ -178,14 +177,9 @@ fn resolve_assets(assets: &mut EngineAssets, base: Option<&str>) {
     {
         *u = resolve_url(u, base);
     }
-    for a in [
-        &mut assets.bios,
-        &mut assets.vga_bios,
-        &mut assets.kvmvapic,
-        &mut assets.linuxboot_dma,
-    ]
-    .into_iter()
-    .flatten()
+    for a in [&mut assets.bios, &mut assets.vga_bios]
+        .into_iter()
+        .flatten()
     {
         if let AssetSource::Url { url } = a {
             *url = resolve_url(url, base);

@@ -111,8 +111,8 @@ pub(crate) mod bytes {
 pub enum EngineKind {
     /// [v86](https://github.com/copy/v86): 32-bit x86, JIT to wasm.
     V86,
-    /// QEMU compiled to wasm32 (`qemu-system-i386`, TCG interpreter), from a
-    /// `qemuweb-wasm-build` output directory.
+    /// QEMU compiled to wasm64 (`qemu-system-x86_64` and `qemu-system-aarch64`, TCG
+    /// interpreter), from a `qemuweb-wasm-build` output directory (`assets.qemuDir`).
     Qemu,
 }
 
@@ -148,12 +148,11 @@ pub enum AssetSource {
 /// The embedder provides them; none is bundled.
 ///
 /// - v86: `v86Module` (+ `v86Wasm`), `bios`, optionally `vgaBios`.
-/// - QEMU: `qemuModule` (+ `qemuWasm`), the firmware of a `qemuweb-wasm-build` output
-///   directory: `bios` (`bios-256k.bin`, required), `kvmvapic` (`kvmvapic.bin`; without it
-///   QEMU warns), `vgaBios` (`vgabios-stdvga.bin`, graphics profiles) and `linuxbootDma`
-///   (`linuxboot_dma.bin`, required for a direct kernel boot). The QEMU worker script
-///   (`qemu-worker.js`) is found beside the runtime's own worker script unless
-///   `qemuWorker` names it. The page must be cross-origin isolated (COOP/COEP).
+/// - QEMU: `qemuDir`, a QEMU build directory (a `qemuweb-wasm-build` output directory or
+///   the `dist/` of `@qemuweb/qemu-wasm`) holding `qemu-build.json`, the modules and the
+///   firmware. The QEMU worker script (`qemu-worker.js`) is found beside the runtime's own
+///   worker script unless `qemuWorker` names it. The page must be cross-origin isolated
+///   (COOP/COEP) and the browser must have WebAssembly Memory64.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Tsify)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineAssets {
@@ -173,28 +172,21 @@ pub struct EngineAssets {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub vga_bios: Option<AssetSource>,
-    /// URL of the QEMU module's ES6 factory (`qemu-system-i386.js`, also the script of its
-    /// pthread workers). Required by the QEMU engine.
+    /// URL of a QEMU build directory, for the QEMU engine: the output directory of
+    /// `qemuweb-wasm-build` (`scripts/build-qemu`) or the `dist/` directory of the npm
+    /// package `@qemuweb/qemu-wasm`, served as it is. The engine reads its
+    /// `qemu-build.json` (which module runs the guest's arch, what it needs from the
+    /// browser, how much guest RAM it can address), then loads the module and the firmware
+    /// the guest needs (SeaBIOS, option ROMs, the aarch64 UEFI firmware) from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
-    pub qemu_module: Option<String>,
-    /// URL of the QEMU module's wasm; default: `qemu-system-i386.wasm` beside `qemuModule`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[tsify(optional)]
-    pub qemu_wasm: Option<String>,
-    /// URL of the runtime's QEMU worker script (`web/qemu-worker.js` of the bundle);
-    /// default: `qemu-worker.js` beside the VM worker script.
+    pub qemu_dir: Option<String>,
+    /// URL of the runtime's QEMU worker script (`web/qemu-worker.js` of the bundle,
+    /// `qemu-worker.js` of `@qemuweb/runtime`); default: `qemu-worker.js` beside the VM
+    /// worker script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub qemu_worker: Option<String>,
-    /// QEMU's `kvmvapic.bin` option ROM (Debian's `qemu-system-data`); optional.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[tsify(optional)]
-    pub kvmvapic: Option<AssetSource>,
-    /// QEMU's `linuxboot_dma.bin` option ROM; required for a direct kernel boot on QEMU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[tsify(optional)]
-    pub linuxboot_dma: Option<AssetSource>,
 }
 
 /// Bounds on what a VM's untrusted inputs may make the worker hold in memory at once.
@@ -1140,27 +1132,15 @@ mod tests {
     #[test]
     fn qemu_assets_travel_in_camel_case() {
         let assets = EngineAssets {
-            qemu_module: Some("qemu/qemu-system-i386.js".into()),
-            qemu_wasm: Some("qemu/qemu-system-i386.wasm".into()),
+            qemu_dir: Some("qemu/".into()),
             qemu_worker: Some("qemu-worker.js".into()),
             bios: Some(AssetSource::Url {
                 url: "qemu/bios-256k.bin".into(),
             }),
-            kvmvapic: Some(AssetSource::Bytes { data: vec![0x55] }),
-            linuxboot_dma: Some(AssetSource::Url {
-                url: "qemu/linuxboot_dma.bin".into(),
-            }),
             ..EngineAssets::default()
         };
         let json = serde_json::to_value(&assets).unwrap();
-        for key in [
-            "qemuModule",
-            "qemuWasm",
-            "qemuWorker",
-            "bios",
-            "kvmvapic",
-            "linuxbootDma",
-        ] {
+        for key in ["qemuDir", "qemuWorker", "bios"] {
             assert!(json.get(key).is_some(), "{key} in {json}");
         }
         let request = Request {

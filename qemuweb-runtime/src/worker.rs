@@ -11,12 +11,10 @@
 
 use crate::capabilities;
 use crate::engine::qemu::{check_isolation, QemuConfig, QemuDisk, QemuEngine};
+use crate::engine::qemu_build::{check_memory64, QemuBuild, MANIFEST};
 use crate::engine::qemu_channel::{DEFAULT_TIMEOUT_MS, DEFAULT_WINDOW};
 use crate::engine::v86::{stop_reason, DiskObject, V86Config, V86Engine};
-use crate::engine::{
-    plan, Engine, EngineHost, EnginePlan, AVAILABLE_ENGINES, FIRMWARE_BIOS, FIRMWARE_KVMVAPIC,
-    FIRMWARE_LINUXBOOT_DMA, FIRMWARE_VGA_BIOS,
-};
+use crate::engine::{plan, qemu_target, Engine, EngineHost, EnginePlan, AVAILABLE_ENGINES};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{
     classify, request_id_from_f64, AssetSource, Command, EngineAssets, EngineKind, Event,
@@ -608,8 +606,12 @@ impl Worker {
         Ok(disks)
     }
 
-    /// Starts `plan` on the QEMU engine: firmware and kernel into the module's
-    /// filesystem, disks through the disk channel.
+    /// Starts `plan` on the QEMU engine. Before anything is downloaded it checks that
+    /// the page is cross-origin isolated and the browser has Memory64; then it reads the
+    /// build's `qemu-build.json` (a few KB) and checks that the build has a module for the
+    /// guest's arch that can address its RAM. Only then are the firmware, kernel and disks
+    /// opened and the module started (firmware and kernel into the module's filesystem,
+    /// disks through the disk channel).
     #[allow(clippy::too_many_arguments)]
     async fn start_qemu(
         &self,
@@ -627,6 +629,7 @@ impl Worker {
             ..
         } = *request;
         check_isolation()?;
+        check_memory64(qemu_target().memory64, capabilities::detect().memory64)?;
         if display.is_some() {
             return Err(RuntimeError::Unsupported(
                 "the QEMU engine has no display yet (its wasm build has no display backend); \
@@ -638,24 +641,28 @@ impl Worker {
             .qemu
             .as_ref()
             .ok_or_else(|| RuntimeError::Engine("the plan has no QEMU part".into()))?;
-        let module_url = assets.qemu_module.clone().ok_or_else(|| {
+        let dir = assets.qemu_dir.clone().ok_or_else(|| {
             RuntimeError::InvalidInputs(
-                "assets.qemuModule (the URL of qemu-system-i386.js from a qemuweb-wasm-build \
-                 output directory) is missing"
+                "assets.qemuDir (the URL of a QEMU build: the output directory of \
+                 qemuweb-wasm-build or the dist/ of @qemuweb/qemu-wasm) is missing"
                     .into(),
             )
         })?;
-        let wasm_url = assets.qemu_wasm.clone().unwrap_or_else(|| {
-            let name = module_url
-                .rsplit('/')
-                .next()
-                .unwrap_or("qemu-system-i386.js");
-            let stem = name.split(['?', '#']).next().unwrap_or(name);
-            beside(
-                &module_url,
-                &format!("{}.wasm", stem.trim_end_matches(".js")),
-            )
-        });
+        let dir = if dir.ends_with('/') {
+            dir
+        } else {
+            format!("{dir}/")
+        };
+        let manifest = fetch_bytes(
+            "the QEMU build's manifest",
+            &format!("{dir}{MANIFEST}"),
+            |_, _| {},
+        )
+        .await?;
+        let build = QemuBuild::from_json(&String::from_utf8_lossy(&manifest))?;
+        check_memory64(build.requirements.memory64, capabilities::detect().memory64)?;
+        let module = build.module_for(q.arch)?;
+        module.check_ram(plan.memory_bytes)?;
         let worker_url = assets.qemu_worker.clone().unwrap_or_else(|| {
             let here = Reflect::get(&js_sys::global(), &"location".into())
                 .ok()
@@ -666,31 +673,16 @@ impl Worker {
         });
         let mut mem_files = Vec::new();
         for name in &q.firmware {
-            let (key, source) = match *name {
-                FIRMWARE_BIOS => ("bios", &assets.bios),
-                FIRMWARE_VGA_BIOS => ("vgaBios", &assets.vga_bios),
-                FIRMWARE_KVMVAPIC => ("kvmvapic", &assets.kvmvapic),
-                _ => ("linuxbootDma", &assets.linuxboot_dma),
-            };
-            let path = format!("{}/{name}", q.firmware_dir);
-            match source {
-                Some(s) => mem_files.push((path, self.fetch_asset(vm_id, key, s).await?)),
-                None if *name == FIRMWARE_BIOS => return Err(RuntimeError::MissingBios),
-                None if *name == FIRMWARE_LINUXBOOT_DMA => {
-                    return Err(RuntimeError::InvalidInputs(
-                        "a direct kernel boot on QEMU needs assets.linuxbootDma \
-                         (linuxboot_dma.bin from a qemuweb-wasm-build output directory)"
-                            .into(),
-                    ))
-                }
-                None => self.emit(Event::Log {
-                    vm_id: Some(vm_id.to_string()),
-                    level: LogLevel::Warn,
-                    message: format!(
-                        "assets.{key} is not given: QEMU runs without {name} (it warns)"
-                    ),
-                }),
+            if !build.has_file(name) {
+                return Err(RuntimeError::InvalidInputs(format!(
+                    "the QEMU build at {dir} has no {name}, which this guest needs"
+                )));
             }
+            let source = AssetSource::Url {
+                url: format!("{dir}{name}"),
+            };
+            let bytes = self.fetch_asset(vm_id, name, &source).await?;
+            mem_files.push((format!("{}/{name}", q.firmware_dir), bytes));
         }
         for (source, path, what, limit) in [
             (
@@ -719,8 +711,8 @@ impl Worker {
         let config = QemuConfig {
             vm_id: vm_id.to_string(),
             worker_url,
-            module_url,
-            wasm_url,
+            module_url: format!("{dir}{}", module.js),
+            wasm_url: format!("{dir}{}", module.wasm),
             args: q.args.clone(),
             files: mem_files,
             disks: disks

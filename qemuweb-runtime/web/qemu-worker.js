@@ -7,10 +7,16 @@
 //
 // Messages in:  {type: "start", moduleUrl, wasmUrl, args, files: [{path, data}],
 //                disks: [{path, size}], channel: SharedArrayBuffer, ioTimeoutMs}
-// (serial input arrives through the channel's stdin ring: QEMU polls stdin from this thread
-// in a loop of proxied calls, during which it may not get to its message queue.)
+//               {type: "stdin"}: serial input is waiting in the channel's stdin ring.
 // Messages out: {type: "ready"} {type: "io"} {type: "serial", data: Uint8Array}
 //               {type: "stderr", line} {type: "exit", status} {type: "error", what, message}
+//
+// QEMU's stdin (its serial port) is ready for poll() only when input waits in the ring, and
+// a "stdin" message wakes QEMU's poll. Emscripten treats a tty as always ready, which turns
+// QEMU's main loop into an endless stream of proxied poll() and read() calls to this thread:
+// it then hardly ever returns to its event loop, and whatever needs that loop (a new
+// pthread's Worker, timers, messages) starves. With a real readiness QEMU sleeps in poll()
+// until input, an I/O completion or its next timer.
 import init, { QemuDiskPort } from "./qemuweb_runtime.js";
 
 const EIO = 29;
@@ -37,19 +43,32 @@ const exit = (status) => {
 const uncaught = (e, error) => {
   e.preventDefault();
   if (error?.name === "ExitStatus") exit(error.status);
-  else if (error instanceof Event || (!error && !e.message)) fail("uncaught", "a worker of the QEMU module failed to load (are qemu-system-i386.js and .wasm served side by side, with COOP/COEP?)");
+  else if (error instanceof Event || (!error && !e.message)) fail("uncaught", "a worker of the QEMU module failed to load (are the module's .js and .wasm served side by side, with COOP/COEP?)");
   else fail("uncaught", error ?? e.message);
 };
 self.addEventListener("error", (e) => uncaught(e, e.error));
 self.addEventListener("unhandledrejection", (e) => uncaught(e, e.reason));
 
+let wakeStdin = () => {};
 self.onmessage = (e) => {
   const m = e.data;
-  if (m?.type === "start" && !started) {
+  if (m?.type === "stdin") wakeStdin();
+  else if (m?.type === "start" && !started) {
     started = true;
     start(m).catch((err) => fail("start", err));
   }
 };
+
+const POLLIN = 1;
+
+/** Gives QEMU's stdin (fd 0, Emscripten's tty device) a poll() that is ready only while
+ * `ready()` says so, and returns the function that wakes the poll()s waiting on it. */
+function pollableStdin(FS, ready) {
+  const stream = FS.getStream(0);
+  const node = stream.node;
+  stream.stream_ops = { ...stream.stream_ops, poll: () => (ready() ? POLLIN : 0) };
+  return () => { if (ready()) node.notifyListeners?.(POLLIN); };
+}
 
 /** A MEMFS file of `size` bytes whose reads and writes go through `port` (disk `index`). */
 function channelFile(FS, port, path, index, size) {
@@ -75,8 +94,17 @@ function channelFile(FS, port, path, index, size) {
   };
 }
 
+let serialOut = [];
+const flushSerial = () => {
+  if (serialOut.length) post({ type: "serial", data: new Uint8Array(serialOut) });
+  serialOut = [];
+};
+
 async function start(m) {
-  await init();
+  // `#wasm=URL`: where qemuweb_runtime_bg.wasm is (the npm package's self-contained copy of
+  // this worker gets it from the VM worker; the bundle's finds it beside the glue).
+  const wasm = new URLSearchParams(self.location.hash.slice(1)).get("wasm");
+  await init(wasm ? { module_or_path: wasm } : undefined);
   const port = new QemuDiskPort(m.channel, m.disks.map((d) => d.size), () => post({ type: "io" }), m.ioTimeoutMs);
   let factory;
   try {
@@ -94,9 +122,12 @@ async function start(m) {
     locateFile: (name) => (name.endsWith(".wasm") ? m.wasmUrl : new URL(name, m.moduleUrl).href),
     mainScriptUrlOrBlob: m.moduleUrl,
     stdin: () => port.stdinByte(),
-    // Posted at once (this thread may not return to its event loop for a while); the VM
-    // worker batches them into serial events.
-    stdout: (c) => { if (c !== null && c !== undefined) post({ type: "serial", data: new Uint8Array([c & 0xff]) }); },
+    // One message per write(): the bytes of one syscall, sent when it returns.
+    stdout: (c) => {
+      if (c === null || c === undefined) return;
+      if (serialOut.length === 0) queueMicrotask(flushSerial);
+      serialOut.push(c & 0xff);
+    },
     stderr,
     print: (text) => post({ type: "stderr", line: text }),
     printErr: (text) => post({ type: "stderr", line: text }),
@@ -106,6 +137,10 @@ async function start(m) {
     onAbort: (what) => fail("abort", what),
     preRun: [(Module) => {
       const FS = Module.FS;
+      // The standard streams now (Emscripten would make them after preRun), to give
+      // stdin its readiness.
+      FS.init();
+      wakeStdin = pollableStdin(FS, () => port.stdinReady());
       for (const f of m.files) {
         FS.mkdirTree(f.path.slice(0, f.path.lastIndexOf("/")));
         FS.writeFile(f.path, f.data);

@@ -13,9 +13,13 @@ export declare const wasmUrl: string;
 /** The VM worker script of this package (with `#wasm=` pointing at `wasmUrl`); `QemuClient` uses it unless `workerUrl` is given. */
 export declare const workerUrl: string;
 
+/** The QEMU engine's worker script of this package; `QemuClient` gives it as `assets.qemuWorker` unless the assets name another. */
+export declare const qemuWorkerUrl: string;
+
 /**
  * The engine assets the installed packages hold (v86's module and wasm from `v86`, SeaBIOS
- * and its VGA BIOS from `@qemuweb/firmware`), as resolved by the bundler or the browser;
+ * and its VGA BIOS from `@qemuweb/firmware`, `qemuWorkerUrl`, and as `qemuDir` the `dist/`
+ * of `@qemuweb/qemu-wasm` when it is installed), as resolved by the bundler or the browser;
  * `QemuClient` uses each unless `assets` gives another.
  */
 export declare const packagedAssets: EngineAssets;

@@ -22,15 +22,21 @@ export const wasmUrl = new URL('./qemuweb_runtime_bg.wasm', import.meta.url).hre
  */
 export const workerUrl = `${new URL('./worker.js', import.meta.url).href}#wasm=${encodeURIComponent(wasmUrl)}`;
 
+/** The QEMU engine's worker script (the VM worker passes it its own `#wasm=`). */
+export const qemuWorkerUrl = new URL('./qemu-worker.js', import.meta.url).href;
+
 /**
  * The engine assets the installed packages hold: v86 (a dependency of this package) and
- * SeaBIOS (@qemuweb/firmware), found beside this package in node_modules.
+ * SeaBIOS (@qemuweb/firmware), found beside this package in node_modules; this package's
+ * QEMU worker, and the QEMU modules of @qemuweb/qemu-wasm (an optional peer) as `qemuDir`.
  */
 export const packagedAssets = {
   v86Module: new URL('../../v86/build/libv86.mjs', import.meta.url).href,
   v86Wasm: new URL('../../v86/build/v86.wasm', import.meta.url).href,
   bios: { kind: 'url', url: new URL('../firmware/bios-256k.bin', import.meta.url).href },
   vgaBios: { kind: 'url', url: new URL('../firmware/vgabios-stdvga.bin', import.meta.url).href },
+  qemuWorker: qemuWorkerUrl,
+  qemuDir: new URL('../qemu-wasm/dist/', import.meta.url).href,
 };
 
 /**

@@ -6,10 +6,11 @@
 //! fetches the assets, and starts the engine; from then on it talks to it through the
 //! [`Engine`] trait. The engine reports what the guest does through an [`EngineHost`].
 //!
-//! Engines: [`EngineKind::V86`] (module `v86`, wasm32 only) and [`EngineKind::Qemu`]
-//! (module `qemu`, wasm32 only: `qemu-system-i386` built to wasm32 by `qemuweb-wasm-build`,
-//! with our storage stacks as its disks through [`qemu_channel`]). Profiles neither can
-//! run (64-bit guests, which need a wasm64 QEMU) are refused with
+//! Engines: [`EngineKind::V86`] (module `v86`, wasm32 only: 32-bit x86 guests) and
+//! [`EngineKind::Qemu`] (module `qemu`, wasm32 only: `qemu-system-x86_64` and
+//! `qemu-system-aarch64` built to wasm64 by `qemuweb-wasm-build`, described by its
+//! [`qemu_build`] manifest, with our storage stacks as its disks through
+//! [`qemu_channel`]). Profiles neither can run are refused with
 //! [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported).
 
 use crate::error::{Result, RuntimeError};
@@ -22,6 +23,7 @@ use qemuweb_config::{
 
 #[cfg(target_arch = "wasm32")]
 pub mod qemu;
+pub mod qemu_build;
 pub mod qemu_channel;
 pub mod qemu_display;
 pub mod text_screen;
@@ -114,12 +116,24 @@ pub struct SavedState {
     pub encoding: qemuweb_storage::snapshot::StateEncoding,
 }
 
+/// The most guest RAM a plan may ask of the QEMU engine: 16 GiB, the largest WebAssembly
+/// Memory64 memory browsers give. The module at hand says how much it really addresses
+/// (`maxGuestRamMib` of its `qemu-build.json`), checked before it is fetched.
+pub const QEMU_PLAN_MAX_MEMORY_MIB: u32 = 16 * 1024;
+
+/// The browser target the QEMU engine runs: the wasm64 build of `qemuweb-wasm-build`
+/// ([`BrowserTarget::qemu_wasm64`]): x86_64 (also for i386 guests) and aarch64, Memory64,
+/// with the RAM limit left to the module's manifest ([`QEMU_PLAN_MAX_MEMORY_MIB`]).
+pub fn qemu_target() -> BrowserTarget {
+    BrowserTarget::qemu_wasm64().with_max_memory_mib(QEMU_PLAN_MAX_MEMORY_MIB)
+}
+
 /// Picks the engine for `profile` (and `requested`, if the page asked for one).
 ///
-/// Without a request, 32-bit x86 profiles with IDE disks run on v86; other i386 profiles
-/// (virtio or SCSI disks) on QEMU, whose wasm32 build
-/// ([`BrowserTarget::qemu_wasm_i386`]) has only `qemu-system-i386`. 64-bit guests need a
-/// wasm64 QEMU build and are refused.
+/// Without a request, 32-bit x86 profiles with IDE disks run on v86; everything else
+/// (i386 with virtio or SCSI disks, x86_64 and aarch64) on QEMU, whose wasm64 build
+/// ([`qemu_target`]) has `qemu-system-x86_64` and `qemu-system-aarch64`. v86 runs only
+/// i386 guests with IDE disks.
 ///
 /// ```
 /// use qemuweb_runtime::{engine::select_engine, EngineKind, ErrorCode};
@@ -127,9 +141,10 @@ pub struct SavedState {
 /// assert_eq!(select_engine(&i386, None, None).unwrap(), EngineKind::V86);
 /// assert_eq!(select_engine(&i386, None, Some(EngineKind::Qemu)).unwrap(), EngineKind::Qemu);
 /// let x64 = qemuweb_config::profile_by_id("linux-x86_64-pc-nographic").unwrap();
-/// let err = select_engine(&x64, None, None).unwrap_err();
+/// assert_eq!(select_engine(&x64, None, None).unwrap(), EngineKind::Qemu);
+/// let err = select_engine(&x64, None, Some(EngineKind::V86)).unwrap_err();
 /// assert_eq!(err.code(), ErrorCode::Unsupported);
-/// assert!(err.to_string().contains("wasm64"));
+/// assert!(err.to_string().contains("QEMU engine"));
 /// ```
 ///
 /// # Errors
@@ -143,16 +158,22 @@ pub fn select_engine(
     requested: Option<EngineKind>,
 ) -> Result<EngineKind> {
     validate_profile(profile).map_err(|e| RuntimeError::InvalidProfile(e.to_string()))?;
-    let qemu_archs = BrowserTarget::qemu_wasm_i386().archs;
-    if !qemu_archs.contains(&profile.arch) {
+    if !qemu_target().archs.contains(&profile.arch) {
         return Err(RuntimeError::Unsupported(format!(
-            "profile {:?} is for {arch} guests: the v86 engine runs only 32-bit x86 (i386) \
-             guests, and the QEMU engine's wasm32 build only qemu-system-i386; {arch} guests \
-             need a wasm64 build of QEMU (QEMU 11 with --cpu=wasm64), which this runtime does \
-             not run yet",
-            profile.id,
-            arch = profile.arch
+            "profile {:?} is for {} guests, which no engine of this runtime runs",
+            profile.id, profile.arch
         )));
+    }
+    if profile.arch != Arch::I386 {
+        return match requested {
+            Some(EngineKind::V86) => Err(RuntimeError::Unsupported(format!(
+                "profile {:?} is for {arch} guests: the v86 engine runs only 32-bit x86 (i386) \
+                 guests; the QEMU engine runs {arch}",
+                profile.id,
+                arch = profile.arch
+            ))),
+            _ => Ok(EngineKind::Qemu),
+        };
     }
     let interface = overrides
         .and_then(|o| o.disk_interface)
@@ -185,6 +206,7 @@ pub fn v86_target() -> BrowserTarget {
         display: true,
         mount_dir: "/mnt".into(),
         firmware_dir: None,
+        memory64: false,
     }
 }
 
@@ -216,11 +238,13 @@ pub struct EnginePlan {
     pub qemu: Option<QemuPlan>,
 }
 
-/// What the QEMU engine runs: `build_qemu_args` for [`BrowserTarget::qemu_wasm_i386`],
-/// with every disk given to QEMU as a raw file (the storage stack below it decodes qcow2
-/// and keeps the guest's writes in the copy-on-write overlay).
+/// What the QEMU engine runs: `build_qemu_args` for [`qemu_target`], with every disk
+/// given to QEMU as a raw file (the storage stack below it decodes qcow2 and keeps the
+/// guest's writes in the copy-on-write overlay).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuPlan {
+    /// The guest arch, which picks the module ([`qemu_build::QemuBuild::module_for`]).
+    pub arch: Arch,
     /// QEMU's arguments (without the program name).
     pub args: Vec<String>,
     /// The directory of the module's filesystem given with `-L`, where the firmware goes.
@@ -235,8 +259,12 @@ pub struct QemuPlan {
     pub initrd_path: Option<String>,
 }
 
-/// SeaBIOS, read by every x86 machine.
+/// SeaBIOS, read by every x86 machine but `microvm`.
 pub const FIRMWARE_BIOS: &str = "bios-256k.bin";
+/// SeaBIOS for the `microvm` machine.
+pub const FIRMWARE_BIOS_MICROVM: &str = "bios-microvm.bin";
+/// The UEFI firmware of an aarch64 guest booted from its disk.
+pub const FIRMWARE_AARCH64_EFI: &str = qemuweb_config::AARCH64_EFI_FIRMWARE;
 /// The VGA BIOS of the standard VGA card (graphics profiles).
 pub const FIRMWARE_VGA_BIOS: &str = "vgabios-stdvga.bin";
 /// QEMU's x86 TPR-patching option ROM (`qemu-system-data`); without it QEMU warns.
@@ -284,7 +312,7 @@ pub fn plan(
     let engine = select_engine(profile, overrides, requested)?;
     let (target, qemu_inputs) = match engine {
         EngineKind::V86 => (v86_target(), inputs.clone()),
-        EngineKind::Qemu => (BrowserTarget::qemu_wasm_i386(), raw_disks(inputs)),
+        EngineKind::Qemu => (qemu_target(), raw_disks(inputs)),
     };
     let result = build_qemu_args(profile, &qemu_inputs, overrides, &Target::Browser(target));
     if !result.errors.is_empty() {
@@ -367,18 +395,15 @@ pub fn plan(
                 .find(|f| f.role == role && f.index == index)
                 .map(|f| f.path.clone())
         };
-        let mut firmware = vec![FIRMWARE_BIOS, FIRMWARE_KVMVAPIC];
-        if graphics {
-            firmware.push(FIRMWARE_VGA_BIOS);
-        }
-        if inputs.kernel.is_some() {
-            firmware.push(FIRMWARE_LINUXBOOT_DMA);
-        }
+        let machine = overrides
+            .and_then(|o| o.machine.as_deref())
+            .unwrap_or(&profile.machine);
         QemuPlan {
-            firmware_dir: BrowserTarget::qemu_wasm_i386()
+            arch: profile.arch,
+            firmware_dir: qemu_target()
                 .firmware_dir
                 .unwrap_or_else(|| "/firmware".into()),
-            firmware,
+            firmware: qemu_firmware(profile.arch, machine, graphics, inputs.kernel.is_some()),
             disk_paths: (0..disks.len() as u32)
                 .filter_map(|i| path(MountRole::Disk, i))
                 .collect(),
@@ -404,6 +429,40 @@ pub fn plan(
             .unwrap_or(qemuweb_config::DEFAULT_BLOCK_SIZE_BYTES),
         qemu,
     })
+}
+
+/// The firmware files QEMU reads for a guest of `arch` on `machine`: SeaBIOS
+/// (`bios-microvm.bin` on `microvm`) and the TPR option ROM for x86, the VGA BIOS with a
+/// display, `linuxboot_dma.bin` for an x86 kernel; for aarch64 the UEFI firmware unless a
+/// kernel is booted directly.
+///
+/// ```
+/// use qemuweb_config::Arch;
+/// use qemuweb_runtime::engine::qemu_firmware;
+/// assert_eq!(qemu_firmware(Arch::X86_64, "microvm", false, false), ["bios-microvm.bin"]);
+/// assert_eq!(qemu_firmware(Arch::Aarch64, "virt", false, false), ["QEMU_EFI.fd"]);
+/// assert!(qemu_firmware(Arch::Aarch64, "virt", true, true).is_empty());
+/// ```
+pub fn qemu_firmware(arch: Arch, machine: &str, graphics: bool, kernel: bool) -> Vec<&'static str> {
+    if arch == Arch::Aarch64 {
+        return if kernel {
+            Vec::new()
+        } else {
+            vec![FIRMWARE_AARCH64_EFI]
+        };
+    }
+    let mut firmware = if machine == "microvm" || machine.starts_with("microvm,") {
+        vec![FIRMWARE_BIOS_MICROVM]
+    } else {
+        vec![FIRMWARE_BIOS, FIRMWARE_KVMVAPIC]
+    };
+    if graphics {
+        firmware.push(FIRMWARE_VGA_BIOS);
+    }
+    if kernel {
+        firmware.push(FIRMWARE_LINUXBOOT_DMA);
+    }
+    firmware
 }
 
 /// Whether a line QEMU wrote to stderr is a fatal error (`qemu-system-i386: -drive ...:
@@ -461,12 +520,15 @@ mod tests {
                     EngineKind::Qemu
                 );
             } else {
-                for requested in [None, Some(EngineKind::Qemu), Some(EngineKind::V86)] {
-                    let e = select_engine(&p, None, requested).unwrap_err();
-                    assert_eq!(e.code(), ErrorCode::Unsupported, "{}", p.id);
-                    assert!(e.to_string().contains(p.arch.as_str()), "{e}");
-                    assert!(e.to_string().contains("wasm64"), "{e}");
+                for requested in [None, Some(EngineKind::Qemu)] {
+                    assert_eq!(
+                        select_engine(&p, None, requested).unwrap(),
+                        EngineKind::Qemu
+                    );
                 }
+                let e = select_engine(&p, None, Some(EngineKind::V86)).unwrap_err();
+                assert_eq!(e.code(), ErrorCode::Unsupported, "{}", p.id);
+                assert!(e.to_string().contains(p.arch.as_str()), "{e}");
             }
         }
         // Disks v86 cannot attach: QEMU runs the profile; v86 on request is refused.
@@ -559,6 +621,7 @@ mod tests {
         );
         assert_eq!(q.firmware_dir, "/firmware");
         assert_eq!(q.firmware, [FIRMWARE_BIOS, FIRMWARE_KVMVAPIC]);
+        assert_eq!(q.arch, Arch::I386);
         assert!(q.kernel_path.is_none());
         // v86 plans carry no QEMU part, and refuse the third disk.
         let e = plan(&i386(), &inputs, None, None).unwrap_err();
@@ -571,17 +634,19 @@ mod tests {
             disk: Some(disk("http://h/a.qcow2")),
             ..Default::default()
         };
-        // The wasm32 build gives at most 1024 MiB of guest RAM; v86 allows 2048.
+        // The module's own limit is checked from its manifest; the plan stops at what
+        // Memory64 can give at all. v86 allows 2048.
         let mut roomy = i386();
         roomy.max_memory_mib = None;
-        let over = VmOverrides {
-            memory_mib: Some(1536),
+        let over = |mib| VmOverrides {
+            memory_mib: Some(mib),
             ..Default::default()
         };
-        let e = plan(&roomy, &inputs, Some(&over), Some(EngineKind::Qemu)).unwrap_err();
+        assert!(plan(&roomy, &inputs, Some(&over(1536)), Some(EngineKind::Qemu)).is_ok());
+        let e = plan(&roomy, &inputs, Some(&over(20_000)), Some(EngineKind::Qemu)).unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidInputs, "{e}");
-        assert!(e.to_string().contains("1024"), "{e}");
-        assert!(plan(&roomy, &inputs, Some(&over), None).is_ok());
+        assert!(e.to_string().contains("16384"), "{e}");
+        assert!(plan(&roomy, &inputs, Some(&over(1536)), None).is_ok());
         // Several vCPUs: no v86 warning (QEMU emulates them, one thread in TCI).
         let over = VmOverrides {
             smp: Some(2),
@@ -613,6 +678,45 @@ mod tests {
         assert_eq!(q.initrd_path.as_deref(), Some("/mnt/initrd"));
         assert!(q.firmware.contains(&FIRMWARE_LINUXBOOT_DMA));
         assert!(q.args.join(" ").contains("-append console=ttyS0"));
+    }
+
+    #[test]
+    fn every_default_profile_plans_on_qemu_with_its_firmware() {
+        let disk_only = VmInputs {
+            disk: Some(disk("http://h/a.qcow2")),
+            ..Default::default()
+        };
+        for p in qemuweb_config::default_profiles() {
+            let plan = plan(&p, &disk_only, None, Some(EngineKind::Qemu)).unwrap();
+            let q = plan.qemu.unwrap();
+            assert_eq!(q.arch, p.arch, "{}", p.id);
+            let expected = qemu_firmware(p.arch, &p.machine, p.supports_graphics, false);
+            assert_eq!(q.firmware, expected, "{}", p.id);
+            let args = q.args.join(" ");
+            assert!(
+                args.contains("-drive file=/mnt/disk0.raw,format=raw"),
+                "{args}"
+            );
+            if p.arch == Arch::Aarch64 {
+                assert!(args.contains("-bios QEMU_EFI.fd"), "{args}");
+            }
+        }
+        let minimal = qemuweb_config::profile_by_id("minimal-x86_64").unwrap();
+        let q = plan(&minimal, &disk_only, None, None)
+            .unwrap()
+            .qemu
+            .unwrap();
+        assert_eq!(q.firmware, [FIRMWARE_BIOS_MICROVM]);
+        assert!(q.args.join(" ").contains("virtio-blk-device,drive=disk0"));
+        let graphics = qemuweb_config::profile_by_id("linux-x86_64-pc-graphics").unwrap();
+        let q = plan(&graphics, &disk_only, None, None)
+            .unwrap()
+            .qemu
+            .unwrap();
+        assert_eq!(
+            q.firmware,
+            [FIRMWARE_BIOS, FIRMWARE_KVMVAPIC, FIRMWARE_VGA_BIOS]
+        );
     }
 
     #[test]

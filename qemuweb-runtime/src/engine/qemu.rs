@@ -1,8 +1,10 @@
-//! The QEMU engine (wasm32 only): `qemu-system-i386` built to wasm32 by
-//! `qemuweb-wasm-build` (an Emscripten ES6 factory with pthreads and `PROXY_TO_PTHREAD`),
-//! run in a module worker of its own (`web/qemu-worker.js`) that the VM worker starts.
+//! The QEMU engine (wasm32 only): `qemu-system-x86_64` or `qemu-system-aarch64` built to
+//! wasm64 by `qemuweb-wasm-build` (Emscripten ES6 factories with pthreads and
+//! `PROXY_TO_PTHREAD`, described by the build's `qemu-build.json`:
+//! [`qemu_build`](super::qemu_build)), run in a module worker of its own
+//! (`web/qemu-worker.js`) that the VM worker starts.
 //!
-//! - **Arguments**: `build_qemu_args` for [`BrowserTarget::qemu_wasm_i386`](qemuweb_config::BrowserTarget::qemu_wasm_i386)
+//! - **Arguments**: `build_qemu_args` for [`qemu_target`](super::qemu_target)
 //!   ([`QemuPlan`](super::QemuPlan)), every disk a raw file under `/mnt`.
 //! - **Firmware and kernels**: written into the module's MEMFS (`/firmware`, `/mnt`)
 //!   before QEMU's `main` runs.
@@ -84,7 +86,7 @@ pub struct QemuConfig {
     pub vm_id: String,
     /// URL of `qemu-worker.js`.
     pub worker_url: String,
-    /// URL of the module's ES6 factory (`qemu-system-i386.js`).
+    /// URL of the module's ES6 factory (e.g. `qemu-system-x86_64.js`).
     pub module_url: String,
     /// URL of its wasm.
     pub wasm_url: String,
@@ -99,6 +101,22 @@ pub struct QemuConfig {
     pub window: u32,
     /// How long QEMU waits for one disk answer.
     pub io_timeout_ms: u32,
+}
+
+/// `url` with this worker's `#wasm=...` (where the runtime's wasm is, when the VM worker
+/// was started with one, as the npm package's self-contained worker is), unless `url`
+/// already has a fragment: the QEMU worker loads the same wasm for its side of the channel.
+fn with_wasm_hash(url: &str) -> String {
+    let hash = Reflect::get(&js_sys::global(), &"location".into())
+        .ok()
+        .and_then(|l| Reflect::get(&l, &"hash".into()).ok())
+        .and_then(|h| h.as_string())
+        .unwrap_or_default();
+    if url.contains('#') || !hash.contains("wasm=") {
+        url.to_string()
+    } else {
+        format!("{url}{hash}")
+    }
 }
 
 /// A running QEMU worker and its disk channel.
@@ -349,7 +367,8 @@ impl Inner {
         let options = web_sys::WorkerOptions::new();
         options.set_type(web_sys::WorkerType::Module);
         options.set_name(&format!("qemu {}", c.vm_id));
-        let worker = web_sys::Worker::new_with_options(&c.worker_url, &options).map_err(|e| {
+        let worker_url = with_wasm_hash(&c.worker_url);
+        let worker = web_sys::Worker::new_with_options(&worker_url, &options).map_err(|e| {
             RuntimeError::Fetch {
                 what: "the QEMU worker script".into(),
                 url: c.worker_url.clone(),
@@ -434,8 +453,8 @@ impl Inner {
                 Err(RuntimeError::Engine("QEMU's start was abandoned".into()))
             }
             futures::future::Either::Right(_) => Err(RuntimeError::Engine(format!(
-                "QEMU did not start within {} s (check that {} is a qemu-system-i386 module \
-                 built by qemuweb-wasm-build); its last output:\n{}",
+                "QEMU did not start within {} s (check that {} is a QEMU module built by \
+                 qemuweb-wasm-build); its last output:\n{}",
                 START_TIMEOUT_MS / 1000,
                 c.module_url,
                 self.stderr_tail()
@@ -475,6 +494,13 @@ impl Inner {
                     slot::STDIN_WRITTEN as u32,
                     written.wrapping_add(n as u32) as i32,
                 );
+                if n > 0 {
+                    // Wakes QEMU's poll() on its stdin (the QEMU worker's event loop is
+                    // free while QEMU waits in poll).
+                    let doorbell = Object::new();
+                    set(&doorbell, "type", &"stdin".into());
+                    let _ = i.worker.post_message(&doorbell);
+                }
                 true
             }
             None => false,
@@ -651,6 +677,14 @@ impl QemuDiskPort {
         position: f64,
     ) -> std::result::Result<u32, JsValue> {
         self.transfer(IoOp::Write, disk, src, position)
+    }
+
+    /// Whether serial input is waiting in the ring (for `poll()` on QEMU's stdin).
+    #[wasm_bindgen(js_name = stdinReady)]
+    pub fn stdin_ready(&self) -> bool {
+        let written = Atomics::load(&self.header, slot::STDIN_WRITTEN as u32).unwrap_or(0);
+        let taken = Atomics::load(&self.header, slot::STDIN_TAKEN as u32).unwrap_or(0);
+        written != taken
     }
 
     /// The next byte of serial input, if any (for `Module.stdin`; `undefined` means none
