@@ -16,6 +16,8 @@ cargo build -q -p qemuweb-runtime --example headless
 scripts/build-web --dev qemuweb-storage-js "$target_dir/web/storage" >/dev/null
 scripts/build-web qemuweb-runtime >/dev/null
 scripts/build-npm >/dev/null
+# The QEMU modules as @qemuweb/qemu-wasm (consumer/qemu-consumer.test.mjs), when there is a build.
+if [ -n "${QEMUWEB_QEMU_DIR:-}" ]; then scripts/build-qemu-npm >/dev/null; else rm -f "$target_dir"/npm/qemuweb-qemu-wasm-*.tgz; fi
 
 (cd e2e && npm ci --no-audit --no-fund --silent)
 cd e2e

@@ -1,17 +1,19 @@
 // Benchmark (not a test): page start to the test guest's banner, and to the Linux shell
 // prompt, through QemuClient (worker, storage stack, v86 engine) against v86 used directly
-// with the same guest, in the same Chromium run. With a QEMU module (QEMUWEB_QEMU_DIR), also
-// QemuClient on the QEMU engine (qemu-system-i386 in wasm32) against the v86 engine and
-// against native qemu-system-i386 (TCG) started from this process. Prints medians and ratios.
+// with the same guest, in the same Chromium run. With a QEMU build (QEMUWEB_QEMU_DIR), also
+// QemuClient on the QEMU engine (the i386 profile on the wasm64 qemu-system-x86_64) against
+// the v86 engine and against native qemu-system-i386 (TCG) started from this process. Prints
+// medians and ratios. The wasm64 engine against native QEMU on 64-bit profiles:
+// bench-qemu.mjs.
 //
 //   node e2e/runtime/bench.mjs [--runs N] [--linux]
 //
 // Needs what scripts/e2e-tests.sh builds; --linux also runs scripts/linux-guest (cached).
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, statSync } from 'node:fs';
+import { copyFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { QEMU_ASSETS, QEMU_FILES, qemuMissing } from './qemu-assets.mjs';
+import { installQemu, QEMU_ASSETS, qemuMissing } from './qemu-assets.mjs';
 import { launch, newProfile } from '../lib/browser.mjs';
 import { dropProfile, linuxGuest, openPage, setUp } from './common.mjs';
 
@@ -32,8 +34,7 @@ const qemuMissingWhy = qemuMissing();
 if (qemuMissingWhy) {
   console.error(`!! QEMU module not built (${qemuMissingWhy}): the QEMU-wasm rows are left out`);
 } else {
-  mkdirSync(join(env.webRoot, 'qemu'));
-  for (const f of QEMU_FILES) copyFileSync(join(process.env.QEMUWEB_QEMU_DIR, f), join(env.webRoot, 'qemu', f));
+  installQemu(env.webRoot);
 }
 const profile = newProfile();
 const context = await launch(profile);

@@ -1,37 +1,39 @@
-// The QEMU engine end to end in headless Chromium: the x86 test guest boots on
-// qemu-system-i386 (wasm32, built by qemuweb-wasm-build; found through QEMUWEB_QEMU_DIR)
-// through QemuClient, from a qcow2 image served over HTTP by qemuweb-test-server; serial
-// both ways; a sector written, the page reloaded, the sector read back (our IndexedDB
-// overlay under QEMU's raw disk); the server's log shows Range requests for a fraction of
-// the image. Also: the refusal without cross-origin isolation (needs no module) and the
-// headless runner with --engine qemu.
+// The QEMU engine end to end in headless Chromium, on a build of qemuweb-wasm-build (found
+// through QEMUWEB_QEMU_DIR, served as assets.qemuDir): the wasm32 build of scripts/build-qemu
+// (qemu-system-i386) or the wasm64 one of scripts/test-wasm64 (qemu-system-x86_64 and
+// qemu-system-aarch64). Every default profile the build has a module for starts through QemuClient with the guest it is meant
+// for (the x86 test guest from a qcow2 image served over HTTP by qemuweb-test-server; on the
+// aarch64 profiles the aarch64 test kernel with the same qcow2 as its virtio disk): banner,
+// echo, a sector written, the page reloaded, the sector read back from our IndexedDB overlay
+// under QEMU's raw disk; every other default profile is refused with a typed `unsupported`
+// error naming the arch. Also: typed refusals (no Memory64, before any download; too much RAM
+// for the module, after reading only qemu-build.json; no build; no isolation), a disk host
+// that goes away, reset and stop, and the headless runner with --engine qemu.
 //
-// Without a module (QEMUWEB_QEMU_DIR unset or incomplete) the QEMU tests are SKIPPED, loudly.
+// Without a build (QEMUWEB_QEMU_DIR unset or incomplete) the QEMU tests are SKIPPED, loudly.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { serve, TARGET } from '../lib/server.mjs';
 import { browserWithPage, converse, dropProfile, initialSector, readReply, setUp, NO_ISOLATION } from './common.mjs';
-import { QEMU_ASSETS, QEMU_FILES, qemuMissing } from './qemu-assets.mjs';
+import { archOf, installQemu, QEMU_ASSETS, qemuBuild, qemuMissing, runsProfile } from './qemu-assets.mjs';
 
-const BANNER = 'QEMUWEB-GUEST x86 v1';
+const X86_BANNER = 'QEMUWEB-GUEST x86 v1';
+const ARM_BANNER = 'QEMUWEB-GUEST aarch64 v1';
 const missing = qemuMissing();
 if (missing) {
-  console.error(`\n${'!'.repeat(78)}\n!! QEMU module not built: ${missing}\n!! The QEMU engine tests are SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
+  console.error(`\n${'!'.repeat(78)}\n!! QEMU build missing: ${missing}\n!! The QEMU engine tests are SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
 }
 
 let env;
 
 before(async () => {
   env = await setUp();
-  if (!missing) {
-    mkdirSync(join(env.webRoot, 'qemu'));
-    for (const f of QEMU_FILES) cpSync(join(process.env.QEMUWEB_QEMU_DIR, f), join(env.webRoot, 'qemu', f));
-  }
+  if (!missing) installQemu(env.webRoot);
 });
 
 after(async () => {
@@ -39,40 +41,79 @@ after(async () => {
 });
 
 const imageUrl = () => `${env.images.url}/x86-bios.qcow2`;
+const kernelUrl = () => `${env.images.url}/aarch64-virt.img`;
 
-/** Starts `vm` on the QEMU engine in the page's client. */
-function startQemu(page, vm, url, memoryMiB = 32) {
-  return page.evaluate(async ([vm, url, assets, memoryMiB]) => {
-    window.client ??= makeClient({ workerUrl: './pkg/worker.js', assets });
-    await window.client.init();
-    return attempt(() => window.client.startVm(vm, profiles['linux-i386-pc-nographic'],
-      { disk: { source: { kind: 'url', url } } }, { overrides: { memoryMiB }, engine: 'qemu' }));
-  }, [vm, url, QEMU_ASSETS, memoryMiB]);
+/** The guest of `profileId`: [banner, inputs] (aarch64: the test kernel and the disk). */
+function guestOf(profileId, disk = imageUrl()) {
+  const source = { kind: 'url', url: disk };
+  if (profileId.includes('aarch64')) {
+    return [ARM_BANNER, { kernel: { kind: 'url', url: kernelUrl() }, disk: { source } }];
+  }
+  return [X86_BANNER, { disk: { source } }];
 }
 
-const waitBanner = (page, vm, from = 0) =>
-  page.evaluate(([vm, banner, from]) => waitSerial(vm, banner + '\r\n> ', from, 90000), [vm, BANNER, from]);
+/** Starts `vm` with `profileId` on the QEMU engine in the page's client. */
+function startQemu(page, vm, profileId, { disk, overrides, assets = QEMU_ASSETS } = {}) {
+  const [, inputs] = guestOf(profileId, disk);
+  return page.evaluate(async ([vm, profileId, inputs, overrides, assets]) => {
+    window.client ??= makeClient({ workerUrl: './pkg/worker.js', assets });
+    await window.client.init();
+    return attempt(() => window.client.startVm(vm, profiles[profileId], inputs, { overrides, engine: 'qemu' }));
+  }, [vm, profileId, inputs, overrides, assets]);
+}
 
-test('QEMU engine: boots the qcow2 guest over HTTP lazily, serial both ways, a written sector survives a reload', async (t) => {
-  if (missing) return t.skip(`QEMU module not built: ${missing}`);
+const waitBanner = (page, vm, banner, from = 0) =>
+  page.evaluate(([vm, banner, from]) => waitSerial(vm, banner + '\r\n> ', from, 180000), [vm, banner, from]);
+
+const DEFAULT_PROFILES = [
+  'linux-x86_64-pc-nographic',
+  'linux-x86_64-pc-graphics',
+  'linux-aarch64-virt-nographic',
+  'linux-aarch64-virt-graphics',
+  'minimal-x86_64',
+  'linux-i386-pc-nographic',
+  'linux-i386-pc-graphics',
+];
+// What the build runs, and what it must refuse.
+const PROFILES = missing ? [] : DEFAULT_PROFILES.filter((id) => runsProfile(id));
+const REFUSED = missing ? [] : DEFAULT_PROFILES.filter((id) => !runsProfile(id));
+// The x86 profile of the single-profile tests: x86_64 on a wasm64 build, i386 on a wasm32 one.
+const X86 = PROFILES.find((id) => archOf(id) !== 'aarch64') ?? 'linux-x86_64-pc-nographic';
+
+test('QEMU engine: every default profile boots its guest from a qcow2 over HTTP, and a written sector survives a reload', async (t) => {
+  if (missing) return t.skip(`QEMU build missing: ${missing}`);
   const profile = newProfile();
-  const vm = 'qemu-persist';
-  const lba = 120;
-  const filled = Buffer.alloc(512, 0x5a);
+  const filled = (lba) => Buffer.alloc(512, lba & 0xff);
+  const lbaOf = (i) => 100 + 10 * i;
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'qemu');
     await env.images.log();
-    assert.deepEqual(await startQemu(page, vm, imageUrl()), { ok: undefined });
-    await waitBanner(page, vm);
+    for (const [i, id] of PROFILES.entries()) {
+      const [banner] = guestOf(id);
+      const vm = `q-${id}`;
+      const lba = lbaOf(i);
+      const byte = (lba & 0xff).toString(16).toUpperCase().padStart(2, '0');
+      const t0 = Date.now();
+      assert.deepEqual(await startQemu(page, vm, id), { ok: undefined }, id);
+      await waitBanner(page, vm, banner);
+      const booted = Date.now() - t0;
+      assert.match(await converse(page, vm, `echo hello ${id}`, `hello ${id}\r\n> `, 60000), /\r\n> $/);
+      await converse(page, vm, `read ${lba}`, `${readReply(lba, initialSector(lba))}\r\n> `, 60000);
+      await converse(page, vm, `write ${lba} ${byte}`, `WROTE SECTOR ${lba} FILL ${byte}\r\n> `, 60000);
+      await converse(page, vm, `read ${lba}`, `${readReply(lba, filled(lba))}\r\n> `, 60000);
+      // stopVm syncs the overlay to IndexedDB.
+      assert.deepEqual(await page.evaluate((vm) => attempt(() => client.stopVm(vm)), vm), { ok: undefined });
+      console.log(`${id}: banner ${booted} ms after start, echo and a sector written`);
+    }
     const started = await page.evaluate(() => events.filter((e) => e.type === 'started').map((e) => e.args[0]));
-    assert.deepEqual(started, ['qemu']);
-
-    assert.match(await converse(page, vm, 'echo hello qemu', 'hello qemu\r\n> ', 60000), /hello qemu\r\n> $/);
-    await converse(page, vm, `read ${lba}`, `${readReply(lba, initialSector(lba))}\r\n> `, 60000);
-    await converse(page, vm, `write ${lba} 5A`, `WROTE SECTOR ${lba} FILL 5A`, 60000);
-    await converse(page, vm, `read ${lba}`, `${readReply(lba, filled)}\r\n> `, 60000);
-    // The worker syncs the overlay every second by itself.
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    assert.deepEqual(started, PROFILES.map(() => 'qemu'));
+    // Profiles of archs the build has no module for: a typed refusal naming the arch.
+    for (const id of REFUSED) {
+      const got = await startQemu(page, `q-${id}`, id);
+      assert.equal(got.error, 'unsupported', `${id}: ${JSON.stringify(got)}`);
+      assert.match(got.message, new RegExp(`no emulator for ${archOf(id)} guests`), id);
+      console.log(`${id}: refused (${got.message})`);
+    }
 
     // Lazy: Range requests only, for a fraction of the image.
     const size = statSync(join(env.imageRoot, 'x86-bios.qcow2')).size;
@@ -84,23 +125,28 @@ test('QEMU engine: boots the qcow2 guest over HTTP lazily, serial both ways, a w
       assert.equal(status, '206');
     }
     const fetched = gets.reduce((n, g) => n + Number(g[4]), 0);
-    console.log(`QEMU engine: image ${size} bytes, fetched ${fetched} bytes in ${gets.length} Range requests`);
-    assert.ok(fetched < size / 2, `fetched ${fetched} of ${size} bytes`);
+    console.log(`QEMU engine, ${PROFILES.length} profiles: image ${size} bytes, fetched ${fetched} bytes in ${gets.length} Range requests`);
 
-    // Reload: the workers die with the page; a new QEMU reads the write back from IndexedDB.
+    // Reload: the workers die with the page; new QEMUs read the writes back from IndexedDB.
     await page.reload();
     await page.waitForFunction(() => document.title === 'ready');
-    assert.deepEqual(await startQemu(page, vm, imageUrl()), { ok: undefined });
-    await waitBanner(page, vm);
-    await converse(page, vm, `read ${lba}`, `${readReply(lba, filled)}\r\n> `, 60000);
-    await converse(page, vm, `read ${lba + 1}`, readReply(lba + 1, initialSector(lba + 1)), 60000);
-
-    // Reset starts QEMU again on the same disks; stop ends it.
-    const from = await page.evaluate((vm) => window.serial[vm].length, vm);
-    assert.deepEqual(await page.evaluate((vm) => attempt(() => client.resetVm(vm)), vm), { ok: undefined });
-    await waitBanner(page, vm, from);
-    await converse(page, vm, `read ${lba}`, `${readReply(lba, filled)}\r\n> `, 60000);
-    assert.deepEqual(await page.evaluate((vm) => attempt(() => client.stopVm(vm)), vm), { ok: undefined });
+    for (const [i, id] of PROFILES.entries()) {
+      const [banner] = guestOf(id);
+      const vm = `q-${id}`;
+      const lba = lbaOf(i);
+      assert.deepEqual(await startQemu(page, vm, id), { ok: undefined }, id);
+      await waitBanner(page, vm, banner);
+      await converse(page, vm, `read ${lba}`, `${readReply(lba, filled(lba))}\r\n> `, 60000);
+      await converse(page, vm, `read ${lba + 1}`, `${readReply(lba + 1, initialSector(lba + 1))}\r\n> `, 60000);
+      if (i === 0) {
+        // Reset starts QEMU again on the same disks.
+        const from = await page.evaluate((vm) => window.serial[vm].length, vm);
+        assert.deepEqual(await page.evaluate((vm) => attempt(() => client.resetVm(vm)), vm), { ok: undefined });
+        await waitBanner(page, vm, banner, from);
+        await converse(page, vm, `read ${lba}`, `${readReply(lba, filled(lba))}\r\n> `, 60000);
+      }
+      assert.deepEqual(await page.evaluate((vm) => attempt(() => client.stopVm(vm)), vm), { ok: undefined });
+    }
     const errors = await page.evaluate(() => events.filter((e) => e.type === 'error'));
     assert.deepEqual(errors, []);
     await context.close();
@@ -109,66 +155,99 @@ test('QEMU engine: boots the qcow2 guest over HTTP lazily, serial both ways, a w
   }
 });
 
-test('QEMU engine: missing module and 64-bit profiles are typed errors', async (t) => {
-  if (missing) return t.skip(`QEMU module not built: ${missing}`);
+test('QEMU engine: no Memory64, too much RAM and no build are typed errors, before the module or disk is fetched', async (t) => {
+  if (missing) return t.skip(`QEMU build missing: ${missing}`);
   const profile = newProfile();
+  // A second copy of the build on the logging server: what the refusals fetched shows there.
+  const qemuRoot = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-qemu-host-'));
+  cpSync(process.env.QEMUWEB_QEMU_DIR, qemuRoot, { recursive: true });
+  const qemuHost = await serve(qemuRoot);
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'qemu-errors');
-    const out = await page.evaluate(async ([url, assets]) => {
-      const disk = { disk: { source: { kind: 'url', url } } };
-      const c = makeClient({ workerUrl: './pkg/worker.js', assets });
+    await env.images.log();
+    const disk = { disk: { source: { kind: 'url', url: imageUrl() } } };
+    const limit = Math.min(...qemuBuild().modules.map((m) => m.maxGuestRamMib));
+    const tooMuch = limit + 256;
+    const needsMemory64 = Boolean(qemuBuild().requirements?.memory64);
+    const out = await page.evaluate(async ([disk, qemuDir, x86, tooMuch, needsMemory64]) => {
       const r = {};
-      r.x64 = await attempt(() => c.startVm('q-x64', profiles['linux-x86_64-pc-nographic'], disk, { engine: 'qemu' }));
-      r.noModule = await attempt(() => c.startVm('q-nomod', profiles['linux-i386-pc-nographic'], disk,
-        { overrides: { memoryMiB: 32 }, engine: 'qemu', assets: { ...assets, qemuModule: undefined } }));
-      r.badModule = await attempt(() => c.startVm('q-badmod', profiles['linux-i386-pc-nographic'], disk,
-        { overrides: { memoryMiB: 32 }, engine: 'qemu', assets: { ...assets, qemuModule: './qemu/nope.js' } }));
-      r.tooBig = await attempt(() => c.startVm('q-big', { ...profiles['linux-i386-pc-nographic'], maxMemoryMiB: undefined }, disk,
-        { overrides: { memoryMiB: 1536 }, engine: 'qemu' }));
+      const noMemory64 = makeClient({ workerUrl: './no-memory64-worker.js', assets: { qemuDir } });
+      await noMemory64.init();
+      // A build that needs no Memory64 (wasm32) would start there: only a wasm64 one is refused.
+      if (needsMemory64) r.noMemory64 = await attempt(() => noMemory64.startVm('q-nom64', profiles[x86], disk, {}));
+      // What the VM's worker reported when it came up.
+      r.caps = events.filter((e) => e.type === 'capabilities').map((e) => e.args[0]).find((c) => !c.memory64);
+      const c = makeClient({ workerUrl: './pkg/worker.js', assets: { qemuDir } });
+      r.tooBig = await attempt(() => c.startVm('q-big', { ...profiles[x86], maxMemoryMiB: 8192 },
+        disk, { overrides: { memoryMiB: tooMuch } }));
+      r.noDir = await attempt(() => c.startVm('q-nodir', profiles[x86], disk, { assets: {} }));
+      r.badDir = await attempt(() => c.startVm('q-baddir', profiles[x86], disk,
+        { assets: { qemuDir: `${qemuDir}nope/` } }));
+      r.v86x64 = await attempt(() => c.startVm('q-v86', profiles['linux-x86_64-pc-nographic'], disk, { engine: 'v86' }));
       return r;
-    }, [imageUrl(), QEMU_ASSETS]);
-    assert.equal(out.x64.error, 'unsupported');
-    assert.match(out.x64.message, /wasm64/);
-    assert.equal(out.noModule.error, 'invalid-inputs');
-    assert.match(out.noModule.message, /qemuModule/);
-    assert.equal(out.badModule.error, 'fetch', out.badModule.message);
-    assert.equal(out.tooBig.error, 'invalid-inputs');
-
-    // The image host goes away under a running guest: a read it has not fetched yet is an
-    // I/O error in the guest (the BIOS reports a disk status) and an error event, not a hang.
-    const root = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-qemu-gone-'));
-    cpSync(join(env.imageRoot, 'x86-bios.qcow2'), join(root, 'x86-bios.qcow2'));
-    const host = await serve(root);
-    try {
-      assert.deepEqual(await startQemu(page, 'q-gone', `${host.url}/x86-bios.qcow2`), { ok: undefined });
-      await waitBanner(page, 'q-gone');
-      await host.stop();
-      // Wait for the whole reply line and the next prompt: serial arrives in batches.
-      const reply = await converse(page, 'q-gone', 'read 8000', '\r\n> ', 90000);
-      assert.match(reply, /ERR disk status [0-9A-F]{2}/);
-      const errors = await page.evaluate(() => events.filter((e) => e.type === 'error' && e.vmId === 'q-gone').map((e) => e.args[0]));
-      assert.ok(errors.some((e) => e.code === 'storage'), JSON.stringify(errors));
-      // The guest still answers.
-      await converse(page, 'q-gone', 'echo still here', 'still here\r\n> ', 60000);
-      await page.evaluate(() => client.stopVm('q-gone', true));
-    } finally {
-      await host.stop();
-      rmSync(root, { recursive: true, force: true });
+    }, [disk, `${qemuHost.url}/`, X86, tooMuch, needsMemory64]);
+    assert.ok(out.caps, 'the worker reported no Memory64');
+    assert.ok(out.caps.issues.some((i) => i.code === 'no-memory64'), JSON.stringify(out.caps.issues));
+    if (needsMemory64) {
+      assert.equal(out.noMemory64.error, 'unsupported', JSON.stringify(out.noMemory64));
+      assert.match(out.noMemory64.message, /Memory64/);
+      assert.match(out.noMemory64.message, /Chrome or Edge 133 or later, or Firefox 134 or later/);
     }
+    assert.equal(out.tooBig.error, 'unsupported', JSON.stringify(out.tooBig));
+    assert.match(out.tooBig.message, new RegExp(`${tooMuch} MiB .*at most ${limit} MiB`));
+    assert.equal(out.noDir.error, 'invalid-inputs', JSON.stringify(out.noDir));
+    assert.match(out.noDir.message, /qemuDir/);
+    assert.equal(out.badDir.error, 'fetch', JSON.stringify(out.badDir));
+    assert.equal(out.v86x64.error, 'unsupported');
+    // Nothing but manifests was fetched: no module, no firmware, no disk byte.
+    const qemuGets = (await qemuHost.log()).map((l) => l.split('\t')[1]);
+    assert.deepEqual([...new Set(qemuGets)].sort(), ['/nope/qemu-build.json', '/qemu-build.json']);
+    assert.equal(qemuGets.filter((p) => p === '/qemu-build.json').length, 1, 'only the RAM check read the manifest');
+    assert.deepEqual(await env.images.log(), []);
     await context.close();
   } finally {
+    await qemuHost.stop();
+    rmSync(qemuRoot, { recursive: true, force: true });
+    dropProfile(profile);
+  }
+});
+
+test('QEMU engine: a disk host that goes away under a running guest is an I/O error, not a hang', async (t) => {
+  if (missing) return t.skip(`QEMU build missing: ${missing}`);
+  const profile = newProfile();
+  const root = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-qemu-gone-'));
+  cpSync(join(env.imageRoot, 'x86-bios.qcow2'), join(root, 'x86-bios.qcow2'));
+  const host = await serve(root);
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'qemu-gone');
+    const id = X86;
+    assert.deepEqual(await startQemu(page, 'q-gone', id, { disk: `${host.url}/x86-bios.qcow2` }), { ok: undefined });
+    await waitBanner(page, 'q-gone', X86_BANNER);
+    await host.stop();
+    // Wait for the whole reply line and the next prompt: serial arrives in batches.
+    const reply = await converse(page, 'q-gone', 'read 8000', '\r\n> ', 120000);
+    assert.match(reply, /ERR disk status [0-9A-F]{2}/);
+    const errors = await page.evaluate(() => events.filter((e) => e.type === 'error' && e.vmId === 'q-gone').map((e) => e.args[0]));
+    assert.ok(errors.some((e) => e.code === 'storage'), JSON.stringify(errors));
+    // The guest still answers.
+    await converse(page, 'q-gone', 'echo still here', 'still here\r\n> ', 60000);
+    await page.evaluate(() => client.stopVm('q-gone', true));
+    await context.close();
+  } finally {
+    await host.stop();
+    rmSync(root, { recursive: true, force: true });
     dropProfile(profile);
   }
 });
 
 test('QEMU engine: refused with the COOP/COEP fix when the page is not cross-origin isolated', async () => {
-  // Needs no QEMU module: the check comes before anything is loaded.
+  // Needs no QEMU build: the check comes before anything is loaded.
   const profile = newProfile();
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'qemu-noiso');
     await page.goto(`${env.web.url}${NO_ISOLATION}/page.html`);
     await page.waitForFunction(() => document.title === 'ready');
-    const got = await startQemu(page, 'q-noiso', imageUrl());
+    const got = await startQemu(page, 'q-noiso', 'linux-x86_64-pc-nographic');
     assert.equal(got.error, 'unsupported', JSON.stringify(got));
     assert.match(got.message, /Cross-Origin-Opener-Policy: same-origin/);
     assert.match(got.message, /Cross-Origin-Embedder-Policy: require-corp/);
@@ -178,31 +257,35 @@ test('QEMU engine: refused with the COOP/COEP fix when the page is not cross-ori
   }
 });
 
-test('headless runner: --engine qemu boots the guest and bridges serial', async (t) => {
-  if (missing) return t.skip(`QEMU module not built: ${missing}`);
-  const bin = join(TARGET, 'debug', 'examples', 'headless');
-  assert.ok(existsSync(bin), `${bin} is missing: cargo build -p qemuweb-runtime --example headless`);
-  const disk = join(env.imageRoot, 'x86-bios.qcow2');
-  const child = spawn(bin, ['--profile', 'linux-i386-pc-nographic', '--disk', disk, '--engine', 'qemu',
-    '--qemu-dir', process.env.QEMUWEB_QEMU_DIR, '--memory', '32'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '', err = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { err += d; });
-  const exit = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-  const waitFor = async (text, ms = 90000) => {
-    const t0 = Date.now();
-    while (!out.includes(text)) {
-      if (Date.now() - t0 > ms) throw new Error(`no ${JSON.stringify(text)} in ${ms} ms; stdout ${JSON.stringify(out)} stderr ${err}`);
-      await new Promise((r) => setTimeout(r, 20));
+for (const [id, args, banner] of [
+  [X86, (img) => ['--disk', join(img, 'x86-bios.qcow2')], X86_BANNER],
+  ['linux-aarch64-virt-nographic', (img) => ['--kernel', join(img, 'aarch64-virt.img'), '--disk', join(img, 'x86-bios.qcow2')], ARM_BANNER],
+].filter(([id]) => missing || runsProfile(id))) {
+  test(`headless runner: --engine qemu boots ${id} and bridges serial`, async (t) => {
+    if (missing) return t.skip(`QEMU build missing: ${missing}`);
+    const bin = join(TARGET, 'debug', 'examples', 'headless');
+    assert.ok(existsSync(bin), `${bin} is missing: cargo build -p qemuweb-runtime --example headless`);
+    const child = spawn(bin, ['--profile', id, ...args(env.imageRoot), '--engine', 'qemu',
+      '--qemu-dir', process.env.QEMUWEB_QEMU_DIR], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    const exit = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+    const waitFor = async (text, ms = 180000) => {
+      const t0 = Date.now();
+      while (!out.includes(text)) {
+        if (Date.now() - t0 > ms) throw new Error(`no ${JSON.stringify(text)} in ${ms} ms; stdout ${JSON.stringify(out)} stderr ${err}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    try {
+      await waitFor(`${banner}\r\n> `);
+      child.stdin.write('echo via qemu runner\n');
+      await waitFor('via qemu runner\r\n> ');
+      child.stdin.end();
+      assert.equal(await exit, 0, err);
+    } finally {
+      child.kill();
     }
-  };
-  try {
-    await waitFor(`${BANNER}\r\n> `);
-    child.stdin.write('echo via qemu runner\n');
-    await waitFor('via qemu runner\r\n> ');
-    child.stdin.end();
-    assert.equal(await exit, 0, err);
-  } finally {
-    child.kill();
-  }
-});
+  });
+}
