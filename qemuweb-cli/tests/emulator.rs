@@ -5,9 +5,10 @@
 mod common;
 
 use common::*;
+use qemuweb_testkit::watchdog::{watch, Finished};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Stops the emulator of a state directory when dropped (QEMU runs daemonized).
@@ -19,24 +20,23 @@ impl Drop for Stopper {
     }
 }
 
-fn emu(state: &Path, args: &[&str]) -> Output {
-    Command::new(QEMUWEB)
-        .arg("emulator")
+/// `qemuweb emulator --state-dir STATE ARGS`, under the watchdog (QEMU itself runs
+/// daemonized, outside it: `Stopper` ends it).
+fn emu(state: &Path, args: &[&str]) -> Finished {
+    let mut cmd = Command::new(QEMUWEB);
+    cmd.arg("emulator")
         .arg("--state-dir")
         .arg(state)
         .args(args)
         .env_remove("QEMUWEB_EMULATOR_CPUS")
-        .env("QEMUWEB_EMULATOR_MEMORY_MIB", "256")
-        .output()
-        .unwrap()
+        .env("QEMUWEB_EMULATOR_MEMORY_MIB", "256");
+    let mut w = watch("qemuweb emulator", &mut cmd, Duration::from_secs(120));
+    w.close_stdin();
+    w.finish()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+fn text(o: &Finished) -> String {
+    format!("{}{}", o.stdout_text(), o.stderr_text())
 }
 
 fn free_port() -> u16 {

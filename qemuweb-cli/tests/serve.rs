@@ -69,12 +69,12 @@ fn cors_only_for_named_origins_or_by_the_any_flag() {
         Some("cross-origin")
     );
 
-    let bad = Command::new(QEMUWEB)
-        .arg("serve")
-        .arg(&root)
-        .args(["--port", "0", "--cors-origin", "*"])
-        .output()
-        .unwrap();
+    let bad = qemuweb_serve_refused(Command::new(QEMUWEB).arg("serve").arg(&root).args([
+        "--port",
+        "0",
+        "--cors-origin",
+        "*",
+    ]));
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an origin"));
 }
@@ -143,14 +143,26 @@ fn a_page_of_another_origin_cannot_read_the_files() {
 #[test]
 fn a_missing_root_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(QEMUWEB)
-        .arg("serve")
-        .arg(tmp.path().join("missing"))
-        .args(["--port", "0"])
-        .output()
-        .unwrap();
+    let out = qemuweb_serve_refused(
+        Command::new(QEMUWEB)
+            .arg("serve")
+            .arg(tmp.path().join("missing"))
+            .args(["--port", "0"]),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}
+
+/// Runs a `qemuweb serve` that must refuse to start, under the watchdog: should it serve
+/// instead, the test fails in 30 s rather than hanging.
+fn qemuweb_serve_refused(cmd: &mut Command) -> qemuweb_testkit::watchdog::Finished {
+    let mut serve = qemuweb_testkit::watchdog::watch(
+        "qemuweb serve (to be refused)",
+        cmd,
+        std::time::Duration::from_secs(30),
+    );
+    serve.close_stdin();
+    serve.finish()
 }
 
 /// Reads the whole image through `HttpBlockDevice` and `open_image` in uneven pieces.

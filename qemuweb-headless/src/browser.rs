@@ -1,6 +1,7 @@
 //! Chromium and the runtime's web bundle: where they are, how Chromium is started, and
 //! the guard that kills it and removes its temporary profile.
 
+use qemuweb_proc::{die_with_parent, in_own_group, ProcessGroup};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -25,9 +26,17 @@ pub const CHROMIUM_FLAGS: [&str; 9] = [
     "--disable-dev-shm-usage",
 ];
 
-/// Starts `chromium` headless on `profile`, opening `url`.
+/// How long Chromium's processes get to be gone after `SIGKILL`.
+const GONE_WAIT: Duration = Duration::from_secs(20);
+/// The most [`dump_dom`]'s Chromium may run.
+const DUMP_DOM_LIMIT: Duration = Duration::from_secs(60);
+
+/// Starts `chromium` headless on `profile`, opening `url`, as the leader of a process
+/// group of its own: its zygote, renderers and utility processes share that group, so
+/// [`Cleanup`] can end them all. It is killed when this process dies (its helpers follow
+/// it), so a runner killed from outside leaves no browser behind.
 pub(crate) fn launch(chromium: &Path, profile: &Path, url: &str, verbose: bool) -> Result<Child> {
-    Command::new(chromium)
+    die_with_parent(in_own_group(&mut Command::new(chromium)))
         .args(CHROMIUM_FLAGS)
         // Keeps the headless browser running with its page, as a window would.
         .arg("--remote-debugging-port=0")
@@ -46,8 +55,10 @@ pub(crate) fn launch(chromium: &Path, profile: &Path, url: &str, verbose: bool) 
 
 /// Opens `url` in headless Debian Chromium ([`CHROMIUM_FLAGS`], a fresh private profile),
 /// lets the page run for `budget` of virtual time and returns the DOM it ends with
-/// (`--dump-dom`). Chromium is killed if it has not finished 60 s after starting; that is
-/// an error. For tests that need a page's verdict, e.g. what another origin can reach.
+/// (`--dump-dom`). Chromium runs in a process group of its own, killed if it has not
+/// finished 60 s after starting (an error); every process of the group is gone before the
+/// profile is removed. For tests that need a page's verdict, e.g. what another origin can
+/// reach.
 ///
 /// ```no_run
 /// let dom = qemuweb_headless::dump_dom("http://127.0.0.1:18000/", std::time::Duration::from_secs(5))?;
@@ -63,7 +74,7 @@ pub fn dump_dom(url: &str, budget: Duration) -> Result<String> {
         .prefix("qemuweb-dump-dom-")
         .tempdir()
         .map_err(|e| HeadlessError::io("a temporary profile directory", e))?;
-    let mut child = Command::new(DEFAULT_CHROMIUM)
+    let mut child = die_with_parent(in_own_group(&mut Command::new(DEFAULT_CHROMIUM)))
         .args(CHROMIUM_FLAGS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--virtual-time-budget={}", budget.as_millis()))
@@ -74,33 +85,52 @@ pub fn dump_dom(url: &str, budget: Duration) -> Result<String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| HeadlessError::io(format!("cannot start {DEFAULT_CHROMIUM}"), e))?;
+    let group = ProcessGroup::of(&child);
     let mut stdout = child.stdout.take().expect("piped");
     let reader = thread::spawn(move || {
         let mut dom = String::new();
         let _ = std::io::Read::read_to_string(&mut stdout, &mut dom);
         dom
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let deadline = std::time::Instant::now() + DUMP_DOM_LIMIT;
+    let finished = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(_)) => break true,
             Ok(None) if std::time::Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(50))
             }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HeadlessError::io(
-                    format!("Chromium --dump-dom {url}"),
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "did not finish in 60 s"),
-                ));
-            }
+            _ => break false,
         }
+    };
+    // Chromium's helpers (its group) may outlive the browser and still write into the
+    // profile: they are gone before the profile is removed (when `profile` drops).
+    let gone = group.kill_and_wait(&mut child, GONE_WAIT);
+    if !finished {
+        return Err(HeadlessError::io(
+            format!("Chromium --dump-dom {url}"),
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("did not finish in {DUMP_DOM_LIMIT:?}"),
+            ),
+        ));
+    }
+    if !gone {
+        return Err(HeadlessError::io(
+            format!("Chromium --dump-dom {url}"),
+            std::io::Error::other(format!(
+                "its processes (group {}) still run {GONE_WAIT:?} after SIGKILL",
+                group.id()
+            )),
+        ));
     }
     Ok(reader.join().unwrap_or_default())
 }
 
 /// Chromium, and its profile directory when it is a temporary one; both go away on drop.
+///
+/// Every process of Chromium's group is killed and gone before this returns: none of
+/// them writes into the profile afterwards, whether it is removed here or kept for the
+/// next run (`--user-data-dir`), which a caller may then remove or reuse at once.
 pub(crate) struct Cleanup {
     pub(crate) profile: PathBuf,
     pub(crate) remove_profile: bool,
@@ -110,18 +140,16 @@ pub(crate) struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(mut c) = self.chromium.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if !self.remove_profile {
-            return;
-        }
-        // Chromium's helpers may still be writing for a moment after the browser died.
-        for _ in 0..20 {
-            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
-                break;
+            let group = ProcessGroup::of(&c);
+            if !group.kill_and_wait(&mut c, GONE_WAIT) {
+                eprintln!(
+                    "headless: Chromium's processes (group {}) still run {GONE_WAIT:?} after SIGKILL",
+                    group.id()
+                );
             }
-            thread::sleep(Duration::from_millis(100));
+        }
+        if self.remove_profile {
+            let _ = std::fs::remove_dir_all(&self.profile);
         }
     }
 }
@@ -234,5 +262,69 @@ mod checkout {
             }
         }
         Ok(bundle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// The pids of the live (not zombie) processes whose command line names `profile`.
+    fn users_of(profile: &Path) -> Vec<u32> {
+        let needle = profile.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let zombie = stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+                !zombie && String::from_utf8_lossy(&cmdline).contains(&needle)
+            })
+            .collect()
+    }
+
+    /// Issue 13: the profile was removed (or handed to the next run) while Chromium's
+    /// helpers still wrote into it. When the guard is dropped, none of them runs.
+    #[test]
+    fn no_chromium_process_outlives_the_cleanup() {
+        let chromium = Path::new(DEFAULT_CHROMIUM);
+        if !chromium.exists() {
+            panic!("{DEFAULT_CHROMIUM} is missing (scripts/setup installs chromium)");
+        }
+        let profile = std::env::temp_dir().join(format!(
+            "qemuweb-headless-cleanup-test-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&profile).unwrap();
+        let cleanup = Cleanup {
+            profile: profile.clone(),
+            remove_profile: false,
+            chromium: Some(launch(chromium, &profile, "about:blank", false).unwrap()),
+        };
+        // Wait until Chromium has started its helpers (zygote, renderer, utilities).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while users_of(&profile).len() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "Chromium did not start its helpers"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A kept profile (`--user-data-dir`): the caller may remove or reuse it at once.
+        drop(cleanup);
+        let left: Vec<String> = users_of(&profile)
+            .into_iter()
+            .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+            .collect();
+        std::fs::remove_dir_all(&profile).unwrap();
+        assert!(
+            left.is_empty(),
+            "Chromium processes still use the profile: {left:?}"
+        );
     }
 }

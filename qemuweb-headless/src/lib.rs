@@ -612,7 +612,7 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
     loop {
         if let Some(c) = cleanup.chromium.as_mut() {
             if let Ok(Some(status)) = c.try_wait() {
-                cleanup.chromium = None;
+                // Kept in `cleanup`: its helpers may outlive it, and go with its group.
                 return Ok(Outcome::BrowserExited(format!(
                     "Chromium exited ({status})"
                 )));

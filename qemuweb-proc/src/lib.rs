@@ -2,6 +2,8 @@
 //!
 //! - [`in_own_group`]: makes a [`Command`] start its program as the leader of a new
 //!   process group, so every helper it starts (and does not move elsewhere) shares it.
+//! - [`die_with_parent`]: the program is killed when the process that started it dies
+//!   (Linux), so a group of its own does not let it outlive a killed parent.
 //! - [`ProcessGroup`]: signals the whole group and waits until no process of it runs;
 //!   [`ProcessGroup::kill_and_wait`] is the "nothing of it is left" that must come before
 //!   a directory the processes use is removed or handed to the next run.
@@ -32,6 +34,41 @@ const POLL: Duration = Duration::from_millis(20);
 /// ```
 pub fn in_own_group(cmd: &mut Command) -> &mut Command {
     cmd.process_group(0)
+}
+
+/// Makes `cmd`'s program get `SIGKILL` when the thread that starts it ends (with this
+/// process, or killed from outside: a watchdog's `SIGKILL` included), on Linux; elsewhere
+/// it does nothing. For a program in a group of its own (so a group kill of this one does
+/// not reach it) that must still not outlive it, e.g. a browser whose helpers end when
+/// it does. Returns `cmd` for chaining.
+///
+/// ```
+/// use qemuweb_proc::{die_with_parent, in_own_group};
+/// use std::process::Command;
+/// let mut child = die_with_parent(in_own_group(&mut Command::new("true"))).spawn().unwrap();
+/// assert!(child.wait().unwrap().success());
+/// ```
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpid has no memory effects.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (prctl, getppid, _exit).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd
 }
 
 /// The process group a child leads (started through [`in_own_group`]).

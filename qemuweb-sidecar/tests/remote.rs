@@ -2,44 +2,36 @@
 //! WebSockets on 127.0.0.1.
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures::executor::block_on;
 use qemuweb_sidecar::synthetic::SyntheticScreen;
 use qemuweb_sidecar::*;
+use qemuweb_testkit::watchdog::{watch, Watched};
 
-/// A `frame-server` process, killed on drop.
+/// A `frame-server` process under the watchdog (five minutes at most; its group is killed
+/// on drop).
 struct Server {
-    child: Child,
+    _process: Watched,
     url: String,
 }
 
 impl Server {
     fn start() -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_frame-server"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start frame-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_frame-server"));
+        let process = watch("frame-server", &mut cmd, Duration::from_secs(300));
+        let line = process.wait_for_line("frame-server listening on ", Duration::from_secs(30));
         let url = line
-            .trim()
-            .strip_prefix("frame-server listening on ")
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("frame-server listening on "))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Server {
+            _process: process,
+            url,
+        }
     }
 }
 

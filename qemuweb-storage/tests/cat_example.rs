@@ -4,8 +4,10 @@
 
 use qemuweb_testkit::fixtures::{generate_small, Fixture};
 use qemuweb_testkit::server::TestServer;
+use qemuweb_testkit::watchdog::{watch, Finished};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use std::time::Duration;
 
 /// `cargo test` builds the examples beside the test binaries' `deps` directory.
 fn cat_binary() -> PathBuf {
@@ -25,8 +27,14 @@ fn cat_binary() -> PathBuf {
     bin
 }
 
-fn cat(args: &[&str]) -> Output {
-    Command::new(cat_binary()).args(args).output().unwrap()
+/// The `cat` example under the watchdog (it reads from the test server: a hang fails in
+/// two minutes with its output's tail).
+fn cat(args: &[&str]) -> Finished {
+    let mut cmd = Command::new(cat_binary());
+    cmd.args(args);
+    let mut cat = watch("cat example", &mut cmd, Duration::from_secs(120));
+    cat.close_stdin();
+    cat.finish()
 }
 
 fn fixtures(tag: &str) -> (PathBuf, Vec<Fixture>) {
@@ -47,7 +55,7 @@ fn dir_arg(p: &Path) -> &str {
 
 /// `out` is a successful run that printed the raw oracle of `f` (else it fails, naming
 /// `f` and, for a wrong output, `how` it was read).
-fn assert_prints_raw(out: &Output, f: &Fixture, how: &str) {
+fn assert_prints_raw(out: &Finished, f: &Fixture, how: &str) {
     assert!(
         out.status.success(),
         "{}: {}",

@@ -284,12 +284,18 @@ impl Watched {
 
     /// Waits until standard output holds a whole line (ended by `\n`) containing `text`.
     pub fn wait_for_line(&self, text: &str, limit: Duration) -> String {
-        self.wait_until(
-            Stream::Stdout,
-            limit,
-            &format!("a whole line with {text:?}"),
-            |s| s.find(text).is_some_and(|at| s[at..].contains('\n')),
-        )
+        self.wait_line(Stream::Stdout, text, limit)
+    }
+
+    /// [`wait_for_line`](Self::wait_for_line) on standard error.
+    pub fn wait_for_stderr_line(&self, text: &str, limit: Duration) -> String {
+        self.wait_line(Stream::Stderr, text, limit)
+    }
+
+    fn wait_line(&self, stream: Stream, text: &str, limit: Duration) -> String {
+        self.wait_until(stream, limit, &format!("a whole line with {text:?}"), |s| {
+            s.find(text).is_some_and(|at| s[at..].contains('\n'))
+        })
     }
 
     /// Waits up to `limit` until `done` holds for the text of `stream` so far; returns
@@ -301,6 +307,19 @@ impl Watched {
         what: &str,
         done: impl Fn(&str) -> bool,
     ) -> String {
+        let bytes =
+            self.wait_until_bytes(stream, limit, what, |b| done(&String::from_utf8_lossy(b)));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// [`wait_until`](Self::wait_until) on the raw bytes of `stream`.
+    pub fn wait_until_bytes(
+        &self,
+        stream: Stream,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&[u8]) -> bool,
+    ) -> Vec<u8> {
         let deadline = Instant::now() + limit;
         let mut state = self.shared.lock();
         loop {
@@ -308,9 +327,8 @@ impl Watched {
                 Stream::Stdout => &state.stdout,
                 Stream::Stderr => &state.stderr,
             };
-            let text = String::from_utf8_lossy(bytes).into_owned();
-            if done(&text) {
-                return text;
+            if done(bytes) {
+                return bytes.clone();
             }
             if state.fired {
                 self.fail(&state, &format!("while waiting for {what}"));
@@ -326,6 +344,12 @@ impl Watched {
                 None => self.shared.lock(),
             };
         }
+    }
+
+    /// Fails the test now, with `what` and the tail of both outputs.
+    pub fn fail_with(&self, what: &str) -> ! {
+        let state = self.shared.lock();
+        self.fail(&state, what)
     }
 
     /// Waits for the program to end (at most until the watchdog fires) and for its
@@ -381,6 +405,13 @@ impl Watched {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the program itself (`SIGKILL`), not the rest of its group, as when it crashes;
+    /// what it started is left to end by itself (or when this is dropped).
+    pub fn kill_program(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends `signal` (e.g. `libc::SIGINT`) to every process of the program's group.

@@ -1,45 +1,31 @@
-//! Shared helpers: running the built `qemuweb`, curl, and killing what was started.
+//! Shared helpers: running the built `qemuweb` (under the watchdog), and curl.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use qemuweb_testkit::watchdog::{watch, Watched};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 /// The built binary.
 pub const QEMUWEB: &str = env!("CARGO_BIN_EXE_qemuweb");
 
-/// Kills and reaps a child when dropped, in every path out of a test.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `qemuweb serve DIR --port 0 --quiet` plus `extra`; returns the guard and the base URL
-/// (ending in `/`) the server printed.
-pub fn serve(dir: &Path, extra: &[&str]) -> (Killed, String) {
-    let child = Command::new(QEMUWEB)
-        .arg("serve")
+/// `qemuweb serve DIR --port 0 --quiet` plus `extra`, under the watchdog (at most ten
+/// minutes; killed with its group when dropped); returns it and the base URL (ending in
+/// `/`) it printed.
+pub fn serve(dir: &Path, extra: &[&str]) -> (Watched, String) {
+    let mut cmd = Command::new(QEMUWEB);
+    cmd.arg("serve")
         .arg(dir)
         .args(["--port", "0", "--quiet"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start qemuweb serve");
-    let mut guard = Killed(child);
-    let stdout = guard.0.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+        .args(extra);
+    let server = watch("qemuweb serve", &mut cmd, Duration::from_secs(600));
+    let line = server.wait_for_line("http://", Duration::from_secs(30));
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no URL in {line:?}"))
         .to_string();
-    (guard, url)
+    (server, url)
 }
 
 /// One HTTP answer as curl saw it.

@@ -1,134 +1,60 @@
-//! Runs real QEMU for the boot tests: a child with piped stdio (`-serial stdio`), a reader
-//! thread collecting its output, deadlines on every wait, and a kill on drop.
+//! Runs real QEMU for the boot tests, under the shared watchdog
+//! (`qemuweb_testkit::watchdog`): stdio piped (`-serial stdio`), deadlines on every wait,
+//! the whole process group killed at the time limit (failing with the output's tail) and
+//! on drop.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use qemuweb_config::QemuArgsResult;
+use qemuweb_testkit::watchdog::{watch, Stream, Watched};
 
 /// How long a guest may take to print its banner (TCG on a busy two-core machine).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one command may take to answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Default)]
-struct Output {
-    bytes: Vec<u8>,
-    closed: bool,
-}
+/// The most one QEMU may run, enforced from outside it.
+pub const QEMU_LIMIT: Duration = Duration::from_secs(180);
 
 /// A running QEMU.
 pub struct Qemu {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Arc<(Mutex<Output>, Condvar)>,
-    stderr: Arc<(Mutex<Output>, Condvar)>,
-    readers: Vec<JoinHandle<()>>,
+    qemu: Watched,
     cursor: usize,
-    command_line: String,
-}
-
-fn collect(
-    mut from: impl Read + Send + 'static,
-    into: Arc<(Mutex<Output>, Condvar)>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = from.read(&mut buf).unwrap_or(0);
-            let (lock, cvar) = &*into;
-            let mut out = lock.lock().unwrap();
-            if n == 0 {
-                out.closed = true;
-                cvar.notify_all();
-                return;
-            }
-            out.bytes.extend_from_slice(&buf[..n]);
-            cvar.notify_all();
-        }
-    })
 }
 
 impl Qemu {
     /// Starts `result.binary` with `result.args`.
     pub fn spawn(result: &QemuArgsResult) -> Qemu {
         assert!(result.is_ok(), "builder errors: {:?}", result.errors);
-        let command_line = format!("{} {}", result.binary, result.args.join(" "));
-        let mut child = Command::new(&result.binary)
-            .args(&result.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} (install qemu-system-x86 and qemu-system-arm): {e}",
-                    result.binary
-                )
-            });
-        let stdout = Arc::new((Mutex::new(Output::default()), Condvar::new()));
-        let stderr = Arc::new((Mutex::new(Output::default()), Condvar::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), stdout.clone()),
-            collect(child.stderr.take().unwrap(), stderr.clone()),
-        ];
+        let name = format!("{} {}", result.binary, result.args.join(" "));
+        let mut cmd = Command::new(&result.binary);
+        cmd.args(&result.args);
         Qemu {
-            stdin: child.stdin.take(),
-            child,
-            stdout,
-            stderr,
-            readers,
+            qemu: watch(&name, &mut cmd, QEMU_LIMIT),
             cursor: 0,
-            command_line,
         }
-    }
-
-    fn text(out: &Arc<(Mutex<Output>, Condvar)>) -> String {
-        String::from_utf8_lossy(&out.0.lock().unwrap().bytes).into_owned()
-    }
-
-    fn failure(&self, what: &str) -> String {
-        format!(
-            "{what}\ncommand: {}\nserial output so far: {:?}\nstderr: {}",
-            self.command_line,
-            Self::text(&self.stdout),
-            Self::text(&self.stderr)
-        )
     }
 
     /// Waits until `needle` appears after the cursor; moves the cursor past it and returns
     /// the text between the old cursor and the match.
     pub fn expect(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let (lock, cvar) = &*self.stdout;
-        let mut out = lock.lock().unwrap();
-        loop {
-            let hay = &out.bytes[self.cursor..];
-            if let Some(pos) = hay
-                .windows(needle.len())
-                .position(|w| w == needle.as_bytes())
-            {
-                let before = String::from_utf8_lossy(&hay[..pos]).into_owned();
-                self.cursor += pos + needle.len();
-                return before;
-            }
-            let now = Instant::now();
-            if out.closed || now >= deadline {
-                let why = if out.closed {
-                    "QEMU exited"
-                } else {
-                    "timed out"
-                };
-                drop(out);
-                panic!("{}", self.failure(&format!("{why} waiting for {needle:?}")));
-            }
-            out = cvar.wait_timeout(out, deadline - now).unwrap().0;
-        }
+        let from = self.cursor;
+        let find = |out: &[u8]| {
+            out.get(from..).and_then(|hay| {
+                hay.windows(needle.len())
+                    .position(|w| w == needle.as_bytes())
+            })
+        };
+        let out =
+            self.qemu
+                .wait_until_bytes(Stream::Stdout, timeout, &format!("{needle:?}"), |out| {
+                    find(out).is_some()
+                });
+        let pos = find(&out).expect("found");
+        self.cursor = from + pos + needle.len();
+        String::from_utf8_lossy(&out[from..from + pos]).into_owned()
     }
 
     /// Waits for the banner and the first prompt.
@@ -139,38 +65,16 @@ impl Qemu {
 
     /// Sends `line` and a CR, waits for the next prompt, returns the reply line.
     pub fn command(&mut self, line: &str) -> String {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.write_all(b"\r").unwrap();
-        stdin.flush().unwrap();
+        self.qemu.send(&format!("{line}\r"));
         let reply = self.expect("\r\n> ", REPLY_TIMEOUT);
         reply.trim_end_matches(['\r', '\n']).to_string()
     }
 
-    /// Stops QEMU with SIGTERM (it flushes its disks and exits), SIGKILL after 10 s.
+    /// Stops QEMU with SIGTERM (it flushes its disks and exits); fails after 10 s.
     pub fn shutdown(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{}", self.failure("QEMU did not exit on SIGTERM"));
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.stdin = None;
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
+        self.qemu.signal(libc::SIGTERM);
+        if self.qemu.wait_exit(Duration::from_secs(10)).is_none() {
+            self.qemu.fail_with("QEMU did not exit on SIGTERM");
         }
     }
 }
