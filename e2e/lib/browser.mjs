@@ -1,4 +1,8 @@
 // Launches Debian's Chromium through playwright-core, headless, as root on a closed network.
+// Every test of a file that imports this module fails when a page it logs (`logPage`)
+// threw an uncaught exception (`pageerror`), and a profile is removed only once no
+// Chromium process uses it any more.
+import { afterEach } from 'node:test';
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,10 +28,10 @@ export function newProfile() {
   return mkdtempSync(join(tmpdir(), 'qemuweb-chromium-'));
 }
 
-/** Stops any Chromium still using `dir` (helpers can outlive a closed context) and removes it. */
+/** Stops any Chromium still using `dir` (helpers can outlive a closed context), waits until none runs, and removes it. */
 export function removeProfile(dir) {
   killBrowser(dir);
-  rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+  rmSync(dir, { recursive: true, force: true });
 }
 
 /**
@@ -43,19 +47,63 @@ export async function launch(profile, { args = [] } = {}) {
   });
 }
 
-/** Kills every Chromium process of `profile` at once, as a crash or power loss would. */
-export function killBrowser(profile) {
+/** The pids of the running processes whose command line names `profile` (zombies have none). */
+function profileUsers(profile) {
   try {
-    execFileSync('pkill', ['-KILL', '-f', '--', `--user-data-dir=${profile}`]);
+    return execFileSync('pgrep', ['-f', '--', profile], { encoding: 'utf8' }).split('\n').filter(Boolean);
   } catch (e) {
-    if (e.status !== 1) throw e; // 1: nothing matched
+    if (e.status === 1) return []; // nothing matched
+    throw e;
   }
 }
 
-/** Forwards a page's console and errors to the test log, prefixed with `tag`. */
+/**
+ * Waits until no process uses `profile` (Chromium's helpers end a moment after the
+ * browser, and may write into the profile until then); throws after `ms`.
+ */
+export function waitProfileFree(profile, ms = 20000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const pids = profileUsers(profile);
+    if (pids.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`processes ${pids.join(', ')} still use ${profile} after ${ms} ms`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  }
+}
+
+/**
+ * Kills every Chromium process of `profile` at once, as a crash or power loss would, and
+ * waits until none runs.
+ */
+export function killBrowser(profile) {
+  try {
+    execFileSync('pkill', ['-KILL', '-f', '--', profile]);
+  } catch (e) {
+    if (e.status !== 1) throw e; // 1: nothing matched
+  }
+  waitProfileFree(profile);
+}
+
+/** Uncaught exceptions of logged pages since the last test ended. */
+const pageErrors = [];
+
+// A page's uncaught exception fails the test that was running.
+afterEach(() => {
+  if (pageErrors.length === 0) return;
+  const errors = pageErrors.splice(0);
+  throw new Error(`uncaught exception(s) in the page:\n${errors.join('\n')}`);
+});
+
+/**
+ * Forwards a page's console and errors to the test log, prefixed with `tag`; an uncaught
+ * exception in the page (`pageerror`) also fails the running test.
+ */
 export function logPage(page, tag) {
   page.on('console', (m) => console.log(`[${tag}] ${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => console.log(`[${tag}] pageerror: ${e.stack || e}`));
+  page.on('pageerror', (e) => {
+    console.log(`[${tag}] pageerror: ${e.stack || e}`);
+    pageErrors.push(`[${tag}] ${e.stack || e}`);
+  });
 }
 
 /**

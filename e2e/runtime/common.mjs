@@ -75,14 +75,9 @@ export async function browserWithPage(profile, web, tag) {
   return { context, page: await openPage(context, web, tag) };
 }
 
-/** Removes a profile; reports (without failing the test) a harness that cannot. */
+/** Removes a profile once no Chromium uses it (a failure to do so fails the test). */
 export function dropProfile(dir) {
-  try {
-    removeProfile(dir);
-  } catch (e) {
-    console.log(`removeProfile(${dir}) failed: ${e.message.split('\n')[0]}`);
-    rmSync(dir, { recursive: true, force: true });
-  }
+  removeProfile(dir);
 }
 
 /** CRC-32 (zlib's), as the x86 guest's `read` prints it. */

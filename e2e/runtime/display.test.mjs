@@ -12,11 +12,11 @@
 // with its screen's) and writes its final screen, compared byte for byte with the canvas.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
+import { startGroup } from '../lib/proc.mjs';
 import { TARGET } from '../lib/server.mjs';
 import { browserWithPage, converse, dropProfile, setUp, NO_ISOLATION } from './common.mjs';
 
@@ -239,29 +239,30 @@ test('a page that is not cross-origin isolated gets a clear capability error fro
   }
 });
 
-/** Starts `frame-server --dump-dir DIR` on a free port; resolves with its URL and log. */
+/**
+ * Starts `frame-server --dump-dir DIR` on a free port in a process group of its own
+ * (killed by a watchdog after 5 minutes, and by `stop()`); resolves with its URL and log.
+ */
 async function frameServer(dir) {
   const bin = join(TARGET, 'debug', 'frame-server');
   if (!existsSync(bin)) throw new Error(`${bin} is missing: cargo build -p qemuweb-sidecar --bin frame-server`);
-  const child = spawn(bin, ['--dump-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const log = [];
-  let err = '';
-  child.stderr.on('data', (d) => {
-    err += d;
-    const lines = err.split('\n');
-    err = lines.pop();
-    log.push(...lines);
-  });
-  const url = await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/frame-server listening on (ws:\/\/\S+)/);
-      if (m) resolve(m[1]);
-    });
-    child.on('exit', (code) => reject(new Error(`frame-server exited (${code}): ${log.join('\n')}`)));
-  });
-  return { url, log, stop: () => child.kill() };
+  const server = startGroup(bin, ['--dump-dir', dir], { name: 'frame-server', limitMs: 300000, stdin: 'ignore' });
+  try {
+    await server.waitFor('frame-server listening on ', 30000);
+    await server.waitFor('\n', 1000);
+  } catch (e) {
+    await server.stop();
+    throw e;
+  }
+  const url = server.output().out.match(/frame-server listening on (ws:\/\/\S+)/)[1];
+  return {
+    url,
+    /** The lines frame-server wrote to stderr so far. */
+    get log() {
+      return server.output().err.split('\n').slice(0, -1);
+    },
+    stop: () => server.stop(),
+  };
 }
 
 /** Reads a PAM (RGB_ALPHA) file: {width, height, data}. */
@@ -319,8 +320,10 @@ test('the page forwards its display over the RemoteTransport to the native frame
   const profile = newProfile();
   const dumps = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-display-remote-'));
   const server = await frameServer(dumps);
-  const { context, page } = await browserWithPage(profile, env.web, 'display-remote');
+  let context;
   try {
+    let page;
+    ({ context, page } = await browserWithPage(profile, env.web, 'display-remote'));
     await bootOnCanvas(page, 'remote');
     assert.ok((await until(page, findBanner, [BANNER])).found, 'the text banner first');
 
@@ -363,10 +366,10 @@ test('the page forwards its display over the RemoteTransport to the native frame
     assert.ok(frames('hline').some((l) => / 320x200 delta 16,100,304,1 /.test(l)),
       `the changed row went as a 304x1 delta: ${frames('hline')}`);
   } finally {
-    await page.evaluate(() => client.stopVm('remote', true)).catch(() => {});
-    await context.close();
+    await context?.pages()[0]?.evaluate(() => client.stopVm('remote', true)).catch(() => {});
+    await context?.close();
     dropProfile(profile);
-    server.stop();
+    await server.stop();
     rmSync(dumps, { recursive: true, force: true });
   }
 });

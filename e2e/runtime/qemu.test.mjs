@@ -13,7 +13,7 @@
 // Without a build (QEMUWEB_QEMU_DIR unset or incomplete) the QEMU tests are SKIPPED, loudly.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { startGroup } from '../lib/proc.mjs';
 import { cpSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -265,27 +265,17 @@ for (const [id, args, banner] of [
     if (missing) return t.skip(`QEMU build missing: ${missing}`);
     const bin = join(TARGET, 'debug', 'examples', 'headless');
     assert.ok(existsSync(bin), `${bin} is missing: cargo build -p qemuweb-runtime --example headless`);
-    const child = spawn(bin, ['--profile', id, ...args(env.imageRoot), '--engine', 'qemu',
-      '--qemu-dir', process.env.QEMUWEB_QEMU_DIR], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '', err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    const exit = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-    const waitFor = async (text, ms = 180000) => {
-      const t0 = Date.now();
-      while (!out.includes(text)) {
-        if (Date.now() - t0 > ms) throw new Error(`no ${JSON.stringify(text)} in ${ms} ms; stdout ${JSON.stringify(out)} stderr ${err}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    };
+    // Its own process group, killed by a watchdog after 300 s and in `finally`.
+    const runner = startGroup(bin, ['--profile', id, ...args(env.imageRoot), '--engine', 'qemu',
+      '--qemu-dir', process.env.QEMUWEB_QEMU_DIR], { name: `headless runner (qemu, ${id})`, limitMs: 300000 });
     try {
-      await waitFor(`${banner}\r\n> `);
-      child.stdin.write('echo via qemu runner\n');
-      await waitFor('via qemu runner\r\n> ');
-      child.stdin.end();
-      assert.equal(await exit, 0, err);
+      await runner.waitFor(`${banner}\r\n> `, 180000);
+      runner.child.stdin.write('echo via qemu runner\n');
+      await runner.waitFor('via qemu runner\r\n> ', 180000);
+      runner.child.stdin.end();
+      assert.equal((await runner.exit).code, 0, runner.output().err);
     } finally {
-      child.kill();
+      await runner.stop();
     }
   });
 }
