@@ -48,6 +48,7 @@
 mod backend;
 pub mod bundle;
 mod device;
+mod graph;
 mod memory;
 mod store;
 mod types;

@@ -3,6 +3,7 @@
 use super::backend::{AtlasBackend, RecordTable};
 use super::bundle::{self, BundleChunk, BundleIndex, BundleManifest};
 use super::device::AtlasBlockDevice;
+use super::graph;
 use super::types::{
     check_name, BlobChunk, ContentHash, FileFilter, FileManifest, FileMetadata, ImportResult,
     ProvenanceRecord, StoreOptions, VerifyReport, DEFAULT_CHUNK_SIZE, MANIFEST_VERSION,
@@ -11,7 +12,7 @@ use super::types::{
 use crate::device::BlockDevice;
 use crate::error::{Result, StorageError};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 /// The most provenance records one chain walk visits before giving up.
 pub const MAX_PROVENANCE_CHAIN: usize = 100_000;
@@ -495,30 +496,57 @@ impl<B: AtlasBackend> AtlasStore<B> {
             .provenance(id)
             .await?
             .ok_or_else(|| not_found(format!("provenance record {id:?}")))?;
-        let mut records: BTreeMap<String, ProvenanceRecord> = BTreeMap::new();
-        let mut pending = vec![start.id.clone()];
+        let mut records = HashMap::new();
+        let links = parent_links(&start).collect();
         records.insert(start.id.clone(), start);
-        while let Some(next) = pending.pop() {
-            let parents = records[&next].parents.clone();
-            for p in parents {
-                if records.contains_key(&p) {
-                    continue;
-                }
-                if records.len() >= MAX_PROVENANCE_CHAIN {
-                    return Err(StorageError::Integrity(format!(
-                        "the provenance chain of {id:?} exceeds {MAX_PROVENANCE_CHAIN} records"
-                    )));
-                }
-                let rec = self.provenance(&p).await?.ok_or_else(|| {
-                    StorageError::Integrity(format!(
-                        "provenance record {next:?} names a missing parent {p:?}"
-                    ))
-                })?;
-                records.insert(p.clone(), rec);
-                pending.push(p);
+        self.fetch_ancestors(
+            &mut records,
+            links,
+            MAX_PROVENANCE_CHAIN - 1,
+            |child, p| {
+                StorageError::Integrity(format!(
+                    "provenance record {child:?} names a missing parent {p:?}"
+                ))
+            },
+            || {
+                StorageError::Integrity(format!(
+                    "the provenance chain of {id:?} exceeds {MAX_PROVENANCE_CHAIN} records"
+                ))
+            },
+        )
+        .await?;
+        graph::children_first_from(id, &records)
+    }
+
+    /// Adds to `graph` every stored record that `links` (child id, parent id) reach through
+    /// parent links and `graph` lacks, each read once; at most `limit` records are read
+    /// (`too_many` beyond). A parent the store lacks is `missing(child, parent)`.
+    async fn fetch_ancestors(
+        &self,
+        graph: &mut HashMap<String, ProvenanceRecord>,
+        mut links: Vec<(String, String)>,
+        limit: usize,
+        missing: impl Fn(&str, &str) -> StorageError,
+        too_many: impl Fn() -> StorageError,
+    ) -> Result<()> {
+        let mut read = 0usize;
+        while let Some((child, p)) = links.pop() {
+            graph::step();
+            if graph.contains_key(&p) {
+                continue;
             }
+            if read >= limit {
+                return Err(too_many());
+            }
+            let rec = self
+                .provenance(&p)
+                .await?
+                .ok_or_else(|| missing(&child, &p))?;
+            read += 1;
+            links.extend(parent_links(&rec));
+            graph.insert(p, rec);
         }
-        topo_children_first(id, &records)
+        Ok(())
     }
 
     // ---- bundles ----
@@ -573,9 +601,10 @@ impl<B: AtlasBackend> AtlasStore<B> {
     async fn bundle_index(&self, names: &[&str]) -> Result<BundleIndex> {
         let mut files = Vec::new();
         let mut manifests: Vec<BundleManifest> = Vec::new();
+        let mut seen_manifests = BTreeSet::new();
         let mut chunks: Vec<BundleChunk> = Vec::new();
         let mut seen_chunks = BTreeSet::new();
-        let mut provenance: BTreeMap<String, ProvenanceRecord> = BTreeMap::new();
+        let mut provenance: HashMap<String, ProvenanceRecord> = HashMap::new();
         let mut seen_names = BTreeSet::new();
         for &name in names {
             if !seen_names.insert(name) {
@@ -583,7 +612,7 @@ impl<B: AtlasBackend> AtlasStore<B> {
             }
             let meta = self.file_required(name).await?;
             let manifest = self.file_manifest(name).await?;
-            if !manifests.iter().any(|m| m.hash == meta.manifest_hash) {
+            if seen_manifests.insert(meta.manifest_hash) {
                 for c in &manifest.chunks {
                     if seen_chunks.insert(c.hash) {
                         chunks.push(BundleChunk {
@@ -597,24 +626,38 @@ impl<B: AtlasBackend> AtlasStore<B> {
                     manifest,
                 });
             }
+            // Every file's chain, gathered in one walk shared by all files.
             if let Some(id) = &meta.provenance_id {
-                for rec in self.provenance_chain(id).await? {
-                    provenance.entry(rec.id.clone()).or_insert(rec);
+                if !provenance.contains_key(id) {
+                    let start = self
+                        .provenance(id)
+                        .await?
+                        .ok_or_else(|| not_found(format!("provenance record {id:?}")))?;
+                    let links = parent_links(&start).collect();
+                    provenance.insert(id.clone(), start);
+                    self.fetch_ancestors(
+                        &mut provenance,
+                        links,
+                        usize::MAX,
+                        |child, p| {
+                            StorageError::Integrity(format!(
+                                "provenance record {child:?} names a missing parent {p:?}"
+                            ))
+                        },
+                        || unreachable!("no limit"),
+                    )
+                    .await?;
                 }
             }
             files.push(meta);
         }
         // Parents first, so an importer can add records in order.
-        let mut ordered = Vec::new();
-        let roots: Vec<String> = provenance.keys().cloned().collect();
-        let mut placed = BTreeSet::new();
-        for r in roots {
-            for rec in topo_children_first(&r, &provenance)?.into_iter().rev() {
-                if placed.insert(rec.id.clone()) {
-                    ordered.push(rec);
-                }
-            }
-        }
+        let mut records: Vec<&ProvenanceRecord> = provenance.values().collect();
+        records.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let ordered = graph::parents_first(&records)?
+            .into_iter()
+            .cloned()
+            .collect();
         Ok(BundleIndex {
             format: bundle::BUNDLE_FORMAT_NAME.to_owned(),
             version: bundle::BUNDLE_VERSION,
@@ -671,10 +714,13 @@ impl<B: AtlasBackend> AtlasStore<B> {
         }
 
         // Provenance: every parent resolves, the union with the store is acyclic, and
-        // ids already stored hold the same record.
-        let mut graph: BTreeMap<String, ProvenanceRecord> = BTreeMap::new();
+        // ids already stored hold the same record. Each record and link is looked at a
+        // bounded number of times (graph.rs): the index may hold hundreds of thousands.
+        let mut graph: HashMap<String, ProvenanceRecord> =
+            HashMap::with_capacity(index.provenance.len());
         let mut new_provenance = Vec::new();
         for rec in &index.provenance {
+            graph::step();
             match self.provenance(&rec.id).await? {
                 Some(existing) if existing == *rec => {}
                 Some(_) => {
@@ -689,33 +735,30 @@ impl<B: AtlasBackend> AtlasStore<B> {
         }
         // Bring in the stored ancestors the bundle's records reach, so the cycle check
         // sees the whole graph the import would create.
-        let mut wanted: Vec<(String, String)> = index
-            .provenance
-            .iter()
-            .flat_map(|r| r.parents.iter().map(move |p| (r.id.clone(), p.clone())))
-            .collect();
-        while let Some((child, p)) = wanted.pop() {
-            if graph.contains_key(&p) {
-                continue;
-            }
-            if graph.len() >= MAX_PROVENANCE_CHAIN {
-                return Err(StorageError::Integrity(format!(
-                    "bundle rejected: its provenance reaches more than {MAX_PROVENANCE_CHAIN} records"
-                )));
-            }
-            let rec = self.provenance(&p).await?.ok_or_else(|| {
+        let links = index.provenance.iter().flat_map(parent_links).collect();
+        self.fetch_ancestors(
+            &mut graph,
+            links,
+            MAX_PROVENANCE_CHAIN,
+            |child, p| {
                 StorageError::Integrity(format!(
                     "bundle rejected: provenance record {child:?} names parent {p:?}, which neither the bundle nor the store holds"
                 ))
-            })?;
-            wanted.extend(rec.parents.iter().map(|q| (p.clone(), q.clone())));
-            graph.insert(p, rec);
-        }
-        for rec in &index.provenance {
-            topo_children_first(&rec.id, &graph).map_err(|e| {
-                StorageError::Integrity(format!("bundle rejected: {}", bundle::detail(&e)))
-            })?;
-        }
+            },
+            || {
+                StorageError::Integrity(format!(
+                    "bundle rejected: its provenance reaches more than {MAX_PROVENANCE_CHAIN} stored records"
+                ))
+            },
+        )
+        .await?;
+        let all: Vec<&ProvenanceRecord> = graph.values().collect();
+        graph::parents_first(&all).map_err(|e| {
+            StorageError::Integrity(format!("bundle rejected: {}", bundle::detail(&e)))
+        })?;
+        drop(all);
+        // The new records in the bundle's order, which need not list parents first.
+        let new_provenance = graph::parents_first(&new_provenance)?;
         for f in &index.files {
             if let Some(id) = &f.provenance_id {
                 if !graph.contains_key(id) && self.provenance(id).await?.is_none() {
@@ -772,8 +815,8 @@ impl<B: AtlasBackend> AtlasStore<B> {
                     undo.records.push((RecordTable::Manifests, key));
                 }
             }
-            // The bundle lists records parents first; write in that order.
-            for rec in ordered_parents_first(&new_provenance) {
+            // Parents first: a record is never stored before its parents.
+            for rec in new_provenance.iter().copied() {
                 self.put_provenance_record(rec).await?;
                 undo.records.push((RecordTable::Provenance, rec.id.clone()));
                 result.new_provenance += 1;
@@ -843,77 +886,7 @@ impl Undo {
     }
 }
 
-/// Orders `records` so that each comes after those of its parents that are in the list.
-fn ordered_parents_first<'a>(records: &[&'a ProvenanceRecord]) -> Vec<&'a ProvenanceRecord> {
-    let ids: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    let mut placed: BTreeSet<&str> = BTreeSet::new();
-    let mut out = Vec::with_capacity(records.len());
-    // The graph is acyclic (checked before), so each pass places at least one record.
-    while out.len() < records.len() {
-        let before = out.len();
-        for r in records {
-            if !placed.contains(r.id.as_str())
-                && r.parents
-                    .iter()
-                    .all(|p| !ids.contains(p.as_str()) || placed.contains(p.as_str()))
-            {
-                placed.insert(r.id.as_str());
-                out.push(*r);
-            }
-        }
-        if out.len() == before {
-            break;
-        }
-    }
-    out
-}
-
-/// The records reachable from `start` in `records`, each before its parents (reverse
-/// post-order of a depth-first walk). Parents absent from `records` are skipped (the
-/// caller checks they exist elsewhere); a cycle is an error.
-fn topo_children_first(
-    start: &str,
-    records: &BTreeMap<String, ProvenanceRecord>,
-) -> Result<Vec<ProvenanceRecord>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        OnPath,
-        Done,
-    }
-    let mut marks: BTreeMap<&str, Mark> = BTreeMap::new();
-    let mut post: Vec<&ProvenanceRecord> = Vec::new();
-    let Some(first) = records.get(start) else {
-        return Err(not_found(format!("provenance record {start:?}")));
-    };
-    // Explicit stack of (record, index of the next parent to visit): no recursion, so a
-    // long hostile chain cannot overflow the call stack.
-    let mut stack: Vec<(&ProvenanceRecord, usize)> = vec![(first, 0)];
-    marks.insert(first.id.as_str(), Mark::OnPath);
-    while let Some(top) = stack.last_mut() {
-        let (rec, i) = (top.0, top.1);
-        if i < rec.parents.len() {
-            top.1 += 1;
-            let p = rec.parents[i].as_str();
-            match marks.get(p) {
-                Some(Mark::OnPath) => {
-                    return Err(StorageError::Integrity(format!(
-                        "provenance records form a cycle through {p:?} and {:?}",
-                        rec.id
-                    )))
-                }
-                Some(Mark::Done) => {}
-                None => {
-                    if let Some(parent) = records.get(p) {
-                        marks.insert(p, Mark::OnPath);
-                        stack.push((parent, 0));
-                    }
-                }
-            }
-        } else {
-            marks.insert(rec.id.as_str(), Mark::Done);
-            post.push(rec);
-            stack.pop();
-        }
-    }
-    Ok(post.into_iter().rev().cloned().collect())
+/// `rec`'s links to its parents, as (child id, parent id).
+fn parent_links(rec: &ProvenanceRecord) -> impl Iterator<Item = (String, String)> + '_ {
+    rec.parents.iter().map(|p| (rec.id.clone(), p.clone()))
 }

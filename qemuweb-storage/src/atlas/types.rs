@@ -538,8 +538,11 @@ impl ProvenanceRecord {
                 )));
             }
         }
-        for (i, p) in self.parents.iter().enumerate() {
-            if self.parents[..i].contains(p) {
+        // One set, not a scan per parent: a record in a bundle may name millions.
+        let mut seen = std::collections::HashSet::with_capacity(self.parents.len());
+        for p in &self.parents {
+            super::graph::step();
+            if !seen.insert(p.as_str()) {
                 return Err(StorageError::InvalidArgument(format!(
                     "provenance record {:?} names parent {p:?} twice",
                     self.id
