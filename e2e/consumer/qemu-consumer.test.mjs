@@ -21,6 +21,8 @@ const BANNER = 'QEMUWEB-GUEST x86 v1';
 const VERSION = readFileSync(join(REPO, 'Cargo.toml'), 'utf8').match(/\[workspace\.package\][^[]*?^version\s*=\s*"([^"]+)"/m)[1];
 const RUNTIME = join(NPM_DIR, `qemuweb-runtime-${VERSION}.tgz`);
 const QEMU = join(NPM_DIR, `qemuweb-qemu-wasm-${VERSION}.tgz`);
+// @qemuweb/runtime depends on @qemuweb/firmware, which is not published either.
+const FIRMWARE = join(NPM_DIR, `qemuweb-firmware-${VERSION}.tgz`);
 const missing = existsSync(QEMU) ? null : `${QEMU} is missing (scripts/build-qemu-npm packs it from a QEMU build)`;
 if (missing) {
   console.error(`\n${'!'.repeat(78)}\n!! ${missing}\n!! The QEMU consumer test is SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
@@ -36,13 +38,15 @@ function mustRun(cmd, args) {
 
 before(() => {
   if (missing) return;
-  if (!existsSync(RUNTIME)) throw new Error(`${RUNTIME} is missing: run scripts/build-npm`);
+  for (const tgz of [RUNTIME, FIRMWARE]) {
+    if (!existsSync(tgz)) throw new Error(`${tgz} is missing: run scripts/build-npm`);
+  }
   project = mkdtempSync(join(tmpdir(), 'qemuweb-qemu-consumer-'));
   cpSync(join(import.meta.dirname, 'fixture-qemu'), project, {
     recursive: true,
     filter: (src) => !/[/\\](node_modules|dist)([/\\]|$)/.test(src),
   });
-  mustRun('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', RUNTIME, QEMU]);
+  mustRun('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', RUNTIME, FIRMWARE, QEMU]);
 });
 
 after(() => {

@@ -87,7 +87,8 @@ test('QEMU engine: every default profile boots its guest from a qcow2 over HTTP,
   const lbaOf = (i) => 100 + 10 * i;
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'qemu');
-    await env.images.log();
+    // The server keeps its whole log: what this test fetched starts here.
+    const logStart = (await env.images.log()).length;
     for (const [i, id] of PROFILES.entries()) {
       const [banner] = guestOf(id);
       const vm = `q-${id}`;
@@ -117,7 +118,7 @@ test('QEMU engine: every default profile boots its guest from a qcow2 over HTTP,
 
     // Lazy: Range requests only, for a fraction of the image.
     const size = statSync(join(env.imageRoot, 'x86-bios.qcow2')).size;
-    const gets = (await env.images.log()).map((l) => l.split('\t'))
+    const gets = (await env.images.log()).slice(logStart).map((l) => l.split('\t'))
       .filter(([method, path]) => method === 'GET' && path === '/x86-bios.qcow2');
     assert.ok(gets.length > 0);
     for (const [, , range, status] of gets) {
@@ -164,7 +165,7 @@ test('QEMU engine: no Memory64, too much RAM and no build are typed errors, befo
   const qemuHost = await serve(qemuRoot);
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'qemu-errors');
-    await env.images.log();
+    const logStart = (await env.images.log()).length;
     const disk = { disk: { source: { kind: 'url', url: imageUrl() } } };
     const limit = Math.min(...qemuBuild().modules.map((m) => m.maxGuestRamMib));
     const tooMuch = limit + 256;
@@ -174,21 +175,22 @@ test('QEMU engine: no Memory64, too much RAM and no build are typed errors, befo
       const noMemory64 = makeClient({ workerUrl: './no-memory64-worker.js', assets: { qemuDir } });
       await noMemory64.init();
       // A build that needs no Memory64 (wasm32) would start there: only a wasm64 one is refused.
-      if (needsMemory64) r.noMemory64 = await attempt(() => noMemory64.startVm('q-nom64', profiles[x86], disk, {}));
+      if (needsMemory64) r.noMemory64 = await attempt(() => noMemory64.startVm('q-nom64', profiles[x86], disk, { engine: 'qemu' }));
       // What the VM's worker reported when it came up.
       r.caps = events.filter((e) => e.type === 'capabilities').map((e) => e.args[0]).find((c) => !c.memory64);
       const c = makeClient({ workerUrl: './pkg/worker.js', assets: { qemuDir } });
       r.tooBig = await attempt(() => c.startVm('q-big', { ...profiles[x86], maxMemoryMiB: 8192 },
-        disk, { overrides: { memoryMiB: tooMuch } }));
-      r.noDir = await attempt(() => c.startVm('q-nodir', profiles[x86], disk, { assets: {} }));
+        disk, { overrides: { memoryMiB: tooMuch }, engine: 'qemu' }));
+      r.noDir = await attempt(() => c.startVm('q-nodir', profiles[x86], disk, { assets: {}, engine: 'qemu' }));
       r.badDir = await attempt(() => c.startVm('q-baddir', profiles[x86], disk,
-        { assets: { qemuDir: `${qemuDir}nope/` } }));
+        { assets: { qemuDir: `${qemuDir}nope/` }, engine: 'qemu' }));
       r.v86x64 = await attempt(() => c.startVm('q-v86', profiles['linux-x86_64-pc-nographic'], disk, { engine: 'v86' }));
       return r;
     }, [disk, `${qemuHost.url}/`, X86, tooMuch, needsMemory64]);
-    assert.ok(out.caps, 'the worker reported no Memory64');
-    assert.ok(out.caps.issues.some((i) => i.code === 'no-memory64'), JSON.stringify(out.caps.issues));
     if (needsMemory64) {
+      // The VM's worker reports its capabilities when it comes up for the start.
+      assert.ok(out.caps, 'the worker reported no Memory64');
+      assert.ok(out.caps.issues.some((i) => i.code === 'no-memory64'), JSON.stringify(out.caps.issues));
       assert.equal(out.noMemory64.error, 'unsupported', JSON.stringify(out.noMemory64));
       assert.match(out.noMemory64.message, /Memory64/);
       assert.match(out.noMemory64.message, /Chrome or Edge 133 or later, or Firefox 134 or later/);
@@ -203,7 +205,7 @@ test('QEMU engine: no Memory64, too much RAM and no build are typed errors, befo
     const qemuGets = (await qemuHost.log()).map((l) => l.split('\t')[1]);
     assert.deepEqual([...new Set(qemuGets)].sort(), ['/nope/qemu-build.json', '/qemu-build.json']);
     assert.equal(qemuGets.filter((p) => p === '/qemu-build.json').length, 1, 'only the RAM check read the manifest');
-    assert.deepEqual(await env.images.log(), []);
+    assert.deepEqual((await env.images.log()).slice(logStart), []);
     await context.close();
   } finally {
     await qemuHost.stop();
