@@ -234,6 +234,9 @@ struct Display {
     canvas_display: RefCell<qemuweb_sidecar::CanvasDisplay>,
     running: Cell<bool>,
     frame_callback: RefCell<Option<FrameCallback>>,
+    /// The pending `requestAnimationFrame`, cancelled when the display goes (its callback
+    /// must not run after the closure is dropped).
+    frame_request: Cell<Option<i32>>,
 }
 
 /// A `requestAnimationFrame` callback.
@@ -243,7 +246,19 @@ impl Display {
     fn request_frame(&self) {
         if let (Some(cb), Some(window)) = (self.frame_callback.borrow().as_ref(), web_sys::window())
         {
-            let _ = window.request_animation_frame(cb.as_ref().unchecked_ref());
+            self.frame_request.set(
+                window
+                    .request_animation_frame(cb.as_ref().unchecked_ref())
+                    .ok(),
+            );
+        }
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        if let (Some(id), Some(window)) = (self.frame_request.get(), web_sys::window()) {
+            let _ = window.cancel_animation_frame(id);
         }
     }
 }
@@ -624,6 +639,7 @@ impl QemuClient {
             canvas_display: RefCell::new(canvas_display),
             running: Cell::new(true),
             frame_callback: RefCell::new(None),
+            frame_request: Cell::new(None),
         });
         let weak = Rc::downgrade(&display);
         let inner = Rc::downgrade(&self.inner);
