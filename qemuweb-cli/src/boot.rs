@@ -92,6 +92,9 @@ pub struct BrowserBoot {
     pub save: bool,
     /// Boot cold: ignore a state saved beside the image.
     pub cold: bool,
+    /// Serve the control API on this loopback address (see
+    /// [`RunnerOptions::control`](qemuweb_headless::RunnerOptions::control)).
+    pub control: Option<std::net::SocketAddr>,
 }
 
 /// What to boot and how.
@@ -402,6 +405,7 @@ pub fn browser_options(
     runner.verbose = browser.verbose;
     runner.v86_dir = browser.v86_dir.clone();
     runner.bundle = browser.bundle.clone();
+    runner.control = browser.control;
     Ok(runner)
 }
 

@@ -148,6 +148,12 @@ mod cli {
             /// Boot cold, without the state saved beside the image.
             #[arg(long, requires = "browser")]
             cold: bool,
+            /// Serve the control API on this loopback address (127.0.0.1:PORT; port 0 picks
+            /// one): JSON commands (type, keys, move, click, screenshot, serialIn,
+            /// serialOut, stop) with the token printed on stderr; the run then ends with
+            /// `stop`, --timeout or Ctrl-C rather than at the end of stdin.
+            #[arg(long, value_name = "ADDR", requires = "browser")]
+            control: Option<std::net::SocketAddr>,
         },
         /// Make an image ready for a static web host: a qcow2 with the HTTP block size as
         /// cluster size (or raw), vm.json, _headers and manifest.json with SHA-256s.
@@ -412,6 +418,7 @@ mod cli {
                 bundle,
                 save,
                 cold,
+                control,
             } => {
                 let opts = BootOptions {
                     profile,
@@ -437,6 +444,7 @@ mod cli {
                         bundle,
                         save,
                         cold,
+                        control,
                     };
                     let outcome = qemuweb_cli::boot::boot_in_browser(&opts, &browser)?;
                     if outcome.exit_code() != 0 {

@@ -216,6 +216,11 @@ impl ControlChannel {
         }
     }
 
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
     /// Closes the channel (the VM is stopping): waiting commands end with
     /// [`ControlError::Stopped`], and so do new ones.
     pub fn close(&self) {
@@ -305,7 +310,9 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::Timeout);
             assert!(c.state().waiting.is_empty());
+            assert!(!c.is_closed());
             c.close();
+            assert!(c.is_closed());
             assert_eq!(c.next_for_page(Duration::from_secs(5)).await, None);
             let e = c
                 .ask_page(&PageOp::Screenshot, Duration::from_secs(5))

@@ -18,6 +18,11 @@
 //! (the `--qemu-dir DIR` of the runners, default [`qemu_dir_or_env`]'s
 //! `$QEMUWEB_QEMU_DIR`).
 //!
+//! [`RunnerOptions::control`] also serves the control API (`qemuweb-control`) on a
+//! loopback address: the page then shows the guest's screen on a canvas, and automation
+//! types, clicks, takes screenshots and reads the serial console through JSON commands
+//! carrying the run's token, printed on stderr at start.
+//!
 //! Used by the `qemuweb-runtime` example `headless` (and so `scripts/demo`) and by
 //! `qemuweb boot --browser`. Native only: on wasm32 the crate is empty.
 #![cfg(not(target_arch = "wasm32"))]
@@ -36,12 +41,15 @@ pub use qemu::{qemu_dir_or_env, QEMU_DIR_ENV};
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use qemuweb_config::{profile_by_id, DiskInput, ImageSource, VmInputs, VmOverrides};
+use qemuweb_control::{ControlChannel, ControlServer, Hooks};
 use qemuweb_runtime::engine::plan;
 use qemuweb_runtime::EngineKind;
 
@@ -165,6 +173,13 @@ pub struct RunnerOptions {
     /// and write it to this file as a snapshot file (the runtime's `exportSnapshot`). A
     /// save that fails makes the run an [`Outcome::PageError`].
     pub save_snapshot: Option<PathBuf>,
+    /// Serve the control API (`qemuweb-control`: `POST /v1/command`) on this loopback
+    /// address (port 0 picks one). The page then attaches a display canvas (the profile's
+    /// screen, keyboard and pointer) and the run ends with the `stop` command, the time
+    /// limit or Ctrl-C: the end of the console's input no longer stops the VM. Its URL and
+    /// token are printed on stderr: `headless: control API on http://127.0.0.1:PORT token
+    /// TOKEN`.
+    pub control: Option<SocketAddr>,
 }
 
 impl RunnerOptions {
@@ -198,6 +213,7 @@ impl RunnerOptions {
             verbose: false,
             resume_published: None,
             save_snapshot: None,
+            control: None,
         }
     }
 }
@@ -234,6 +250,8 @@ pub enum Outcome {
     PageError(String),
     /// Chromium exited by itself.
     BrowserExited(String),
+    /// The control API's `stop` command stopped the VM (after a final overlay sync).
+    Stopped,
 }
 
 impl Outcome {
@@ -247,7 +265,7 @@ impl Outcome {
     /// ```
     pub fn exit_code(&self) -> u8 {
         match self {
-            Outcome::InputClosed => 0,
+            Outcome::InputClosed | Outcome::Stopped => 0,
             Outcome::Timeout => 124,
             Outcome::Interrupted => 130,
             Outcome::PageError(_) | Outcome::BrowserExited(_) => 1,
@@ -263,6 +281,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Interrupted => f.write_str("interrupted"),
             Outcome::PageError(m) => write!(f, "stopped by an error: {m}"),
             Outcome::BrowserExited(m) => f.write_str(m),
+            Outcome::Stopped => f.write_str("stopped by the control API"),
         }
     }
 }
@@ -284,6 +303,11 @@ fn prepare(opts: &RunnerOptions) -> Result<Prepared> {
     let profile = profile_by_id(&opts.profile).map_err(|e| invalid(e.to_string()))?;
     if opts.disk.is_none() && opts.kernel.is_none() {
         return Err(invalid("give --disk or --kernel".into()));
+    }
+    if let Some(addr) = opts.control.filter(|a| !a.ip().is_loopback()) {
+        return Err(invalid(
+            qemuweb_control::ControlError::NotLoopback(addr.to_string()).to_string(),
+        ));
     }
     let bios = match opts.bios.clone() {
         Some(b) => b,
@@ -418,6 +442,7 @@ fn prepare(opts: &RunnerOptions) -> Result<Prepared> {
         "assets": assets,
         "drainMs": 500,
         "saveSnapshot": opts.save_snapshot.is_some(),
+        "control": opts.control.is_some(),
     });
     if let Some(manifest) = &opts.resume_published {
         config["resume"] = serve_boot_state(&mut files, manifest)?;
@@ -450,6 +475,26 @@ fn serve_boot_state(
         files.insert(format!("/boot-state/{}", part.path), file);
     }
     Ok(serde_json::json!({"kind": "published", "url": "/boot-state/boot-state.json"}))
+}
+
+/// The guest's serial output to the console and to the control API's log.
+struct Tee {
+    out: Box<dyn Write + Send>,
+    channel: Arc<ControlChannel>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.channel.serial_output(buf);
+        // The control API keeps the output even when the console is gone.
+        let _ = self.out.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.out.flush();
+        Ok(())
+    }
 }
 
 fn add_tree(files: &mut HashMap<String, PathBuf>, dir: &Path, prefix: &str) {
@@ -506,14 +551,50 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
         Some(path) => Some(SnapshotSink::create(path)?),
         None => None,
     };
+    let control = opts.control.map(|_| ControlChannel::new());
+    let output: Box<dyn Write + Send> = match &control {
+        Some(channel) => Box::new(Tee {
+            out: console.output,
+            channel: channel.clone(),
+        }),
+        None => console.output,
+    };
     let bridge = Arc::new(Bridge {
         input: Mutex::new(Input::default()),
         wake: Notify::new(),
-        output: Mutex::new(console.output),
+        output: Mutex::new(output),
         exits: exits_tx.clone(),
         verbose: opts.verbose,
         snapshot: Mutex::new(snapshot),
     });
+    // The control API's `stop` ends the page's input like the console's end does.
+    let stopped_by_control = Arc::new(AtomicBool::new(false));
+    let _control_server = match (opts.control, &control) {
+        (Some(addr), Some(channel)) => {
+            let (input, stop) = (bridge.clone(), bridge.clone());
+            let flag = stopped_by_control.clone();
+            let hooks = Hooks::new(
+                move |bytes| {
+                    if !bytes.is_empty() {
+                        input.push_input(bytes);
+                    }
+                },
+                move || {
+                    flag.store(true, Ordering::SeqCst);
+                    stop.push_input(&[]);
+                },
+            );
+            let server = ControlServer::start(addr, channel.clone(), hooks)
+                .map_err(|e| HeadlessError::io("the control API", io::Error::other(e)))?;
+            eprintln!(
+                "headless: control API on {} token {}",
+                server.url(),
+                server.token()
+            );
+            Some(server)
+        }
+        _ => None,
+    };
     let mut generated = HashMap::new();
     for (path, bytes) in embedded {
         let content_type = qemuweb_http::mime_type(Path::new(&path));
@@ -534,6 +615,7 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
         files,
         generated,
         bridge: bridge.clone(),
+        control,
     };
     // A kept profile keeps its origin (and so its IndexedDB disks): the same port each run.
     let port_file = opts
@@ -551,18 +633,22 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
         .map_err(|e| HeadlessError::io("cannot serve on 127.0.0.1", io::Error::other(e)))?;
     let addr = server.local_addr();
 
-    // The console's input -> the page.
+    // The console's input -> the page. With the control API its end is not the run's.
     {
         let bridge = bridge.clone();
         let mut input = console.input;
+        let keep_running = opts.control.is_some();
         thread::spawn(move || {
             let mut buf = [0u8; 4096];
             loop {
                 let n = input.read(&mut buf).unwrap_or(0);
-                bridge.push_input(&buf[..n]);
                 if n == 0 {
+                    if !keep_running {
+                        bridge.push_input(&[]);
+                    }
                     break;
                 }
+                bridge.push_input(&buf[..n]);
             }
         });
     }
@@ -646,6 +732,7 @@ pub fn run(opts: &RunnerOptions, console: Console) -> Result<Outcome> {
                 }
                 return Ok(match quitting {
                     Some((_, why)) => why,
+                    None if stopped_by_control.load(Ordering::SeqCst) => Outcome::Stopped,
                     None => Outcome::InputClosed,
                 });
             }

@@ -7,7 +7,9 @@
 //! the bridge (`GET /serial/in`, `POST /serial/out`, `POST /event`, `POST /snapshot`)
 //! answers only requests
 //! with the run's random token (`X-QemuWeb-Token`, handed to the page in `config.json`)
-//! from the page's own origin; a refused request changes nothing.
+//! from the page's own origin; a refused request changes nothing. With the control API
+//! (`qemuweb-control`), the page also long-polls its commands (`GET /control/next`) and
+//! answers them (`POST /control/answer`) behind the same guard.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use qemuweb_control::ControlChannel;
 use qemuweb_http::{
     empty, full, isolation, serve_file, text, ActionGuard, AllowedHosts, Body, Check, Corp,
     HostCheckLayer, RequestBody, Server, ServerConfig, Token,
@@ -41,6 +44,8 @@ pub(crate) struct Site {
     /// URL path -> generated content and its type.
     pub(crate) generated: HashMap<String, (Bytes, &'static str)>,
     pub(crate) bridge: Arc<Bridge>,
+    /// The control API's commands for the page, when it is served.
+    pub(crate) control: Option<Arc<ControlChannel>>,
 }
 
 /// The serial bridge and event channel between the page and the runner.
@@ -127,6 +132,15 @@ async fn route(site: &Site, guard: &ActionGuard, req: Request<RequestBody>) -> R
     .to_string();
     let bridge = &site.bridge;
     match (req.method(), path.as_str()) {
+        (_, "/control/next" | "/control/answer") => {
+            if let Some(refusal) = guard.check(&req) {
+                return refusal;
+            }
+            let Some(control) = &site.control else {
+                return text(StatusCode::NOT_FOUND, "no control API in this run");
+            };
+            control_route(control, req).await
+        }
         (_, "/serial/in" | "/serial/out" | "/event" | "/snapshot") => {
             if let Some(refusal) = guard.check(&req) {
                 return refusal;
@@ -178,6 +192,39 @@ async fn route(site: &Site, guard: &ActionGuard, req: Request<RequestBody>) -> R
             }
         }
         _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// The page's side of the control API: `GET /control/next` answers the next command
+/// (`200`, JSON), `204` after [`POLL`] without one, `410` once the VM stops;
+/// `POST /control/answer` takes the page's answer to one.
+async fn control_route(control: &ControlChannel, req: Request<RequestBody>) -> Response<Body> {
+    match *req.method() {
+        Method::GET if req.uri().path() == "/control/next" => {
+            match control.next_for_page(POLL).await {
+                Some(command) => {
+                    let mut r = Response::new(full(command));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
+                None if control.is_closed() => text(StatusCode::GONE, "the VM stopped"),
+                None => no_content(),
+            }
+        }
+        Method::POST if req.uri().path() == "/control/answer" => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "too large"),
+            };
+            match control.page_answer(&body) {
+                Ok(()) => no_content(),
+                Err(e) => text(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        }
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }
 

@@ -83,6 +83,10 @@ struct Args {
     /// Report the page's progress and Chromium's output on stderr.
     #[arg(long)]
     verbose: bool,
+    /// Serve the control API on this loopback address (127.0.0.1:PORT); its token is
+    /// printed on stderr, and the run ends with its `stop` command.
+    #[arg(long, value_name = "ADDR")]
+    control: Option<std::net::SocketAddr>,
 }
 
 fn positive_seconds(v: &str) -> Result<Duration, String> {
@@ -109,6 +113,7 @@ fn options(args: Args) -> Result<RunnerOptions, String> {
     a.chromium = args.chromium;
     a.user_data_dir = args.user_data_dir;
     a.verbose = args.verbose;
+    a.control = args.control;
     if a.engine == Engine::Qemu {
         let dir = qemu_dir_or_env(args.qemu_dir)
             .ok_or("--engine qemu needs --qemu-dir DIR (or QEMUWEB_QEMU_DIR): a qemuweb-wasm-build output directory (scripts/build-qemu)")?;
@@ -128,7 +133,7 @@ pub fn main() -> ExitCode {
         }
     };
     match run(&opts, Console::stdio()) {
-        Ok(Outcome::InputClosed) => ExitCode::SUCCESS,
+        Ok(Outcome::InputClosed | Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(outcome) => {
             eprintln!("headless: {outcome}");
             ExitCode::from(outcome.exit_code())
