@@ -211,7 +211,7 @@ test('a file from the file picker and one dropped on the page boot on the graphi
     const uploadedVm = await page.getAttribute('#persistence', 'data-vm-id');
     await startVm(page);
     assert.equal(await page.isVisible('#screen'), true);
-    await page.waitForFunction(() => document.querySelector('#screen').width === 720, null, { timeout: 30000 });
+    await page.waitForFunction(() => document.querySelector('#screen').width === 720, null, { timeout: 90000 });
     // The screen takes the keyboard and the pointer: the guest's `keys` mode reports
     // every PS/2 byte on its serial port (the terminal).
     await typeLine(page, 'keys');

@@ -48,7 +48,9 @@ pub use cow::{CowBlockDevice, MemoryOverlay, Overlay};
 pub use device::{check_range, BlockDevice, DEFAULT_BLOCK_SIZE};
 pub use error::{ErrorKind, Result, StorageError};
 pub use http::headers as http_headers;
-pub use http::{HttpBlockDevice, HttpOptions, HttpResolver, HttpStats, Progress, MAX_REDIRECTS};
+pub use http::{
+    HttpBlockDevice, HttpOptions, HttpResolver, HttpStats, Progress, MAX_REDIRECTS, PROBE_BYTES,
+};
 pub use memory::MemoryBlockDevice;
 
 #[cfg(not(target_arch = "wasm32"))]

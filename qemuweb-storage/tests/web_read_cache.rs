@@ -1,5 +1,5 @@
 //! `IndexedDbReadCache` in headless Chromium: chunks kept across opens (a second open of
-//! an image over HTTP fetches only its one-byte probe), a new image version drops the old
+//! an image over HTTP fetches only its two-byte probe), a new image version drops the old
 //! chunks, and the least recently used chunks go beyond the budget. Run with
 //! `scripts/browser-tests.sh`.
 #![cfg(target_arch = "wasm32")]
@@ -7,7 +7,7 @@
 mod web_support;
 
 use qemuweb_storage::read_cache::{CachedImage, IndexedDbReadCache, ReadCache};
-use qemuweb_storage::{BlockDevice, HttpBlockDevice};
+use qemuweb_storage::{BlockDevice, HttpBlockDevice, PROBE_BYTES};
 use std::rc::Rc;
 use wasm_bindgen_test::*;
 use web_support::*;
@@ -86,6 +86,6 @@ async fn a_second_open_over_http_reads_from_the_cache() {
         .unwrap();
     assert!(second.read_vec(0, 300_000).await.unwrap() == expected[..300_000]);
     let s = second.stats();
-    assert_eq!(s.bytes_fetched, 1, "only the probe: {s:?}");
+    assert_eq!(s.bytes_fetched, PROBE_BYTES, "only the probe: {s:?}");
     assert!(s.persistent_hits > 0);
 }

@@ -701,12 +701,16 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
+/// What an open asks for when the [`read_cache`](HttpOptions::read_cache) holds the image:
+/// enough to learn its version (validator and size).
+pub const PROBE_BYTES: u64 = 2;
+
 impl HttpBlockDevice {
     /// Opens the image at `url`: one request learns its size and validator and brings
     /// its first chunks.
     ///
     /// With a [`read_cache`](HttpOptions::read_cache) that holds chunks of this URL, the
-    /// first request asks for one byte only, to check the version (the validator and the
+    /// first request asks for two bytes only ([`PROBE_BYTES`]), to check the version (the validator and the
     /// size); a different version drops the old chunks. When that request fails for the
     /// network, the image opens from the cache (offline: what it holds reads, the rest
     /// fails with [`ErrorKind::Network`](crate::ErrorKind::Network)).
@@ -728,7 +732,10 @@ impl HttpBlockDevice {
             None => None,
         };
         let first_len = if cached.is_some() {
-            1
+            // Two bytes, not one: `bytes=0-0` reads as "to the end" on servers that parse the
+            // end with `parseInt(end) || size - 1` (sirv, the files of Vite's dev server),
+            // whose whole-file answer would be refused as not the range asked for.
+            PROBE_BYTES
         } else {
             (cs + options.read_ahead).min(options.max_request) / cs * cs
         };
