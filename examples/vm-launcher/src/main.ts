@@ -226,7 +226,7 @@ function profileChanged(): void {
   const p = profiles.find((p) => p.id === ui.profile.value);
   if (!p) return;
   if (p.requiresKernel) $<HTMLDetailsElement>("kernel-boot").open = true;
-  ui.profileHelp.textContent = [p.description, p.requiresKernel ? p.kernelHelpText : ""].filter(Boolean).join(" ");
+  ui.profileHelp.textContent = [p.description, p.kernelHelpText ?? ""].filter(Boolean).join(" ");
   saveForm();
 }
 
