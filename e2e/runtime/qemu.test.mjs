@@ -34,6 +34,8 @@ let env;
 before(async () => {
   env = await setUp();
   if (!missing) installQemu(env.webRoot);
+  // The VM worker as a browser without Memory64 runs it, beside the page (./pkg/ is the runtime).
+  cpSync(join(import.meta.dirname, 'no-memory64-worker.js'), join(env.webRoot, 'no-memory64-worker.js'));
 });
 
 after(async () => {
