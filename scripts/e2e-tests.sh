@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the end-to-end tests in e2e/ (Node's test runner + playwright-core driving Debian's
 # headless Chromium against pages served on 127.0.0.1): qemuweb-storage's persistence and
-# interop tests, qemuweb-runtime's VM tests and the example app's click-through (examples/). The Linux boot is its own step
+# interop tests, qemuweb-runtime's VM tests, the DevTools extension (extension/) and the
+# example app's click-through (examples/). The Linux boot is its own step
 # (scripts/e2e-linux.sh). Dependencies must be installed (scripts/setup).
 # Honours CARGO_TARGET_DIR; extra arguments are test files or directories under e2e/
 # (and options for `node --test`, e.g. --test-name-pattern=...).
@@ -23,6 +24,7 @@ cargo build -q -p qemuweb-runtime --example headless
 scripts/build-web --dev qemuweb-storage-js "$target_dir/web/storage" >/dev/null
 scripts/build-web qemuweb-runtime >/dev/null
 scripts/build-npm >/dev/null
+scripts/build-extension >/dev/null   # extension/devtools.test.mjs loads it into Chromium
 # The QEMU modules as @qemuweb/qemu-wasm (consumer/qemu-consumer.test.mjs), when there is a build.
 if [ -n "${QEMUWEB_QEMU_DIR:-}" ]; then scripts/build-qemu-npm >/dev/null; else rm -f "$target_dir"/npm/qemuweb-qemu-wasm-*.tgz; fi
 

@@ -3,9 +3,12 @@
 //!
 //! - `events`: listeners (`on`, `once`, `off`, the `onX` slots) and `QemuError`;
 //! - `overlays`: the VMs' stored disks (`overlays`, `resetOverlay`, `deleteOverlays`);
+//! - `devtools`: the page side of the DevTools hook (`devtools: true`), see
+//!   [`crate::devtools`];
 //! - `snapshots`: saved VM states (`saveSnapshot`, `listSnapshots`, `deleteSnapshot`,
 //!   `exportSnapshot`, `importSnapshot`; `startVm`'s `resume` option resumes one).
 
+mod devtools;
 mod events;
 mod overlays;
 mod snapshots;
@@ -47,6 +50,14 @@ pub struct ClientOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub assets: Option<EngineAssets>,
+    /// Lets the QemuWeb DevTools extension (`extensions/chrome`) see and drive this
+    /// client's VMs: their state, serial console, disks and events, and stop, reset,
+    /// export overlay and save state (default: off). The hook answers only messages that
+    /// the page's own window posts to itself (the extension's content script), never
+    /// another frame's or origin's; see the `devtools` module for its messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub devtools: Option<bool>,
 }
 
 /// Options of one `startVm(vmId, profile, inputs, options)`.
@@ -280,6 +291,8 @@ struct Inner {
     next_id: Cell<u64>,
     /// A function that returns `undefined` (to settle promises with nothing).
     noop: Closure<dyn FnMut(JsValue)>,
+    /// The DevTools hook, when `devtools: true`.
+    devtools: RefCell<Option<Rc<devtools::Hook>>>,
 }
 
 /// The page-side API: starts each VM in its own module worker and talks to it.
@@ -314,7 +327,7 @@ impl QemuClient {
         );
         let mut assets = options.assets.unwrap_or_default();
         resolve_assets(&mut assets, base.as_deref());
-        Ok(QemuClient {
+        let client = QemuClient {
             inner: Rc::new(Inner {
                 worker_url,
                 displays: RefCell::default(),
@@ -325,8 +338,21 @@ impl QemuClient {
                 caps: RefCell::default(),
                 next_id: Cell::new(1),
                 noop: Closure::new(|_| {}),
+                devtools: RefCell::default(),
             }),
-        })
+        };
+        if options.devtools == Some(true) {
+            if let Some(hook) = devtools::Hook::install(&client.inner) {
+                let weak = Rc::downgrade(&hook);
+                client.inner.listeners.set_observer(Rc::new(move |event| {
+                    if let Some(hook) = weak.upgrade() {
+                        hook.observe(event);
+                    }
+                }));
+                *client.inner.devtools.borrow_mut() = Some(hook);
+            }
+        }
+        Ok(client)
     }
 
     /// Detects what this page offers; resolves to `RuntimeCapabilities`.
@@ -377,7 +403,16 @@ impl QemuClient {
         if let Some(signal) = signal.filter(|s| s.aborted()) {
             return Promise::reject(&aborted(&vm_id, &signal));
         }
-        self.inner.clone().spawn_and_send(vm_id, message, starting)
+        let profile = get(&get(&get(&message, "command"), "profile"), "id");
+        let started = self
+            .inner
+            .clone()
+            .spawn_and_send(vm_id.clone(), message, starting);
+        let hook = self.inner.devtools.borrow().clone();
+        if let Some(hook) = hook {
+            hook.starting(&vm_id, &profile.as_string().unwrap_or_default());
+        }
+        started
     }
 
     /// Stops VM `vmId`: without `force` its writes are made durable first. Resolves when

@@ -6,6 +6,7 @@
 //! - [`protocol`]: the page-worker messages (serde-tagged, with TypeScript types from
 //!   tsify), the version handshake and the validation of untrusted messages.
 //! - [`capabilities`]: what the browser offers ([`RuntimeCapabilities`]).
+//! - [`devtools`]: the DevTools hook's messages (`new QemuClient({devtools: true})`).
 //! - [`snapshot`]: saving a running VM's whole state with its disks' overlay points and
 //!   resuming it (v86 `save_state`/`restore_state`), published boot states.
 //! - [`engine`]: the [`Engine`](engine::Engine) trait, engine selection and boot plans;
@@ -38,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod capabilities;
+pub mod devtools;
 pub mod engine;
 mod error;
 pub mod input;

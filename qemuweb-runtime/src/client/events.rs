@@ -10,6 +10,7 @@ use crate::protocol::{ErrorCode, Event};
 use js_sys::{Array, Function, Reflect};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -123,7 +124,12 @@ pub(crate) struct Listeners {
     by_type: RefCell<HashMap<String, Vec<Listener>>>,
     slots: RefCell<Slots>,
     next_id: Cell<u64>,
+    /// Hears every event before the listeners (the DevTools hook, when it is on).
+    observer: RefCell<Option<Observer>>,
 }
+
+/// A function that hears every event a client dispatches.
+pub(crate) type Observer = Rc<dyn Fn(&JsValue)>;
 
 impl Listeners {
     /// Adds `function` for events of type `kind`; returns its id for [`remove`](Self::remove).
@@ -152,6 +158,11 @@ impl Listeners {
         }
     }
 
+    /// Sets the function that hears every event before the listeners.
+    pub fn set_observer(&self, observer: Observer) {
+        *self.observer.borrow_mut() = Some(observer);
+    }
+
     /// Fills (or with `None` empties) an `onX` slot.
     pub fn set_slot(&self, slot: Slot, function: Option<Function>) {
         let mut s = self.slots.borrow_mut();
@@ -173,6 +184,10 @@ impl Listeners {
     /// throws does not stop the others: its exception goes to `reportError` (the console
     /// and the page's `error` event), as an `EventTarget`'s would.
     pub fn dispatch(&self, event: &JsValue, error: Option<&JsValue>) {
+        let observer = self.observer.borrow().clone();
+        if let Some(observer) = observer {
+            observer(event);
+        }
         let kind = field(event, "type").as_string().unwrap_or_default();
         let functions: Vec<Function> = {
             let mut by_type = self.by_type.borrow_mut();
