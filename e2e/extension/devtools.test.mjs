@@ -4,7 +4,8 @@
 // (chrome-extension://ID/panel.html?tabId=N, connected to that tab through the service
 // worker as the DevTools panel is) lists the VM, shows the guest's banner in its xterm.js
 // console, sends `echo hi` typed into the console and shows the answer, shows the overlay
-// grow after `write 100 AB`, and stops the VM. Messages the hook must not act on change
+// grow after `write 100 AB`, saves the VM's state, exports its overlay (a download of the
+// page), resets and stops the VM. Messages the hook must not act on change
 // nothing: another origin's frame asking to stop the VM, and the page's own window posting
 // a wrong version, an unknown command and wrong types (each answered with its typed
 // failure). A page whose client was made without the hook shows no VMs and never hears
@@ -180,6 +181,39 @@ test('the DevTools panel shows and drives the VMs of a page with the hook, and n
     // The frame's message did reach the page's window, and was not answered.
     const frame = await page.evaluate(() => window.devtoolsHeard.filter((m) => m.id === 900 || m.body?.id === 900).map((m) => m.direction));
     assert.deepEqual(frame, ['panel'], 'the frame\'s message did not arrive, or was answered');
+
+    // Save state: a snapshot the page's client lists.
+    await panel.locator('#snapshot').click();
+    await panel.locator('#result', { hasText: /^save state: done/ }).waitFor({ timeout: 30000 });
+    const saved = /\((snap-[^)]+)\)/.exec(await panel.locator('#result').innerText())?.[1];
+    assert.ok(saved, await panel.locator('#result').innerText());
+    const snapshots = await page.evaluate(() => client.listSnapshots('dt').then((l) => l.map((s) => s.id)));
+    assert.deepEqual(snapshots, [saved]);
+
+    // Export overlay: the page saves the qcow2 overlay as a download.
+    await panel.locator('#export-format').selectOption('qcow2');
+    const [download] = await Promise.all([
+      page.waitForEvent('download', { timeout: 20000 }),
+      panel.locator('#export').click(),
+    ]);
+    assert.equal(download.suggestedFilename(), 'dt-disk0.overlay.qcow2');
+    const chunks = [];
+    for await (const c of await download.createReadStream()) chunks.push(c);
+    const qcow2 = Buffer.concat(chunks);
+    assert.equal(qcow2.subarray(0, 4).toString('latin1'), 'QFI\xfb', 'not a qcow2 file');
+    await panel.locator('#result', { hasText: `export overlay: done (dt-disk0.overlay.qcow2 (${qcow2.length} bytes))` }).waitFor({ timeout: 5000 });
+
+    console.log(`saved ${saved}; exported ${qcow2.length} bytes of qcow2`);
+
+    // Reset: the guest boots again (a second banner).
+    await panel.locator('#reset').click();
+    await waitRow(panel, (r) => r === BANNER, 'banner').then(async () => {
+      const deadline = Date.now() + 30000;
+      while ((await consoleRows(panel)).filter((r) => r.includes(BANNER)).length < 2) {
+        if (Date.now() > deadline) throw new Error('no second banner after reset');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    });
 
     // The events so far, then stop from the panel.
     await panel.locator('#events li', { hasText: 'started on v86' }).waitFor({ timeout: 5000 });

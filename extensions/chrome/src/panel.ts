@@ -152,7 +152,7 @@ function renderVms(): void {
     $("vm-title").textContent = `${vm.vmId} (${vm.state})`;
     $("snapshot").hidden = !vm.snapshots;
     const running = vm.state === "running";
-    for (const id of ["stop", "reset", "snapshot"]) $<HTMLButtonElement>(id).disabled = !running;
+    for (const id of ["stop", "reset", "snapshot", "export"]) $<HTMLButtonElement>(id).disabled = !running;
   }
 }
 

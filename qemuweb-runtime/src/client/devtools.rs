@@ -70,12 +70,11 @@ impl Hook {
             listener: RefCell::default(),
         });
         let weak = Rc::downgrade(&hook);
-        let listener =
-            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                if let Some(hook) = weak.upgrade() {
-                    hook.on_message(&e);
-                }
-            });
+        let listener = MessageListener::new(move |e: web_sys::MessageEvent| {
+            if let Some(hook) = weak.upgrade() {
+                hook.on_message(&e);
+            }
+        });
         window
             .add_event_listener_with_callback("message", listener.as_ref().unchecked_ref())
             .ok()?;
