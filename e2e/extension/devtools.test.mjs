@@ -5,7 +5,8 @@
 // worker as the DevTools panel is) lists the VM, shows the guest's banner in its xterm.js
 // console, sends `echo hi` typed into the console and shows the answer, shows the overlay
 // grow after `write 100 AB`, saves the VM's state, exports its overlay (a download of the
-// page), resets and stops the VM. Messages the hook must not act on change
+// page) and resets the VM; closed, it detaches (the page stops pushing), and a new panel
+// shows the console's history and stops the VM. Messages the hook must not act on change
 // nothing: another origin's frame asking to stop the VM, and the page's own window posting
 // a wrong version, an unknown command and wrong types (each answered with its typed
 // failure). A page whose client was made without the hook shows no VMs and never hears
@@ -111,11 +112,15 @@ test('the DevTools panel shows and drives the VMs of a page with the hook, and n
     await waitBanner(page, 'dt');
 
     // The panel, opened after the boot, lists the VM and shows the console so far.
-    const panel = await context.newPage();
-    logPage(panel, 'panel');
-    await panel.setViewportSize({ width: 1000, height: 500 });
-    await panel.goto(`chrome-extension://${extensionId}/panel.html?tabId=${tabId}`);
-    const row = panel.locator('#vms tbody tr[data-vm-id="dt"]');
+    const openPanel = async (tag) => {
+      const p = await context.newPage();
+      logPage(p, tag);
+      await p.setViewportSize({ width: 1000, height: 500 });
+      await p.goto(`chrome-extension://${extensionId}/panel.html?tabId=${tabId}`);
+      return p;
+    };
+    let panel = await openPanel('panel');
+    let row = panel.locator('#vms tbody tr[data-vm-id="dt"]');
     await row.waitFor({ timeout: 20000 });
     const cells = await row.locator('td').allInnerTexts();
     assert.deepEqual(cells.slice(0, 4), ['dt', 'v86', 'linux-i386-pc-nographic', 'running'], cells.join(' | '));
@@ -214,6 +219,23 @@ test('the DevTools panel shows and drives the VMs of a page with the hook, and n
         await new Promise((r) => setTimeout(r, 100));
       }
     });
+
+    // Closing the panel detaches the page: it stops pushing (the guest runs on).
+    await panel.close();
+    await page.waitForFunction(() => window.devtoolsHeard.some((m) => m.command?.type === 'detach'), null, { timeout: 10000 });
+    const pushes = () => page.evaluate(() => window.devtoolsHeard.filter((m) => m.direction === 'page').length);
+    const pushed = await pushes();
+    const quiet = await page.evaluate(() => window.serial.dt.length);
+    await page.evaluate(() => client.sendSerialIn('dt', 'echo quiet\r'));
+    await page.evaluate(([from]) => waitSerial('dt', 'quiet\r\n> ', from, 20000), [quiet]);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await pushes(), pushed, 'the page pushed to a closed panel');
+
+    // A new panel attaches again and shows the console's history.
+    panel = await openPanel('panel-2');
+    row = panel.locator('#vms tbody tr[data-vm-id="dt"]');
+    await row.waitFor({ timeout: 20000 });
+    await waitRow(panel, (r) => r === '> quiet', 'serial output from while no panel listened');
 
     // The events so far, then stop from the panel.
     await panel.locator('#events li', { hasText: 'started on v86' }).waitFor({ timeout: 5000 });

@@ -43,9 +43,10 @@ pub const EVENT_HISTORY: usize = 200;
 /// The most bytes one `serialIn` command may carry.
 pub const MAX_PANEL_SERIAL_IN: usize = 4096;
 
-/// The command names a panel may send.
-pub const PANEL_COMMANDS: [&str; 9] = [
+/// The command names a panel (or the extension's service worker) may send.
+pub const PANEL_COMMANDS: [&str; 10] = [
     "list",
+    "detach",
     "serial",
     "disks",
     "events",
@@ -63,6 +64,9 @@ pub enum PanelCommand {
     /// The VMs of the page's client (answered with [`PageBody::Vms`]); the page pushes
     /// serial output and events to the panel from then on.
     List,
+    /// No panel listens any more (the extension's service worker sends it when the last
+    /// panel of the tab closed): the page stops pushing until the next command.
+    Detach,
     /// The serial output kept of VM `vm_id` (at most [`SERIAL_HISTORY`] bytes).
     #[serde(rename_all = "camelCase")]
     Serial {
@@ -129,7 +133,7 @@ impl PanelCommand {
     /// The VM the command is about (`None` for `list`).
     pub fn vm_id(&self) -> Option<&str> {
         match self {
-            PanelCommand::List => None,
+            PanelCommand::List | PanelCommand::Detach => None,
             PanelCommand::Serial { vm_id }
             | PanelCommand::Disks { vm_id }
             | PanelCommand::Events { vm_id }
@@ -494,6 +498,7 @@ mod tests {
     fn every_command_decodes() {
         let cases = [
             (json!({"type": "list"}), PanelCommand::List),
+            (json!({"type": "detach"}), PanelCommand::Detach),
             (
                 json!({"type": "serial", "vmId": "a"}),
                 PanelCommand::Serial { vm_id: "a".into() },

@@ -1,6 +1,8 @@
 // The service worker: relays between each tab's content script and the panels inspecting
-// that tab, by tab id. It never reads the messages beyond routing them.
-import { CONTENT_PORT, PANEL_PORT_PREFIX, type ToPage, type ToPanel } from "./relay.js";
+// that tab, by tab id. It never reads the messages beyond routing them; when the last panel
+// of a tab goes, it tells that tab's page (`detach`) to stop pushing.
+import type { PanelMessage } from "qemuweb-runtime";
+import { CONTENT_PORT, PANEL_PORT_PREFIX, SOURCE, VERSION, type ToPage, type ToPanel } from "./relay.js";
 
 const contents = new Map<number, chrome.runtime.Port>();
 const panels = new Map<number, Set<chrome.runtime.Port>>();
@@ -47,7 +49,11 @@ chrome.runtime.onConnect.addListener((port) => {
     });
     port.onDisconnect.addListener(() => {
       set.delete(port);
-      if (set.size === 0) panels.delete(tabId);
+      if (set.size > 0) return;
+      panels.delete(tabId);
+      // No panel listens to this tab any more: the page stops pushing to it.
+      const detach: PanelMessage = { source: SOURCE, direction: "panel", version: VERSION, id: 0, command: { type: "detach" } };
+      contents.get(tabId)?.postMessage(detach);
     });
     if (!contents.has(tabId)) port.postMessage({ kind: "noPage" } satisfies ToPanel);
   }

@@ -2,7 +2,8 @@
 //! `new QemuClient({devtools: true})`, it listens to `message` events of the page's own
 //! window (`event.source === window`, same origin; everything else is ignored), answers
 //! the panel's commands by calling the client's own methods, and pushes the VMs' serial
-//! output, events and state changes once a panel spoke to it.
+//! output, events and state changes while a panel listens (from its first command until
+//! `detach`).
 
 use super::events::field as get;
 use super::{overlays, to_js, Inner, QemuClient};
@@ -47,7 +48,7 @@ pub(crate) struct Hook {
     window: web_sys::Window,
     origin: String,
     vms: RefCell<HashMap<String, VmRecord>>,
-    /// Whether a panel spoke to the page (pushing starts then).
+    /// Whether a panel listens (since its last command, until `detach`).
     attached: Cell<bool>,
     listener: RefCell<Option<MessageListener>>,
 }
@@ -268,6 +269,7 @@ impl Hook {
         };
         match decode_panel_message(&value) {
             Ok(None) => {}
+            Ok(Some((_, PanelCommand::Detach))) => self.attached.set(false),
             Ok(Some((id, command))) => {
                 self.attached.set(true);
                 Rc::clone(self).run(id, command);
@@ -286,6 +288,7 @@ impl Hook {
         };
         let client = QemuClient { inner };
         let (promise, then): (Promise, Then) = match command {
+            PanelCommand::Detach => return self.attached.set(false),
             PanelCommand::List => {
                 return self.post(PageBody::Vms {
                     id: Some(id),
