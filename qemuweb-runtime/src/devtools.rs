@@ -165,7 +165,7 @@ pub struct PanelMessage {
 /// One VM of the page, as the panel lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Tsify)]
 #[serde(rename_all = "camelCase")]
-pub struct VmSummary {
+pub struct DevtoolsVm {
     /// The VM's id.
     pub vm_id: String,
     /// Its engine, once it started.
@@ -187,7 +187,7 @@ pub struct VmSummary {
 /// One disk of a VM, as the panel shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Tsify)]
 #[serde(rename_all = "camelCase")]
-pub struct DiskStats {
+pub struct DevtoolsDisk {
     /// The disk (`disk0` is the boot disk).
     pub disk_id: String,
     /// Bytes of its image read so far (over HTTP, or from a page's `Blob`), from its
@@ -220,7 +220,7 @@ pub struct DiskStats {
 /// One event kept for the panel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Tsify)]
 #[serde(rename_all = "camelCase")]
-pub struct EventRecord {
+pub struct DevtoolsEvent {
     /// When it happened (`Date.now()` of the page).
     pub at: f64,
     /// The event's type (`started`, `stopped`, `phase`, `log`, `error`, ...).
@@ -249,7 +249,7 @@ pub enum PageBody {
         #[tsify(optional)]
         id: Option<u64>,
         /// The VMs, by id.
-        vms: Vec<VmSummary>,
+        vms: Vec<DevtoolsVm>,
     },
     /// Serial output of a VM: the answer to `serial` (`id` set, the kept history), or
     /// pushed as it comes.
@@ -272,7 +272,7 @@ pub enum PageBody {
         /// The VM.
         vm_id: String,
         /// Its disks, by id.
-        disks: Vec<DiskStats>,
+        disks: Vec<DevtoolsDisk>,
     },
     /// Events of a VM: the answer to `events` (`id` set), or one pushed as it comes.
     #[serde(rename_all = "camelCase")]
@@ -284,7 +284,7 @@ pub enum PageBody {
         /// The VM.
         vm_id: String,
         /// The events, oldest first.
-        events: Vec<EventRecord>,
+        events: Vec<DevtoolsEvent>,
     },
     /// A command (`serialIn`, `stop`, `reset`, `exportOverlay`, `saveSnapshot`) completed.
     #[serde(rename_all = "camelCase")]
@@ -441,7 +441,7 @@ pub fn bytes_to_binary_string(bytes: &[u8]) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct VmHistory {
     serial: std::collections::VecDeque<u8>,
-    events: std::collections::VecDeque<EventRecord>,
+    events: std::collections::VecDeque<DevtoolsEvent>,
 }
 
 impl VmHistory {
@@ -454,7 +454,7 @@ impl VmHistory {
     }
 
     /// Keeps `event` (the oldest go past [`EVENT_HISTORY`]).
-    pub fn push_event(&mut self, event: EventRecord) {
+    pub fn push_event(&mut self, event: DevtoolsEvent) {
         if self.events.len() == EVENT_HISTORY {
             self.events.pop_front();
         }
@@ -467,7 +467,7 @@ impl VmHistory {
     }
 
     /// The kept events, oldest first.
-    pub fn events(&self) -> Vec<EventRecord> {
+    pub fn events(&self) -> Vec<DevtoolsEvent> {
         self.events.iter().cloned().collect()
     }
 }
@@ -632,7 +632,7 @@ mod tests {
         h.push_serial(&vec![b'y'; SERIAL_HISTORY * 2]);
         assert_eq!(h.serial(), vec![b'y'; SERIAL_HISTORY]);
         for i in 0..EVENT_HISTORY + 5 {
-            h.push_event(EventRecord {
+            h.push_event(DevtoolsEvent {
                 at: i as f64,
                 kind: "log".into(),
                 error: false,

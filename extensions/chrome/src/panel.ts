@@ -1,7 +1,7 @@
 // The panel: lists the inspected page's QemuWeb VMs and shows the selected one's serial
 // console (xterm.js), disks and events, with stop, reset, export overlay and save state.
 // Everything it shows comes from the page, so it is written as text, never as HTML.
-import type { DiskStats, EventRecord, PageBody, PanelCommand, PanelMessage, VmSummary } from "qemuweb-runtime";
+import type { DevtoolsDisk, DevtoolsEvent, PageBody, PanelCommand, PanelMessage, DevtoolsVm } from "qemuweb-runtime";
 import { PANEL_PORT_PREFIX, SOURCE, VERSION, type ToPage, type ToPanel } from "./relay.js";
 
 declare global {
@@ -16,7 +16,7 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 
 let port: chrome.runtime.Port | null = null;
 let nextId = 1;
-let vms: VmSummary[] = [];
+let vms: DevtoolsVm[] = [];
 let selected: string | null = null;
 let listedAt = Date.now();
 /** Whether the page's hook answered. */
@@ -123,7 +123,7 @@ function uptime(ms: number | undefined): string {
   return m > 0 ? `${m} min ${s % 60} s` : `${s} s`;
 }
 
-function setVms(list: VmSummary[]): void {
+function setVms(list: DevtoolsVm[]): void {
   vms = list;
   listedAt = Date.now();
   if (selected && !vms.some((v) => v.vmId === selected)) select(null);
@@ -171,7 +171,7 @@ function select(vmId: string | null): void {
   renderVms();
 }
 
-function addEvents(events: EventRecord[], replace: boolean): void {
+function addEvents(events: DevtoolsEvent[], replace: boolean): void {
   const list = $("events");
   if (replace) list.replaceChildren();
   for (const e of events) {
@@ -187,7 +187,7 @@ function addEvents(events: EventRecord[], replace: boolean): void {
 const bytes = (n: number | undefined) =>
   n === undefined ? "?" : n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
 
-function showDisks(disks: DiskStats[]): void {
+function showDisks(disks: DevtoolsDisk[]): void {
   const rows = disks.map((d) => {
     const tr = document.createElement("tr");
     tr.dataset.diskId = d.diskId;

@@ -8,8 +8,8 @@
 use super::events::field as get;
 use super::{overlays, to_js, Inner, QemuClient};
 use crate::devtools::{
-    bytes_to_binary_string, decode_panel_message, message_id, DiskStats, EventRecord, PageBody,
-    PageMessage, PanelCommand, VmHistory, VmSummary, DEVTOOLS_SOURCE, DEVTOOLS_VERSION,
+    bytes_to_binary_string, decode_panel_message, message_id, DevtoolsDisk, DevtoolsEvent,
+    DevtoolsVm, PageBody, PageMessage, PanelCommand, VmHistory, DEVTOOLS_SOURCE, DEVTOOLS_VERSION,
 };
 use crate::protocol::{EngineKind, ExportFormat, ProgressTotal, VmState};
 use js_sys::{Promise, Uint8Array};
@@ -180,7 +180,7 @@ impl Hook {
             "error" => (format!("{}: {}", text("code"), text("message")), true),
             other => (other.to_string(), false),
         };
-        let record_event = EventRecord {
+        let record_event = DevtoolsEvent {
             at: now,
             kind: kind.clone(),
             error,
@@ -213,19 +213,19 @@ impl Hook {
         }
     }
 
-    fn summaries(&self) -> Vec<VmSummary> {
+    fn summaries(&self) -> Vec<DevtoolsVm> {
         let Some(inner) = self.inner.upgrade() else {
             return Vec::new();
         };
         let states = inner.states.borrow();
         let vms = self.vms.borrow();
         let now = js_sys::Date::now();
-        let mut list: Vec<VmSummary> = states
+        let mut list: Vec<DevtoolsVm> = states
             .iter()
             .map(|(vm_id, state)| {
                 let record = vms.get(vm_id);
                 let engine = record.and_then(|r| r.engine);
-                VmSummary {
+                DevtoolsVm {
                     vm_id: vm_id.clone(),
                     engine,
                     profile: record.map(|r| r.profile.clone()).unwrap_or_default(),
@@ -397,12 +397,12 @@ impl Hook {
                 })
             }
         };
-        let mut disks: BTreeMap<String, DiskStats> = BTreeMap::new();
+        let mut disks: BTreeMap<String, DevtoolsDisk> = BTreeMap::new();
         if let Some(r) = self.vms.borrow().get(&vm_id) {
             for (disk_id, (loaded, total, total_of)) in &r.disks {
                 disks.insert(
                     disk_id.clone(),
-                    DiskStats {
+                    DevtoolsDisk {
                         disk_id: disk_id.clone(),
                         bytes_read: Some(*loaded),
                         image_size: *total,
@@ -415,15 +415,17 @@ impl Hook {
             }
         }
         for o in stored {
-            let d = disks.entry(o.disk_id.clone()).or_insert_with(|| DiskStats {
-                disk_id: o.disk_id.clone(),
-                bytes_read: None,
-                image_size: None,
-                total_of: None,
-                overlay_blocks: None,
-                overlay_bytes: None,
-                base: None,
-            });
+            let d = disks
+                .entry(o.disk_id.clone())
+                .or_insert_with(|| DevtoolsDisk {
+                    disk_id: o.disk_id.clone(),
+                    bytes_read: None,
+                    image_size: None,
+                    total_of: None,
+                    overlay_blocks: None,
+                    overlay_bytes: None,
+                    base: None,
+                });
             d.overlay_blocks = Some(o.blocks);
             d.overlay_bytes = Some(o.bytes);
             d.base = o.base;
