@@ -98,3 +98,26 @@ test('two Linux VMs on one page network get DHCP leases and ping each other; a V
     dropProfile(profile);
   }
 });
+
+test('a VM attached to a network is refused on the QEMU engine, and one on an unknown network anywhere, before anything starts', { skip: !enabled && 'set QEMUWEB_E2E_LINUX=1 (scripts/e2e-linux.sh)', timeout: 60000 }, async () => {
+  const profile = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'network-refused');
+    const [qemu, unknown] = await page.evaluate(async (networks) => {
+      window.client = makeClient({ workerUrl: './pkg/worker.js', assets: ASSETS, networks });
+      const inputs = { disk: { source: { kind: 'url', url: './nowhere.qcow2' } } };
+      return [
+        await attempt(() => client.startVm('q', profiles['linux-x86_64-pc-nographic'], inputs, { overrides: { networks: [{ network: 'lan' }] } })),
+        await attempt(() => client.startVm('u', profiles['linux-i386-pc-nographic'], inputs, { overrides: { networks: [{ network: 'elsewhere' }] } })),
+      ];
+    }, NETWORKS);
+    assert.equal(qemu.error, 'unsupported', JSON.stringify(qemu));
+    assert.match(qemu.message, /networking on the qemu engine is not yet available.*'lan'/);
+    assert.equal(unknown.error, 'invalid-inputs', JSON.stringify(unknown));
+    assert.match(unknown.message, /no network 'elsewhere'.*lan, lan2/);
+    assert.deepEqual(await page.evaluate(() => client.vmIds()), []);
+    await context.close();
+  } finally {
+    dropProfile(profile);
+  }
+});

@@ -552,6 +552,28 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_on_a_network_is_refused_by_qemu_and_planned_on_v86() {
+        let inputs = VmInputs {
+            disk: Some(disk("http://h/x.qcow2")),
+            ..VmInputs::default()
+        };
+        let over = VmOverrides {
+            networks: Some(vec![qemuweb_config::NetworkAttachment::on("default")]),
+            ..Default::default()
+        };
+        let e = plan(&i386(), &inputs, Some(&over), Some(EngineKind::Qemu)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported);
+        assert!(
+            e.to_string()
+                .contains("networking on the qemu engine is not yet available"),
+            "{e}"
+        );
+        let p = plan(&i386(), &inputs, Some(&over), None).unwrap();
+        assert_eq!(p.engine, EngineKind::V86);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
     fn the_network_warning_comes_only_when_a_start_asks_for_it() {
         let inputs = VmInputs {
             disk: Some(disk("http://h/x.qcow2")),
