@@ -311,6 +311,62 @@ impl PageNetwork {
     }
 }
 
+/// One end of a frame channel (a `MessagePort`) with its message listener (wasm32 only):
+/// the VM worker's end, on the NIC, and the page's end, on the switch. Dropping it removes
+/// the listener and closes the port.
+#[cfg(target_arch = "wasm32")]
+pub(crate) struct PortListener {
+    port: web_sys::MessagePort,
+    _on_message: wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>,
+}
+
+#[cfg(target_arch = "wasm32")]
+impl PortListener {
+    /// Calls `on_message` with each message's data that arrives on `port`.
+    pub(crate) fn new(
+        port: web_sys::MessagePort,
+        on_message: impl FnMut(wasm_bindgen::JsValue) + 'static,
+    ) -> Self {
+        use wasm_bindgen::JsCast;
+        let mut on_message = on_message;
+        let on_message = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |e: web_sys::MessageEvent| on_message(e.data()),
+        );
+        port.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        PortListener {
+            port,
+            _on_message: on_message,
+        }
+    }
+
+    /// Posts `frame` as an `ArrayBuffer` it transfers; `false` if the port refused it.
+    pub(crate) fn post_frame(&self, frame: &js_sys::Uint8Array) -> bool {
+        post_frame(&self.port, frame)
+    }
+}
+
+/// Posts `frame` to `port` as an `ArrayBuffer` it transfers (a view of part of a buffer,
+/// such as v86's device memory, is copied first); `false` if the port refused it.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn post_frame(port: &web_sys::MessagePort, frame: &js_sys::Uint8Array) -> bool {
+    let whole = frame.byte_offset() == 0 && frame.byte_length() == frame.buffer().byte_length();
+    let buffer = if whole {
+        frame.buffer()
+    } else {
+        frame.slice(0, frame.length()).buffer()
+    };
+    port.post_message_with_transferable(&buffer, &js_sys::Array::of1(&buffer))
+        .is_ok()
+}
+
+#[cfg(target_arch = "wasm32")]
+impl Drop for PortListener {
+    fn drop(&mut self) {
+        self.port.set_onmessage(None);
+        self.port.close();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,9 @@
 //! cross-origin isolated, cost no polling on either side, and a transferred buffer is not
 //! copied; a frame is one message, so the switch sees frames in the order sent.
 
-use crate::network::{NicStats, PageNetwork, PlannedNic};
+use crate::network::{NicStats, PageNetwork, PlannedNic, PortListener};
 use crate::RuntimeError;
-use js_sys::{Array, Uint8Array};
+use js_sys::Uint8Array;
 use qemuweb_config::VirtualNetwork;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,23 +21,10 @@ use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-/// The page's end of one VM's frame channel.
-struct VmChannel {
-    port: web_sys::MessagePort,
-    _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
-}
-
-impl Drop for VmChannel {
-    fn drop(&mut self) {
-        self.port.set_onmessage(None);
-        self.port.close();
-    }
-}
-
 /// The switch of a `QemuClient` and its channels to the VMs' workers.
 pub(super) struct ClientNetwork {
     net: RefCell<PageNetwork>,
-    channels: RefCell<HashMap<String, VmChannel>>,
+    channels: RefCell<HashMap<String, PortListener>>,
 }
 
 impl ClientNetwork {
@@ -61,21 +48,14 @@ impl ClientNetwork {
         self.net.borrow_mut().attach(vm_id, nic)?;
         let weak: Weak<Self> = Rc::downgrade(self);
         let id = vm_id.to_string();
-        let on_message =
-            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-                if let Some(this) = weak.upgrade() {
-                    this.on_frame(&id, &e.data());
-                }
-            });
-        let port = channel.port1();
-        port.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        self.channels.borrow_mut().insert(
-            vm_id.to_string(),
-            VmChannel {
-                port,
-                _on_message: on_message,
-            },
-        );
+        let listener = PortListener::new(channel.port1(), move |data| {
+            if let Some(this) = weak.upgrade() {
+                this.on_frame(&id, &data);
+            }
+        });
+        self.channels
+            .borrow_mut()
+            .insert(vm_id.to_string(), listener);
         Ok(channel.port2())
     }
 
@@ -104,11 +84,7 @@ impl ClientNetwork {
             let Some(channel) = channels.get(to) else {
                 return false;
             };
-            let buffer = Uint8Array::from(&frame[..]).buffer();
-            channel
-                .port
-                .post_message_with_transferable(&buffer, &Array::of1(&buffer))
-                .is_ok()
+            channel.post_frame(&Uint8Array::from(&frame[..]))
         });
     }
 }

@@ -10,7 +10,8 @@
 
 use crate::engine::set;
 use crate::error::{Result, RuntimeError};
-use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use crate::network::{post_frame, PortListener};
+use js_sys::{Function, Object, Reflect, Uint8Array};
 use qemuweb_config::NicModel;
 use qemuweb_net::Mac;
 use wasm_bindgen::prelude::*;
@@ -39,31 +40,19 @@ impl V86Nic {
     }
 }
 
-/// The listeners that connect the NIC to its port; dropping it disconnects them.
-pub struct ConnectedNic {
-    port: web_sys::MessagePort,
-    _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
-}
-
-impl Drop for ConnectedNic {
-    fn drop(&mut self) {
-        self.port.set_onmessage(None);
-        self.port.close();
-    }
-}
+/// The listener that connects the page's frames to the NIC; dropping it disconnects it.
+pub(crate) type ConnectedNic = PortListener;
 
 /// The closure for v86's `net0-send`: posts each frame to the page (a copy, since v86
-/// hands a view of its device memory).
-pub fn sender(port: &web_sys::MessagePort) -> Closure<dyn FnMut(JsValue)> {
+/// hands a view of its device memory). A closed port (the page went) drops the frame, as
+/// a cable pulled out would.
+pub(crate) fn sender(port: &web_sys::MessagePort) -> Closure<dyn FnMut(JsValue)> {
     let port = port.clone();
     Closure::new(move |frame: JsValue| {
-        let Some(frame) = frame.dyn_ref::<Uint8Array>() else {
-            return;
-        };
-        let copy = frame.slice(0, frame.length());
-        let buffer = copy.buffer();
-        // A closed port (the page went) drops the frame, as a cable pulled out would.
-        let _ = port.post_message_with_transferable(&buffer, &Array::of1(&buffer));
+        // Always a copy: v86's own buffer must never be transferred away.
+        if let Some(frame) = frame.dyn_ref::<Uint8Array>() {
+            post_frame(&port, &frame.slice(0, frame.length()));
+        }
     })
 }
 
@@ -73,7 +62,7 @@ pub fn sender(port: &web_sys::MessagePort) -> Closure<dyn FnMut(JsValue)> {
 /// # Errors
 ///
 /// [`RuntimeError::Engine`] if v86 has no such device or bus.
-pub fn connect(emulator: &JsValue, nic: &V86Nic) -> Result<ConnectedNic> {
+pub(crate) fn connect(emulator: &JsValue, nic: &V86Nic) -> Result<ConnectedNic> {
     let path = |v: &JsValue, keys: &[&str]| {
         keys.iter().fold(v.clone(), |v, k| {
             Reflect::get(&v, &(*k).into()).unwrap_or(JsValue::UNDEFINED)
@@ -108,20 +97,12 @@ pub fn connect(emulator: &JsValue, nic: &V86Nic) -> Result<ConnectedNic> {
         .ok()
         .and_then(|f| f.dyn_into().ok())
         .ok_or_else(|| RuntimeError::Engine("v86 has no bus for the NIC".into()))?;
-    let on_message =
-        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-            let data = e.data();
-            if !data.is_instance_of::<js_sys::ArrayBuffer>() {
-                return;
-            }
-            let frame = Uint8Array::new(&data);
-            // v86 drops what its NIC cannot take (receiver off, ring full), as hardware does.
-            let _ = send.call2(&bus, &"net0-receive".into(), &frame);
-        });
-    nic.port
-        .set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    Ok(ConnectedNic {
-        port: nic.port.clone(),
-        _on_message: on_message,
-    })
+    Ok(PortListener::new(nic.port.clone(), move |data| {
+        if !data.is_instance_of::<js_sys::ArrayBuffer>() {
+            return;
+        }
+        let frame = Uint8Array::new(&data);
+        // v86 drops what its NIC cannot take (receiver off, ring full), as hardware does.
+        let _ = send.call2(&bus, &"net0-receive".into(), &frame);
+    }))
 }
