@@ -153,6 +153,7 @@ pub struct NicStats {
 /// Why a frame is counted as `closed`: the VM's channel was gone when it was delivered.
 pub const DROP_CLOSED: &str = "closed";
 
+#[derive(Debug)]
 struct VmPort {
     port: PortId,
     network: String,
@@ -162,21 +163,13 @@ struct VmPort {
 }
 
 /// The switch of a page and the VMs on it (one port per VM).
+#[derive(Debug)]
 pub struct PageNetwork {
     switch: Switch,
     networks: Vec<VirtualNetwork>,
     /// The networks already on the switch (added when a VM first attaches to them).
     added: Vec<String>,
     vms: HashMap<String, VmPort>,
-}
-
-impl std::fmt::Debug for PageNetwork {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PageNetwork")
-            .field("networks", &self.added)
-            .field("vms", &self.vms.len())
-            .finish()
-    }
 }
 
 impl PageNetwork {
