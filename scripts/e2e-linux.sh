@@ -13,4 +13,4 @@ scripts/build-web qemuweb-runtime >/dev/null
 scripts/linux-guest ${QEMUWEB_LINUX_CACHE:+"$QEMUWEB_LINUX_CACHE"} >/dev/null
 (cd e2e && npm ci --no-audit --no-fund --silent)
 cd e2e
-QEMUWEB_E2E_LINUX=1 node --test --test-concurrency=1 runtime/linux.test.mjs runtime/snapshot.test.mjs
+QEMUWEB_E2E_LINUX=1 node --test --test-concurrency=1 runtime/linux.test.mjs runtime/snapshot.test.mjs runtime/network.test.mjs

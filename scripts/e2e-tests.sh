@@ -40,7 +40,7 @@ for a in "$@"; do
 done
 # The files scripts/e2e-linux.sh runs as a step of its own (they skip themselves without
 # QEMUWEB_E2E_LINUX=1): left out here unless named, so they are not counted as skipped.
-own_step=(./runtime/linux.test.mjs ./runtime/snapshot.test.mjs)
+own_step=(./runtime/linux.test.mjs ./runtime/snapshot.test.mjs ./runtime/network.test.mjs)
 exclude=()
 if [ ${#paths[@]} -eq 0 ]; then
   paths=(.)

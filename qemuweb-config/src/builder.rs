@@ -303,13 +303,7 @@ impl Builder<'_> {
         let mut cpu = ov.cpu.clone().or_else(|| profile.cpu.clone());
         let mut serial = profile.devices.serial;
         let mut net = ov.net.unwrap_or(profile.devices.net);
-        let mut networks = match ov.net {
-            Some(NetMode::None) => Vec::new(),
-            _ => ov
-                .networks
-                .clone()
-                .unwrap_or_else(|| profile.networks.clone()),
-        };
+        let mut networks = crate::network::effective_networks(profile, Some(ov));
         if !networks.is_empty() {
             // Named networks replace the profile's own NIC.
             net = NetMode::None;

@@ -41,9 +41,10 @@ pub use wasm::{build_qemu_args_js, default_networks_js, default_profiles_js};
 pub use builder::{build_qemu_args, overlay_create_args, AARCH64_EFI_FIRMWARE};
 pub use error::{ConfigError, ErrorKind};
 pub use network::{
-    default_mac, default_networks, format_mac, network_by_id, parse_cidr, parse_mac, DhcpConfig,
-    DhcpPlan, DnsConfig, NetworkAttachment, NetworkMode, NetworkPlan, NetworkPortForward, NicModel,
-    PortLimits, VirtualNetwork, DEFAULT_MAX_FRAME_BYTES, DEFAULT_NETWORK, ISOLATED_NETWORK,
+    default_mac, default_networks, effective_networks, format_mac, network_by_id, parse_cidr,
+    parse_mac, DhcpConfig, DhcpPlan, DnsConfig, NetworkAttachment, NetworkMode, NetworkPlan,
+    NetworkPortForward, NicModel, PortLimits, VirtualNetwork, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_NETWORK, ISOLATED_NETWORK,
 };
 pub use profiles::{
     default_profiles, profile_by_id, validate_profile, ProfileSet, DEFAULT_BLOCK_SIZE_BYTES,

@@ -443,6 +443,32 @@ pub fn default_mac(vm_id: &str, index: u32) -> [u8; 6] {
     [0x52, 0x54, 0x00, a, b, c]
 }
 
+/// The NICs a VM has on named networks, as the argument builder resolves them: the
+/// overrides' `networks` if given, else the profile's; none when the overrides turn
+/// networking off (`net: "none"`).
+///
+/// ```
+/// use qemuweb_config::{effective_networks, profile_by_id, NetMode, NetworkAttachment, VmOverrides};
+/// let profile = profile_by_id("linux-i386-pc-nographic").unwrap();
+/// assert!(effective_networks(&profile, None).is_empty());
+/// let mut ov = VmOverrides { networks: Some(vec![NetworkAttachment::on("default")]), ..VmOverrides::default() };
+/// assert_eq!(effective_networks(&profile, Some(&ov))[0].network, "default");
+/// ov.net = Some(NetMode::None);
+/// assert!(effective_networks(&profile, Some(&ov)).is_empty());
+/// ```
+pub fn effective_networks(
+    profile: &crate::VmProfile,
+    overrides: Option<&crate::VmOverrides>,
+) -> Vec<NetworkAttachment> {
+    match overrides {
+        Some(ov) if ov.net == Some(crate::NetMode::None) => Vec::new(),
+        Some(crate::VmOverrides {
+            networks: Some(n), ..
+        }) => n.clone(),
+        _ => profile.networks.clone(),
+    }
+}
+
 /// Formats a MAC address as `52:54:00:12:34:56`.
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()

@@ -37,6 +37,19 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [DropReason; 9] = [
+        DropReason::Runt,
+        DropReason::Oversized,
+        DropReason::BadSource,
+        DropReason::BadLength,
+        DropReason::Spoofed,
+        DropReason::TooManyMacs,
+        DropReason::RateLimited,
+        DropReason::QueueFull,
+        DropReason::NoRoute,
+    ];
+
     /// A short stable name (`runt`, `oversized`, ...), for logs and counters.
     ///
     /// ```

@@ -86,17 +86,7 @@ impl PortId {
     }
 }
 
-const REASONS: [DropReason; 9] = [
-    DropReason::Runt,
-    DropReason::Oversized,
-    DropReason::BadSource,
-    DropReason::BadLength,
-    DropReason::Spoofed,
-    DropReason::TooManyMacs,
-    DropReason::RateLimited,
-    DropReason::QueueFull,
-    DropReason::NoRoute,
-];
+const REASONS: [DropReason; 9] = DropReason::ALL;
 
 /// A port's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,9 +7,12 @@
 //!   [`crate::devtools`];
 //! - `snapshots`: saved VM states (`saveSnapshot`, `listSnapshots`, `deleteSnapshot`,
 //!   `exportSnapshot`, `importSnapshot`; `startVm`'s `resume` option resumes one).
+//! - `network`: the page's virtual network that connects the VMs' NICs (`networks`
+//!   option, `networkStats`).
 
 mod devtools;
 mod events;
+mod network;
 mod overlays;
 mod snapshots;
 
@@ -22,8 +25,8 @@ use crate::protocol::{
 };
 use crate::RuntimeError;
 use events::{field as get, is_public, qemu_error, Listeners, Slot};
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
-use qemuweb_config::{DiskInput, ImageSource, VmInputs, VmOverrides, VmProfile};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use qemuweb_config::{DiskInput, ImageSource, VirtualNetwork, VmInputs, VmOverrides, VmProfile};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -58,6 +61,14 @@ pub struct ClientOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub devtools: Option<bool>,
+    /// The virtual networks this client's VMs may attach to (through their profile's or
+    /// overrides' `networks`); default: the built-in `default` (NAT addresses 10.0.2.0/24,
+    /// DHCP, DNS) and `isolated` (192.168.100.0/24). VMs on one network reach each other
+    /// through the page's switch; networks are isolated from each other. Only the v86
+    /// engine has a NIC on them yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub networks: Option<Vec<VirtualNetwork>>,
 }
 
 /// Options of one `startVm(vmId, profile, inputs, options)`.
@@ -208,7 +219,8 @@ struct VmConn {
     vm_id: String,
     worker: web_sys::Worker,
     ready: Cell<bool>,
-    queue: RefCell<Vec<JsValue>>,
+    /// Messages (with what they transfer) waiting for the worker to be ready.
+    queue: RefCell<Vec<(JsValue, Array)>>,
     pending: RefCell<HashMap<u64, Pending>>,
     closures: RefCell<Vec<Box<dyn std::any::Any>>>,
     /// What only lasts while the VM starts.
@@ -293,6 +305,8 @@ struct Inner {
     noop: Closure<dyn FnMut(JsValue)>,
     /// The DevTools hook, when `devtools: true`.
     devtools: RefCell<Option<Rc<devtools::Hook>>>,
+    /// The switch the VMs' NICs are on.
+    network: Rc<network::ClientNetwork>,
 }
 
 /// The page-side API: starts each VM in its own module worker and talks to it.
@@ -327,6 +341,12 @@ impl QemuClient {
         );
         let mut assets = options.assets.unwrap_or_default();
         resolve_assets(&mut assets, base.as_deref());
+        let network = network::ClientNetwork::new(
+            options
+                .networks
+                .unwrap_or_else(qemuweb_config::default_networks),
+        )
+        .map_err(|e| JsError::new(&e.to_string()))?;
         let client = QemuClient {
             inner: Rc::new(Inner {
                 worker_url,
@@ -339,6 +359,7 @@ impl QemuClient {
                 next_id: Cell::new(1),
                 noop: Closure::new(|_| {}),
                 devtools: RefCell::default(),
+                network,
             }),
         };
         if options.devtools == Some(true) {
@@ -401,6 +422,7 @@ impl QemuClient {
         };
         let signal = starting.abort.as_ref().map(|(s, _)| s.clone());
         if let Some(signal) = signal.filter(|s| s.aborted()) {
+            self.inner.network.detach(&vm_id);
             return Promise::reject(&aborted(&vm_id, &signal));
         }
         let profile = get(&get(&get(&message, "command"), "profile"), "id");
@@ -834,6 +856,16 @@ impl QemuClient {
             .and_then(|d| d.canvas_display.borrow().last_sequence())
     }
 
+    /// The counters of VM `vmId`'s NIC on the page's network (frames and bytes sent and
+    /// received, drops by reason), or `undefined` for a VM that is not on one.
+    #[wasm_bindgen(js_name = networkStats, unchecked_return_type = "NicStats | undefined")]
+    pub fn network_stats(&self, #[wasm_bindgen(js_name = "vmId")] vm_id: String) -> JsValue {
+        match self.inner.network.stats(&vm_id) {
+            Some(stats) => to_js(&stats).unwrap_or(JsValue::UNDEFINED),
+            None => JsValue::UNDEFINED,
+        }
+    }
+
     /// Terminates every worker at once (no sync); pending commands are rejected.
     pub fn terminate(&self) {
         let vms: Vec<Rc<VmConn>> = self
@@ -1135,6 +1167,12 @@ impl QemuClient {
             },
         };
         let message = to_js(&request).map_err(JsValue::from)?;
+        let transfer = Array::new();
+        if let Some(port) = self.attach_network(vm_id, &request.command)? {
+            let _ = Reflect::set(&get(&message, "command"), &"network".into(), &port);
+            transfer.push(&port);
+        }
+        let _ = Reflect::set(&message, &TRANSFER.into(), &transfer);
         if files.is_object() {
             let _ = Reflect::set(&get(&message, "command"), &"files".into(), files);
         }
@@ -1148,6 +1186,48 @@ impl QemuClient {
         // The abort listener is made here and armed in `spawn_and_send`.
         let abort = signal.map(|s| (s, Closure::<dyn FnMut()>::new(|| {})));
         Ok((message, Starting { progress, abort }))
+    }
+}
+
+/// Where a start message keeps what its posting transfers (taken off before it is posted).
+const TRANSFER: &str = "__transfer";
+
+impl QemuClient {
+    /// Puts the NIC that VM `vm_id`'s start asks for (if any) on the page's network;
+    /// returns the port its worker gets. Refuses what no engine could connect (the QEMU
+    /// engine, an unknown network, more NICs than the engine has).
+    fn attach_network(
+        &self,
+        vm_id: &str,
+        command: &Command,
+    ) -> Result<Option<web_sys::MessagePort>, JsValue> {
+        let Command::Start {
+            profile,
+            overrides,
+            engine,
+            ..
+        } = command
+        else {
+            return Ok(None);
+        };
+        // A profile no engine runs is the worker's to refuse, with its reasons.
+        let Ok(engine) = crate::engine::select_engine(profile, overrides.as_ref(), *engine) else {
+            return Ok(None);
+        };
+        let nics = crate::network::plan_nics(vm_id, profile, overrides.as_ref(), engine)
+            .map_err(|e| runtime_error(&e, Some(vm_id)))?;
+        let Some(nic) = nics.first() else {
+            return Ok(None);
+        };
+        // A VM stopped earlier may still hold its port until its worker is closed.
+        if !self.inner.vms.borrow().contains_key(vm_id) {
+            self.inner.network.detach(vm_id);
+        }
+        self.inner
+            .network
+            .attach(vm_id, nic)
+            .map(Some)
+            .map_err(|e| runtime_error(&e, Some(vm_id)))
     }
 }
 
@@ -1218,6 +1298,7 @@ impl Inner {
         let worker = match web_sys::Worker::new_with_options(&self.worker_url, &options) {
             Ok(w) => w,
             Err(e) => {
+                self.network.detach(&vm_id);
                 let msg = format!("cannot start the worker {}: {e:?}", self.worker_url);
                 return Promise::reject(&error_value(ErrorCode::Worker, &msg, Some(&vm_id)));
             }
@@ -1343,10 +1424,14 @@ impl Inner {
         if let Some(p) = slot {
             conn.pending.borrow_mut().insert(id, p);
         }
+        let transfer = get(&message, TRANSFER)
+            .dyn_into::<Array>()
+            .unwrap_or_default();
+        let _ = Reflect::delete_property(message.unchecked_ref::<Object>(), &TRANSFER.into());
         if conn.ready.get() {
-            let _ = conn.worker.post_message(&message);
+            let _ = conn.worker.post_message_with_transfer(&message, &transfer);
         } else {
-            conn.queue.borrow_mut().push(message);
+            conn.queue.borrow_mut().push((message, transfer));
         }
         promise
     }
@@ -1364,6 +1449,7 @@ impl Inner {
         conn.worker.terminate();
         conn.worker.set_onmessage(None);
         conn.worker.set_onerror(None);
+        self.network.detach(&conn.vm_id);
     }
 
     fn on_event(&self, conn: &Rc<VmConn>, data: JsValue) {
@@ -1404,8 +1490,8 @@ impl Inner {
                     let _ = conn.worker.post_message(&m);
                 }
                 conn.ready.set(true);
-                for m in conn.queue.borrow_mut().drain(..) {
-                    let _ = conn.worker.post_message(&m);
+                for (m, transfer) in conn.queue.borrow_mut().drain(..) {
+                    let _ = conn.worker.post_message_with_transfer(&m, &transfer);
                 }
                 return;
             }

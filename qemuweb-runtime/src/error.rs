@@ -102,6 +102,18 @@ pub enum RuntimeError {
     /// storage error's kind (mismatch, damage, absence; otherwise `storage`).
     #[error("snapshot: {0}")]
     Snapshot(#[source] qemuweb_storage::StorageError),
+    /// The VM is attached to a virtual network that its engine cannot connect (yet); code
+    /// `unsupported`.
+    #[error(
+        "networking on the {engine} engine is not yet available: the VM is attached to \
+         network '{network}' (run it on the v86 engine, or start it without `networks`)"
+    )]
+    NetworkUnavailable {
+        /// The engine (`qemu`).
+        engine: &'static str,
+        /// The first network the VM is attached to.
+        network: String,
+    },
 }
 
 impl RuntimeError {
@@ -123,6 +135,7 @@ impl RuntimeError {
             RuntimeError::Worker(_) => ErrorCode::Worker,
             RuntimeError::Aborted(_) => ErrorCode::Aborted,
             RuntimeError::TooLarge { .. } => ErrorCode::TooLarge,
+            RuntimeError::NetworkUnavailable { .. } => ErrorCode::Unsupported,
             RuntimeError::Snapshot(e) => match e.kind() {
                 StorageKind::Mismatch | StorageKind::ImageChanged => ErrorCode::SnapshotMismatch,
                 StorageKind::Corrupt | StorageKind::Integrity | StorageKind::Unsupported => {

@@ -11,6 +11,8 @@
 //!   resuming it (v86 `save_state`/`restore_state`), published boot states.
 //! - [`engine`]: the [`Engine`](engine::Engine) trait, engine selection and boot plans;
 //!   `engine::v86` runs guests on [v86](https://github.com/copy/v86).
+//! - [`network`]: the page's virtual network (the switch that connects the VMs of a page,
+//!   the NICs a VM gets from its configuration).
 //! - [`input`]: keyboard and pointer events for the guest (`KeyboardEvent.code` names to
 //!   scan codes and evdev codes, text to key strokes).
 //! - `storage_stack` (wasm32): input to device stack.
@@ -43,6 +45,7 @@ pub mod devtools;
 pub mod engine;
 mod error;
 pub mod input;
+pub mod network;
 pub mod protocol;
 pub mod snapshot;
 

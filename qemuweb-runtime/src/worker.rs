@@ -13,7 +13,7 @@ use crate::capabilities;
 use crate::engine::qemu::{check_isolation, QemuConfig, QemuDisk, QemuEngine};
 use crate::engine::qemu_build::{check_memory64, QemuBuild, MANIFEST};
 use crate::engine::qemu_channel::{DEFAULT_TIMEOUT_MS, DEFAULT_WINDOW};
-use crate::engine::v86::{stop_reason, DiskObject, V86Config, V86Engine};
+use crate::engine::v86::{stop_reason, DiskObject, V86Config, V86Engine, V86Nic};
 use crate::engine::{plan, qemu_target, Engine, EngineHost, EnginePlan, AVAILABLE_ENGINES};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{
@@ -95,6 +95,8 @@ struct StartRequest<'a> {
     files: &'a FileMap,
     resume: Option<&'a Resume>,
     read_cache: ReadCacheOptions,
+    /// The page's end of the VM's network channel (a VM attached to a network).
+    network: Option<&'a web_sys::MessagePort>,
 }
 
 /// A VM this worker runs.
@@ -185,8 +187,15 @@ impl Worker {
         } else {
             (FileMap::new(), None)
         };
+        let network = if command_type.as_deref() == Some("start") {
+            get(&command_js, "network")
+                .dyn_into::<web_sys::MessagePort>()
+                .ok()
+        } else {
+            None
+        };
         let this = self.clone();
-        spawn_local(async move { this.run(id, request.command, files, display).await });
+        spawn_local(async move { this.run(id, request.command, files, display, network).await });
     }
 
     async fn run(
@@ -195,6 +204,7 @@ impl Worker {
         command: Command,
         files: FileMap,
         display: Option<js_sys::SharedArrayBuffer>,
+        network: Option<web_sys::MessagePort>,
     ) {
         match command {
             Command::Hello { .. } => {
@@ -227,6 +237,7 @@ impl Worker {
                     files: &files,
                     resume: resume.as_ref(),
                     read_cache,
+                    network: network.as_ref(),
                 };
                 let started = self.start(&request, display).await;
                 let stop = self.pending_stop.borrow_mut().take();
@@ -467,6 +478,23 @@ impl Worker {
                 message: message.clone(),
             });
         }
+        let nics =
+            crate::network::plan_nics(vm_id, request.profile, request.overrides, plan.engine)?;
+        let nic = match (nics.into_iter().next(), request.network) {
+            (Some(nic), Some(port)) => Some(V86Nic {
+                model: nic.model,
+                mac: nic.mac,
+                port: port.clone(),
+            }),
+            (Some(nic), None) => {
+                return Err(RuntimeError::InvalidInputs(format!(
+                    "the VM is attached to network '{}' but the page gave its worker no \
+                     network channel (start it through QemuClient)",
+                    nic.network
+                )))
+            }
+            (None, _) => None,
+        };
         self.use_read_cache(vm_id, request.read_cache).await;
         let machine = MachineRef {
             profile_id: request.profile.id.clone(),
@@ -563,6 +591,7 @@ impl Worker {
             cmdline: plan.cmdline.clone(),
             display,
             initial_state,
+            nic,
         };
         running(
             V86Engine::start(config, objects, host).await,

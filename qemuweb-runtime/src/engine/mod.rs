@@ -29,6 +29,8 @@ pub mod qemu_display;
 pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
 pub mod v86;
+#[cfg(target_arch = "wasm32")]
+pub mod v86_net;
 pub mod vga_graphics;
 
 /// The message of a JS exception or value.
@@ -201,8 +203,8 @@ pub fn v86_target() -> BrowserTarget {
         archs: vec![Arch::I386],
         max_memory_mib: 2048,
         user_net: false,
-        // Not yet: v86's NIC is not connected to the page's virtual networks.
-        netdev: false,
+        // v86's NIC is connected to the page's virtual network (`crate::network`).
+        netdev: true,
         display: true,
         mount_dir: "/mnt".into(),
         firmware_dir: None,
@@ -310,6 +312,10 @@ pub fn plan(
     requested: Option<EngineKind>,
 ) -> Result<EnginePlan> {
     let engine = select_engine(profile, overrides, requested)?;
+    if engine == EngineKind::Qemu {
+        // Refused rather than booted without the network it was attached to.
+        crate::network::plan_nics("vm", profile, overrides, engine)?;
+    }
     let (target, qemu_inputs) = match engine {
         EngineKind::V86 => (v86_target(), inputs.clone()),
         EngineKind::Qemu => (qemu_target(), raw_disks(inputs)),
@@ -543,6 +549,28 @@ mod tests {
         let e = select_engine(&i386(), Some(&over), Some(EngineKind::V86)).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Unsupported);
         assert!(e.to_string().contains("IDE"), "{e}");
+    }
+
+    #[test]
+    fn a_vm_on_a_network_is_refused_by_qemu_and_planned_on_v86() {
+        let inputs = VmInputs {
+            disk: Some(disk("http://h/x.qcow2")),
+            ..VmInputs::default()
+        };
+        let over = VmOverrides {
+            networks: Some(vec![qemuweb_config::NetworkAttachment::on("default")]),
+            ..Default::default()
+        };
+        let e = plan(&i386(), &inputs, Some(&over), Some(EngineKind::Qemu)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported);
+        assert!(
+            e.to_string()
+                .contains("networking on the qemu engine is not yet available"),
+            "{e}"
+        );
+        let p = plan(&i386(), &inputs, Some(&over), None).unwrap();
+        assert_eq!(p.engine, EngineKind::V86);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
     #[test]

@@ -42,6 +42,8 @@
 //! sees what it enabled (a guest that never enabled its mouse gets nothing).
 
 use crate::engine::text_screen::{TextScreen, GLYPH_STRIDE};
+pub use crate::engine::v86_net::V86Nic;
+use crate::engine::v86_net::{self, ConnectedNic};
 use crate::engine::vga_graphics::{GraphicsScreen, Layer};
 use crate::engine::{js_text, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
@@ -521,6 +523,8 @@ pub struct V86Config {
     pub display: Option<js_sys::SharedArrayBuffer>,
     /// A saved machine state (`save_state`, raw or zstd) to resume instead of booting.
     pub initial_state: Option<Uint8Array>,
+    /// A NIC on the page's virtual network.
+    pub nic: Option<V86Nic>,
 }
 
 fn buffer_image(bytes: &[u8]) -> Object {
@@ -540,6 +544,8 @@ pub struct V86Engine {
     display: Rc<RefCell<Option<AttachedDisplay>>>,
     /// The pointer buttons held (left, middle, right): v86 takes their whole state.
     buttons: Cell<[bool; 3]>,
+    /// The NIC's connection to the page, once made (at `emulator-started`).
+    nic: Rc<RefCell<Option<ConnectedNic>>>,
 }
 
 /// A display attached to v86's screen adapter.
@@ -721,6 +727,9 @@ impl V86Engine {
         if let Some(c) = &config.cmdline {
             set(&options, "cmdline", &c.as_str().into());
         }
+        if let Some(nic) = &config.nic {
+            set(&options, "net_device", &nic.net_device());
+        }
 
         let emulator: V86 = Reflect::construct(&ctor, &Array::of1(&options))
             .map_err(|e| RuntimeError::Engine(format!("new V86() failed: {}", js_text(&e))))?
@@ -734,6 +743,7 @@ impl V86Engine {
             stopped: Cell::new(false),
             display: Rc::default(),
             buttons: Cell::new([false; 3]),
+            nic: Rc::default(),
         };
         let heard = Rc::new(Cell::new(false));
         // v86 makes its screen adapter during its asynchronous set-up; at
@@ -748,6 +758,23 @@ impl V86Engine {
                 }
                 match attach_display(&emulator, buffer.clone()) {
                     Ok(d) => *slot.borrow_mut() = Some(d),
+                    Err(e) => *error.borrow_mut() = Some(e),
+                }
+            });
+            engine.listen("emulator-started", on_started)?;
+        }
+
+        let nic_error: Rc<RefCell<Option<RuntimeError>>> = Rc::default();
+        if let Some(nic) = config.nic {
+            engine.listen("net0-send", v86_net::sender(&nic.port))?;
+            let (slot, error) = (engine.nic.clone(), nic_error.clone());
+            let emulator = engine.emulator.clone();
+            let on_started = Closure::<dyn FnMut()>::new(move || {
+                if slot.borrow().is_some() || error.borrow().is_some() {
+                    return;
+                }
+                match v86_net::connect(&emulator, &nic) {
+                    Ok(c) => *slot.borrow_mut() = Some(c),
                     Err(e) => *error.borrow_mut() = Some(e),
                 }
             });
@@ -853,6 +880,11 @@ impl V86Engine {
             }
         }
 
+        let nic_failed = nic_error.borrow_mut().take();
+        if let Some(e) = nic_failed {
+            let _ = engine.shutdown(true).await;
+            return Err(e);
+        }
         let display_failed = display_error.borrow_mut().take();
         if let Some(e) = display_failed {
             let _ = engine.shutdown(true).await;
@@ -966,6 +998,7 @@ impl V86Engine {
         if let Some(display) = self.display.borrow_mut().take() {
             display.state.stopped.set(true);
         }
+        self.nic.borrow_mut().take();
         self.listeners.borrow_mut().clear();
         flushed?;
         destroyed.map_err(|e| RuntimeError::Engine(format!("v86 destroy: {}", js_text(&e))))
