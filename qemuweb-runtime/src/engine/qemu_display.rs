@@ -350,6 +350,38 @@ pub fn ring_space(head: u32, tail: u32) -> u32 {
     INPUT_SLOTS.saturating_sub(used)
 }
 
+/// Key events handed to QEMU at one refresh, at most. QEMU's PS/2 keyboard queues 16
+/// bytes and drops what comes beyond them: all the keys typed within one 16 ms refresh
+/// would overflow it before a slow (interpreted) guest read them. At most this many (each
+/// one or two bytes) go per refresh; a human does not type faster.
+pub const KEYS_PER_REFRESH: usize = 4;
+
+/// How many of the waiting `entries` (in order) go into the ring now: as many as there is
+/// `space` for, up to (not including) the key event past [`KEYS_PER_REFRESH`].
+///
+/// ```
+/// use qemuweb_runtime::engine::qemu_display::{input_chunk, event};
+/// let key = [event::KEY, 30, 1, 0];
+/// let abs = [event::ABS, 1, 2, 0];
+/// let waiting = [abs, key, key, abs, key, key, key, abs];
+/// assert_eq!(input_chunk(waiting.iter(), 256), 6);
+/// assert_eq!(input_chunk(waiting.iter(), 3), 3);
+/// ```
+pub fn input_chunk<'a>(entries: impl Iterator<Item = &'a [i32; 4]>, space: u32) -> usize {
+    let mut keys = 0;
+    let mut n = 0;
+    for e in entries.take(space as usize) {
+        if e[0] == event::KEY {
+            if keys == KEYS_PER_REFRESH {
+                break;
+            }
+            keys += 1;
+        }
+        n += 1;
+    }
+    n
+}
+
 /// The index (in 32-bit words from the block's start) of the first word of input entry
 /// number `n` (the ring wraps every [`INPUT_SLOTS`]).
 ///
@@ -601,7 +633,8 @@ mod block {
             0
         }
 
-        /// Moves waiting input into QEMU's ring as far as there is room.
+        /// Moves waiting input into QEMU's ring once QEMU took what was there before (so
+        /// one refresh takes one chunk: [`input_chunk`]).
         fn pump(&mut self) {
             let Some(block) = &self.block else {
                 return;
@@ -611,7 +644,10 @@ mod block {
             }
             let head = block.load(word::INPUT_HEAD);
             let tail = block.load(word::INPUT_TAIL);
-            let n = (ring_space(head, tail) as usize).min(self.backlog.len());
+            if head != tail {
+                return;
+            }
+            let n = input_chunk(self.backlog.iter(), ring_space(head, tail));
             for (k, entry) in self.backlog.drain(..n).enumerate() {
                 let at = input_word(head.wrapping_add(k as u32));
                 for (j, v) in entry.iter().enumerate() {
