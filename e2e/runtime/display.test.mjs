@@ -150,17 +150,20 @@ test('the VGA text banner of the x86 test guest shows on the page canvas through
  * Runs in the page: compares every pixel of the canvas with the x86 guest's `gfx` pattern
  * (qemuweb_guests::x86_gfx_pixel: index ((x >> 4) ^ (y >> 3)) & 7, red = bit 2, green =
  * bit 1, blue = bit 0), rows listed in `lines` being filled with colour index `lines[y]`.
+ * The 320x200 mode may be shown at a whole multiple of its size (QEMU's VGA draws mode 13h
+ * with its pixels doubled), given as `scale`: [sx, sy].
  */
-function checkPattern([lines]) {
+function checkPattern([lines, [sx, sy] = [1, 1]]) {
   const canvas = document.getElementById('screen');
   const { width, height } = canvas;
-  if (width !== 320 || height !== 200) return { width, height, bad: -1 };
+  if (width !== 320 * sx || height !== 200 * sy) return { width, height, bad: -1 };
   const px = canvas.getContext('2d').getImageData(0, 0, width, height).data;
   let bad = 0;
   let first = null;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      const i = lines[y] ?? (((x >> 4) ^ (y >> 3)) & 7);
+      const [gx, gy] = [Math.floor(x / sx), Math.floor(y / sy)];
+      const i = lines[gy] ?? (((gx >> 4) ^ (gy >> 3)) & 7);
       const want = [i & 4 ? 255 : 0, i & 2 ? 255 : 0, i & 1 ? 255 : 0, 255];
       const at = (y * width + x) * 4;
       const got = [px[at], px[at + 1], px[at + 2], px[at + 3]];
@@ -406,7 +409,13 @@ test('the QEMU engine shows QEMU\'s own VGA screen on the canvas, equal to nativ
       const from = native.serial.length;
       native.send(line);
       await native.until(expect, from);
-      if (check) assert.equal((await until(page, checkPattern, [check])).bad, 0, `${name}: the guest's pattern`);
+      if (check) {
+        // QEMU's screendump says how its VGA shows the 320x200 mode.
+        const dump = await native.screendump();
+        const scale = [dump.width / 320, dump.height / 200];
+        const result = await until(page, checkPattern, [check, scale]);
+        assert.equal(result.bad, 0, `${name}: the guest's pattern at ${dump.width}x${dump.height}: ${JSON.stringify(result)}`);
+      }
       const dump = await native.screendump();
       let diff;
       const deadline = Date.now() + 15000;
