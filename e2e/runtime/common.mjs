@@ -135,3 +135,10 @@ export function linuxGuest() {
   });
   return out.trim().split('\n');
 }
+
+/** Stops `vm` in the page of `context` (force), closes the browser and drops `profile`. */
+export async function closeBrowser(context, profile, vm) {
+  await context.pages()[0]?.evaluate((vm) => window.client?.stopVm(vm, true), vm).catch(() => {});
+  await context.close();
+  dropProfile(profile);
+}

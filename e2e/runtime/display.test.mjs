@@ -10,6 +10,10 @@
 // the sidecar's RemoteTransport (WebSocket) to the native `frame-server`'s sink, which checks
 // every frame's checksum, acknowledges each with its own screen's CRC (the page compares it
 // with its screen's) and writes its final screen, compared byte for byte with the canvas.
+// On the QEMU engine (a build in QEMUWEB_QEMU_DIR; SKIPPED, loudly, without one) the guest's
+// screen is QEMU's own VGA rendering (`-display qemuweb`): the canvas must equal native
+// qemu-system-i386's screendump pixel for pixel in each state (mode 13h, a changed row,
+// the text screen of the keys mode), the two QEMUs being given the same serial commands.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -18,13 +22,20 @@ import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { startGroup } from '../lib/proc.mjs';
 import { TARGET } from '../lib/server.mjs';
-import { browserWithPage, converse, dropProfile, setUp, NO_ISOLATION } from './common.mjs';
+import { browserWithPage, closeBrowser, converse, dropProfile, setUp, NO_ISOLATION } from './common.mjs';
+import { bootNative, canvasPixels, diffScreens } from './qemu-native.mjs';
+import { installQemu, QEMU_ASSETS, qemuMissing } from './qemu-assets.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
+const missing = qemuMissing();
+if (missing) {
+  console.error(`\n${'!'.repeat(78)}\n!! QEMU build missing: ${missing}\n!! The QEMU engine's display test is SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
+}
 let env;
 
 before(async () => {
   env = await setUp();
+  if (!missing) installQemu(env.webRoot);
 });
 
 after(async () => {
@@ -83,19 +94,19 @@ function findBanner([banner]) {
  * Boots the x86 test guest as VM `vm` (graphics profile) in the page, its display on a new
  * canvas `#screen`, and waits for its serial banner.
  */
-async function bootOnCanvas(page, vm) {
-  const started = await page.evaluate(async ([vm, disk]) => {
+async function bootOnCanvas(page, vm, engine = 'v86') {
+  const started = await page.evaluate(async ([vm, disk, engine, qemuAssets]) => {
     const canvas = document.createElement('canvas');
     canvas.id = 'screen';
     document.body.append(canvas);
-    window.client = makeClient();
+    window.client = engine === 'qemu' ? makeClient({ workerUrl: './pkg/worker.js', assets: qemuAssets }) : makeClient();
     await client.init();
     client.attachDisplay(vm, canvas);
     return attempt(() => client.startVm(vm, profiles['linux-i386-pc-graphics'],
-      { disk: { source: { kind: 'url', url: disk } } }, { overrides: { memoryMiB: 64 } }));
-  }, [vm, `${env.images.url}/x86-bios.qcow2`]);
+      { disk: { source: { kind: 'url', url: disk } } }, { overrides: { memoryMiB: 64 }, engine }));
+  }, [vm, `${env.images.url}/x86-bios.qcow2`, engine, QEMU_ASSETS]);
   assert.deepEqual(started, { ok: undefined });
-  await page.evaluate(([vm, b]) => waitSerial(vm, b, 0, 30000), [vm, BANNER]);
+  await page.evaluate(([vm, b, ms]) => waitSerial(vm, b, 0, ms), [vm, `${BANNER}\r\n> `, engine === 'qemu' ? 180000 : 30000]);
 }
 
 test('the VGA text banner of the x86 test guest shows on the page canvas through the SharedArrayBuffer ring', async (t) => {
@@ -139,17 +150,20 @@ test('the VGA text banner of the x86 test guest shows on the page canvas through
  * Runs in the page: compares every pixel of the canvas with the x86 guest's `gfx` pattern
  * (qemuweb_guests::x86_gfx_pixel: index ((x >> 4) ^ (y >> 3)) & 7, red = bit 2, green =
  * bit 1, blue = bit 0), rows listed in `lines` being filled with colour index `lines[y]`.
+ * The 320x200 mode may be shown at a whole multiple of its size (QEMU's VGA draws mode 13h
+ * with its pixels doubled), given as `scale`: [sx, sy].
  */
-function checkPattern([lines]) {
+function checkPattern([lines, [sx, sy] = [1, 1]]) {
   const canvas = document.getElementById('screen');
   const { width, height } = canvas;
-  if (width !== 320 || height !== 200) return { width, height, bad: -1 };
+  if (width !== 320 * sx || height !== 200 * sy) return { width, height, bad: -1 };
   const px = canvas.getContext('2d').getImageData(0, 0, width, height).data;
   let bad = 0;
   let first = null;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      const i = lines[y] ?? (((x >> 4) ^ (y >> 3)) & 7);
+      const [gx, gy] = [Math.floor(x / sx), Math.floor(y / sy)];
+      const i = lines[gy] ?? (((gx >> 4) ^ (gy >> 3)) & 7);
       const want = [i & 4 ? 255 : 0, i & 2 ? 255 : 0, i & 1 ? 255 : 0, 255];
       const at = (y * width + x) * 4;
       const got = [px[at], px[at + 1], px[at + 2], px[at + 3]];
@@ -371,5 +385,67 @@ test('the page forwards its display over the RemoteTransport to the native frame
     dropProfile(profile);
     await server.stop();
     rmSync(dumps, { recursive: true, force: true });
+  }
+});
+
+test('the QEMU engine shows QEMU\'s own VGA screen on the canvas, equal to native QEMU\'s screendump pixel for pixel (text, mode 13h, one row)', async (t) => {
+  if (missing) return t.skip(`QEMU build missing: ${missing}`);
+  const profile = newProfile();
+  const artifacts = join(TARGET, 'e2e-artifacts');
+  mkdirSync(artifacts, { recursive: true });
+  const { context, page } = await browserWithPage(profile, env.web, 'display-qemu');
+  let native;
+  try {
+    await bootOnCanvas(page, 'qscreen', 'qemu');
+    // The banner on a 720x400 text screen (QEMU's VGA renders the text itself).
+    const banner = await until(page, findBanner, [BANNER]);
+    assert.ok(banner.found, `banner not on the canvas (${banner.width}x${banner.height}, lit cells per row ${banner.lit})`);
+    assert.deepEqual([banner.width, banner.height], [720, 400]);
+    native = await bootNative(join(env.imageRoot, 'x86-bios.raw'));
+    // The same serial command to both QEMUs, then the canvas against the screendump once
+    // the canvas shows what the guest drew (frames stop coming for a while).
+    const step = async (line, expect, name, check) => {
+      await converse(page, 'qscreen', line, expect, 60000);
+      const from = native.serial.length;
+      native.send(line);
+      await native.until(expect, from);
+      if (check) {
+        // QEMU's screendump says how its VGA shows the 320x200 mode.
+        const dump = await native.screendump();
+        const scale = [dump.width / 320, dump.height / 200];
+        const result = await until(page, checkPattern, [check, scale]);
+        assert.equal(result.bad, 0, `${name}: the guest's pattern at ${dump.width}x${dump.height}: ${JSON.stringify(result)}`);
+      }
+      const dump = await native.screendump();
+      let diff;
+      const deadline = Date.now() + 15000;
+      do {
+        diff = diffScreens(await canvasPixels(page, 'screen', 100), dump);
+      } while (diff.bad !== 0 && Date.now() < deadline);
+      await page.locator('#screen').screenshot({ path: join(artifacts, `display-qemu-${name}.png`) });
+      assert.equal(diff.bad, 0, `${name}: ${diff.bad} pixels differ from native QEMU's screendump; first ${JSON.stringify(diff.first)}`);
+      assert.ok(diff.lit > 0, `${name}: something is drawn`);
+      t.diagnostic(`${name}: ${dump.width}x${dump.height} equal to native QEMU's screendump`);
+    };
+    const textSeq = await page.evaluate(() => client.displayFrame('qscreen'));
+    await step('gfx', 'GFX 320x200', 'mode13h', {});
+    const gfxSeq = await page.evaluate(() => client.displayFrame('qscreen'));
+    assert.ok(gfxSeq > textSeq, `graphics frames follow the text frames (${textSeq} -> ${gfxSeq})`);
+    await step('hline 100 04', 'FILL 04', 'hline', { 100: 4 });
+    // An unchanged screen sends no frames (QEMU reports no update, or one that changes nothing).
+    const idle = await page.evaluate(async () => {
+      const a = client.displayFrame('qscreen');
+      await new Promise((r) => setTimeout(r, 500));
+      return [a, client.displayFrame('qscreen')];
+    });
+    assert.equal(idle[0], idle[1], 'no frames while the screen does not change');
+    await step('text', 'TEXT 80x25', 'text');
+    // The keys mode's screen (the cursor hidden, so no blink can differ).
+    await step('keys', 'KEYS ON', 'keys');
+    const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+    assert.deepEqual(errors, []);
+  } finally {
+    native?.stop();
+    await closeBrowser(context, profile, 'qscreen');
   }
 });

@@ -92,3 +92,39 @@ export async function bootNative(disk, { limitS = 120 } = {}) {
   }
   return q;
 }
+
+/** Reads the canvas `#id` of `page` (after `settleMs`, for the last frame): {width, height, rgba: Buffer}. */
+export async function canvasPixels(page, id = 'screen', settleMs = 200) {
+  const c = await page.evaluate(async ([id, settleMs]) => {
+    await new Promise((r) => setTimeout(r, settleMs));
+    const c = document.getElementById(id);
+    const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let s = '';
+    for (let i = 0; i < px.length; i += 0x8000) s += String.fromCharCode(...px.subarray(i, i + 0x8000));
+    return { width: c.width, height: c.height, rgba: btoa(s) };
+  }, [id, settleMs]);
+  return { ...c, rgba: Buffer.from(c.rgba, 'base64') };
+}
+
+/**
+ * Compares an RGBA screen (`canvasPixels`) with a screendump pixel for pixel: {bad, first,
+ * lit}: the pixels that differ, the first of them, the pixels that are not black.
+ */
+export function diffScreens(canvas, dump) {
+  if (canvas.width !== dump.width || canvas.height !== dump.height) {
+    return { bad: -1, first: { canvas: [canvas.width, canvas.height], qemu: [dump.width, dump.height] }, lit: 0 };
+  }
+  let bad = 0;
+  let first = null;
+  let lit = 0;
+  const { rgba } = canvas;
+  for (let i = 0; i < dump.width * dump.height; i++) {
+    const [r, g, b] = [rgba[i * 4], rgba[i * 4 + 1], rgba[i * 4 + 2]];
+    if (r !== dump.rgb[i * 3] || g !== dump.rgb[i * 3 + 1] || b !== dump.rgb[i * 3 + 2]) {
+      bad++;
+      first ??= { x: i % dump.width, y: Math.floor(i / dump.width), canvas: [r, g, b], qemu: [...dump.rgb.subarray(i * 3, i * 3 + 3)] };
+    }
+    if (r + g + b > 0) lit++;
+  }
+  return { bad, first, lit };
+}

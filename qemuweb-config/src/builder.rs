@@ -491,6 +491,10 @@ impl Builder<'_> {
                             .into(),
                     );
                     self.push(["-display", "none"]);
+                } else {
+                    // QemuWeb's display backend (qemuweb-wasm-build's patch 0020): the
+                    // screen and input shared with the page's worker.
+                    self.push(["-display", "qemuweb"]);
                 }
             }
             Target::Native(native) => match native.display {

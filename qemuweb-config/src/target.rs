@@ -37,7 +37,10 @@ pub struct BrowserTarget {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[tsify(optional)]
     pub netdev: bool,
-    /// Whether the build has a display backend that shows the guest's screen.
+    /// Whether the build has QemuWeb's display backend (`-display qemuweb`, patch 0020 of
+    /// qemuweb-wasm-build), through which the page shows the guest's screen and sends it
+    /// keyboard and pointer input; without it a display device runs headless
+    /// (`-display none`).
     pub display: bool,
     /// The directory of the module's filesystem where inputs are mounted (`/mnt`).
     pub mount_dir: String,
@@ -75,7 +78,8 @@ impl BrowserTarget {
 
     /// The wasm64 QEMU build (the wasm64 plan of `qemuweb-wasm-build`, `--plan wasm64`):
     /// `qemu-system-x86_64` (which also runs the i386 guests) and `qemu-system-aarch64`,
-    /// TCG interpreter, no slirp and no display backend, Memory64 needed in the browser,
+    /// TCG interpreter, no slirp, QemuWeb's display backend (`-display qemuweb`: the screen
+    /// and input of graphics profiles go to the page), Memory64 needed in the browser,
     /// 1280 MiB of guest RAM at most (the modules' linear memory is 2 GiB, QEMU keeps 768
     /// MiB of it; the build's `qemu-build.json` says so as `maxGuestRamMib`), inputs under
     /// `/mnt`, firmware from `/firmware`.
@@ -90,7 +94,7 @@ impl BrowserTarget {
             max_memory_mib: 1280,
             user_net: false,
             netdev: false,
-            display: false,
+            display: true,
             mount_dir: "/mnt".to_string(),
             firmware_dir: Some("/firmware".to_string()),
             memory64: true,

@@ -372,6 +372,8 @@ fn browser_with_user_net_and_display() {
     assert_eq!(
         tail,
         v(&[
+            "-display",
+            "qemuweb",
             "-vga",
             "std",
             "-serial",

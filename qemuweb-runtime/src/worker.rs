@@ -659,13 +659,6 @@ impl Worker {
         } = *request;
         check_isolation()?;
         check_memory64(qemu_target().memory64, capabilities::detect().memory64)?;
-        if display.is_some() {
-            return Err(RuntimeError::Unsupported(
-                "the QEMU engine has no display yet (its wasm build has no display backend); \
-                 use the serial console, or the v86 engine for a screen"
-                    .into(),
-            ));
-        }
         let q = plan
             .qemu
             .as_ref()
@@ -754,6 +747,8 @@ impl Worker {
                 .collect(),
             window: DEFAULT_WINDOW,
             io_timeout_ms: DEFAULT_TIMEOUT_MS,
+            graphics: plan.graphics,
+            display,
         };
         running(
             QemuEngine::start(config, self.host.clone()).await,

@@ -10,6 +10,10 @@
 //               {type: "stdin"}: serial input is waiting in the channel's stdin ring.
 // Messages out: {type: "ready"} {type: "io"} {type: "serial", data: Uint8Array}
 //               {type: "stderr", line} {type: "exit", status} {type: "error", what, message}
+//               {type: "display", memory: WebAssembly.Memory, address}: QEMU's display
+//               block (`-display qemuweb`, patch 0020), announced once by QEMU through
+//               Module.qemuwebDisplay; the VM worker reads the screen from the module's
+//               shared memory and writes input into it from then on.
 //
 // QEMU's stdin (its serial port) is ready for poll() only when input waits in the ring, and
 // a "stdin" message wakes QEMU's poll. Emscripten treats a tty as always ready, which turns
@@ -135,6 +139,9 @@ async function start(m) {
     // alive, so QEMU's exit() is silent and its stderr line is what the engine reports.
     onExit: exit,
     onAbort: (what) => fail("abort", what),
+    // The memory is shared (pthreads): posting it shares it. The address is a Number,
+    // or a BigInt from a Memory64 module.
+    qemuwebDisplay: (memory, address) => post({ type: "display", memory, address: Number(address) }),
     preRun: [(Module) => {
       const FS = Module.FS;
       // The standard streams now (Emscripten would make them after preRun), to give

@@ -21,6 +21,7 @@ use qemuweb_config::{
     IssueCode, MountRole, Target, VmInputs, VmOverrides, VmProfile,
 };
 
+pub mod frame_ring;
 #[cfg(target_arch = "wasm32")]
 pub mod qemu;
 pub mod qemu_build;
@@ -716,7 +717,7 @@ mod tests {
         };
         for p in qemuweb_config::default_profiles() {
             let plan = plan(&p, &disk_only, None, Some(EngineKind::Qemu)).unwrap();
-            let q = plan.qemu.unwrap();
+            let q = plan.qemu.clone().unwrap();
             assert_eq!(q.arch, p.arch, "{}", p.id);
             let expected = qemu_firmware(p.arch, &p.machine, p.supports_graphics, false);
             assert_eq!(q.firmware, expected, "{}", p.id);
@@ -728,6 +729,19 @@ mod tests {
             if p.arch == Arch::Aarch64 {
                 assert!(args.contains("-bios QEMU_EFI.fd"), "{args}");
             }
+            // Graphics profiles show their screen through QemuWeb's display backend.
+            let display = if p.supports_graphics {
+                "-display qemuweb"
+            } else {
+                "-display none"
+            };
+            assert!(args.contains(display), "{}: {args}", p.id);
+            assert!(
+                !plan.warnings.iter().any(|w| w.contains("display")),
+                "{}: {:?}",
+                p.id,
+                plan.warnings
+            );
         }
         let minimal = qemuweb_config::profile_by_id("minimal-x86_64").unwrap();
         let q = plan(&minimal, &disk_only, None, None)

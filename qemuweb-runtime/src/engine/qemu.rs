@@ -17,13 +17,21 @@
 //!   worker posts `Module.stdout`'s characters, which this side batches into serial events;
 //!   serial input goes into the channel's stdin ring, which `Module.stdin` reads
 //!   ([`QemuDiskPort::stdin_byte`]).
+//! - **Display and input** (graphics profiles: `-display qemuweb`, our patch 0020): QEMU
+//!   announces its display block once (`Module.qemuwebDisplay(memory, address)`, which the
+//!   QEMU worker posts here with the module's shared memory); from then on this worker
+//!   reads the screen's changes out of it every [`POLL_MS`] into the display ring and
+//!   writes keyboard and pointer events into its input ring
+//!   ([`qemu_display`](super::qemu_display)). Nothing goes through QEMU's threads.
 //! - **Reset** starts a new QEMU on the same disks; **stop** terminates its worker (and
 //!   with it QEMU's pthread workers).
 
+use crate::engine::frame_ring::FrameRing;
 use crate::engine::qemu_channel::{
     self as channel, slot, IoOp, IoRequest, State, EIO, HEADER_BYTES, HEADER_WORDS, STDIN_RING,
     WINDOW_OFFSET,
 };
+use crate::engine::qemu_display::{encode_input, DisplayBlock, QemuDisplay, POLL_MS};
 use crate::engine::{js_text, qemu_stderr_is_fatal, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{EngineKind, Event, LogLevel};
@@ -101,6 +109,11 @@ pub struct QemuConfig {
     pub window: u32,
     /// How long QEMU waits for one disk answer.
     pub io_timeout_ms: u32,
+    /// Whether the guest has a display (QEMU runs `-display qemuweb`): keyboard and
+    /// pointer input go through it.
+    pub graphics: bool,
+    /// A display ring (`SharedArrayBuffer`) to send the guest's screen to.
+    pub display: Option<SharedArrayBuffer>,
 }
 
 /// `url` with this worker's `#wasm=...` (where the runtime's wasm is, when the VM worker
@@ -145,6 +158,10 @@ struct Inner {
     stdin_pumping: Cell<bool>,
     /// Serial output of this turn of the event loop, sent as one event.
     serial_out: RefCell<Vec<u8>>,
+    /// QEMU's display block, the display ring and input waiting for room.
+    display: RefCell<QemuDisplay>,
+    /// Whether the display poll runs.
+    polling: Cell<bool>,
 }
 
 /// QEMU behind the [`Engine`] trait.
@@ -185,6 +202,13 @@ impl Inner {
         let kind = get(&data, "type").as_string().unwrap_or_default();
         match kind.as_str() {
             "io" => self.clone().serve(generation),
+            "display" => match DisplayBlock::new(&get(&data, "memory"), &get(&data, "address")) {
+                Ok(block) => {
+                    self.display.borrow_mut().set_block(block);
+                    self.clone().poll_display();
+                }
+                Err(e) => self.error(&e),
+            },
             "ready" => {
                 self.finish_start(Ok(()));
             }
@@ -467,7 +491,31 @@ impl Inner {
         outcome
     }
 
+    /// Polls QEMU's display block every [`POLL_MS`] while there is one: input into its
+    /// ring, the screen's changes into the display ring.
+    fn poll_display(self: Rc<Self>) {
+        if self.polling.replace(true) {
+            return;
+        }
+        spawn_local(async move {
+            loop {
+                if self.stopped.get() || !self.display.borrow().has_block() {
+                    break;
+                }
+                let polled = self.display.borrow_mut().poll();
+                if let Err(e) = polled {
+                    self.display.borrow_mut().clear_block();
+                    self.error(&e);
+                    break;
+                }
+                gloo_timers::future::TimeoutFuture::new(POLL_MS).await;
+            }
+            self.polling.set(false);
+        });
+    }
+
     fn terminate(&self) {
+        self.display.borrow_mut().clear_block();
         if let Some(i) = self.instance.borrow_mut().take() {
             i.worker.set_onmessage(None);
             i.worker.set_onerror(None);
@@ -538,8 +586,14 @@ impl QemuEngine {
     /// [`RuntimeError::Unsupported`] without cross-origin isolation; [`RuntimeError::Fetch`]
     /// or [`RuntimeError::Engine`] if the worker or module cannot be loaded, or QEMU exits
     /// (bad arguments, missing firmware) or does not start in time.
-    pub async fn start(config: QemuConfig, host: Rc<dyn EngineHost>) -> Result<Self> {
+    pub async fn start(mut config: QemuConfig, host: Rc<dyn EngineHost>) -> Result<Self> {
         check_isolation()?;
+        let ring = match config.display.take() {
+            Some(buffer) => Some(FrameRing::connect(
+                qemuweb_sidecar::SabMemory::from_buffer(buffer),
+            )?),
+            None => None,
+        };
         let inner = Rc::new(Inner {
             config,
             host,
@@ -553,6 +607,8 @@ impl QemuEngine {
             stdin_pending: RefCell::new(VecDeque::new()),
             stdin_pumping: Cell::new(false),
             serial_out: RefCell::new(Vec::new()),
+            display: RefCell::new(QemuDisplay::new(ring)),
+            polling: Cell::new(false),
         });
         inner.launch().await?;
         Ok(Self { inner })
@@ -574,12 +630,34 @@ impl Engine for QemuEngine {
         Ok(())
     }
 
-    fn send_input(&self, _events: &[crate::input::InputEvent]) -> Result<()> {
-        Err(RuntimeError::Unsupported(
-            "keyboard and pointer input on the QEMU engine need its display backend, which \
-             this QEMU build does not have yet"
-                .into(),
-        ))
+    fn send_input(&self, events: &[crate::input::InputEvent]) -> Result<()> {
+        if self.inner.stopped.get() {
+            return Err(RuntimeError::Engine("QEMU is not running".into()));
+        }
+        let entries = encode_input(events)?;
+        let mut display = self.inner.display.borrow_mut();
+        if !display.has_block() {
+            return Err(RuntimeError::Unsupported(if self.inner.config.graphics {
+                "QEMU's display is not up yet (keyboard and pointer input go through it)".into()
+            } else {
+                "this VM has no display (its profile runs without graphics): keyboard and \
+                 pointer input on the QEMU engine go through the display"
+                    .into()
+            }));
+        }
+        let dropped = display.queue(entries);
+        if dropped > 0 {
+            let total = display.dropped();
+            drop(display);
+            self.inner.host.emit(Event::Log {
+                vm_id: Some(self.inner.config.vm_id.clone()),
+                level: LogLevel::Warn,
+                message: format!(
+                    "QEMU's input ring is full: {dropped} input events dropped ({total} so far)"
+                ),
+            });
+        }
+        Ok(())
     }
 
     async fn reset(&self) -> Result<()> {

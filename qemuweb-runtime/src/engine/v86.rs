@@ -41,6 +41,7 @@
 //! (`mouse-wheel`). v86 has no tablet, so absolute positions are not used; the guest
 //! sees what it enabled (a guest that never enabled its mouse gets nothing).
 
+use crate::engine::frame_ring::FrameRing;
 use crate::engine::text_screen::{TextScreen, GLYPH_STRIDE};
 pub use crate::engine::v86_net::V86Nic;
 use crate::engine::v86_net::{self, ConnectedNic};
@@ -52,7 +53,7 @@ use crate::protocol::{EngineKind, Event, LogLevel, ProgressTotal, StopReason};
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
-use qemuweb_sidecar::{LocalTransport, SabMemory};
+use qemuweb_sidecar::SabMemory;
 use qemuweb_storage::BlockDevice;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -563,11 +564,10 @@ struct DisplayState {
     graphics: RefCell<GraphicsScreen>,
     /// Whether the VGA is in a graphics mode (v86's `set_mode`).
     graphical: Cell<bool>,
-    /// The sequence number of the last frame published (text and graphics share it).
-    sequence: Cell<u64>,
     /// The emulator (its VGA renders graphics frames on request).
     emulator: JsValue,
-    transport: RefCell<LocalTransport>,
+    /// The display ring (text and graphics frames share its sequence).
+    ring: RefCell<FrameRing>,
     scheduled: Cell<bool>,
     stopped: Cell<bool>,
 }
@@ -586,7 +586,7 @@ impl DisplayState {
                 return;
             }
             let now = js_sys::Date::now();
-            let sequence = self.sequence.get() + 1;
+            let sequence = self.ring.borrow().next_sequence();
             let graphical = self.graphical.get();
             let frame = if graphical {
                 // v86 calls the adapter's `update_buffer` (see `attach_display`) from here.
@@ -595,12 +595,7 @@ impl DisplayState {
             } else {
                 self.screen.borrow_mut().take_frame(now)
             };
-            if let Some(mut frame) = frame {
-                frame.metadata.sequence = sequence;
-                self.sequence.set(sequence);
-                // The ring never blocks; a malformed frame would be our bug: drop it.
-                let _ = self.transport.borrow_mut().send_now(&frame);
-            }
+            self.ring.borrow_mut().publish(frame);
             // The guest draws into video memory without telling anyone: look again.
             if graphical {
                 self.schedule();
@@ -1139,12 +1134,7 @@ fn attach_display(
     emulator: &JsValue,
     buffer: js_sys::SharedArrayBuffer,
 ) -> Result<AttachedDisplay> {
-    let mut transport = LocalTransport::sender(SabMemory::from_buffer(buffer));
-    // The page hands a ring to one run of one VM at a time; a previous run's worker
-    // may have been terminated without detaching, so take the producer's place.
-    transport
-        .force_connect()
-        .map_err(|e| RuntimeError::Engine(format!("display ring: {e}")))?;
+    let ring = FrameRing::connect(SabMemory::from_buffer(buffer))?;
     let adapter: Object = Reflect::get(emulator, &"screen_adapter".into())
         .ok()
         .and_then(|a| a.dyn_into().ok())
@@ -1153,9 +1143,8 @@ fn attach_display(
         screen: RefCell::new(TextScreen::default()),
         graphics: RefCell::new(GraphicsScreen::new(320, 200)),
         graphical: Cell::new(false),
-        sequence: Cell::new(0),
         emulator: emulator.clone(),
-        transport: RefCell::new(transport),
+        ring: RefCell::new(ring),
         scheduled: Cell::new(false),
         stopped: Cell::new(false),
     });
