@@ -741,39 +741,22 @@ impl V86Engine {
             nic: Rc::default(),
         };
         let heard = Rc::new(Cell::new(false));
-        // v86 makes its screen adapter during its asynchronous set-up; at
-        // `emulator-started` it exists and the guest has not run an instruction yet.
-        let display_error: Rc<RefCell<Option<RuntimeError>>> = Rc::default();
+        // v86 makes its screen adapter and NIC during its asynchronous set-up; at
+        // `emulator-started` they exist and the guest has not run an instruction yet. The
+        // display and the NIC are connected then; their errors end the start once it is over.
+        let mut start_errors = Vec::new();
         if let Some(buffer) = config.display.clone() {
-            let (slot, error) = (engine.display.clone(), display_error.clone());
             let emulator = engine.emulator.clone();
-            let on_started = Closure::<dyn FnMut()>::new(move || {
-                if slot.borrow().is_some() || error.borrow().is_some() {
-                    return;
-                }
-                match attach_display(&emulator, buffer.clone()) {
-                    Ok(d) => *slot.borrow_mut() = Some(d),
-                    Err(e) => *error.borrow_mut() = Some(e),
-                }
-            });
-            engine.listen("emulator-started", on_started)?;
+            start_errors.push(engine.at_start(engine.display.clone(), move || {
+                attach_display(&emulator, buffer.clone())
+            })?);
         }
-
-        let nic_error: Rc<RefCell<Option<RuntimeError>>> = Rc::default();
         if let Some(nic) = config.nic {
             engine.listen("net0-send", v86_net::sender(&nic.port))?;
-            let (slot, error) = (engine.nic.clone(), nic_error.clone());
             let emulator = engine.emulator.clone();
-            let on_started = Closure::<dyn FnMut()>::new(move || {
-                if slot.borrow().is_some() || error.borrow().is_some() {
-                    return;
-                }
-                match v86_net::connect(&emulator, &nic) {
-                    Ok(c) => *slot.borrow_mut() = Some(c),
-                    Err(e) => *error.borrow_mut() = Some(e),
-                }
-            });
-            engine.listen("emulator-started", on_started)?;
+            start_errors.push(engine.at_start(engine.nic.clone(), move || {
+                v86_net::connect(&emulator, &nic)
+            })?);
         }
 
         // Serial output, batched: bytes that arrive in one turn of the event loop go out
@@ -875,15 +858,13 @@ impl V86Engine {
             }
         }
 
-        let nic_failed = nic_error.borrow_mut().take();
-        if let Some(e) = nic_failed {
-            let _ = engine.shutdown(true).await;
-            return Err(e);
-        }
-        let display_failed = display_error.borrow_mut().take();
-        if let Some(e) = display_failed {
-            let _ = engine.shutdown(true).await;
-            return Err(e);
+        // The NIC's error first, then the display's (the order they were reported in).
+        for error in start_errors.iter().rev() {
+            let failed = error.borrow_mut().take();
+            if let Some(e) = failed {
+                let _ = engine.shutdown(true).await;
+                return Err(e);
+            }
         }
 
         // A BIOS that is not a BIOS boots nothing and says nothing: tell the user (a
@@ -960,6 +941,29 @@ impl V86Engine {
             .run()
             .map(|_| ())
             .map_err(|e| RuntimeError::Engine(format!("v86 run: {}", js_text(&e))))
+    }
+
+    /// Runs `make` once at `emulator-started` (v86 has made its devices and the guest
+    /// has not run an instruction yet) and keeps what it makes in `slot`; returns the cell
+    /// that holds its error, if it fails, for the start to report.
+    fn at_start<T: 'static>(
+        &self,
+        slot: Rc<RefCell<Option<T>>>,
+        mut make: impl FnMut() -> Result<T> + 'static,
+    ) -> Result<Rc<RefCell<Option<RuntimeError>>>> {
+        let error: Rc<RefCell<Option<RuntimeError>>> = Rc::default();
+        let failed = error.clone();
+        let on_started = Closure::<dyn FnMut()>::new(move || {
+            if slot.borrow().is_some() || failed.borrow().is_some() {
+                return;
+            }
+            match make() {
+                Ok(made) => *slot.borrow_mut() = Some(made),
+                Err(e) => *failed.borrow_mut() = Some(e),
+            }
+        });
+        self.listen("emulator-started", on_started)?;
+        Ok(error)
     }
 
     fn listen<F: ?Sized + wasm_bindgen::closure::WasmClosure + 'static>(
