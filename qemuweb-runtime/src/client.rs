@@ -231,6 +231,8 @@ struct VmConn {
 struct Starting {
     progress: Option<Function>,
     abort: Option<(web_sys::AbortSignal, Closure<dyn FnMut()>)>,
+    /// What the start message transfers to the worker (its network port).
+    transfer: Array,
 }
 
 impl VmConn {
@@ -1172,7 +1174,6 @@ impl QemuClient {
             let _ = Reflect::set(&get(&message, "command"), &"network".into(), &port);
             transfer.push(&port);
         }
-        let _ = Reflect::set(&message, &TRANSFER.into(), &transfer);
         if files.is_object() {
             let _ = Reflect::set(&get(&message, "command"), &"files".into(), files);
         }
@@ -1185,12 +1186,16 @@ impl QemuClient {
         }
         // The abort listener is made here and armed in `spawn_and_send`.
         let abort = signal.map(|s| (s, Closure::<dyn FnMut()>::new(|| {})));
-        Ok((message, Starting { progress, abort }))
+        Ok((
+            message,
+            Starting {
+                progress,
+                abort,
+                transfer,
+            },
+        ))
     }
 }
-
-/// Where a start message keeps what its posting transfers (taken off before it is posted).
-const TRANSFER: &str = "__transfer";
 
 impl QemuClient {
     /// Puts the NIC that VM `vm_id`'s start asks for (if any) on the page's network;
@@ -1361,10 +1366,11 @@ impl Inner {
             let _ =
                 signal.add_event_listener_with_callback("abort", listener.as_ref().unchecked_ref());
         }
+        let transfer = std::mem::take(&mut starting.transfer);
         *conn.start.borrow_mut() = Some(starting);
         self.vms.borrow_mut().insert(vm_id.clone(), conn.clone());
         self.states.borrow_mut().insert(vm_id, VmState::Starting);
-        self.post(&conn, message, true)
+        self.post(&conn, message, true, transfer)
     }
 
     /// Cancels a start that has not settled: its promise rejects with `aborted`, the
@@ -1406,12 +1412,14 @@ impl Inner {
             command,
         };
         match to_js(&request) {
-            Ok(message) => self.post(&conn, message, false),
+            Ok(message) => self.post(&conn, message, false, Array::new()),
             Err(e) => Promise::reject(&JsValue::from(e)),
         }
     }
 
-    fn post(&self, conn: &VmConn, message: JsValue, is_start: bool) -> Promise {
+    /// Posts `message` to the worker (or queues it until the worker is ready), moving the
+    /// objects in `transfer`; the promise settles with the worker's answer.
+    fn post(&self, conn: &VmConn, message: JsValue, is_start: bool, transfer: Array) -> Promise {
         let id = get(&message, "id").as_f64().unwrap_or_default() as u64;
         let mut slot = None;
         let promise = Promise::new(&mut |resolve, reject| {
@@ -1424,10 +1432,6 @@ impl Inner {
         if let Some(p) = slot {
             conn.pending.borrow_mut().insert(id, p);
         }
-        let transfer = get(&message, TRANSFER)
-            .dyn_into::<Array>()
-            .unwrap_or_default();
-        let _ = Reflect::delete_property(message.unchecked_ref::<Object>(), &TRANSFER.into());
         if conn.ready.get() {
             let _ = conn.worker.post_message_with_transfer(&message, &transfer);
         } else {
