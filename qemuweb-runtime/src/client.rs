@@ -21,7 +21,8 @@ use crate::capabilities;
 use crate::input::{chord, text_events, InputEvent, InputOptions, MAX_INPUT_EVENTS};
 use crate::protocol::{
     check_id, AssetSource, Command, EngineAssets, EngineKind, ErrorCode, Event, ExportFormat,
-    Limits, Persistence, ReadCacheOptions, Reply, Request, Resume, VmState, PROTOCOL_VERSION,
+    Limits, Persistence, QemuOptions, ReadCacheOptions, Reply, Request, Resume, VmState,
+    PROTOCOL_VERSION,
 };
 use crate::RuntimeError;
 use events::{field as get, is_public, qemu_error, Listeners, Slot};
@@ -129,6 +130,11 @@ pub struct StartOptions {
     #[serde(default)]
     #[tsify(optional)]
     pub read_cache: Option<ReadCacheOptions>,
+    /// Options of the QEMU engine: `{jit: false}` runs a JIT build's interpreter instead
+    /// (the engine reports its mode in `execution` events).
+    #[serde(default)]
+    #[tsify(optional)]
+    pub qemu: Option<QemuOptions>,
 }
 
 /// Options of `attachDisplay(vmId, canvas, options)`.
@@ -1166,6 +1172,7 @@ impl QemuClient {
                     other => other,
                 }),
                 read_cache: options.read_cache.unwrap_or_default(),
+                qemu: options.qemu.unwrap_or_default(),
             },
         };
         let message = to_js(&request).map_err(JsValue::from)?;

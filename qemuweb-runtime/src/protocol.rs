@@ -302,6 +302,10 @@ pub enum Command {
         /// The persistent cache of the images' fetched chunks.
         #[serde(default)]
         read_cache: ReadCacheOptions,
+        /// Options of the QEMU engine.
+        #[serde(default)]
+        #[tsify(optional)]
+        qemu: QemuOptions,
     },
     /// Stop the VM; `force` skips the final overlay sync.
     #[serde(rename_all = "camelCase")]
@@ -647,6 +651,57 @@ pub enum ProgressTotal {
     FileSize,
 }
 
+/// Options of the QEMU engine (the v86 engine ignores them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QemuOptions {
+    /// Run guest code on the build's WebAssembly JIT (`true`; the default when the build
+    /// has one: `"tcg": "jit"` in its `qemu-build.json`) or on QEMU's interpreter, TCI
+    /// (`false`; the same module with `-accel tcg,wasm-jit=off`). `true` with a build
+    /// without the JIT is refused with `unsupported` before anything is downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[tsify(optional)]
+    pub jit: Option<bool>,
+}
+
+/// How the QEMU engine runs guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionMode {
+    /// QEMU's TCG interpreter (TCI): every guest block is interpreted.
+    Interpreter,
+    /// Our WebAssembly JIT backend for TCG: blocks run on the interpreter until they are
+    /// hot, then as compiled WebAssembly.
+    Jit,
+}
+
+/// What the QEMU engine's `execution` events report: its mode and, with the JIT, what it
+/// compiled so far (the JIT's own counters, read from the module's memory).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionStats {
+    /// Interpreter or JIT.
+    pub mode: ExecutionMode,
+    /// Guest blocks compiled to WebAssembly (every vCPU).
+    pub blocks_compiled: u64,
+    /// WebAssembly modules instantiated (blocks are compiled in batches).
+    pub modules: u64,
+    /// Blocks the translator refused (they stay on the interpreter).
+    pub refused: u64,
+    /// Bytes of WebAssembly generated.
+    pub wasm_bytes: u64,
+    /// Milliseconds spent translating bytecode to WebAssembly.
+    pub translate_ms: f64,
+    /// Milliseconds spent compiling it (`WebAssembly.Module`).
+    pub compile_ms: f64,
+    /// Milliseconds spent instantiating it.
+    pub instantiate_ms: f64,
+    /// Times QEMU flushed its translated code (every compiled block dropped).
+    pub flushes: u64,
+    /// Runs of a block on the interpreter before it is compiled (0 with the interpreter).
+    pub hot_threshold: u64,
+}
+
 /// The persistent read cache of URL images (disks, kernels, initrds): the chunks fetched
 /// are kept in IndexedDB (database `qemuweb-read-cache`), keyed and checked by each
 /// image's validator, so a later start fetches only what it never read and an image seen
@@ -827,6 +882,15 @@ pub enum Event {
         #[tsify(optional)]
         total: Option<u64>,
     },
+    /// How the QEMU engine runs guest code: sent once QEMU is up, then again when the JIT
+    /// compiled more (at most every few seconds); each also logged as a `log` event.
+    #[serde(rename_all = "camelCase")]
+    Execution {
+        /// The VM.
+        vm_id: String,
+        /// Mode and counters.
+        stats: ExecutionStats,
+    },
     /// A message for people.
     #[serde(rename_all = "camelCase")]
     Log {
@@ -896,6 +960,7 @@ impl Event {
             Event::Phase { .. } => "phase",
             Event::Progress { .. } => "progress",
             Event::SnapshotProgress { .. } => "snapshotProgress",
+            Event::Execution { .. } => "execution",
             Event::Log { .. } => "log",
             Event::Error { .. } => "error",
             Event::Done { .. } => "done",
@@ -1072,6 +1137,7 @@ mod tests {
                     enabled: false,
                     max_bytes: 1 << 20,
                 },
+                qemu: QemuOptions { jit: Some(false) },
             },
             Command::Stop {
                 vm_id: "vm".into(),
@@ -1156,6 +1222,7 @@ mod tests {
                 limits: Limits::default(),
                 resume: None,
                 read_cache: ReadCacheOptions::default(),
+                qemu: QemuOptions::default(),
             },
         };
         let text = serde_json::to_string(&request).unwrap();

@@ -18,8 +18,8 @@ use crate::engine::{plan, qemu_target, Engine, EngineHost, EnginePlan, AVAILABLE
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{
     classify, request_id_from_f64, AssetSource, Command, EngineAssets, EngineKind, Event,
-    ExportFormat, Limits, LogLevel, Persistence, ProgressTotal, ReadCacheOptions, Reply, Request,
-    Session, StartPhase, StopReason, VmState, PROTOCOL_VERSION,
+    ExportFormat, Limits, LogLevel, Persistence, ProgressTotal, QemuOptions, ReadCacheOptions,
+    Reply, Request, Session, StartPhase, StopReason, VmState, PROTOCOL_VERSION,
 };
 use crate::snapshot::resume::{self, Resuming};
 use crate::snapshot::save::{save, SaveRequest};
@@ -95,6 +95,7 @@ struct StartRequest<'a> {
     files: &'a FileMap,
     resume: Option<&'a Resume>,
     read_cache: ReadCacheOptions,
+    qemu: QemuOptions,
     /// The page's end of the VM's network channel (a VM attached to a network).
     network: Option<&'a web_sys::MessagePort>,
 }
@@ -224,6 +225,7 @@ impl Worker {
                 limits,
                 resume,
                 read_cache,
+                qemu,
             } => {
                 let request = StartRequest {
                     vm_id: &vm_id,
@@ -237,6 +239,7 @@ impl Worker {
                     files: &files,
                     resume: resume.as_ref(),
                     read_cache,
+                    qemu,
                     network: network.as_ref(),
                 };
                 let started = self.start(&request, display).await;
@@ -685,6 +688,7 @@ impl Worker {
         check_memory64(build.requirements.memory64, capabilities::detect().memory64)?;
         let module = build.module_for(q.arch)?;
         module.check_ram(plan.memory_bytes)?;
+        let args = build.accel_args(&q.args, request.qemu.jit)?;
         let worker_url = assets.qemu_worker.clone().unwrap_or_else(|| {
             let here = Reflect::get(&js_sys::global(), &"location".into())
                 .ok()
@@ -735,7 +739,7 @@ impl Worker {
             worker_url,
             module_url: format!("{dir}{}", module.js),
             wasm_url: format!("{dir}{}", module.wasm),
-            args: q.args.clone(),
+            args,
             files: mem_files,
             disks: disks
                 .iter()

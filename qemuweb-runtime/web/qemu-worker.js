@@ -14,6 +14,9 @@
 //               block (`-display qemuweb`, patch 0020), announced once by QEMU through
 //               Module.qemuwebDisplay; the VM worker reads the screen from the module's
 //               shared memory and writes input into it from then on.
+//               {type: "jit", memory: WebAssembly.Memory | null, address}: the JIT's
+//               statistics block (patch 0012's exported qemuweb_jit_stats()), or null
+//               memory for a build without the JIT; posted once, before "ready".
 //
 // QEMU's stdin (its serial port) is ready for poll() only when input waits in the ring, and
 // a "stdin" message wakes QEMU's poll. Emscripten treats a tty as always ready, which turns
@@ -121,8 +124,24 @@ async function start(m) {
     if ((c & 0xff) === 10) flushStderr();
     else stderrLine.push(c & 0xff);
   };
-  await factory({
+  // The module's memory: a pthreads build imports it (env.memory), and the JIT's
+  // statistics are read from it by the VM worker. Instantiated here as Emscripten would
+  // (streaming, with its imports) so the import can be seen.
+  let memory = null;
+  const instantiateWasm = (imports, receive) => {
+    memory = imports.env?.memory ?? null;
+    const get = () => fetch(m.wasmUrl, { credentials: "same-origin" });
+    WebAssembly.instantiateStreaming(get(), imports)
+      // A server that does not say application/wasm: compile from the bytes, as Emscripten does.
+      .catch((err) => (err instanceof TypeError
+        ? get().then((r) => r.arrayBuffer()).then((bytes) => WebAssembly.instantiate(bytes, imports))
+        : Promise.reject(err)))
+      .then(({ instance, module }) => receive(instance, module), (err) => fail("module", err));
+    return {};
+  };
+  const qemu = await factory({
     arguments: m.args,
+    instantiateWasm,
     locateFile: (name) => (name.endsWith(".wasm") ? m.wasmUrl : new URL(name, m.moduleUrl).href),
     mainScriptUrlOrBlob: m.moduleUrl,
     stdin: () => port.stdinByte(),
@@ -158,5 +177,7 @@ async function start(m) {
       });
     }],
   });
+  const stats = typeof qemu._qemuweb_jit_stats === "function" && memory instanceof WebAssembly.Memory;
+  post({ type: "jit", memory: stats ? memory : null, address: stats ? Number(qemu._qemuweb_jit_stats()) : 0 });
   post({ type: "ready" });
 }

@@ -3,12 +3,15 @@
 //! with the JIT's defaults, with every block compiled on its first run
 //! (`wasm-jit-hot=1`), and with the JIT off (TCI) on the same module.
 //!
-//! Needs `QEMUWEB_QEMU_JIT_DIR` (a directory with `qemu-system-x86_64.js`/`.wasm`, and
-//! `qemu-system-aarch64.js`/`.wasm` for the aarch64 guest, plus the x86 firmware `*.bin`)
-//! and a Node that runs wasm64 output (22 or newer; `QEMUWEB_NODE`, default `node`).
-//! The tests are `#[ignore]`d because they need that build: `scripts/test-wasm64` runs them
-//! (`--ignored`) when the build it tests has the JIT. Run without the directory they fail,
-//! never pass.
+//! Needs a JIT build: `QEMUWEB_QEMU_DIR` (or `QEMUWEB_QEMU_JIT_DIR`), a directory with
+//! `qemu-build.json` saying `"tcg": "jit"`, `qemu-system-x86_64.js`/`.wasm`,
+//! `qemu-system-aarch64.js`/`.wasm` and the x86 firmware `*.bin`. Its modules run under the
+//! build root's Node 24 (`qemuweb-wasm-build node`; Node 20 cannot run wasm64 output).
+//! The tests are `#[ignore]`d because they need that build: `scripts/test` and
+//! `scripts/test-wasm64` run them (`--ignored`). Run without a JIT build they fail, never
+//! pass.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,13 +24,24 @@ const MODES: &[(&str, &str)] = &[
 ];
 
 fn jit_dir(test: &str) -> PathBuf {
-    match std::env::var_os("QEMUWEB_QEMU_JIT_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => panic!(
-            "{test}: QEMUWEB_QEMU_JIT_DIR is not set (a QEMU wasm64 build with tcg: jit; \
-             scripts/test-wasm64 sets it for a JIT build)"
-        ),
-    }
+    let dir = ["QEMUWEB_QEMU_JIT_DIR", "QEMUWEB_QEMU_DIR"]
+        .iter()
+        .find_map(|v| std::env::var_os(v).filter(|d| !d.is_empty()))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "{test}: neither QEMUWEB_QEMU_JIT_DIR nor QEMUWEB_QEMU_DIR is set (a QEMU \
+                 wasm64 build with tcg: jit; scripts/test sets it)"
+            )
+        });
+    let tcg = common::build_of(&dir).tcg;
+    assert_eq!(
+        tcg,
+        "jit",
+        "{test}: the build in {} has no JIT",
+        dir.display()
+    );
+    dir
 }
 
 fn native(qemu: &str, args: Vec<String>, banner: &str) -> Vec<String> {
@@ -41,10 +55,10 @@ fn native(qemu: &str, args: Vec<String>, banner: &str) -> Vec<String> {
 /// The guest on the wasm build: `args` are QEMU's arguments after `-accel ACCEL`, with
 /// the guest file at /pack/`name`.
 fn wasm(js: &Path, file: (&str, &Path), accel: &str, args: &[String], banner: &str) -> Vec<String> {
-    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/insn-runner.mjs");
-    let node = std::env::var("QEMUWEB_NODE").unwrap_or_else(|_| "node".into());
-    let mut cmd = Command::new(node);
-    cmd.arg(runner)
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let dir = js.parent().unwrap();
+    let mut cmd = common::node_for(dir, &[&tests, file.1.parent().unwrap()]);
+    cmd.arg(tests.join("insn-runner.mjs"))
         .arg(js)
         .arg("900")
         .arg(format!("{}={}", file.0, file.1.display()))

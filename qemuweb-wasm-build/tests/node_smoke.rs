@@ -16,8 +16,9 @@
 //! and fails with the tail of the output: Node's own `--timeout` lives on its main thread,
 //! which is the one that can spin.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use qemuweb_testkit::watchdog::watch;
@@ -39,26 +40,10 @@ fn qemu_dir(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// The guest archs of the build in `dir` (`modules` of its `qemu-build.json`) and whether
-/// it needs Memory64.
-fn build_of(dir: &Path) -> (Vec<String>, bool) {
-    let text = std::fs::read_to_string(dir.join("qemu-build.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let archs = json["modules"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter_map(|m| m["arch"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    (archs, json["requirements"]["memory64"] == true)
-}
-
 /// The first of `wanted` the build in `dir` has a module for; a build without one fails
 /// the test (it does not apply to that build, and `scripts/test` does not run it there).
 fn arch_of(dir: &Path, test: &str, wanted: &[&str]) -> String {
-    let (archs, _) = build_of(dir);
+    let archs = common::build_of(dir).archs;
     match wanted.iter().find(|w| archs.iter().any(|a| a == *w)) {
         Some(a) => a.to_string(),
         None => panic!(
@@ -71,16 +56,6 @@ fn arch_of(dir: &Path, test: &str, wanted: &[&str]) -> String {
     }
 }
 
-/// The cache the output directory `dir` was built in (`<cache>/out/qemu-...`), whose
-/// build root has the Node that runs it; else the default cache.
-fn cache_of(dir: &Path) -> PathBuf {
-    dir.parent()
-        .and_then(Path::parent)
-        .filter(|c| c.join("debootstrap-wasm64/root/usr/bin/node").exists())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(qemuweb_wasm_build::default_cache_dir)
-}
-
 /// Runs the smoke runner on `dir` under the watchdog; returns (success, stdout, stderr).
 fn run_node(
     dir: &Path,
@@ -89,17 +64,7 @@ fn run_node(
     qemu_args: &[&str],
 ) -> (bool, String, String) {
     let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("smoke");
-    let mut cmd = if build_of(dir).1 {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qemuweb-wasm-build"));
-        cmd.arg("node").arg("--cache").arg(cache_of(dir));
-        for b in [dir, smoke.as_path()].iter().chain(binds) {
-            cmd.arg("--bind").arg(b);
-        }
-        cmd.arg("--");
-        cmd
-    } else {
-        Command::new("node")
-    };
+    let mut cmd = common::node_for(dir, &[&[smoke.as_path()], binds].concat());
     cmd.arg(smoke.join("run-node.mjs"))
         .arg(dir)
         .args(options)
@@ -119,7 +84,7 @@ fn the_module_reports_its_qemu_version() {
     let Some(dir) = qemu_dir("the_module_reports_its_qemu_version") else {
         return;
     };
-    for arch in build_of(&dir).0 {
+    for arch in common::build_of(&dir).archs {
         let arch = arch.as_str();
         let (ok, stdout, stderr) = run_node(
             &dir,

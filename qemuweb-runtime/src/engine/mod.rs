@@ -23,10 +23,13 @@ use qemuweb_config::{
 
 pub mod frame_ring;
 #[cfg(target_arch = "wasm32")]
+mod module_memory;
+#[cfg(target_arch = "wasm32")]
 pub mod qemu;
 pub mod qemu_build;
 pub mod qemu_channel;
 pub mod qemu_display;
+pub mod qemu_jit;
 pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
 pub mod v86;

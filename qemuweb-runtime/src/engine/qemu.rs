@@ -23,6 +23,9 @@
 //!   reads the screen's changes out of it every [`POLL_MS`] into the display ring and
 //!   writes keyboard and pointer events into its input ring
 //!   ([`qemu_display`](super::qemu_display)). Nothing goes through QEMU's threads.
+//! - **Execution mode**: the QEMU worker posts the JIT's statistics block (patch 0012) or
+//!   that the build has none; `execution` and `log` events say whether the interpreter or
+//!   the JIT runs and how many blocks it compiled ([`qemu_jit`](super::qemu_jit)).
 //! - **Reset** starts a new QEMU on the same disks; **stop** terminates its worker (and
 //!   with it QEMU's pthread workers).
 
@@ -32,9 +35,10 @@ use crate::engine::qemu_channel::{
     WINDOW_OFFSET,
 };
 use crate::engine::qemu_display::{encode_input, DisplayBlock, QemuDisplay, POLL_MS};
+use crate::engine::qemu_jit::{self, JitStats, StatsBlock};
 use crate::engine::{js_text, qemu_stderr_is_fatal, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
-use crate::protocol::{EngineKind, Event, LogLevel};
+use crate::protocol::{EngineKind, Event, ExecutionStats, LogLevel};
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use js_sys::{
@@ -209,6 +213,7 @@ impl Inner {
                 }
                 Err(e) => self.error(&e),
             },
+            "jit" => self.clone().watch_execution(generation, &data),
             "ready" => {
                 self.finish_start(Ok(()));
             }
@@ -294,6 +299,57 @@ impl Inner {
             }
             _ => {}
         }
+    }
+
+    /// Reports how QEMU `generation` runs guest code: from the JIT's statistics block the
+    /// QEMU worker posted (read every [`qemu_jit::POLL_MS`], the first time after one
+    /// period, when QEMU has read its `-accel` options; an event when the JIT did more
+    /// work), or once that the build has no JIT.
+    fn watch_execution(self: Rc<Self>, generation: u32, data: &JsValue) {
+        let memory = get(data, "memory");
+        if memory.is_null() || memory.is_undefined() {
+            self.report_execution(qemu_jit::interpreter_only());
+            return;
+        }
+        let block = match StatsBlock::new(&memory, &get(data, "address")) {
+            Ok(block) => block,
+            Err(e) => return self.warn(format!("{e}; the execution mode is not reported")),
+        };
+        spawn_local(async move {
+            let mut last: Option<JitStats> = None;
+            loop {
+                gloo_timers::future::TimeoutFuture::new(qemu_jit::POLL_MS).await;
+                if generation != self.generation.get() || self.stopped.get() {
+                    return;
+                }
+                match block.read() {
+                    Ok(now) if last.is_none_or(|l| now.changed_from(&l)) => {
+                        self.report_execution(now.summary());
+                        last = Some(now);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return self.warn(e.to_string()),
+                }
+            }
+        });
+    }
+
+    fn report_execution(&self, stats: ExecutionStats) {
+        let vm_id = self.config.vm_id.clone();
+        self.host.emit(Event::Log {
+            vm_id: Some(vm_id.clone()),
+            level: LogLevel::Info,
+            message: qemu_jit::message(&stats),
+        });
+        self.host.emit(Event::Execution { vm_id, stats });
+    }
+
+    fn warn(&self, message: String) {
+        self.host.emit(Event::Log {
+            vm_id: Some(self.config.vm_id.clone()),
+            level: LogLevel::Warn,
+            message,
+        });
     }
 
     /// Serves the request in the channel of QEMU `generation`.

@@ -135,6 +135,22 @@ pub struct QemuBuild {
     /// Every file beside the manifest.
     #[serde(default)]
     pub files: Vec<BuildFile>,
+    /// The TCG backend the build has: `jit` (our WebAssembly JIT over the interpreter) or
+    /// `interpreter` (TCI only; also a manifest from before the JIT existed).
+    #[serde(default)]
+    pub tcg: Tcg,
+}
+
+/// `tcg` of `qemu-build.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tcg {
+    /// TCI, QEMU's TCG interpreter, only.
+    #[default]
+    Interpreter,
+    /// The WebAssembly JIT (patches 0010-0012), with TCI for cold blocks and as the
+    /// fallback (`-accel tcg,wasm-jit=off`).
+    Jit,
 }
 
 impl QemuBuild {
@@ -158,6 +174,44 @@ impl QemuBuild {
             )));
         }
         Ok(build)
+    }
+
+    /// QEMU's arguments `args` with the accelerator a start asked for: `jit` `None` keeps
+    /// the build's default (the JIT when it has one), `Some(false)` turns a JIT build's JIT
+    /// off (`-accel tcg,wasm-jit=off`), `Some(true)` needs a JIT build.
+    ///
+    /// ```
+    /// use qemuweb_runtime::engine::qemu_build::QemuBuild;
+    /// let json = r#"{"qemu_version": "10.2.2", "tcg": "jit", "modules": [{"target":
+    ///   "x86_64-softmmu", "arch": "x86_64", "js": "q.js", "wasm": "q.wasm", "maxGuestRamMib": 64,
+    ///   "memory": {"memory64": true, "shared": true, "initialBytes": 0}}]}"#;
+    /// let build = QemuBuild::from_json(json).unwrap();
+    /// let args: Vec<String> = ["-accel", "tcg", "-m", "64"].map(String::from).into();
+    /// assert_eq!(build.accel_args(&args, Some(false)).unwrap()[1], "tcg,wasm-jit=off");
+    /// assert_eq!(build.accel_args(&args, None).unwrap(), args);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Unsupported`] for `Some(true)` on a build without the JIT.
+    pub fn accel_args(&self, args: &[String], jit: Option<bool>) -> Result<Vec<String>> {
+        match (self.tcg, jit) {
+            (Tcg::Interpreter, Some(true)) => Err(RuntimeError::Unsupported(
+                "this QEMU build has no WebAssembly JIT (its qemu-build.json says \"tcg\": \
+                 \"interpreter\"): build the plan with --tcg jit, or start without qemu.jit"
+                    .into(),
+            )),
+            (Tcg::Jit, Some(false)) => {
+                let mut out = args.to_vec();
+                for i in 1..out.len() {
+                    if out[i - 1] == "-accel" && out[i] == "tcg" {
+                        out[i] = "tcg,wasm-jit=off".into();
+                    }
+                }
+                Ok(out)
+            }
+            _ => Ok(args.to_vec()),
+        }
     }
 
     /// The module that runs `arch` guests: its own, or for i386 the x86_64 one.
@@ -254,6 +308,30 @@ mod tests {
             e.to_string().contains("aarch64") && e.to_string().contains("x86_64"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_jit_is_turned_off_or_required_by_the_start() {
+        let args: Vec<String> = ["-L", "/firmware", "-accel", "tcg", "-m", "64"]
+            .map(String::from)
+            .into();
+        let mut b = build();
+        assert_eq!(b.tcg, Tcg::Interpreter, "a manifest without tcg");
+        assert_eq!(b.accel_args(&args, None).unwrap(), args);
+        assert_eq!(b.accel_args(&args, Some(false)).unwrap(), args);
+        let e = b.accel_args(&args, Some(true)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported);
+        assert!(e.to_string().contains("--tcg jit"), "{e}");
+        b.tcg = Tcg::Jit;
+        assert_eq!(b.accel_args(&args, None).unwrap(), args);
+        assert_eq!(b.accel_args(&args, Some(true)).unwrap(), args);
+        let off = b.accel_args(&args, Some(false)).unwrap();
+        assert_eq!(off[3], "tcg,wasm-jit=off");
+        assert_eq!(off.len(), args.len());
+        let json = r#"{"qemu_version": "10.2.2", "tcg": "jit", "modules": [{"target": "x",
+            "arch": "x86_64", "js": "a.js", "wasm": "a.wasm", "maxGuestRamMib": 64,
+            "memory": {"memory64": true, "shared": true, "initialBytes": 0}}]}"#;
+        assert_eq!(QemuBuild::from_json(json).unwrap().tcg, Tcg::Jit);
     }
 
     #[test]

@@ -411,33 +411,10 @@ pub use block::{DisplayBlock, QemuDisplay};
 mod block {
     use super::*;
     use crate::engine::frame_ring::FrameRing;
-    use js_sys::{Atomics, Int32Array, Uint8Array, WebAssembly};
+    use crate::engine::module_memory::{int32_view, locate, uint8_view, Located};
+    use js_sys::{Atomics, Int32Array, WebAssembly};
     use std::collections::VecDeque;
     use wasm_bindgen::prelude::*;
-    use wasm_bindgen::JsCast;
-
-    #[wasm_bindgen]
-    extern "C" {
-        /// An `Int32Array` made with a byte offset that may pass 4 GiB (a Memory64
-        /// module's memory).
-        #[wasm_bindgen(js_name = Int32Array)]
-        type Int32View;
-        #[wasm_bindgen(constructor, js_class = "Int32Array")]
-        fn new(buffer: &JsValue, offset: f64, length: f64) -> Int32View;
-        /// A `Uint8Array`, likewise.
-        #[wasm_bindgen(js_name = Uint8Array)]
-        type Uint8View;
-        #[wasm_bindgen(constructor, js_class = "Uint8Array")]
-        fn new(buffer: &JsValue, offset: f64, length: f64) -> Uint8View;
-    }
-
-    fn int32_view(buffer: &JsValue, offset: f64, length: f64) -> Int32Array {
-        Int32View::new(buffer, offset, length).unchecked_into()
-    }
-
-    fn uint8_view(buffer: &JsValue, offset: f64, length: f64) -> Uint8Array {
-        Uint8View::new(buffer, offset, length).unchecked_into()
-    }
 
     /// The block in the QEMU module's memory (a shared `WebAssembly.Memory`, wasm32 or
     /// Memory64: addresses are byte offsets into its buffer either way).
@@ -457,31 +434,12 @@ mod block {
         /// [`RuntimeError::Engine`] for another object, an address outside the memory,
         /// another magic or version.
         pub fn new(memory: &JsValue, address: &JsValue) -> Result<DisplayBlock, RuntimeError> {
+            let Located {
+                memory,
+                buffer,
+                address,
+            } = locate(memory, address, BLOCK_BYTES, 4.0, "QEMU display block")?;
             let bad = |why: String| RuntimeError::Engine(format!("QEMU display block: {why}"));
-            let memory: WebAssembly::Memory = memory
-                .clone()
-                .dyn_into()
-                .map_err(|_| bad("no WebAssembly.Memory came with it".into()))?;
-            // A number, or a BigInt from a Memory64 module.
-            let address = address
-                .as_f64()
-                .or_else(|| {
-                    address
-                        .is_bigint()
-                        .then(|| js_sys::Number::from(address.clone()).value_of())
-                })
-                .filter(|a| a.fract() == 0.0 && *a > 0.0 && *a % 4.0 == 0.0)
-                .ok_or_else(|| bad(format!("address {address:?}")))?;
-            let buffer = memory.buffer();
-            let len = js_sys::Reflect::get(&buffer, &"byteLength".into())
-                .ok()
-                .and_then(|l| l.as_f64())
-                .unwrap_or(0.0);
-            if address + BLOCK_BYTES as f64 > len {
-                return Err(bad(format!(
-                    "address {address} outside the memory of {len} bytes"
-                )));
-            }
             let words = int32_view(&buffer, address, (BLOCK_BYTES / 4) as f64);
             let magic = Atomics::load(&words, word::MAGIC as u32).unwrap_or(0) as u32;
             let version = Atomics::load(&words, word::VERSION as u32).unwrap_or(0) as u32;
