@@ -1,14 +1,16 @@
 // The QEMU engine end to end in headless Chromium, on a build of qemuweb-wasm-build (found
-// through QEMUWEB_QEMU_DIR, served as assets.qemuDir): the wasm32 build of scripts/build-qemu
-// (qemu-system-i386) or the wasm64 one of scripts/test-wasm64 (qemu-system-x86_64 and
-// qemu-system-aarch64). Every default profile the build has a module for starts through QemuClient with the guest it is meant
+// through QEMUWEB_QEMU_DIR, served as assets.qemuDir): the wasm64 JIT build scripts/test makes
+// (qemu-system-x86_64 and qemu-system-aarch64), or another plan's (the wasm32
+// qemu-system-i386, an interpreter-only wasm64). Every default profile the build has a module for starts through QemuClient with the guest it is meant
 // for (the x86 test guest from a qcow2 image served over HTTP by qemuweb-test-server; on the
 // aarch64 profiles the aarch64 test kernel with the same qcow2 as its virtio disk): banner,
 // echo, a sector written, the page reloaded, the sector read back from our IndexedDB overlay
 // under QEMU's raw disk; every other default profile is refused with a typed `unsupported`
 // error naming the arch. Also: typed refusals (no Memory64, before any download; too much RAM
 // for the module, after reading only qemu-build.json; no build; no isolation), a disk host
-// that goes away, reset and stop, and the headless runner with --engine qemu.
+// that goes away, reset and stop, the execution mode the engine reports (the JIT and what it
+// compiled, or the interpreter with options.qemu.jit false), and the headless runner with
+// --engine qemu.
 //
 // Without a build (QEMUWEB_QEMU_DIR unset or incomplete) the QEMU tests are SKIPPED, loudly.
 import { test, before, after } from 'node:test';
@@ -55,13 +57,13 @@ function guestOf(profileId, disk = imageUrl()) {
 }
 
 /** Starts `vm` with `profileId` on the QEMU engine in the page's client. */
-function startQemu(page, vm, profileId, { disk, overrides, assets = QEMU_ASSETS } = {}) {
+function startQemu(page, vm, profileId, { disk, overrides, assets = QEMU_ASSETS, qemu } = {}) {
   const [, inputs] = guestOf(profileId, disk);
-  return page.evaluate(async ([vm, profileId, inputs, overrides, assets]) => {
+  return page.evaluate(async ([vm, profileId, inputs, overrides, assets, qemu]) => {
     window.client ??= makeClient({ workerUrl: './pkg/worker.js', assets });
     await window.client.init();
-    return attempt(() => window.client.startVm(vm, profiles[profileId], inputs, { overrides, engine: 'qemu' }));
-  }, [vm, profileId, inputs, overrides, assets]);
+    return attempt(() => window.client.startVm(vm, profiles[profileId], inputs, { overrides, engine: 'qemu', qemu }));
+  }, [vm, profileId, inputs, overrides, assets, qemu]);
 }
 
 const waitBanner = (page, vm, banner, from = 0) =>
@@ -152,6 +154,47 @@ test('QEMU engine: every default profile boots its guest from a qcow2 over HTTP,
     }
     const errors = await page.evaluate(() => events.filter((e) => e.type === 'error'));
     assert.deepEqual(errors, []);
+    await context.close();
+  } finally {
+    dropProfile(profile);
+  }
+});
+
+test('QEMU engine: execution events say whether the JIT or the interpreter runs, and what the JIT compiled', async (t) => {
+  if (missing) return t.skip(`QEMU build missing: ${missing}`);
+  const jitBuild = qemuBuild().tcg === 'jit';
+  const profile = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'qemu-jit');
+    const runs = jitBuild ? [['q-jit', undefined, 'jit'], ['q-tci', { jit: false }, 'interpreter']] : [['q-tci', undefined, 'interpreter']];
+    for (const [vm, qemu, mode] of runs) {
+      assert.deepEqual(await startQemu(page, vm, X86, { qemu }), { ok: undefined }, vm);
+      await waitBanner(page, vm, X86_BANNER);
+      // The guest's command loop and a sector read: hot blocks for the JIT.
+      for (let i = 0; i < 3; i++) await converse(page, vm, `read ${i}`, '\r\n> ', 60000);
+      const stats = await page.evaluate(([vm, mode]) => new Promise((resolve, reject) => {
+        const t0 = performance.now();
+        const tick = () => {
+          const got = events.filter((e) => e.type === 'execution' && e.vmId === vm).map((e) => e.args[0]);
+          const last = got.at(-1);
+          if (last && last.mode === mode && (mode !== 'jit' || last.blocksCompiled > 0)) return resolve(got);
+          if (performance.now() - t0 > 30000) return reject(new Error(`no ${mode} execution event for ${vm}: ${JSON.stringify(got)}`));
+          setTimeout(tick, 100);
+        };
+        tick();
+      }), [vm, mode]);
+      const last = stats.at(-1);
+      assert.ok(stats.every((s) => s.mode === mode), JSON.stringify(stats));
+      if (mode === 'jit') {
+        assert.ok(last.modules > 0 && last.wasmBytes > 0 && last.compileMs > 0 && last.hotThreshold > 0, JSON.stringify(last));
+      } else {
+        assert.equal(last.blocksCompiled, 0, JSON.stringify(last));
+      }
+      const logs = await page.evaluate((vm) => events.filter((e) => e.type === 'log' && e.vmId === vm).map((e) => e.args[1]), vm);
+      assert.ok(logs.some((l) => l.includes(mode === 'jit' ? 'on the WebAssembly JIT' : 'on its interpreter (TCI)')), JSON.stringify(logs));
+      console.log(`${vm}: ${logs.filter((l) => l.startsWith('QEMU runs')).at(-1)}`);
+      await page.evaluate((vm) => client.stopVm(vm, true), vm);
+    }
     await context.close();
   } finally {
     dropProfile(profile);

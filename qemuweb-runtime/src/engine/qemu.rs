@@ -302,9 +302,9 @@ impl Inner {
     }
 
     /// Reports how QEMU `generation` runs guest code: from the JIT's statistics block the
-    /// QEMU worker posted (read every [`qemu_jit::POLL_MS`], the first time after one
-    /// period, when QEMU has read its `-accel` options; an event when the JIT did more
-    /// work), or once that the build has no JIT.
+    /// QEMU worker posted (read after [`qemu_jit::FIRST_POLL_MS`], then every
+    /// [`qemu_jit::POLL_MS`]; an event when the JIT did more work), or once that the build
+    /// has no JIT.
     fn watch_execution(self: Rc<Self>, generation: u32, data: &JsValue) {
         let memory = get(data, "memory");
         if memory.is_null() || memory.is_undefined() {
@@ -317,12 +317,22 @@ impl Inner {
         };
         spawn_local(async move {
             let mut last: Option<JitStats> = None;
+            let mut waited = 0;
             loop {
-                gloo_timers::future::TimeoutFuture::new(qemu_jit::POLL_MS).await;
+                let period = if last.is_none() {
+                    qemu_jit::FIRST_POLL_MS
+                } else {
+                    qemu_jit::POLL_MS
+                };
+                gloo_timers::future::TimeoutFuture::new(period).await;
+                waited += period;
                 if generation != self.generation.get() || self.stopped.get() {
                     return;
                 }
                 match block.read() {
+                    // Until QEMU has set up its accelerator the block says "interpreter":
+                    // that is believed only after a whole period.
+                    Ok(now) if last.is_none() && !now.settled(waited) => {}
                     Ok(now) if last.is_none_or(|l| now.changed_from(&l)) => {
                         self.report_execution(now.summary());
                         last = Some(now);

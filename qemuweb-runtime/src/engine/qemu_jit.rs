@@ -5,8 +5,8 @@
 //! `QemuwebJitStats`: twelve little-endian 64-bit words, layout version 1, whose address the
 //! module's exported `qemuweb_jit_stats()` returns. The QEMU worker (`web/qemu-worker.js`)
 //! posts that address with the module's memory once QEMU is up (or says the build has no
-//! JIT); the engine reads the block every [`POLL_MS`] and sends an `execution` event and a
-//! `log` line when it changed. Nothing is proxied into QEMU's threads.
+//! JIT); the engine reads the block after [`FIRST_POLL_MS`], then every [`POLL_MS`], and
+//! sends an `execution` event and a `log` line when it changed. Nothing is proxied into QEMU's threads.
 //!
 //! ```
 //! use qemuweb_runtime::engine::qemu_jit::JitStats;
@@ -26,6 +26,8 @@ pub const STATS_WORDS: usize = 12;
 pub const STATS_VERSION: u64 = 1;
 /// How often the engine reads the block, in milliseconds.
 pub const POLL_MS: u32 = 5_000;
+/// When the engine first reads it, after QEMU's worker posted it.
+pub const FIRST_POLL_MS: u32 = 1_000;
 
 /// One reading of the JIT's statistics block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,13 @@ impl JitStats {
             flushes: w[9],
             hot_threshold: if w[1] != 0 { w[10] } else { 0 },
         }
+    }
+
+    /// Whether this reading, `waited_ms` after QEMU's start, can be reported: the JIT marks
+    /// itself enabled when QEMU sets up its accelerator, shortly after `main` starts, so a
+    /// block still saying "interpreter" is believed only after a whole [`POLL_MS`].
+    pub fn settled(&self, waited_ms: u32) -> bool {
+        self.words[1] != 0 || waited_ms >= POLL_MS
     }
 
     /// Whether `other` reports different work (the timers alone do not count).
@@ -232,5 +241,10 @@ mod tests {
         let more = JitStats::decode(&words(41, 999)).unwrap();
         assert!(!timers_only.changed_from(&a));
         assert!(more.changed_from(&a));
+        assert!(a.settled(FIRST_POLL_MS));
+        let mut w = [0u64; STATS_WORDS];
+        w[0] = 1;
+        let not_yet = JitStats::decode(&w).unwrap();
+        assert!(!not_yet.settled(FIRST_POLL_MS) && not_yet.settled(POLL_MS));
     }
 }
