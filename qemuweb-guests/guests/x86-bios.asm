@@ -18,6 +18,9 @@
 ;                       pixel (x, y) = ((x >> 4) xor (y >> 3)) and 7)
 ;   hline Y BB       -> HLINE Y FILL BB           (graphics mode: row Y, 0-199, set to colour BB)
 ;   text             -> TEXT 80x25                (back to mode 3, the banner on row 0 again)
+;   redraw N         -> REDRAW N                  (graphics mode: the whole screen filled N
+;                       times, 1-65535, fill k (from 0) with colour 1 + k mod 7, so every
+;                       fill changes every pixel; for display throughput benchmarks)
 ;   keys             -> KEYS ON                   (keyboard and mouse mode, below)
 ;
 ; Keyboard and mouse mode (`keys`): the text screen is cleared to the banner on row 0, the
@@ -152,6 +155,9 @@ main_loop:
     mov di, word_keys
     call match_word
     jnc cmd_keys
+    mov di, word_redraw
+    call match_word
+    jnc cmd_redraw
     mov si, msg_unknown
     call puts
     jmp main_loop
@@ -329,6 +335,50 @@ cmd_hline:
 .text:
     mov si, msg_not_gfx
     call puts
+    jmp main_loop
+
+; redraw N: the whole mode 13h screen filled N times, fill k with colour 1 + k mod 7
+cmd_redraw:
+    call skip_spaces
+    call parse_dec
+    jc bad_number
+    test eax, eax
+    jz bad_number
+    cmp eax, 65535
+    ja bad_number
+    mov [cur_lba], eax
+    call skip_spaces
+    cmp byte [si], 0
+    jne bad_number
+    cmp byte [gfx_mode], 0
+    je cmd_hline.text
+    push es
+    mov ax, 0xa000
+    mov es, ax
+    mov bx, [cur_lba]           ; fills left
+    mov dl, 1                   ; this fill's colour
+.fill:
+    mov al, dl
+    mov ah, al
+    mov cx, ax
+    shl eax, 16
+    mov ax, cx                  ; EAX = the colour in each byte
+    xor di, di
+    mov cx, 320 * 200 / 4
+    rep stosd
+    inc dl
+    cmp dl, 8
+    jb .next
+    mov dl, 1
+.next:
+    dec bx
+    jnz .fill
+    pop es
+    mov si, msg_redraw
+    call puts
+    mov eax, [cur_lba]
+    call put_dec
+    call crlf
     jmp main_loop
 
 ; text: back to mode 3 with the banner
@@ -975,6 +1025,8 @@ word_gfx:       db "gfx", 0
 word_hline:     db "hline", 0
 word_text:      db "text", 0
 word_keys:      db "keys", 0
+word_redraw:    db "redraw", 0
+msg_redraw:     db "REDRAW ", 0
 msg_keys_on:    db "KEYS ON", 13, 10, 0
 msg_keys_off:   db "KEYS OFF", 13, 10, 0
 msg_key:        db "K ", 0

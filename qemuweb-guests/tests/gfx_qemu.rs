@@ -1,8 +1,8 @@
 //! The x86 guest's `gfx` and `hline` commands on real hardware emulation: native
 //! `qemu-system-i386` (Debian's qemu-system-x86) boots the guest, the commands go in over
 //! its serial port, and QEMU's own `screendump` of the VGA screen must show
-//! `x86_gfx_pixel` everywhere (row 100 red after `hline 100 04`); after `text`, `hline`
-//! is refused.
+//! `x86_gfx_pixel` everywhere (row 100 red after `hline 100 04`); `redraw N` leaves the
+//! whole screen in `x86_redraw_index(N)`; after `text`, `hline` and `redraw` are refused.
 
 mod common;
 
@@ -49,8 +49,20 @@ fn gfx_pattern_on_qemu_vga() {
         mismatches(w, h, &rgb, None),
         (320 - 48) * (w / 320) * (h / 200)
     );
+    // Full-screen redraws: the last fill covers every pixel, whatever was there before.
+    for n in [1, 7, 10, 1000] {
+        qemu.command(&format!("redraw {n}"), &format!("REDRAW {n}"));
+        let (w, h, rgb) = screendump(&monitor, &dir.join(format!("redraw-{n}.ppm")));
+        let want = qemuweb_guests::x86_gfx_colour(qemuweb_guests::x86_redraw_index(n));
+        let bad = rgb.chunks(3).filter(|px| *px != want).count();
+        assert_eq!(bad, 0, "redraw {n}: the whole {w}x{h} screen in {want:?}");
+    }
+    for bad in ["redraw 0", "redraw 65536", "redraw", "redraw 5 x"] {
+        qemu.command(bad, "ERR bad number");
+    }
     qemu.command("text", "TEXT 80x25");
     qemu.command("hline 100 04", "ERR not in graphics mode");
+    qemu.command("redraw 3", "ERR not in graphics mode");
     drop(qemu);
     std::fs::remove_dir_all(&dir).unwrap();
 }
