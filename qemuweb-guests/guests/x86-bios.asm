@@ -18,9 +18,11 @@
 ;                       pixel (x, y) = ((x >> 4) xor (y >> 3)) and 7)
 ;   hline Y BB       -> HLINE Y FILL BB           (graphics mode: row Y, 0-199, set to colour BB)
 ;   text             -> TEXT 80x25                (back to mode 3, the banner on row 0 again)
-;   redraw N         -> REDRAW N                  (graphics mode: the whole screen filled N
+;   redraw N [HZ]    -> REDRAW N                  (graphics mode: the whole screen filled N
 ;                       times, 1-65535, fill k (from 0) with colour 1 + k mod 7, so every
-;                       fill changes every pixel; for display throughput benchmarks)
+;                       fill changes every pixel; for display benchmarks. At full speed, or
+;                       with HZ (1-1000) paced: the PIT ticks HZ times a second meanwhile
+;                       (18.2 again after) and each fill starts on a new tick)
 ;   keys             -> KEYS ON                   (keyboard and mouse mode, below)
 ;
 ; Keyboard and mouse mode (`keys`): the text screen is cleared to the banner on row 0, the
@@ -46,6 +48,7 @@ org 0x7c00
 STAGE2_SECTORS  equ 15
 DATA_START_LBA  equ 64
 COM1            equ 0x3f8
+PIT_HZ          equ 1193182         ; the PIT's input clock
 SECTOR_BUF      equ 0x0600          ; 512 bytes, 0000:0600
 LINE_BUF        equ 0x0a00          ; LINE_MAX + 1 bytes, 0000:0A00
 LINE_MAX        equ 120
@@ -337,7 +340,8 @@ cmd_hline:
     call puts
     jmp main_loop
 
-; redraw N: the whole mode 13h screen filled N times, fill k with colour 1 + k mod 7
+; redraw N [HZ]: the whole mode 13h screen filled N times, fill k with colour 1 + k mod 7;
+; with HZ the PIT ticks HZ times a second meanwhile and each fill waits for a tick
 cmd_redraw:
     call skip_spaces
     call parse_dec
@@ -347,17 +351,55 @@ cmd_redraw:
     cmp eax, 65535
     ja bad_number
     mov [cur_lba], eax
+    mov word [redraw_hz], 0
+    call skip_spaces
+    cmp byte [si], 0
+    je .args_done
+    call parse_dec
+    jc bad_number
+    test eax, eax
+    jz bad_number
+    cmp eax, 1000
+    ja bad_number
+    mov [redraw_hz], ax
     call skip_spaces
     cmp byte [si], 0
     jne bad_number
+.args_done:
     cmp byte [gfx_mode], 0
     je cmd_hline.text
+    xor ax, ax
+    mov fs, ax                  ; FS:046C, the BIOS tick count
+    cmp word [redraw_hz], 0
+    je .start
+    mov eax, PIT_HZ             ; PIT channel 0, mode 3, divisor PIT_HZ / HZ
+    xor edx, edx
+    movzx ecx, word [redraw_hz]
+    div ecx
+    mov cx, ax
+    mov al, 0x36
+    out 0x43, al
+    mov al, cl
+    out 0x40, al
+    mov al, ch
+    out 0x40, al
+.start:
     push es
     mov ax, 0xa000
     mov es, ax
     mov bx, [cur_lba]           ; fills left
     mov dl, 1                   ; this fill's colour
 .fill:
+    cmp word [redraw_hz], 0
+    je .draw
+    mov si, [fs:0x046c]
+.tick:
+    sti
+    hlt                         ; until the next interrupt; a fill starts on a new tick
+    cmp si, [fs:0x046c]
+    je .tick
+    cli
+.draw:
     mov al, dl
     mov ah, al
     mov cx, ax
@@ -374,6 +416,14 @@ cmd_redraw:
     dec bx
     jnz .fill
     pop es
+    cmp word [redraw_hz], 0
+    je .reply
+    mov al, 0x36                ; the BIOS's 18.2 Hz again (divisor 65536)
+    out 0x43, al
+    xor al, al
+    out 0x40, al
+    out 0x40, al
+.reply:
     mov si, msg_redraw
     call puts
     mov eax, [cur_lba]
@@ -982,6 +1032,7 @@ dap_io:
 cur_lba:    dd 0
 fill_byte:  db 0
 gfx_mode:   db 0
+redraw_hz:  dw 0
 pic_masks:  db 0, 0
 key_len:    db 0
 key_row:    db 0

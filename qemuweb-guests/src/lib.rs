@@ -30,7 +30,7 @@
 //! | `gfx` | `GFX 320x200`: VGA mode 13h through int 10h, DAC entries 0-7 programmed and the pattern [`x86_gfx_pixel`] drawn |
 //! | `hline Y BB` | `HLINE Y FILL BB`: in graphics mode, row `Y` (0-199) set to colour `BB` |
 //! | `text` | `TEXT 80x25`: back to text mode 3, the banner on row 0 again |
-//! | `redraw N` | `REDRAW N`: in graphics mode, the whole screen filled `N` times (1-65535), fill `k` (from 0) in colour [`x86_redraw_index`]`(k + 1)`, so that every fill changes every pixel (a display throughput benchmark's load) |
+//! | `redraw N [HZ]` | `REDRAW N`: in graphics mode, the whole screen filled `N` times (1-65535), fill `k` (from 0) in colour [`x86_redraw_index`]`(k + 1)`, so that every fill changes every pixel (a display benchmark's load); at full speed, or with `HZ` (1-1000) paced: the PIT programmed to tick `HZ` times a second meanwhile (the BIOS's 18.2 Hz again after) and each fill started on a new tick |
 //! | `keys` | `KEYS ON`: keyboard and mouse mode: the text screen cleared to the banner and the cursor hidden; every byte of the PS/2 controller reported as `K XX` (a keyboard byte, scan code set 1) or `M BB XX YY` (a mouse packet: buttons and signs, dx, dy up positive); what is typed (US layout) shown from row 2 and sent as `LINE TEXT` on Enter; Escape or a byte on the serial port ends it with `KEYS OFF` |
 //!
 //! `N` is decimal and `BB` two hex digits. Errors are `ERR unknown command`,

@@ -7,6 +7,7 @@
 mod common;
 
 use common::screendump;
+use std::time::{Duration, Instant};
 
 /// Counts the pixels of a screendump that differ from the pattern (scaled to the dump's
 /// size), `red_row` being all colour 4.
@@ -57,7 +58,30 @@ fn gfx_pattern_on_qemu_vga() {
         let bad = rgb.chunks(3).filter(|px| *px != want).count();
         assert_eq!(bad, 0, "redraw {n}: the whole {w}x{h} screen in {want:?}");
     }
-    for bad in ["redraw 0", "redraw 65536", "redraw", "redraw 5 x"] {
+    // Paced: 30 fills at 100 Hz take about 0.3 s (the PIT's ticks; at the BIOS's 18.2 Hz
+    // they would take 1.6 s).
+    let start = Instant::now();
+    qemu.command("redraw 30 100", "REDRAW 30");
+    let paced = start.elapsed();
+    assert!(
+        paced >= Duration::from_millis(250) && paced < Duration::from_millis(1500),
+        "30 fills at 100 Hz in {paced:?}"
+    );
+    let (_, _, rgb) = screendump(&monitor, &dir.join("redraw-paced.ppm"));
+    let want = qemuweb_guests::x86_gfx_colour(qemuweb_guests::x86_redraw_index(30));
+    assert!(
+        rgb.chunks(3).all(|px| px == want),
+        "redraw 30 100: every pixel"
+    );
+    for bad in [
+        "redraw 0",
+        "redraw 65536",
+        "redraw",
+        "redraw 5 x",
+        "redraw 5 0",
+        "redraw 5 1001",
+        "redraw 5 60 1",
+    ] {
         qemu.command(bad, "ERR bad number");
     }
     qemu.command("text", "TEXT 80x25");
