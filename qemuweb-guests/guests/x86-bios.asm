@@ -31,6 +31,10 @@
 ; and every byte the controller delivers is reported on COM1:
 ;   K XX             a keyboard byte (scan code set 1 as the controller translates it)
 ;   M BB XX YY       a 3-byte PS/2 mouse packet (buttons/signs, dx, dy; dy up positive)
+;   B SS AA          a key the BIOS read (int 16h: scan code, character): a keyboard the
+;                    i8042 does not see, such as a USB keyboard SeaBIOS drives (QEMU sends
+;                    keys to a usb-kbd rather than the PS/2 keyboard); interrupts are on
+;                    between polls so SeaBIOS's timer handler can read it
 ;   LINE TEXT        Enter was pressed: the text typed since the last Enter (US layout,
 ;                    letters, digits, punctuation, Shift; Backspace erases)
 ; Typed characters also appear on the VGA text screen from row 2 (grey on black), one row
@@ -49,6 +53,8 @@ STAGE2_SECTORS  equ 15
 DATA_START_LBA  equ 64
 COM1            equ 0x3f8
 PIT_HZ          equ 1193182         ; the PIT's input clock
+BDA_KBD_HEAD    equ 0x041a          ; the BIOS's keyboard buffer: next key to read
+BDA_KBD_TAIL    equ 0x041c          ; and where the next key goes
 SECTOR_BUF      equ 0x0600          ; 512 bytes, 0000:0600
 LINE_BUF        equ 0x0a00          ; LINE_MAX + 1 bytes, 0000:0A00
 LINE_MAX        equ 120
@@ -479,6 +485,8 @@ cmd_keys:
     mov al, 0xf4                ; mouse: enable streaming
     call mouse_cmd
     call kbc_drain
+    mov ax, [BDA_KBD_TAIL]      ; the BIOS's key buffer emptied
+    mov [BDA_KBD_HEAD], ax
     mov byte [key_len], 0
     mov byte [key_row], KEY_ROW
     mov byte [key_shift], 0
@@ -493,7 +501,19 @@ cmd_keys:
     jnz .serial
     in al, 0x64
     test al, 0x01
-    jz .poll
+    jnz .kbc
+    sti                         ; the timer runs: SeaBIOS reads USB keyboards from it
+    nop
+    cli
+    mov ax, [BDA_KBD_HEAD]      ; a key in the BIOS's buffer (not from the masked IRQ1)
+    cmp ax, [BDA_KBD_TAIL]
+    je .poll
+    xor ah, ah
+    int 0x16
+    call bios_key
+    jc .done
+    jmp .poll
+.kbc:
     mov ah, al
     in al, 0x60
     test ah, 0x20
@@ -594,7 +614,7 @@ key_byte:
     je .prefix
     cmp byte [key_e0], 0
     mov byte [key_e0], 0
-    jne .ok                     ; an extended key: nothing to type
+    jne type_char.ok            ; an extended key: nothing to type
     cmp al, 0x01
     je .escape
     cmp al, 0x2a
@@ -610,7 +630,7 @@ key_byte:
     cmp al, 0x0e
     je .backspace
     cmp al, KEYMAP_LEN
-    jae .ok                     ; a release, or a key with no character
+    jae type_char.ok            ; a release, or a key with no character
     movzx bx, al
     mov al, [keymap + bx]
     cmp byte [key_shift], 0
@@ -618,19 +638,8 @@ key_byte:
     mov al, [keymap_shift + bx]
 .have:
     test al, al
-    jz .ok
-    movzx bx, byte [key_len]
-    cmp bx, KEY_MAX
-    jae .ok
-    mov [KEY_BUF + bx], al
-    inc byte [key_len]
-    mov ah, 0x07
-    call key_cell
-    mov [es:di], ax
-    pop es
-.ok:
-    clc
-    ret
+    jz type_char.ok
+    jmp type_char
 .prefix:
     mov byte [key_e0], 1
     clc
@@ -641,6 +650,60 @@ key_byte:
     ret
 .shift_up:
     mov byte [key_shift], 0
+    clc
+    ret
+.escape:
+    mov al, 0x1b
+    jmp type_char
+.enter:
+    mov al, 0x0d
+    jmp type_char
+.backspace:
+    mov al, 0x08
+    jmp type_char
+
+; a key the BIOS read (int 16h: AH scan code, AL character), e.g. from a USB keyboard:
+; reported as "B SS AA", and typed (CF set for Escape)
+bios_key:
+    push ax
+    mov si, msg_bios_key
+    call puts
+    pop ax
+    push ax
+    xchg al, ah
+    call put_hex8
+    mov al, ' '
+    call putc
+    pop ax
+    push ax
+    call put_hex8
+    call crlf
+    pop ax
+    ; falls through
+
+; AL typed: a printable character is added to the line and shown, CR ends the line
+; (LINE TEXT on COM1), BS erases, ESC ends the mode (CF set); anything else is ignored
+type_char:
+    cmp al, 0x1b
+    je .escape
+    cmp al, 0x0d
+    je .enter
+    cmp al, 0x08
+    je .backspace
+    cmp al, ' '
+    jb .ok
+    cmp al, '~'
+    ja .ok
+    movzx bx, byte [key_len]
+    cmp bx, KEY_MAX
+    jae .ok
+    mov [KEY_BUF + bx], al
+    inc byte [key_len]
+    mov ah, 0x07
+    call key_cell
+    mov [es:di], ax
+    pop es
+.ok:
     clc
     ret
 .escape:
@@ -1082,6 +1145,7 @@ msg_keys_on:    db "KEYS ON", 13, 10, 0
 msg_keys_off:   db "KEYS OFF", 13, 10, 0
 msg_key:        db "K ", 0
 msg_mouse:      db "M ", 0
+msg_bios_key:   db "B ", 0
 msg_line:       db "LINE ", 0
 msg_gfx:        db "GFX 320x200", 13, 10, 0
 msg_hline:      db "HLINE ", 0
