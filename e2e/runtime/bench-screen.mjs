@@ -18,7 +18,8 @@
 //   of them the whole ones (a column through the screen in one colour) and the torn ones
 //   (the guest was mid-fill when the engine took the frame), frames the engine published
 //   per second, the guest's fills per second, and the page's animation frames per second
-//   (the ceiling of what a canvas shows).
+//   (the ceiling of what a canvas shows). After each run the canvas must show the last
+//   fill on every pixel (else the run fails: the figures would not be of real frames).
 // Ratios QEMU / v86 follow.
 //
 //   node e2e/runtime/bench-screen.mjs [--samples N] [--seconds S] [--repeats R] [--json FILE]
@@ -173,7 +174,19 @@ async function redraw([n, hz, ms]) {
   await reply;
   if (failed) throw failed;
   const s = (tEnd - t0) / 1000;
-  return { n, hz, seconds: s, drawn, whole, torn, published: seq - seq0, ticks, size: [canvas.width, canvas.height] };
+  // The last fill reaches the canvas whole (x86_redraw_index: 1 + (n - 1) mod 7).
+  const i = 1 + ((n - 1) % 7);
+  const want = [i & 4 ? 255 : 0, i & 2 ? 255 : 0, i & 1 ? 255 : 0];
+  const settled = performance.now();
+  let last;
+  for (;;) {
+    const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    last = 0;
+    for (let k = 0; k < px.length; k += 4) if (px[k] !== want[0] || px[k + 1] !== want[1] || px[k + 2] !== want[2]) last++;
+    if (last === 0 || performance.now() - settled > 5000) break;
+    await frame();
+  }
+  return { n, hz, seconds: s, drawn, whole, torn, published: seq - seq0, ticks, size: [canvas.width, canvas.height], lastFillWrongPixels: last };
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -207,6 +220,9 @@ try {
     }
     const full = [];
     for (let i = 0; i < repeats; i++) full.push(await page.evaluate(redraw, [n, 0, slow + seconds * 10000]));
+    for (const r of [...paced, ...full]) {
+      if (r.lastFillWrongPixels) throw new Error(`${engine}: redraw ${r.n}: the last fill is not on the canvas (${r.lastFillWrongPixels} pixels differ)`);
+    }
     const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
     if (errors.length) throw new Error(`${engine}: errors: ${JSON.stringify(errors)}`);
     await page.evaluate(() => client.stopVm('bench', true)).catch(() => {});
@@ -235,7 +251,7 @@ for (const [engine, { keys, paced, full }] of Object.entries(results)) {
       erase: median(keys.filter((k) => k.what === 'erase').map((k) => k.ms)), samples: all.length },
     paced: rates(paced),
     full: rates(full),
-    runs: { paced, full },
+    runs: { keys, paced, full },
   };
 }
 const what = `${build.wasm_cpu} ${build.tcg}, ${build.modules.map((m) => `qemu-system-${m.arch}`).join(' ')}`;
