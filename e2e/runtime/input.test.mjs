@@ -12,10 +12,11 @@
 // that test is SKIPPED, loudly.
 // On a build with qemu-system-x86_64 (wasm64), the guest also boots on the
 // linux-x86_64-pc-graphics profile (q35, VGA, an xHCI controller with a USB keyboard and
-// tablet): QEMU gives keys to the USB keyboard, which SeaBIOS reads for the guest (it
-// reports them as `B SS AA` from int 16h), and the pointer stays QEMU's PS/2 mouse while no
-// driver uses the tablet; the canvas must equal native qemu-system-x86_64's screendump
-// with the profile's own command line (qemuweb-config's builder, its qemu_args example).
+// tablet): QEMU gives keys to the USB keyboard, which SeaBIOS reads for the guest (its
+// `keys bios` mode reports them as `B SS AA` from int 16h), and the pointer stays QEMU's
+// PS/2 mouse while no driver uses the tablet; the canvas must equal native
+// qemu-system-x86_64's screendump with the profile's own command line (qemuweb-config's
+// builder, its qemu_args example).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -239,7 +240,7 @@ test('linux-x86_64-pc-graphics on the QEMU engine: keys typed on the canvas reac
     }, [`${env.images.url}/x86-bios.qcow2`, PROFILE, QEMU_ASSETS]);
     assert.deepEqual(started, { ok: undefined });
     await page.evaluate(([b]) => waitSerial('kb64', b, 0, 180000), [`${BANNER}\r\n> `]);
-    await converse(page, 'kb64', 'keys', 'KEYS ON', slow);
+    await converse(page, 'kb64', 'keys bios', 'KEYS ON', slow);
 
     // A click focuses the canvas and reaches the guest as PS/2 packets.
     let from = await serialLength(page, 'kb64');
@@ -277,7 +278,7 @@ test('linux-x86_64-pc-graphics on the QEMU engine: keys typed on the canvas reac
     // The screen against native QEMU with the profile's own command line.
     const disk = join(env.imageRoot, 'x86-bios.qcow2');
     native = await bootNative(disk, { command: nativeCommand(PROFILE, disk, 64) });
-    native.send('keys');
+    native.send('keys bios');
     await native.until('KEYS ON');
     const nfrom = native.serial.length;
     await native.type(line, (c, i) => waitFor(() => biosKeys(native.serial.slice(nfrom)) > i, `native key ${i}`, 20000));

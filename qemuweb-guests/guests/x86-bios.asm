@@ -23,7 +23,7 @@
 ;                       fill changes every pixel; for display benchmarks. At full speed, or
 ;                       with HZ (1-1000) paced: the PIT ticks HZ times a second meanwhile
 ;                       (18.2 again after) and each fill starts on a new tick)
-;   keys             -> KEYS ON                   (keyboard and mouse mode, below)
+;   keys [bios]      -> KEYS ON                   (keyboard and mouse mode, below)
 ;
 ; Keyboard and mouse mode (`keys`): the text screen is cleared to the banner on row 0, the
 ; VGA cursor is hidden (so a screenshot does not depend on its blinking), IRQ1 and IRQ12 are masked so
@@ -31,10 +31,12 @@
 ; and every byte the controller delivers is reported on COM1:
 ;   K XX             a keyboard byte (scan code set 1 as the controller translates it)
 ;   M BB XX YY       a 3-byte PS/2 mouse packet (buttons/signs, dx, dy; dy up positive)
-;   B SS AA          a key the BIOS read (int 16h: scan code, character): a keyboard the
-;                    i8042 does not see, such as a USB keyboard SeaBIOS drives (QEMU sends
-;                    keys to a usb-kbd rather than the PS/2 keyboard); interrupts are on
-;                    between polls so SeaBIOS's timer handler can read it
+;   B SS AA          with `keys bios` only: a key the BIOS read (int 16h: scan code,
+;                    character), from a keyboard the i8042 does not see, such as a USB
+;                    keyboard SeaBIOS drives (QEMU sends keys to a usb-kbd rather than the
+;                    PS/2 keyboard); interrupts are on between polls so that SeaBIOS's
+;                    timer handler reads it (not in plain `keys`: native QEMU's PS/2 lost
+;                    keys now and then with them on)
 ;   LINE TEXT        Enter was pressed: the text typed since the last Enter (US layout,
 ;                    letters, digits, punctuation, Shift; Backspace erases)
 ; Typed characters also appear on the VGA text screen from row 2 (grey on black), one row
@@ -453,8 +455,17 @@ cmd_text:
 ; keys: keyboard and mouse bytes on COM1 and typed text on the screen, until Escape
 cmd_keys:
     call skip_spaces
+    mov byte [keys_bios], 0
+    cmp byte [si], 0
+    je .args_done
+    mov di, word_bios
+    call match_word
+    jc bad_number
+    call skip_spaces
     cmp byte [si], 0
     jne bad_number
+    mov byte [keys_bios], 1
+.args_done:
     mov dx, 0x3d4               ; CRTC cursor start: bit 5 hides the cursor
     mov al, 0x0a
     out dx, al
@@ -502,6 +513,8 @@ cmd_keys:
     in al, 0x64
     test al, 0x01
     jnz .kbc
+    cmp byte [keys_bios], 0
+    je .poll
     sti                         ; the timer runs: SeaBIOS reads USB keyboards from it
     nop
     cli
@@ -1095,6 +1108,7 @@ dap_io:
 cur_lba:    dd 0
 fill_byte:  db 0
 gfx_mode:   db 0
+keys_bios:  db 0
 redraw_hz:  dw 0
 pic_masks:  db 0, 0
 key_len:    db 0
@@ -1139,6 +1153,7 @@ word_gfx:       db "gfx", 0
 word_hline:     db "hline", 0
 word_text:      db "text", 0
 word_keys:      db "keys", 0
+word_bios:      db "bios", 0
 word_redraw:    db "redraw", 0
 msg_redraw:     db "REDRAW ", 0
 msg_keys_on:    db "KEYS ON", 13, 10, 0

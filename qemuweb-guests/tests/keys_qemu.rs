@@ -5,8 +5,9 @@
 //! screen (checked in QEMU's own screendump).
 //! On `qemu-system-x86_64` with the devices of the `linux-x86_64-pc-graphics` profile (q35,
 //! an xHCI controller with a USB keyboard and tablet), QEMU sends keys to the USB keyboard:
-//! the guest reads them from the BIOS (SeaBIOS drives the keyboard) and reports `B SS AA`;
-//! the pointer stays QEMU's PS/2 mouse until a guest driver uses the tablet.
+//! in `keys bios` the guest reads them from the BIOS (SeaBIOS drives the keyboard) and
+//! reports `B SS AA`; the pointer stays QEMU's PS/2 mouse until a guest driver uses the
+//! tablet.
 
 mod common;
 
@@ -80,6 +81,7 @@ fn keys_and_mouse_reach_the_guest_on_qemu_ps2() {
     qemu.until("KEYS OFF\r\n");
     qemu.until("> ");
     qemu.command("echo still here", "still here");
+    qemu.command("keys usb", "ERR bad number");
     drop(qemu);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -103,7 +105,7 @@ fn keys_from_a_usb_keyboard_through_the_bios_on_q35() {
         ],
     );
     let monitor = dir.join("mon.sock");
-    qemu.command_no_prompt("keys", "KEYS ON");
+    qemu.command_no_prompt("keys bios", "KEYS ON");
     // Scan code and character as int 16h gives them: Shift makes a capital.
     qemu.monitor("sendkey shift-h");
     qemu.until("B 23 48\r\n");
