@@ -21,6 +21,7 @@ cargo build -q -p qemuweb-testkit --bin qemuweb-test-server
 cargo build -q -p qemuweb-guests
 cargo build -q -p qemuweb-sidecar --bin frame-server   # display.test.mjs forwards to its sink
 cargo build -q -p qemuweb-runtime --example headless
+cargo build -q -p qemuweb-config --example qemu_args   # input.test.mjs: a profile's native command line
 scripts/build-web --dev qemuweb-storage-js "$target_dir/web/storage" >/dev/null
 scripts/build-web qemuweb-runtime >/dev/null
 scripts/build-npm >/dev/null

@@ -10,15 +10,23 @@
 // own VGA rendering (`-display qemuweb`), so it must equal native QEMU's screendump exactly,
 // and input goes through the display block's ring into QEMU's PS/2 devices. Without a build
 // that test is SKIPPED, loudly.
+// On a build with qemu-system-x86_64 (wasm64; the case is left out on others), the guest
+// also boots on the linux-x86_64-pc-graphics profile (q35, VGA, an xHCI controller with a
+// USB keyboard and tablet): QEMU gives keys to the USB keyboard, which SeaBIOS reads for
+// the guest (its `keys bios` mode reports them as `B SS AA` from int 16h), and the pointer
+// stays QEMU's PS/2 mouse while no driver uses the tablet; the canvas must equal native
+// qemu-system-x86_64's screendump with the profile's own command line (qemuweb-config's
+// builder, its qemu_args example).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { TARGET } from '../lib/server.mjs';
 import { browserWithPage, closeBrowser, converse, setUp } from './common.mjs';
 import { bootNative, canvasPixels, diffScreens } from './qemu-native.mjs';
-import { installQemu, QEMU_ASSETS, qemuMissing } from './qemu-assets.mjs';
+import { installQemu, QEMU_ASSETS, qemuMissing, runsProfile } from './qemu-assets.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
 const TYPED = 'Hello, World! 42';
@@ -185,4 +193,113 @@ test('keys typed and pointer used on the canvas reach the guest on v86, and its 
 test('keys typed and pointer used on the canvas reach the guest on the QEMU engine, and its screen equals native QEMU\'s', async (t) => {
   if (missing) return t.skip(`QEMU build missing: ${missing}`);
   await exercise(t, 'qemu');
+});
+
+/** How many keys the guest read through the BIOS (`B SS AA` lines) in `text`. */
+const biosKeys = (text) => text.match(/^B [0-9A-F]{2} [0-9A-F]{2}\r$/gm)?.length ?? 0;
+
+/** Polls `check` (may be async) every 20 ms until it is true; throws after `ms`. */
+async function waitFor(check, what, ms) {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`${what}: not done in ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The native command line of `profile` for `disk` (qemuweb-config's builder, TCG), as words. */
+function nativeCommand(profile, disk, memoryMiB) {
+  const bin = join(TARGET, 'debug', 'examples', 'qemu_args');
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: cargo build -p qemuweb-config --example qemu_args`);
+  const out = execFileSync(bin, ['--profile', profile, '--accel', 'tcg', '--memory', String(memoryMiB), disk], { encoding: 'utf8' });
+  const line = out.split('\n').find((l) => l.startsWith('qemu-system-'));
+  if (!line) throw new Error(`qemu_args printed no command line: ${out}`);
+  return line.split(' ');
+}
+
+// Registered when the build runs the profile (a wasm64 build: scripts/test-wasm64), as
+// qemu.test.mjs does with its profiles; skipped only without a build.
+const X86_64_GRAPHICS = 'linux-x86_64-pc-graphics';
+if (missing || runsProfile(X86_64_GRAPHICS)) test('linux-x86_64-pc-graphics on the QEMU engine: keys typed on the canvas reach the guest through the USB keyboard, the pointer through PS/2, and its screen equals native qemu-system-x86_64\'s', async (t) => {
+  if (missing) return t.skip(`QEMU build missing: ${missing}`);
+  const PROFILE = X86_64_GRAPHICS;
+  const profile = newProfile();
+  const artifacts = join(TARGET, 'e2e-artifacts');
+  mkdirSync(artifacts, { recursive: true });
+  const { context, page } = await browserWithPage(profile, env.web, 'input-x86_64');
+  const slow = 60000;
+  let native;
+  try {
+    const started = await page.evaluate(async ([disk, profile, qemuAssets]) => {
+      const canvas = document.createElement('canvas');
+      canvas.id = 'screen';
+      document.body.append(canvas);
+      window.client = makeClient({ workerUrl: './pkg/worker.js', assets: qemuAssets });
+      await client.init();
+      client.attachDisplay('kb64', canvas, { input: { pointerLock: false } });
+      return attempt(() => client.startVm('kb64', profiles[profile],
+        { disk: { source: { kind: 'url', url: disk } } }, { overrides: { memoryMiB: 64 }, engine: 'qemu' }));
+    }, [`${env.images.url}/x86-bios.qcow2`, PROFILE, QEMU_ASSETS]);
+    assert.deepEqual(started, { ok: undefined });
+    await page.evaluate(([b]) => waitSerial('kb64', b, 0, 180000), [`${BANNER}\r\n> `]);
+    await converse(page, 'kb64', 'keys bios', 'KEYS ON', slow);
+
+    // A click focuses the canvas and reaches the guest as PS/2 packets.
+    let from = await serialLength(page, 'kb64');
+    const box = await page.locator('#screen').boundingBox();
+    await page.mouse.move(box.x + 100, box.y + 100);
+    await page.mouse.down();
+    await page.mouse.up();
+    await waitSerial(page, 'kb64', 'M 08 00 00', from, slow);
+    assert.ok((await serialFrom(page, 'kb64', from)).includes('M 09 00 00'), 'the left button');
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'screen');
+    from = await serialLength(page, 'kb64');
+    await page.mouse.move(box.x + 130, box.y + 120, { steps: 3 });
+    const deadline = Date.now() + slow;
+    let sum;
+    do {
+      await new Promise((r) => setTimeout(r, 100));
+      sum = packets(await serialFrom(page, 'kb64', from)).reduce(([x, y], [, dx, dy]) => [x + dx, y + dy], [0, 0]);
+    } while ((sum[0] !== 30 || sum[1] !== -20) && Date.now() < deadline);
+    assert.deepEqual(sum, [30, -20], 'motion in guest pixels, PS/2 (y up)');
+
+    // Typing: one key at a time (SeaBIOS polls the USB keyboard at each timer tick), each
+    // answered by the BIOS's scan code and character.
+    from = await serialLength(page, 'kb64');
+    const line = `${TYPED}\n`;
+    for (let i = 0; i < line.length; i++) {
+      if (line[i] === '\n') await page.keyboard.press('Enter');
+      else await typeAsUser(page, line[i]);
+      await waitFor(async () => biosKeys(await serialFrom(page, 'kb64', from)) > i, `key ${i} on the canvas`, slow);
+    }
+    await waitSerial(page, 'kb64', `LINE ${TYPED}\r\n`, from, slow);
+    const typed = await serialFrom(page, 'kb64', from);
+    assert.match(typed, /^B 23 48\r\nB 12 65\r\n/, 'H and e as int 16h gives them (scan code, character)');
+    assert.ok(!/^K /m.test(typed), `keys reached the i8042 instead of the USB keyboard: ${JSON.stringify(typed)}`);
+
+    // The screen against native QEMU with the profile's own command line.
+    const disk = join(env.imageRoot, 'x86-bios.qcow2');
+    native = await bootNative(disk, { command: nativeCommand(PROFILE, disk, 64) });
+    native.send('keys bios');
+    await native.until('KEYS ON');
+    const nfrom = native.serial.length;
+    await native.type(line, (c, i) => waitFor(() => biosKeys(native.serial.slice(nfrom)) > i, `native key ${i}`, 20000));
+    await native.until(`LINE ${TYPED}\r\n`, nfrom);
+    const dump = await native.screendump();
+    let diff;
+    const end = Date.now() + 15000;
+    do {
+      diff = diffScreens(await canvasPixels(page, 'screen', 100), dump);
+    } while (diff.bad !== 0 && Date.now() < end);
+    await page.locator('#screen').screenshot({ path: join(artifacts, 'input-x86_64.png') });
+    writeFileSync(join(artifacts, 'input-native-x86_64.ppm'), Buffer.concat([Buffer.from(`P6\n${dump.width} ${dump.height}\n255\n`), dump.rgb]));
+    t.diagnostic(`screens: ${join(artifacts, 'input-x86_64.png')} and input-native-x86_64.ppm`);
+    assert.equal(diff.bad, 0, `${diff.bad} pixels differ from native qemu-system-x86_64's screendump; first ${JSON.stringify(diff.first)}`);
+    assert.ok(diff.lit > 20 * 9 * 16, `the screen shows the banner and the text (${diff.lit} lit pixels)`);
+    const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+    assert.deepEqual(errors, []);
+  } finally {
+    native?.stop();
+    await closeBrowser(context, profile, 'kb64');
+  }
 });

@@ -1,5 +1,6 @@
 // Native qemu-system-i386 as a test oracle: boots the x86 test guest (VGA, PS/2, serial on
-// a pipe, the HMP monitor on a Unix socket), types with the monitor's `sendkey`, and takes
+// a pipe, the HMP monitor on a Unix socket; or a profile's command line, e.g. on
+// qemu-system-x86_64), types with the monitor's `sendkey`, and takes
 // QEMU's own `screendump` of the screen. Bounded from outside by `timeout -k`.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs';
@@ -18,13 +19,18 @@ function sendkeyName(c) {
   throw new Error(`no sendkey name for ${JSON.stringify(c)}`);
 }
 
-/** Boots `disk` (a raw image of the x86 test guest) on native QEMU; resolves at its prompt. */
-export async function bootNative(disk, { limitS = 120 } = {}) {
+/**
+ * Boots `disk` (a raw image of the x86 test guest) on native QEMU; resolves at its prompt.
+ * `command` replaces the default machine (qemu-system-i386, VGA, PS/2, the disk on IDE):
+ * a whole QEMU command line with the disk and `-serial stdio` (e.g. a profile's, from
+ * qemuweb-config's builder); the monitor and `-snapshot` are added.
+ */
+export async function bootNative(disk, { limitS = 120, command } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-native-'));
   const monitor = join(dir, 'mon.sock');
-  const child = spawn('timeout', ['-k', '5', String(limitS), 'qemu-system-i386',
-    '-display', 'none', '-vga', 'std', '-nic', 'none', '-m', '64',
-    '-drive', `file=${disk},format=raw,snapshot=on`, '-serial', 'stdio',
+  const qemu = command ?? ['qemu-system-i386', '-display', 'none', '-vga', 'std', '-nic', 'none', '-m', '64',
+    '-drive', `file=${disk},format=raw`, '-serial', 'stdio'];
+  const child = spawn('timeout', ['-k', '5', String(limitS), ...qemu, '-snapshot',
     '-monitor', `unix:${monitor},server=on,wait=off`], { stdio: ['pipe', 'pipe', 'inherit'], detached: true });
   let serial = '';
   child.stdout.on('data', (d) => { serial += d.toString('latin1'); });
@@ -53,9 +59,17 @@ export async function bootNative(disk, { limitS = 120 } = {}) {
         s.write(`${line}\n`);
       });
     },
-    /** Types `text` with one `sendkey` per character. */
-    async type(text) {
-      for (const c of text) await q.hmp(`sendkey ${sendkeyName(c)}`);
+    /**
+     * Types `text` with one `sendkey` per character; with `after(c, i)`, waits for what
+     * it resolves after each (e.g. the guest's report of that key).
+     */
+    async type(text, after) {
+      let i = 0;
+      for (const c of text) {
+        await q.hmp(`sendkey ${sendkeyName(c)}`);
+        if (after) await after(c, i);
+        i++;
+      }
     },
     /** QEMU's screendump: {width, height, rgb} (PPM P6). */
     async screendump() {

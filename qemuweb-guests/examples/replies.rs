@@ -72,6 +72,24 @@ fn reply(disk: &mut [u8], gfx: &mut bool, line: &str) -> Result<String, String> 
             }
             Ok(format!("HLINE {y} FILL {byte:02X}"))
         }
+        "redraw" => {
+            let mut args = rest.split(' ');
+            let number = |a: Option<&str>, max: u32| match a.map(str::parse::<u32>) {
+                Some(Ok(v)) if (1..=max).contains(&v) => Ok(v),
+                _ => Err("ERR bad number".to_string()),
+            };
+            let n = number(args.next(), 65535)?;
+            if let Some(hz) = args.next() {
+                number(Some(hz), 1000)?;
+            }
+            if args.next().is_some() {
+                return Err("ERR bad number".into());
+            }
+            if !*gfx {
+                return Err("ERR not in graphics mode".into());
+            }
+            Ok(format!("REDRAW {n}"))
+        }
         "gfx" | "text" => Err("ERR bad number".into()),
         _ => Err("ERR unknown command".into()),
     }

@@ -18,7 +18,12 @@
 ;                       pixel (x, y) = ((x >> 4) xor (y >> 3)) and 7)
 ;   hline Y BB       -> HLINE Y FILL BB           (graphics mode: row Y, 0-199, set to colour BB)
 ;   text             -> TEXT 80x25                (back to mode 3, the banner on row 0 again)
-;   keys             -> KEYS ON                   (keyboard and mouse mode, below)
+;   redraw N [HZ]    -> REDRAW N                  (graphics mode: the whole screen filled N
+;                       times, 1-65535, fill k (from 0) with colour 1 + k mod 7, so every
+;                       fill changes every pixel; for display benchmarks. At full speed, or
+;                       with HZ (1-1000) paced: the PIT ticks HZ times a second meanwhile
+;                       (18.2 again after) and each fill starts on a new tick)
+;   keys [bios]      -> KEYS ON                   (keyboard and mouse mode, below)
 ;
 ; Keyboard and mouse mode (`keys`): the text screen is cleared to the banner on row 0, the
 ; VGA cursor is hidden (so a screenshot does not depend on its blinking), IRQ1 and IRQ12 are masked so
@@ -26,6 +31,12 @@
 ; and every byte the controller delivers is reported on COM1:
 ;   K XX             a keyboard byte (scan code set 1 as the controller translates it)
 ;   M BB XX YY       a 3-byte PS/2 mouse packet (buttons/signs, dx, dy; dy up positive)
+;   B SS AA          with `keys bios` only: a key the BIOS read (int 16h: scan code,
+;                    character), from a keyboard the i8042 does not see, such as a USB
+;                    keyboard SeaBIOS drives (QEMU sends keys to a usb-kbd rather than the
+;                    PS/2 keyboard); interrupts are on between polls so that SeaBIOS's
+;                    timer handler reads it (not in plain `keys`: native QEMU's PS/2 lost
+;                    keys now and then with them on)
 ;   LINE TEXT        Enter was pressed: the text typed since the last Enter (US layout,
 ;                    letters, digits, punctuation, Shift; Backspace erases)
 ; Typed characters also appear on the VGA text screen from row 2 (grey on black), one row
@@ -43,6 +54,9 @@ org 0x7c00
 STAGE2_SECTORS  equ 15
 DATA_START_LBA  equ 64
 COM1            equ 0x3f8
+PIT_HZ          equ 1193182         ; the PIT's input clock
+BDA_KBD_HEAD    equ 0x041a          ; the BIOS's keyboard buffer: next key to read
+BDA_KBD_TAIL    equ 0x041c          ; and where the next key goes
 SECTOR_BUF      equ 0x0600          ; 512 bytes, 0000:0600
 LINE_BUF        equ 0x0a00          ; LINE_MAX + 1 bytes, 0000:0A00
 LINE_MAX        equ 120
@@ -152,6 +166,9 @@ main_loop:
     mov di, word_keys
     call match_word
     jnc cmd_keys
+    mov di, word_redraw
+    call match_word
+    jnc cmd_redraw
     mov si, msg_unknown
     call puts
     jmp main_loop
@@ -331,6 +348,97 @@ cmd_hline:
     call puts
     jmp main_loop
 
+; redraw N [HZ]: the whole mode 13h screen filled N times, fill k with colour 1 + k mod 7;
+; with HZ the PIT ticks HZ times a second meanwhile and each fill waits for a tick
+cmd_redraw:
+    call skip_spaces
+    call parse_dec
+    jc bad_number
+    test eax, eax
+    jz bad_number
+    cmp eax, 65535
+    ja bad_number
+    mov [cur_lba], eax
+    mov word [redraw_hz], 0
+    call skip_spaces
+    cmp byte [si], 0
+    je .args_done
+    call parse_dec
+    jc bad_number
+    test eax, eax
+    jz bad_number
+    cmp eax, 1000
+    ja bad_number
+    mov [redraw_hz], ax
+    call skip_spaces
+    cmp byte [si], 0
+    jne bad_number
+.args_done:
+    cmp byte [gfx_mode], 0
+    je cmd_hline.text
+    xor ax, ax
+    mov fs, ax                  ; FS:046C, the BIOS tick count
+    cmp word [redraw_hz], 0
+    je .start
+    mov eax, PIT_HZ             ; PIT channel 0, mode 3, divisor PIT_HZ / HZ
+    xor edx, edx
+    movzx ecx, word [redraw_hz]
+    div ecx
+    mov cx, ax
+    mov al, 0x36
+    out 0x43, al
+    mov al, cl
+    out 0x40, al
+    mov al, ch
+    out 0x40, al
+.start:
+    push es
+    mov ax, 0xa000
+    mov es, ax
+    mov bx, [cur_lba]           ; fills left
+    mov dl, 1                   ; this fill's colour
+.fill:
+    cmp word [redraw_hz], 0
+    je .draw
+    mov si, [fs:0x046c]
+.tick:
+    sti
+    hlt                         ; until the next interrupt; a fill starts on a new tick
+    cmp si, [fs:0x046c]
+    je .tick
+    cli
+.draw:
+    mov al, dl
+    mov ah, al
+    mov cx, ax
+    shl eax, 16
+    mov ax, cx                  ; EAX = the colour in each byte
+    xor di, di
+    mov cx, 320 * 200 / 4
+    rep stosd
+    inc dl
+    cmp dl, 8
+    jb .next
+    mov dl, 1
+.next:
+    dec bx
+    jnz .fill
+    pop es
+    cmp word [redraw_hz], 0
+    je .reply
+    mov al, 0x36                ; the BIOS's 18.2 Hz again (divisor 65536)
+    out 0x43, al
+    xor al, al
+    out 0x40, al
+    out 0x40, al
+.reply:
+    mov si, msg_redraw
+    call puts
+    mov eax, [cur_lba]
+    call put_dec
+    call crlf
+    jmp main_loop
+
 ; text: back to mode 3 with the banner
 cmd_text:
     call skip_spaces
@@ -347,8 +455,17 @@ cmd_text:
 ; keys: keyboard and mouse bytes on COM1 and typed text on the screen, until Escape
 cmd_keys:
     call skip_spaces
+    mov byte [keys_bios], 0
+    cmp byte [si], 0
+    je .args_done
+    mov di, word_bios
+    call match_word
+    jc bad_number
+    call skip_spaces
     cmp byte [si], 0
     jne bad_number
+    mov byte [keys_bios], 1
+.args_done:
     mov dx, 0x3d4               ; CRTC cursor start: bit 5 hides the cursor
     mov al, 0x0a
     out dx, al
@@ -379,6 +496,8 @@ cmd_keys:
     mov al, 0xf4                ; mouse: enable streaming
     call mouse_cmd
     call kbc_drain
+    mov ax, [BDA_KBD_TAIL]      ; the BIOS's key buffer emptied
+    mov [BDA_KBD_HEAD], ax
     mov byte [key_len], 0
     mov byte [key_row], KEY_ROW
     mov byte [key_shift], 0
@@ -393,7 +512,21 @@ cmd_keys:
     jnz .serial
     in al, 0x64
     test al, 0x01
-    jz .poll
+    jnz .kbc
+    cmp byte [keys_bios], 0
+    je .poll
+    sti                         ; the timer runs: SeaBIOS reads USB keyboards from it
+    nop
+    cli
+    mov ax, [BDA_KBD_HEAD]      ; a key in the BIOS's buffer (not from the masked IRQ1)
+    cmp ax, [BDA_KBD_TAIL]
+    je .poll
+    xor ah, ah
+    int 0x16
+    call bios_key
+    jc .done
+    jmp .poll
+.kbc:
     mov ah, al
     in al, 0x60
     test ah, 0x20
@@ -494,7 +627,7 @@ key_byte:
     je .prefix
     cmp byte [key_e0], 0
     mov byte [key_e0], 0
-    jne .ok                     ; an extended key: nothing to type
+    jne type_char.ok            ; an extended key: nothing to type
     cmp al, 0x01
     je .escape
     cmp al, 0x2a
@@ -510,7 +643,7 @@ key_byte:
     cmp al, 0x0e
     je .backspace
     cmp al, KEYMAP_LEN
-    jae .ok                     ; a release, or a key with no character
+    jae type_char.ok            ; a release, or a key with no character
     movzx bx, al
     mov al, [keymap + bx]
     cmp byte [key_shift], 0
@@ -518,19 +651,8 @@ key_byte:
     mov al, [keymap_shift + bx]
 .have:
     test al, al
-    jz .ok
-    movzx bx, byte [key_len]
-    cmp bx, KEY_MAX
-    jae .ok
-    mov [KEY_BUF + bx], al
-    inc byte [key_len]
-    mov ah, 0x07
-    call key_cell
-    mov [es:di], ax
-    pop es
-.ok:
-    clc
-    ret
+    jz type_char.ok
+    jmp type_char
 .prefix:
     mov byte [key_e0], 1
     clc
@@ -541,6 +663,60 @@ key_byte:
     ret
 .shift_up:
     mov byte [key_shift], 0
+    clc
+    ret
+.escape:
+    mov al, 0x1b
+    jmp type_char
+.enter:
+    mov al, 0x0d
+    jmp type_char
+.backspace:
+    mov al, 0x08
+    jmp type_char
+
+; a key the BIOS read (int 16h: AH scan code, AL character), e.g. from a USB keyboard:
+; reported as "B SS AA", and typed (CF set for Escape)
+bios_key:
+    push ax
+    mov si, msg_bios_key
+    call puts
+    pop ax
+    push ax
+    xchg al, ah
+    call put_hex8
+    mov al, ' '
+    call putc
+    pop ax
+    push ax
+    call put_hex8
+    call crlf
+    pop ax
+    ; falls through
+
+; AL typed: a printable character is added to the line and shown, CR ends the line
+; (LINE TEXT on COM1), BS erases, ESC ends the mode (CF set); anything else is ignored
+type_char:
+    cmp al, 0x1b
+    je .escape
+    cmp al, 0x0d
+    je .enter
+    cmp al, 0x08
+    je .backspace
+    cmp al, ' '
+    jb .ok
+    cmp al, '~'
+    ja .ok
+    movzx bx, byte [key_len]
+    cmp bx, KEY_MAX
+    jae .ok
+    mov [KEY_BUF + bx], al
+    inc byte [key_len]
+    mov ah, 0x07
+    call key_cell
+    mov [es:di], ax
+    pop es
+.ok:
     clc
     ret
 .escape:
@@ -932,6 +1108,8 @@ dap_io:
 cur_lba:    dd 0
 fill_byte:  db 0
 gfx_mode:   db 0
+keys_bios:  db 0
+redraw_hz:  dw 0
 pic_masks:  db 0, 0
 key_len:    db 0
 key_row:    db 0
@@ -975,10 +1153,14 @@ word_gfx:       db "gfx", 0
 word_hline:     db "hline", 0
 word_text:      db "text", 0
 word_keys:      db "keys", 0
+word_bios:      db "bios", 0
+word_redraw:    db "redraw", 0
+msg_redraw:     db "REDRAW ", 0
 msg_keys_on:    db "KEYS ON", 13, 10, 0
 msg_keys_off:   db "KEYS OFF", 13, 10, 0
 msg_key:        db "K ", 0
 msg_mouse:      db "M ", 0
+msg_bios_key:   db "B ", 0
 msg_line:       db "LINE ", 0
 msg_gfx:        db "GFX 320x200", 13, 10, 0
 msg_hline:      db "HLINE ", 0

@@ -30,12 +30,13 @@
 //! | `gfx` | `GFX 320x200`: VGA mode 13h through int 10h, DAC entries 0-7 programmed and the pattern [`x86_gfx_pixel`] drawn |
 //! | `hline Y BB` | `HLINE Y FILL BB`: in graphics mode, row `Y` (0-199) set to colour `BB` |
 //! | `text` | `TEXT 80x25`: back to text mode 3, the banner on row 0 again |
-//! | `keys` | `KEYS ON`: keyboard and mouse mode: the text screen cleared to the banner and the cursor hidden; every byte of the PS/2 controller reported as `K XX` (a keyboard byte, scan code set 1) or `M BB XX YY` (a mouse packet: buttons and signs, dx, dy up positive); what is typed (US layout) shown from row 2 and sent as `LINE TEXT` on Enter; Escape or a byte on the serial port ends it with `KEYS OFF` |
+//! | `redraw N [HZ]` | `REDRAW N`: in graphics mode, the whole screen filled `N` times (1-65535), fill `k` (from 0) in colour [`x86_redraw_index`]`(k + 1)`, so that every fill changes every pixel (a display benchmark's load); at full speed, or with `HZ` (1-1000) paced: the PIT programmed to tick `HZ` times a second meanwhile (the BIOS's 18.2 Hz again after) and each fill started on a new tick |
+//! | `keys [bios]` | `KEYS ON`: keyboard and mouse mode: the text screen cleared to the banner and the cursor hidden; every byte of the PS/2 controller reported as `K XX` (a keyboard byte, scan code set 1) or `M BB XX YY` (a mouse packet: buttons and signs, dx, dy up positive), and, with `keys bios`, `B SS AA` a key read through the BIOS (int 16h: scan code, character; a keyboard the i8042 does not see, such as the USB keyboard SeaBIOS drives on `linux-x86_64-pc-graphics`, where QEMU sends keys to its usb-kbd); what is typed (US layout) shown from row 2 and sent as `LINE TEXT` on Enter; Escape or a byte on the serial port ends it with `KEYS OFF` |
 //!
 //! `N` is decimal and `BB` two hex digits. Errors are `ERR unknown command`,
 //! `ERR bad number`, `ERR protected sector` (a `write` below [`X86_DATA_START_LBA`]),
-//! `ERR disk status XX` (the BIOS status) and `ERR not in graphics mode` (`hline` in text
-//! mode). Sectors are read and written with the int 13h
+//! `ERR disk status XX` (the BIOS status) and `ERR not in graphics mode` (`hline` or `redraw`
+//! in text mode). Sectors are read and written with the int 13h
 //! extensions (AH=42h/43h), so the same image works as an IDE/AHCI, virtio-blk or
 //! virtio-scsi disk under SeaBIOS.
 //!
@@ -132,6 +133,19 @@ pub fn x86_gfx_index(x: u32, y: u32) -> u8 {
 /// [`x86_gfx_index`].
 pub fn x86_gfx_pixel(x: u32, y: u32) -> [u8; 3] {
     x86_gfx_colour(x86_gfx_index(x, y))
+}
+
+/// The colour index of the whole screen after the x86 guest's `redraw N` (`n` >= 1):
+/// `1 + (n - 1) % 7`, the fills cycling through indices 1 to 7 so that no two in a row
+/// are equal and none is black.
+///
+/// ```
+/// assert_eq!(qemuweb_guests::x86_redraw_index(1), 1);
+/// assert_eq!(qemuweb_guests::x86_redraw_index(7), 7);
+/// assert_eq!(qemuweb_guests::x86_redraw_index(8), 1);
+/// ```
+pub fn x86_redraw_index(n: u32) -> u8 {
+    (1 + n.saturating_sub(1) % 7) as u8
 }
 
 /// The guest physical address the aarch64 image runs at on `virt` (RAM base + `text_offset`).

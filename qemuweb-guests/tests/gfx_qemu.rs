@@ -1,12 +1,13 @@
 //! The x86 guest's `gfx` and `hline` commands on real hardware emulation: native
 //! `qemu-system-i386` (Debian's qemu-system-x86) boots the guest, the commands go in over
 //! its serial port, and QEMU's own `screendump` of the VGA screen must show
-//! `x86_gfx_pixel` everywhere (row 100 red after `hline 100 04`); after `text`, `hline`
-//! is refused.
+//! `x86_gfx_pixel` everywhere (row 100 red after `hline 100 04`); `redraw N` leaves the
+//! whole screen in `x86_redraw_index(N)`; after `text`, `hline` and `redraw` are refused.
 
 mod common;
 
 use common::screendump;
+use std::time::{Duration, Instant};
 
 /// Counts the pixels of a screendump that differ from the pattern (scaled to the dump's
 /// size), `red_row` being all colour 4.
@@ -49,8 +50,43 @@ fn gfx_pattern_on_qemu_vga() {
         mismatches(w, h, &rgb, None),
         (320 - 48) * (w / 320) * (h / 200)
     );
+    // Full-screen redraws: the last fill covers every pixel, whatever was there before.
+    for n in [1, 7, 10, 1000] {
+        qemu.command(&format!("redraw {n}"), &format!("REDRAW {n}"));
+        let (w, h, rgb) = screendump(&monitor, &dir.join(format!("redraw-{n}.ppm")));
+        let want = qemuweb_guests::x86_gfx_colour(qemuweb_guests::x86_redraw_index(n));
+        let bad = rgb.chunks(3).filter(|px| *px != want).count();
+        assert_eq!(bad, 0, "redraw {n}: the whole {w}x{h} screen in {want:?}");
+    }
+    // Paced: 30 fills at 100 Hz take about 0.3 s (the PIT's ticks; at the BIOS's 18.2 Hz
+    // they would take 1.6 s).
+    let start = Instant::now();
+    qemu.command("redraw 30 100", "REDRAW 30");
+    let paced = start.elapsed();
+    assert!(
+        paced >= Duration::from_millis(250) && paced < Duration::from_millis(1500),
+        "30 fills at 100 Hz in {paced:?}"
+    );
+    let (_, _, rgb) = screendump(&monitor, &dir.join("redraw-paced.ppm"));
+    let want = qemuweb_guests::x86_gfx_colour(qemuweb_guests::x86_redraw_index(30));
+    assert!(
+        rgb.chunks(3).all(|px| px == want),
+        "redraw 30 100: every pixel"
+    );
+    for bad in [
+        "redraw 0",
+        "redraw 65536",
+        "redraw",
+        "redraw 5 x",
+        "redraw 5 0",
+        "redraw 5 1001",
+        "redraw 5 60 1",
+    ] {
+        qemu.command(bad, "ERR bad number");
+    }
     qemu.command("text", "TEXT 80x25");
     qemu.command("hline 100 04", "ERR not in graphics mode");
+    qemu.command("redraw 3", "ERR not in graphics mode");
     drop(qemu);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,6 +3,11 @@
 //! QEMU's PS/2 keyboard and mouse, and the guest must report every scan code and mouse
 //! packet on its serial port, the typed line on Enter, and show the text on its VGA
 //! screen (checked in QEMU's own screendump).
+//! On `qemu-system-x86_64` with the devices of the `linux-x86_64-pc-graphics` profile (q35,
+//! an xHCI controller with a USB keyboard and tablet), QEMU sends keys to the USB keyboard:
+//! in `keys bios` the guest reads them from the BIOS (SeaBIOS drives the keyboard) and
+//! reports `B SS AA`; the pointer stays QEMU's PS/2 mouse until a guest driver uses the
+//! tablet.
 
 mod common;
 
@@ -74,6 +79,65 @@ fn keys_and_mouse_reach_the_guest_on_qemu_ps2() {
 
     qemu.monitor("sendkey esc");
     qemu.until("KEYS OFF\r\n");
+    qemu.until("> ");
+    qemu.command("echo still here", "still here");
+    qemu.command("keys usb", "ERR bad number");
+    drop(qemu);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn keys_from_a_usb_keyboard_through_the_bios_on_q35() {
+    let (mut qemu, dir) = common::boot_on(
+        "keys-usb",
+        "qemu-system-x86_64",
+        &[
+            "-machine",
+            "q35",
+            "-vga",
+            "std",
+            "-device",
+            "qemu-xhci,id=usb0",
+            "-device",
+            "usb-tablet,bus=usb0.0",
+            "-device",
+            "usb-kbd,bus=usb0.0",
+        ],
+    );
+    let monitor = dir.join("mon.sock");
+    qemu.command_no_prompt("keys bios", "KEYS ON");
+    // Scan code and character as int 16h gives them: Shift makes a capital.
+    qemu.monitor("sendkey shift-h");
+    qemu.until("B 23 48\r\n");
+    qemu.monitor("sendkey i");
+    qemu.until("B 17 69\r\n");
+    qemu.monitor("sendkey x");
+    qemu.until("B 2D 78\r\n");
+    qemu.monitor("sendkey backspace");
+    qemu.until("B 0E 08\r\n");
+    qemu.monitor("sendkey ret");
+    qemu.until("B 1C 0D\r\nLINE Hi\r\n");
+    // The pointer: PS/2 packets (the tablet is not in use).
+    qemu.monitor("mouse_move 10 -5");
+    qemu.until("M 08 0A 05\r\n");
+    qemu.monitor("mouse_button 1");
+    qemu.until("M 09 00 00\r\n");
+    qemu.monitor("mouse_button 0");
+    qemu.until("M 08 00 00\r\n");
+    let (w, h, rgb) = screendump(&monitor, &dir.join("keys-usb.ppm"));
+    assert_eq!((w, h), (720, 400));
+    for col in 0..2 {
+        let lit = cell_pixels(w, &rgb, 2, col, GREY);
+        assert!(
+            (10..=60).contains(&lit),
+            "cell {col} of row 2: {lit} grey pixels"
+        );
+    }
+    for col in 2..80 {
+        assert_eq!(cell_pixels(w, &rgb, 2, col, GREY), 0, "cell {col} of row 2");
+    }
+    qemu.monitor("sendkey esc");
+    qemu.until("B 01 1B\r\nKEYS OFF\r\n");
     qemu.until("> ");
     qemu.command("echo still here", "still here");
     drop(qemu);

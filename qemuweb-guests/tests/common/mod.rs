@@ -123,6 +123,12 @@ pub fn screendump(monitor: &Path, out: &Path) -> (usize, usize, Vec<u8>) {
 /// The x86 guest booted on native QEMU, at its first prompt; its files are in `dir` (a
 /// private directory), the monitor at `dir/mon.sock`.
 pub fn boot(name: &str) -> (Qemu, PathBuf) {
+    boot_on(name, "qemu-system-i386", &["-vga", "std"])
+}
+
+/// [`boot`] on `program` (a `qemu-system-*` of Debian's qemu-system-x86) with the devices
+/// `devices` (QEMU arguments) instead of the default machine's VGA.
+pub fn boot_on(name: &str, program: &str, devices: &[&str]) -> (Qemu, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix(&format!("qemuweb-guests-{name}-"))
         .tempdir()
@@ -131,13 +137,13 @@ pub fn boot(name: &str) -> (Qemu, PathBuf) {
     let disk = dir.join("x86.raw");
     std::fs::write(&disk, qemuweb_guests::x86_bios_disk()).unwrap();
     let monitor = dir.join("mon.sock");
-    let mut cmd = Command::new("qemu-system-i386");
-    cmd.args([
-        "-display", "none", "-vga", "std", "-nic", "none", "-serial", "stdio", "-drive",
-    ])
-    .arg(format!("file={},format=raw", disk.display()))
-    .arg("-monitor")
-    .arg(format!("unix:{},server=on,wait=off", monitor.display()));
+    let mut cmd = Command::new(program);
+    cmd.args(["-display", "none", "-nic", "none", "-serial", "stdio"])
+        .args(devices)
+        .arg("-drive")
+        .arg(format!("file={},format=raw", disk.display()))
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", monitor.display()));
     let mut qemu = Qemu::spawn(cmd, "qemu-system-x86");
     qemu.until(qemuweb_guests::X86_BANNER);
     qemu.until(qemuweb_guests::PROMPT);
