@@ -371,6 +371,7 @@ where
     let mut hosts = tokio::task::JoinSet::new();
     let mut forwarded: HashMap<u64, tokio::net::TcpStream> = HashMap::new();
     let mut next_forward = 0u64;
+    let mut next_report = 0u64;
     if config.verbose {
         eprintln!("qemuweb network: a page connected");
     }
@@ -398,6 +399,14 @@ where
             }
         }
         if let Ok(mut s) = shared.stats.lock() {
+            if config.verbose && now() >= next_report && *s != *stack.stats() {
+                next_report = now() + 5000;
+                eprintln!(
+                    "qemuweb network: {:?}, {} open",
+                    stack.stats(),
+                    stack.flows()
+                );
+            }
             *s = stack.stats().clone();
         }
         if gone {

@@ -47,8 +47,14 @@ const CHANNEL_CHUNKS: usize = 8;
 pub struct StackLimits {
     /// The most connections open at once (default 256).
     pub max_flows: usize,
-    /// Each direction's smoltcp socket buffer, in bytes (default 64 KiB).
+    /// Each connection's smoltcp receive buffer (guest to host), in bytes (default 64 KiB).
     pub socket_buffer: usize,
+    /// Each connection's smoltcp send buffer (host to guest), in bytes, which bounds the
+    /// bytes in flight to the guest (default 8 KiB). Small on purpose: an emulated NIC's
+    /// receive ring is small (v86's NE2000 holds about 8 full frames), frames beyond it
+    /// are lost, and smoltcp (no SACK, no congestion control here) recovers from a burst
+    /// of losses by timeouts, which costs far more than the smaller window.
+    pub send_buffer: usize,
     /// The guests' addresses whose MAC addresses the stack remembers (default 256).
     pub max_neighbors: usize,
 }
@@ -58,6 +64,7 @@ impl Default for StackLimits {
         StackLimits {
             max_flows: 256,
             socket_buffer: 64 << 10,
+            send_buffer: 8 << 10,
             max_neighbors: 256,
         }
     }
@@ -481,10 +488,9 @@ impl Stack {
     }
 
     fn new_socket(&self) -> tcp::Socket<'static> {
-        let n = self.limits.socket_buffer;
         let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; n]),
-            tcp::SocketBuffer::new(vec![0; n]),
+            tcp::SocketBuffer::new(vec![0; self.limits.socket_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.limits.send_buffer]),
         );
         s.set_timeout(Some(Duration::from_secs(60)));
         s.set_nagle_enabled(false);
