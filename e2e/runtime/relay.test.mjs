@@ -5,7 +5,8 @@
 // server this test runs on 127.0.0.1 through the gateway's address (10.0.2.2, the host's
 // 127.0.0.1 with --allow-loopback) and checks its bytes; a host request reaches the guest's
 // busybox httpd through the relay's --forward. A connection with a wrong token is refused,
-// and the end of the relay settles the uplink's `closed`.
+// an isolated network cannot have a way out, and the end of the relay settles the uplink's
+// `closed`.
 //
 // Needs the Linux guest, so it runs in the Linux step: scripts/e2e-linux.sh (which sets
 // QEMUWEB_E2E_LINUX=1 and builds the qemuweb command).
@@ -78,6 +79,8 @@ test('through qemuweb network, a Linux VM fetches a file from a server on 127.0.
       window.client = makeClient({ workerUrl: './pkg/worker.js', assets: ASSETS });
       await client.init();
       const wrong = await attempt(() => client.connectNetwork('default', url, '0'.repeat(64)));
+      const isolated = await attempt(() => client.connectNetwork('isolated', url, token));
+      if (isolated.error !== 'invalid-inputs') throw new Error(`isolated: ${JSON.stringify(isolated)}`);
       const connected = await attempt(async () => {
         window.uplink = await client.connectNetwork('default', url, token);
         window.uplinkClosed = uplink.closed.then((how) => { window.uplinkClosedWith = how; });
