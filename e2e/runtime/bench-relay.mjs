@@ -81,6 +81,7 @@ const results = {};
     await converse(page, 'vm1', GUEST_SETUP, 'SETUP-42', 30000);
     const out = await converse(page, 'vm1', WGET, 'WGET-42', 240000);
     results.page = { outMBs: BIG / seconds(out) / 1e6, ...(await hostSide(forwardPort)) };
+    console.log('page done');
     await context.close();
   } finally {
     await relay.stop();
@@ -112,6 +113,7 @@ const results = {};
     await say(GUEST_SETUP, 'SETUP-42', 30000);
     const out = await say(WGET, 'WGET-42', 240000);
     results.native = { outMBs: BIG / seconds(out) / 1e6, ...(await hostSide(forwardPort)) };
+    console.log('native done');
   } finally {
     await qemu.stop();
   }

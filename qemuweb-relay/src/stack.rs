@@ -39,6 +39,9 @@ pub const MAX_FRAME: usize = 1514;
 /// The bytes of one read from, or one write to, a host socket.
 pub const CHUNK: usize = 16 << 10;
 
+/// How long a VM's address from the page's DNS is used for forwards without asking again.
+const NAME_TTL_MS: u64 = 10_000;
+
 /// Chunks in flight in each direction of a connection's channels.
 const CHANNEL_CHUNKS: usize = 8;
 
@@ -221,6 +224,10 @@ pub struct Stack {
     neighbors: HashMap<Ipv4Addr, EthernetAddress>,
     dns: Option<SocketHandle>,
     lookups: Vec<Lookup>,
+    /// VMs' addresses the page's DNS gave, until when (ms): forwarded connections in a
+    /// row ask once.
+    names: HashMap<String, (Ipv4Addr, u64)>,
+    now_ms: u64,
     connects: Vec<Connect>,
     failed_forwards: Vec<u64>,
     next_port: u16,
@@ -288,6 +295,8 @@ impl Stack {
             neighbors: HashMap::new(),
             dns,
             lookups: Vec::new(),
+            names: HashMap::new(),
+            now_ms,
             connects: Vec::new(),
             failed_forwards: Vec::new(),
             next_port: 49152,
@@ -494,6 +503,9 @@ impl Stack {
         );
         s.set_timeout(Some(Duration::from_secs(60)));
         s.set_nagle_enabled(false);
+        // Acknowledge at once, as QEMU's slirp does: a guest's Nagle waits for the ACK of
+        // its first small segment before it sends the next (an HTTP head, then its body).
+        s.set_ack_delay(None);
         s
     }
 
@@ -509,13 +521,18 @@ impl Stack {
             self.failed_forwards.push(id);
             return;
         }
-        let query = match (vm.parse::<Ipv4Addr>(), self.dns) {
-            (Ok(ip), _) => {
+        let known = self
+            .names
+            .get(vm)
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(ip, _)| *ip);
+        let query = match (vm.parse::<Ipv4Addr>().ok().or(known), self.dns) {
+            (Some(ip), _) => {
                 self.connect_forward(id, ip, port, (to_host, from_host), host);
                 self.poll(now_ms);
                 return;
             }
-            (Err(_), Some(dns)) => {
+            (None, Some(dns)) => {
                 let cx = self.iface.context();
                 self.sockets.get_mut::<dns::Socket>(dns).start_query(
                     cx,
@@ -523,7 +540,7 @@ impl Stack {
                     smoltcp::wire::DnsQueryType::A,
                 )
             }
-            (Err(_), None) => {
+            (None, None) => {
                 self.stats.forwards_unresolved += 1;
                 self.failed_forwards.push(id);
                 self.log
@@ -610,6 +627,7 @@ impl Stack {
     /// lookups, and the bytes between the connections' sockets and their channels.
     pub fn poll(&mut self, now_ms: u64) {
         let now = Instant::from_millis(now_ms as i64);
+        self.now_ms = now_ms;
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.resolve();
         if self.pump() {
@@ -643,6 +661,11 @@ impl Stack {
             });
             match ip {
                 Some(ip) => {
+                    if self.names.len() >= 64 {
+                        self.names.clear();
+                    }
+                    self.names
+                        .insert(lookup.vm.clone(), (ip, self.now_ms + NAME_TTL_MS));
                     self.connect_forward(lookup.id, ip, lookup.port, lookup.channels, lookup.host)
                 }
                 None => {
@@ -664,6 +687,7 @@ impl Stack {
         for (handle, flow) in self.flows.iter_mut() {
             let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
             // Guest to host.
+            let mut host_gone = false;
             if let Some(tx) = &flow.to_host {
                 while socket.can_recv() {
                     let permit = match tx.try_reserve() {
@@ -671,6 +695,7 @@ impl Stack {
                         Err(mpsc::error::TrySendError::Full(_)) => break,
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             socket.abort();
+                            host_gone = true;
                             break;
                         }
                     };
@@ -689,7 +714,7 @@ impl Stack {
                         socket.state(),
                         tcp::State::Listen | tcp::State::SynReceived | tcp::State::SynSent
                     );
-                if guest_closed {
+                if guest_closed || host_gone {
                     flow.to_host = None; // the host task shuts its socket's writing side
                 }
             }
@@ -728,7 +753,10 @@ impl Stack {
                 socket.close();
                 moved = true;
             }
-            if matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
+            // Done, once what the guest sent has all gone to the host (or the host is
+            // gone): a closed socket may still hold received bytes.
+            let drained = socket.recv_queue() == 0 || flow.to_host.is_none();
+            if matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) && drained {
                 gone.push(*handle);
             }
         }
