@@ -9,8 +9,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 cargo build -q -p qemuweb-testkit --bin qemuweb-test-server
 cargo build -q -p qemuweb-guests
+# The relay of runtime/relay.test.mjs: `qemuweb network`.
+cargo build -q -p qemuweb-cli
 scripts/build-web qemuweb-runtime >/dev/null
 scripts/linux-guest ${QEMUWEB_LINUX_CACHE:+"$QEMUWEB_LINUX_CACHE"} >/dev/null
 (cd e2e && npm ci --no-audit --no-fund --silent)
 cd e2e
-QEMUWEB_E2E_LINUX=1 node --test --test-concurrency=1 runtime/linux.test.mjs runtime/snapshot.test.mjs runtime/network.test.mjs
+QEMUWEB_E2E_LINUX=1 node --test --test-concurrency=1 runtime/linux.test.mjs runtime/snapshot.test.mjs runtime/network.test.mjs runtime/relay.test.mjs

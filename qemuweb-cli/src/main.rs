@@ -226,6 +226,39 @@ mod cli {
             #[command(subcommand)]
             command: AssetsCmd,
         },
+        /// The way out of a page's virtual network: a user-mode TCP/IP stack that carries
+        /// its guests' TCP connections to the host, and forwards host ports to guests. The
+        /// page connects with QemuClient.connectNetwork(network, url, token) to the URL and
+        /// token printed at start. Guests cannot reach the host's loopback or private
+        /// ranges unless allowed.
+        Network {
+            /// Where the page's WebSocket connects: 127.0.0.1 and a port (0 picks a free
+            /// one).
+            #[arg(long, default_value = "127.0.0.1:8765")]
+            listen: SocketAddr,
+            /// The network whose uplink this is (`default`: 10.0.2.0/24, gateway 10.0.2.2).
+            #[arg(long, default_value = "default")]
+            network: String,
+            /// Forward 127.0.0.1:HOSTPORT to port PORT of VM (its name on the network, or
+            /// an address), e.g. 8080:vm1:80. Repeatable.
+            #[arg(long = "forward", value_name = "HOSTPORT:VM:PORT")]
+            forwards: Vec<qemuweb_config::NetworkPortForward>,
+            /// Let guests reach the host's loopback: 127.0.0.0/8, and the gateway's address
+            /// (10.0.2.2 on the default network) as 127.0.0.1.
+            #[arg(long)]
+            allow_loopback: bool,
+            /// Let guests reach private, shared and link-local ranges (10/8, 172.16/12,
+            /// 192.168/16, 100.64/10, 169.254/16).
+            #[arg(long)]
+            allow_private: bool,
+            /// Also accept pages of this origin (loopback pages of any port are accepted),
+            /// e.g. http://box.local:8080. Repeatable.
+            #[arg(long = "origin", value_name = "ORIGIN")]
+            origins: Vec<String>,
+            /// Print each connection and refusal on stderr.
+            #[arg(long, short)]
+            verbose: bool,
+        },
         /// A long-running local VM: a base image plus an overlay, QMP, port forwards.
         Emulator {
             /// The state directory (overlay, PID file, QMP socket, serial log).
@@ -373,6 +406,47 @@ mod cli {
                 );
                 let _ = std::io::stdout().flush();
                 server.wait();
+                Ok(ExitCode::SUCCESS)
+            }
+            Cmd::Network {
+                listen,
+                network,
+                forwards,
+                allow_loopback,
+                allow_private,
+                origins,
+                verbose,
+            } => {
+                if listen.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST) {
+                    return Err(CliError::InvalidArgument(format!(
+                        "--listen {listen}: the relay listens on 127.0.0.1 only"
+                    )));
+                }
+                let plan = qemuweb_config::network_by_id(&network)?.plan()?;
+                let mut config = qemuweb_relay::RelayConfig::new(plan.clone(), listen.port());
+                config.policy = qemuweb_relay::Policy {
+                    allow_loopback,
+                    allow_private,
+                };
+                config.forwards = forwards;
+                config.origins = origins;
+                config.verbose = verbose;
+                let relay = qemuweb_relay::Relay::start(config).map_err(|e| match e {
+                    qemuweb_relay::RelayError::Io { what, source } => CliError::Io {
+                        path: what.into(),
+                        source,
+                    },
+                    other => CliError::InvalidArgument(other.to_string()),
+                })?;
+                println!(
+                    "Network {network} ({}, gateway {}) relayed at {} token {}",
+                    plan.cidr(),
+                    plan.gateway,
+                    relay.url(),
+                    relay.token().as_str()
+                );
+                let _ = std::io::stdout().flush();
+                relay.wait();
                 Ok(ExitCode::SUCCESS)
             }
             Cmd::Create {

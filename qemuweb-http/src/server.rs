@@ -196,7 +196,12 @@ async fn accept_loop(
             .max_headers(MAX_HEADERS)
             .max_buf_size(config.max_head.max(8192));
         connections.spawn(async move {
-            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            // With upgrades: a service may answer `101` and take the connection over
+            // (the relay's WebSocket, `hyper::upgrade::on`).
+            let _ = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
         });
         // Forget finished connections as we go.
         while connections.try_join_next().is_some() {}

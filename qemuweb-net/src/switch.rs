@@ -146,6 +146,9 @@ struct Network {
     id: String,
     ports: Vec<usize>,
     macs: HashMap<Mac, usize>,
+    /// The slot of the network's uplink port, if one is attached.
+    uplink: Option<usize>,
+    nat: bool,
 }
 
 #[derive(Debug)]
@@ -157,6 +160,8 @@ struct Port {
     queue: EgressQueue,
     learned: Vec<Mac>,
     stats: PortStats,
+    /// The network's uplink: behind the gateway's MAC address, sending as the gateway.
+    uplink: bool,
 }
 
 /// An Ethernet switch for the VMs of a page, with any number of isolated networks.
@@ -238,9 +243,11 @@ impl Switch {
             max_frame_bytes: l.max_frame_bytes as usize,
             max_macs: l.max_macs as usize,
             limits: l,
+            nat: plan.mode == qemuweb_config::NetworkMode::Nat,
             services: Services::new(plan),
             ports: Vec::new(),
             macs: HashMap::new(),
+            uplink: None,
         });
         Ok(())
     }
@@ -332,6 +339,59 @@ impl Switch {
             learned: vec![nic.mac],
             nic,
             stats: PortStats::default(),
+            uplink: false,
+        });
+        Ok(id)
+    }
+
+    /// Attaches the uplink of a NAT network (the page's end of `qemuweb network`): the port
+    /// behind the gateway's MAC address. It receives what the VMs send to the gateway that
+    /// its services do not answer (traffic for addresses beyond the network or for the
+    /// gateway's own address, ARP replies to the gateway) and the services' answers to the
+    /// gateway's address; what it sends must come from the gateway's MAC address, goes to
+    /// the services when it is for the gateway or everyone, and to the VMs it is for. It is
+    /// never flooded to, and is not a VM (no name in DNS, no lease).
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownNetwork`](crate::ErrorKind::UnknownNetwork);
+    /// [`InvalidNetwork`](crate::ErrorKind::InvalidNetwork) for an isolated network or one
+    /// with an uplink already.
+    pub fn attach_uplink(&mut self, network: &str) -> Result<PortId, NetError> {
+        let n = self.network_index(network)?;
+        let net = &self.networks[n];
+        if !net.nat || net.uplink.is_some() {
+            return Err(NetError::InvalidNetwork {
+                id: network.into(),
+                reason: if net.nat {
+                    "it has an uplink already".into()
+                } else {
+                    "an isolated network has no uplink".into()
+                },
+            });
+        }
+        let mac = net.services.mac();
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                self.slots.len() - 1
+            }
+        };
+        let id = PortId::new(slot, self.generations[slot]);
+        let net = &mut self.networks[n];
+        net.uplink = Some(slot);
+        net.macs.insert(mac, slot);
+        self.slots[slot] = Some(Port {
+            id,
+            network: n,
+            limiter: RateLimiter::new(&net.limits),
+            queue: EgressQueue::new(self.limits.queue_bytes, self.limits.queue_frames_per_sender),
+            learned: vec![mac],
+            nic: Nic::new("uplink", mac),
+            stats: PortStats::default(),
+            uplink: true,
         });
         Ok(id)
     }
@@ -366,8 +426,12 @@ impl Switch {
         let net = &mut self.networks[port.network];
         net.ports.retain(|s| *s != slot);
         net.macs.retain(|_, s| *s != slot);
-        net.services.remove_host(&port.nic.vm, &port.nic.mac);
-        for s in &net.ports {
+        if port.uplink {
+            net.uplink = None;
+        } else {
+            net.services.remove_host(&port.nic.vm, &port.nic.mac);
+        }
+        for s in net.ports.iter().chain(net.uplink.as_ref()) {
             if let Some(p) = self.slots[*s].as_mut() {
                 p.queue.forget(slot as Source);
             }
@@ -387,8 +451,10 @@ impl Switch {
         let port = self.port(id)?;
         let n = port.network;
         let net = &self.networks[n];
+        let uplink = port.uplink;
         let checked = validate_frame(frame, net.max_frame_bytes).and_then(|view| {
-            if view.src_addr().0 == net.services.mac() {
+            // A VM may not send as the gateway; the uplink sends only as the gateway.
+            if (view.src_addr().0 == net.services.mac()) != uplink {
                 Err(DropReason::Spoofed)
             } else {
                 Ok(view)
@@ -400,7 +466,7 @@ impl Switch {
         };
         let src = view.src_addr().0;
         let dst = view.dst_addr();
-        let learned_here = net.macs.get(&src) == Some(&slot);
+        let learned_here = net.macs.get(&src) == Some(&slot) || uplink;
         let max_macs = net.max_macs;
         let port = self.slots[slot].as_mut().expect("checked above");
         if !learned_here && port.learned.len() >= max_macs {
@@ -421,6 +487,7 @@ impl Switch {
         }
         let net = &mut self.networks[n];
         let to_gateway = dst == EthernetAddress(net.services.mac());
+        let uplink_slot = net.uplink;
         let mut copies = 0;
         if to_gateway || !dst.is_unicast() {
             match net.services.handle(&view, now_ms) {
@@ -430,7 +497,14 @@ impl Switch {
                         self.deliver_from(n, SERVICES, reply);
                     }
                 }
-                Handled::Beyond => return Ok(self.drop_at(slot, DropReason::NoRoute)),
+                // Beyond the network: the uplink's, if there is one (never back to it).
+                Handled::Beyond => match uplink_slot {
+                    Some(u) if !uplink => {
+                        let queued = self.deliver_to(u, slot as Source, frame.to_vec());
+                        return Ok(SendOutcome::Forwarded { copies: queued });
+                    }
+                    _ => return Ok(self.drop_at(slot, DropReason::NoRoute)),
+                },
                 Handled::NotMine => {}
             }
             if to_gateway {
@@ -439,6 +513,26 @@ impl Switch {
         }
         copies += self.deliver_from(n, slot as Source, frame.to_vec());
         Ok(SendOutcome::Forwarded { copies })
+    }
+
+    /// Queues a frame from `source` for the port in `slot` only; the number of ports that
+    /// queued it (0 or 1; a full queue is counted on the source).
+    fn deliver_to(&mut self, slot: usize, source: Source, frame: Vec<u8>) -> usize {
+        let Some(port) = self.slots[slot].as_mut() else {
+            return 0;
+        };
+        let (queued, lost) = match port.queue.push(source, frame) {
+            Pushed::Queued { evicted } => (1, evicted),
+            Pushed::Refused => (0, vec![source]),
+        };
+        for s in lost {
+            if s != SERVICES {
+                if let Some(p) = self.slots.get_mut(s as usize).and_then(Option::as_mut) {
+                    p.stats.count(DropReason::QueueFull);
+                }
+            }
+        }
+        queued
     }
 
     /// Queues a frame from `source` (a port's slot or the services) for the ports of
@@ -850,6 +944,94 @@ mod tests {
                 .kind(),
             crate::ErrorKind::TooManyPorts
         );
+    }
+
+    /// An IPv4/TCP-ish frame (protocol 6, no real TCP header needed by the switch) from
+    /// `src` to `dst` addressed to `dst_ip`.
+    fn ip_frame(src: Mac, dst: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr};
+        let repr = Ipv4Repr {
+            src_addr: src_ip,
+            dst_addr: dst_ip,
+            next_header: IpProtocol::Tcp,
+            payload_len: 20,
+            hop_limit: 64,
+        };
+        let mut f = dst.to_vec();
+        f.extend(src);
+        f.extend([0x08, 0x00]);
+        f.resize(14 + 20 + 20, 0);
+        repr.emit(
+            &mut Ipv4Packet::new_unchecked(&mut f[14..]),
+            &ChecksumCapabilities::default(),
+        );
+        f
+    }
+
+    #[test]
+    fn the_uplink_gets_what_is_beyond_and_sends_as_the_gateway() {
+        let (mut s, a, b, _) = switch_with(PortLimits::default());
+        let gw = s.gateway_mac("default").unwrap();
+        let me = Ipv4Addr::new(10, 0, 2, 15);
+        let away = ip_frame(A, gw, me, Ipv4Addr::new(192, 0, 2, 1));
+        let to_gw = ip_frame(A, gw, me, Ipv4Addr::new(10, 0, 2, 2));
+        // No uplink: no route.
+        assert_eq!(
+            s.send(a, &away, 0).unwrap(),
+            SendOutcome::Dropped(DropReason::NoRoute)
+        );
+        let up = s.attach_uplink("default").unwrap();
+        assert_eq!(
+            s.attach_uplink("default").unwrap_err().kind(),
+            crate::ErrorKind::InvalidNetwork
+        );
+        assert_eq!(
+            s.send(a, &away, 0).unwrap(),
+            SendOutcome::Forwarded { copies: 1 }
+        );
+        s.send(a, &to_gw, 0).unwrap();
+        // Broadcasts are not flooded to the uplink.
+        s.send(a, &frame(A, BROADCAST, 1), 0).unwrap();
+        assert_eq!(drain(&mut s, up), [away, to_gw]);
+        // The uplink sends as the gateway only, to the VM it is for.
+        let mut back = ip_frame(gw, A, Ipv4Addr::new(192, 0, 2, 1), me);
+        back.resize(60, 0);
+        assert_eq!(
+            s.send(up, &back, 0).unwrap(),
+            SendOutcome::Forwarded { copies: 1 }
+        );
+        assert_eq!(drain(&mut s, a), [back]);
+        assert!(drain(&mut s, b).iter().all(|f| f[14] == 1));
+        assert_eq!(
+            s.send(up, &frame(A, B, 1), 0).unwrap(),
+            SendOutcome::Dropped(DropReason::Spoofed)
+        );
+        // Nothing it sends goes back to it.
+        assert_eq!(
+            s.send(
+                up,
+                &ip_frame(
+                    gw,
+                    gw,
+                    Ipv4Addr::new(10, 0, 2, 2),
+                    Ipv4Addr::new(192, 0, 2, 1)
+                ),
+                0
+            )
+            .unwrap(),
+            SendOutcome::Dropped(DropReason::NoRoute)
+        );
+        // Detached, the route is gone again; an isolated network has none.
+        s.detach(up).unwrap();
+        assert_eq!(
+            s.send(a, &ip_frame(A, gw, me, Ipv4Addr::new(192, 0, 2, 1)), 0)
+                .unwrap(),
+            SendOutcome::Dropped(DropReason::NoRoute)
+        );
+        s.add_network(network_by_id("isolated").unwrap().plan().unwrap())
+            .unwrap();
+        assert!(s.attach_uplink("isolated").is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - `snapshots`: saved VM states (`saveSnapshot`, `listSnapshots`, `deleteSnapshot`,
 //!   `exportSnapshot`, `importSnapshot`; `startVm`'s `resume` option resumes one).
 //! - `network`: the page's virtual network that connects the VMs' NICs (`networks`
-//!   option, `networkStats`).
+//!   option, `networkStats`), and its way out (`connectNetwork`).
 
 mod devtools;
 mod events;
@@ -872,6 +872,24 @@ impl QemuClient {
             Some(stats) => to_js(&stats).unwrap_or(JsValue::UNDEFINED),
             None => JsValue::UNDEFINED,
         }
+    }
+
+    /// Connects network `network` to its way out: `qemuweb network` on the user's machine,
+    /// whose WebSocket `url` (`ws://127.0.0.1:PORT/network`) and `token` it printed at
+    /// start. The relay becomes the network's uplink in the page's switch: what the VMs
+    /// send beyond the network (or to the gateway's own address, which the relay maps to
+    /// the host's 127.0.0.1 when run with `--allow-loopback`) goes to it, its frames come
+    /// back to the VMs, and the relay's `--forward`s reach the VMs. DHCP, DNS, ARP and ping
+    /// stay answered in the page.
+    ///
+    /// Resolves with a `NetworkUplink` once connected (its `closed` promise settles with
+    /// an `UplinkClosed` when the connection ends, after which the network has no way out
+    /// until connected again); rejects with a `QemuError`: code `invalid-inputs` for a
+    /// network this client does not define, an isolated one, or one connected already;
+    /// `browser` when the relay cannot be reached or refuses (a wrong token or origin).
+    #[wasm_bindgen(js_name = connectNetwork, unchecked_return_type = "Promise<NetworkUplink>")]
+    pub fn connect_network(&self, network: String, url: String, token: String) -> Promise {
+        self.inner.network.connect(network, url, token)
     }
 
     /// Terminates every worker at once (no sync); pending commands are rejected.

@@ -162,7 +162,33 @@ struct VmPort {
     closed: u64,
 }
 
-/// The switch of a page and the VMs on it (one port per VM).
+/// The counters of a network's uplink (`NetworkUplink.stats()`): frames to and from
+/// `qemuweb network`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Tsify)]
+#[serde(rename_all = "camelCase")]
+pub struct UplinkStats {
+    /// The network's id.
+    pub network: String,
+    /// Frames from the relay that the switch took.
+    pub sent_frames: u64,
+    /// Their bytes.
+    pub sent_bytes: u64,
+    /// Frames the VMs sent beyond the network, delivered to the relay.
+    pub received_frames: u64,
+    /// Their bytes.
+    pub received_bytes: u64,
+    /// Frames (or copies) dropped, by reason (as [`NicStats::dropped`]; `closed` for
+    /// frames for a relay whose connection was gone or too far behind).
+    pub dropped: BTreeMap<String, u64>,
+}
+
+#[derive(Debug)]
+struct UplinkPort {
+    port: PortId,
+    closed: u64,
+}
+
+/// The switch of a page and the VMs on it (one port per VM), and the networks' uplinks.
 #[derive(Debug)]
 pub struct PageNetwork {
     switch: Switch,
@@ -170,6 +196,7 @@ pub struct PageNetwork {
     /// The networks already on the switch (added when a VM first attaches to them).
     added: Vec<String>,
     vms: HashMap<String, VmPort>,
+    uplinks: HashMap<String, UplinkPort>,
 }
 
 impl PageNetwork {
@@ -195,6 +222,7 @@ impl PageNetwork {
             networks,
             added: Vec::new(),
             vms: HashMap::new(),
+            uplinks: HashMap::new(),
         })
     }
 
@@ -212,23 +240,7 @@ impl PageNetwork {
                 "VM {vm_id:?} is already on the page's network"
             )));
         }
-        if !self.added.contains(&nic.network) {
-            let Some(def) = self.networks.iter().find(|n| n.id == nic.network) else {
-                let known: Vec<&str> = self.networks.iter().map(|n| n.id.as_str()).collect();
-                return Err(bad(format!(
-                    "no network '{}' is defined (this client has: {})",
-                    nic.network,
-                    known.join(", ")
-                )));
-            };
-            let plan = def
-                .plan()
-                .map_err(|e| bad(format!("network '{}': {e}", nic.network)))?;
-            self.switch
-                .add_network(plan)
-                .map_err(|e| bad(e.to_string()))?;
-            self.added.push(nic.network.clone());
-        }
+        self.ensure_network(&nic.network)?;
         let mut joining = Nic::new(vm_id, nic.mac);
         if let Some(ip) = nic.ip {
             joining = joining.with_ip(ip);
@@ -247,6 +259,97 @@ impl PageNetwork {
             },
         );
         Ok(())
+    }
+
+    /// Puts network `network` on the switch, if it is not yet.
+    fn ensure_network(&mut self, network: &str) -> Result<()> {
+        let bad = |reason: String| RuntimeError::InvalidInputs(reason);
+        if self.added.iter().any(|n| n == network) {
+            return Ok(());
+        }
+        let Some(def) = self.networks.iter().find(|n| n.id == network) else {
+            let known: Vec<&str> = self.networks.iter().map(|n| n.id.as_str()).collect();
+            return Err(bad(format!(
+                "no network '{network}' is defined (this client has: {})",
+                known.join(", ")
+            )));
+        };
+        let plan = def
+            .plan()
+            .map_err(|e| bad(format!("network '{network}': {e}")))?;
+        self.switch
+            .add_network(plan)
+            .map_err(|e| bad(e.to_string()))?;
+        self.added.push(network.to_string());
+        Ok(())
+    }
+
+    /// Attaches the uplink of NAT network `network` (the page's end of `qemuweb
+    /// network`): what its VMs send beyond the network goes to it
+    /// ([`drain_uplinks`](Self::drain_uplinks)), what it sends comes in through
+    /// [`send_uplink`](Self::send_uplink).
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::InvalidInputs`] for a network this page does not define, an
+    /// isolated network, or one with an uplink already.
+    pub fn connect_uplink(&mut self, network: &str) -> Result<()> {
+        self.ensure_network(network)?;
+        let port = self
+            .switch
+            .attach_uplink(network)
+            .map_err(|e| RuntimeError::InvalidInputs(e.to_string()))?;
+        self.uplinks
+            .insert(network.to_string(), UplinkPort { port, closed: 0 });
+        Ok(())
+    }
+
+    /// Detaches network `network`'s uplink (its connection closed); its traffic is
+    /// dropped as `no-route` again.
+    pub fn disconnect_uplink(&mut self, network: &str) {
+        if let Some(u) = self.uplinks.remove(network) {
+            let _ = self.switch.detach(u.port);
+        }
+    }
+
+    /// A frame from network `network`'s uplink, at `now_ms`; `None` without an uplink.
+    pub fn send_uplink(&mut self, network: &str, frame: &[u8], now_ms: u64) -> Option<SendOutcome> {
+        let port = self.uplinks.get(network)?.port;
+        self.switch.send(port, frame, now_ms).ok()
+    }
+
+    /// Hands every frame waiting for an uplink to `deliver(network, frame)`, which says
+    /// whether it could send it; those it could not are counted as [`DROP_CLOSED`].
+    pub fn drain_uplinks(&mut self, mut deliver: impl FnMut(&str, Vec<u8>) -> bool) {
+        for (network, u) in self.uplinks.iter_mut() {
+            while let Some(frame) = self.switch.recv(u.port) {
+                if !deliver(network, frame) {
+                    u.closed += 1;
+                }
+            }
+        }
+    }
+
+    /// The counters of network `network`'s uplink.
+    pub fn uplink_stats(&self, network: &str) -> Option<UplinkStats> {
+        let u = self.uplinks.get(network)?;
+        let s = self.switch.stats(u.port).ok()?;
+        let mut dropped: BTreeMap<String, u64> = DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), s.dropped(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if u.closed > 0 {
+            dropped.insert(DROP_CLOSED.into(), u.closed);
+        }
+        Some(UplinkStats {
+            network: network.to_string(),
+            sent_frames: s.sent_frames,
+            sent_bytes: s.sent_bytes,
+            received_frames: s.received_frames,
+            received_bytes: s.received_bytes,
+            dropped,
+        })
     }
 
     /// Takes VM `vm_id` off the network (when it stops); frames queued for it go.
@@ -407,6 +510,45 @@ mod tests {
         });
         out.sort();
         out
+    }
+
+    #[test]
+    fn an_uplink_carries_what_is_beyond_the_network() {
+        let mut net = PageNetwork::new(qemuweb_config::default_networks()).unwrap();
+        // Before any VM: the network is put on the switch for it.
+        net.connect_uplink("default").unwrap();
+        assert!(net.connect_uplink("default").is_err(), "one per network");
+        assert!(net.connect_uplink("isolated").is_err(), "isolated");
+        assert!(net.connect_uplink("nope").is_err());
+        let a = nic("a", "default");
+        net.attach("a", &a).unwrap();
+        let gw = qemuweb_net::services::gateway_mac(Ipv4Addr::new(10, 0, 2, 2));
+        // An ARP reply to the gateway (not for its services) goes to the uplink.
+        let mut arp = gw.to_vec();
+        arp.extend(a.mac);
+        arp.extend([0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+        arp.extend(a.mac);
+        arp.extend([10, 0, 2, 15]);
+        arp.extend(gw);
+        arp.extend([10, 0, 2, 2]);
+        net.send("a", &arp, 0).unwrap();
+        let mut up = Vec::new();
+        net.drain_uplinks(|n, f| {
+            up.push((n.to_string(), f));
+            true
+        });
+        assert_eq!(up, [("default".to_string(), arp)]);
+        // The relay's frame to the VM comes in as the gateway's.
+        let back = unicast(a.mac, gw, 7);
+        net.send_uplink("default", &back, 0).unwrap();
+        assert_eq!(drained(&mut net), [("a".to_string(), back)]);
+        let stats = net.uplink_stats("default").unwrap();
+        assert_eq!((stats.sent_frames, stats.received_frames), (1, 1));
+        net.disconnect_uplink("default");
+        assert!(net.uplink_stats("default").is_none());
+        assert!(net
+            .send_uplink("default", &unicast(a.mac, gw, 7), 0)
+            .is_none());
     }
 
     #[test]

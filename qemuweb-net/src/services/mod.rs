@@ -129,7 +129,9 @@ impl Services {
             _ => Handled::NotMine,
         };
         match handled {
-            Handled::NotMine if to_me => Handled::Answered(Vec::new()),
+            // Sent to the gateway and not for a service (an ARP reply to the gateway, TCP
+            // to the gateway's address, ...): the uplink's, if the network has one.
+            Handled::NotMine if to_me => Handled::Beyond,
             Handled::Beyond if !to_me => Handled::NotMine,
             h => h,
         }
@@ -208,8 +210,10 @@ impl Services {
                 );
                 Handled::Answered(vec![frame])
             }
-            _ if self.is_mine(ip.dst_addr) => Handled::Answered(Vec::new()),
+            // TCP and the rest to the gateway's own address, or beyond the network: the
+            // uplink's (`qemuweb network` maps the gateway's address to the host's).
             _ if frame.dst_addr() == EthernetAddress(self.mac) => Handled::Beyond,
+            _ if self.is_mine(ip.dst_addr) => Handled::Answered(Vec::new()),
             _ => Handled::NotMine,
         }
     }
@@ -251,7 +255,9 @@ impl Services {
             });
             return Handled::Answered(answer.into_iter().collect());
         }
-        if self.is_mine(dst) {
+        if dst == self.plan.gateway {
+            Handled::Beyond
+        } else if self.is_mine(dst) {
             Handled::Answered(Vec::new())
         } else if dst != Ipv4Addr::BROADCAST && !self.plan.contains(dst) {
             Handled::Beyond
