@@ -191,6 +191,18 @@ fn valid_vm_name(name: &str) -> bool {
 }
 
 impl Switch {
+    /// A free port slot: a detached port's, or a new one.
+    fn free_slot(&mut self) -> usize {
+        match self.slots.iter().position(Option::is_none) {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                self.slots.len() - 1
+            }
+        }
+    }
+
     /// A switch with no networks and the default [`SwitchLimits`].
     pub fn new() -> Self {
         Switch::default()
@@ -312,14 +324,7 @@ impl Switch {
                 max: self.limits.max_ports_per_network,
             });
         }
-        let slot = match self.slots.iter().position(Option::is_none) {
-            Some(s) => s,
-            None => {
-                self.slots.push(None);
-                self.generations.push(0);
-                self.slots.len() - 1
-            }
-        };
+        let slot = self.free_slot();
         let id = PortId::new(slot, self.generations[slot]);
         let net = &mut self.networks[n];
         net.services.add_host(&nic.vm, nic.mac, nic.ip);
@@ -371,14 +376,7 @@ impl Switch {
             });
         }
         let mac = net.services.mac();
-        let slot = match self.slots.iter().position(Option::is_none) {
-            Some(s) => s,
-            None => {
-                self.slots.push(None);
-                self.generations.push(0);
-                self.slots.len() - 1
-            }
-        };
+        let slot = self.free_slot();
         let id = PortId::new(slot, self.generations[slot]);
         let net = &mut self.networks[n];
         net.uplink = Some(slot);

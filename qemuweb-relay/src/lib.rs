@@ -40,6 +40,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![warn(missing_docs)]
 
+pub mod device;
 mod error;
 mod policy;
 mod server;

@@ -16,13 +16,12 @@
 //! ([`StackLimits`]) and the bytes in flight per connection (socket buffers and channel
 //! capacities).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use qemuweb_config::NetworkPlan;
 use qemuweb_net::{services::gateway_mac, validate_frame, DropReason};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -31,6 +30,7 @@ use smoltcp::wire::{
 };
 use tokio::sync::mpsc;
 
+use crate::device::FrameQueues as Queues;
 use crate::policy::{Policy, Refusal};
 
 /// The largest frame the relay takes or sends (a 1500-byte MTU and the Ethernet header).
@@ -135,52 +135,6 @@ impl RelayStats {
     /// How many connections were refused for `reason`.
     pub fn refused(&self, reason: Refusal) -> u64 {
         self.refused.get(reason.as_str()).copied().unwrap_or(0)
-    }
-}
-
-/// The device between smoltcp and the page: two queues of frames.
-#[derive(Debug, Default)]
-struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0; len];
-        let r = f(&mut frame);
-        self.0.push_back(frame);
-        r
-    }
-}
-
-impl Device for Queues {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
-        let frame = self.rx.pop_front()?;
-        Some((Rx(frame), Tx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MAX_FRAME;
-        caps
     }
 }
 
