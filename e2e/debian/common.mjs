@@ -38,13 +38,14 @@ export function debianDisks(archs = ARCHS) {
 
 /**
  * Native QEMU (TCG) with the devices of the disk's QemuWeb profile as the browser build runs
- * it (no network there): q35/qemu64 or virt/cortex-a57, 512 MiB, one vCPU, virtio-blk,
- * virtio-rng, the serial console on stdio. arm64 boots with -kernel (the disk's own kernel and
+ * it (no network there): q35/qemu64 or virt/cortex-a57 with 512 MiB, virtio-blk and virtio-rng;
+ * i386: pc/qemu32 with 256 MiB and IDE; one vCPU, the serial console on stdio. arm64 boots with -kernel (the disk's own kernel and
  * initramfs); `check` selects the short init there (on x86 it is typed at SYSLINUX's prompt).
  */
 export function nativeArgs(d, image, { check = false } = {}) {
   const drive = ['-drive', `file=${image},format=qcow2,if=none,id=disk0`, '-device', 'virtio-blk-pci,drive=disk0,bootindex=0'];
-  const common = ['-nodefaults', '-no-user-config', '-accel', 'tcg', '-m', '512', '-smp', '1',
+  const memory = d.boot.arch === 'i386' ? '256' : '512';
+  const common = ['-nodefaults', '-no-user-config', '-accel', 'tcg', '-m', memory, '-smp', '1',
     '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot'];
   if (d.boot.arch === 'arm64') {
     return ['qemu-system-aarch64', [...common, '-machine', 'virt', '-cpu', 'cortex-a57',
@@ -65,12 +66,16 @@ export class NativeGuest {
   constructor(d, image, { check = false, limitS = 300 } = {}) {
     const [binary, args] = nativeArgs(d, image, { check });
     this.t0 = performance.now();
-    this.child = spawn('timeout', ['-k', '5', String(limitS), binary, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Its own process group, killed whole when this process exits; `timeout` bounds it even
+    // when this process is killed outright.
+    this.child = spawn('timeout', ['-k', '5', String(limitS), binary, ...args], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const killGroup = () => { try { process.kill(-this.child.pid, 'SIGKILL'); } catch { /* gone */ } };
+    process.on('exit', killGroup);
     this.out = '';
     this.err = '';
     this.exit = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve(code ?? signal)));
     this.exited = false;
-    this.exit.then(() => { this.exited = true; });
+    this.exit.then(() => { this.exited = true; process.off('exit', killGroup); });
     this.child.stdout.on('data', (b) => { this.out += b.toString('latin1'); });
     this.child.stderr.on('data', (b) => { this.err += b; });
   }
@@ -98,8 +103,11 @@ export class NativeGuest {
     return Promise.race([this.exit, timer]);
   }
 
+  /** Stops QEMU (SIGTERM: it closes its images cleanly) and waits for it. */
   async kill() {
-    if (!this.exited) this.child.kill('SIGTERM');
+    if (!this.exited) {
+      try { process.kill(-this.child.pid, 'SIGTERM'); } catch { /* gone */ }
+    }
     await this.exit;
   }
 }

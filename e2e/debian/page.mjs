@@ -85,7 +85,7 @@ export function startDebian(page, env, arch, d, vm, { check = false, engine = 'q
   return page.evaluate(async ([vm, profile, inputs, assets, engine]) => {
     window.client = engine === 'qemu' ? makeClient({ workerUrl: './pkg/worker.js', assets }) : makeClient();
     await window.client.init();
-    return attempt(() => window.client.startVm(vm, profiles[profile], inputs, undefined, { engine }));
+    return attempt(() => window.client.startVm(vm, profiles[profile], inputs, { engine }));
   }, [vm, d.boot.profile, inputs, qemuAssets(arch), engine]);
 }
 
