@@ -12,7 +12,10 @@
 #   scripts/e2e-debian.sh [native|page]...     (default: both)
 #
 # The first run builds the disks: about 5 minutes on 2 cores (both arches in parallel), about
-# 170 MB of Debian packages. Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU_DIR.
+# 170 MB of Debian packages. Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR (else
+# QEMUWEB_QEMU_DIR: the module directory of the page tests), QEMUWEB_DEBIAN_ARCHS
+# (comma-separated, default amd64,arm64) and QEMUWEB_DEBIAN_DIRS (arch=DIR,...: disks built
+# before).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
@@ -21,7 +24,10 @@ parts=("$@")
 [[ $# -gt 0 ]] || parts=(native page)
 
 SECONDS=0
-scripts/debian-disk amd64 arm64 >/dev/null
+archs=${QEMUWEB_DEBIAN_ARCHS:-amd64,arm64}
+if [[ -z ${QEMUWEB_DEBIAN_DIRS:-} ]]; then
+    scripts/debian-disk ${archs//,/ } >/dev/null
+fi
 echo "e2e-debian: disks ready after ${SECONDS}s"
 (cd e2e && npm ci --no-audit --no-fund --silent)
 for part in "${parts[@]}"; do

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { launch, newProfile } from '../lib/browser.mjs';
 import { dropProfile, openPage, setUp } from '../runtime/common.mjs';
 import { debianDisks, NativeGuest, nativeIo, steps } from './common.mjs';
-import { pageIo, publish, qemu64Missing, startDebian } from './page.mjs';
+import { pageIo, publish, qemuMissing, startDebian } from './page.mjs';
 
 const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
@@ -73,8 +73,8 @@ try {
   for (let i = 0; i < runs; i++) {
     for (const arch of archs) {
       const contenders = [() => native(`native ${arch}`, arch)];
-      if (!qemu64Missing(arch)) contenders.push(() => ours(`qemu-wasm ${arch}`, arch, 'qemu'));
-      else if (i === 0) console.error(`!! ${arch}: no QEMU module (${qemu64Missing(arch)}): its QEMU-wasm row is left out`);
+      if (!qemuMissing(arch)) contenders.push(() => ours(`qemu-wasm ${arch}`, arch, 'qemu'));
+      else if (i === 0) console.error(`!! ${arch}: no QEMU module (${qemuMissing(arch)}): its QEMU-wasm row is left out`);
       if (arch === 'i386') contenders.push(() => ours('v86 i386', arch, 'v86'));
       for (const c of i % 2 ? contenders.reverse() : contenders) await c();
     }

@@ -3,41 +3,59 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** The QEMU binary of each Debian arch. */
-export const QEMU_BINARY = { amd64: 'qemu-system-x86_64', arm64: 'qemu-system-aarch64', i386: 'qemu-system-i386' };
+/** The QEMU binaries that can run each Debian arch, preferred first. */
+export const QEMU_BINARIES = {
+  amd64: ['qemu-system-x86_64'],
+  arm64: ['qemu-system-aarch64'],
+  // An i386 guest runs on qemu-system-x86_64 too (-M pc -cpu qemu32).
+  i386: ['qemu-system-i386', 'qemu-system-x86_64'],
+};
 
-/** The module directory: QEMUWEB_QEMU64_DIR, else QEMUWEB_QEMU_DIR (a qemuweb-wasm-build output). */
-export const qemu64Dir = () => process.env.QEMUWEB_QEMU64_DIR || process.env.QEMUWEB_QEMU_DIR;
+/** The module directories, searched in order: QEMUWEB_QEMU64_DIR, QEMUWEB_QEMU_DIR. */
+export const qemuDirs = () => [process.env.QEMUWEB_QEMU64_DIR, process.env.QEMUWEB_QEMU_DIR].filter(Boolean);
 
-/** The files the QEMU engine is given for `arch`. */
-export function qemuFiles(arch) {
-  const bin = QEMU_BINARY[arch];
-  const firmware = arch === 'arm64' ? [] : ['bios-256k.bin', 'vgabios-stdvga.bin', 'kvmvapic.bin', 'linuxboot_dma.bin'];
-  return [`${bin}.js`, `${bin}.wasm`, ...firmware];
+/** The files the QEMU engine is given for `binary`. */
+export function qemuFiles(binary) {
+  const firmware = binary === 'qemu-system-aarch64' ? [] : ['bios-256k.bin', 'vgabios-stdvga.bin', 'kvmvapic.bin', 'linuxboot_dma.bin'];
+  return [`${binary}.js`, `${binary}.wasm`, ...firmware];
 }
 
-/** Why the wasm64 module for `arch` cannot be used, or null. */
-export function qemu64Missing(arch, dir = qemu64Dir()) {
-  if (!dir) return 'neither QEMUWEB_QEMU64_DIR nor QEMUWEB_QEMU_DIR is set (scripts/build-qemu builds it)';
-  const gone = qemuFiles(arch).filter((f) => !existsSync(join(dir, f)));
-  if (gone.length) return `${dir} lacks ${gone.join(', ')}`;
+/** Whether `dir` holds a module for 64-bit guests (its qemu-build.json says wasm64/Memory64). */
+function is64(dir) {
   const info = join(dir, 'qemu-build.json');
-  if (existsSync(info) && arch !== 'i386') {
-    const text = readFileSync(info, 'utf8');
-    if (!/wasm64|memory64/i.test(text)) return `${info} does not describe a wasm64 (Memory64) build`;
-  }
-  return null;
+  return existsSync(info) && /wasm64|memory64/i.test(readFileSync(info, 'utf8'));
 }
 
-/** Engine assets for the module files under /qemu64/ of the web root. */
+/** The module for `arch`: { dir, binary }, or { missing: why }. */
+export function qemuModule(arch) {
+  const dirs = qemuDirs();
+  if (!dirs.length) return { missing: 'neither QEMUWEB_QEMU64_DIR nor QEMUWEB_QEMU_DIR is set (scripts/build-qemu builds it)' };
+  const tried = [];
+  for (const dir of dirs) {
+    for (const binary of QEMU_BINARIES[arch]) {
+      const gone = qemuFiles(binary).filter((f) => !existsSync(join(dir, f)));
+      if (!gone.length && (arch === 'i386' || is64(dir))) return { dir, binary };
+      tried.push(gone.length ? `${dir} lacks ${gone.join(', ')}` : `${dir}/qemu-build.json does not describe a wasm64 (Memory64) build`);
+    }
+  }
+  return { missing: tried.join('; ') };
+}
+
+/** Why no module can run `arch`, or null. */
+export const qemuMissing = (arch) => qemuModule(arch).missing ?? null;
+
+/** Engine assets for the module of `arch` under /qemu-ARCH/ of the web root. */
 export function qemuAssets(arch) {
-  const assets = { qemuModule: `./qemu64/${QEMU_BINARY[arch]}.js` };
-  if (arch !== 'arm64') {
+  const { binary } = qemuModule(arch);
+  if (!binary) return undefined;
+  const base = `./qemu-${arch}`;
+  const assets = { qemuModule: `${base}/${binary}.js` };
+  if (binary !== 'qemu-system-aarch64') {
     Object.assign(assets, {
-      bios: { kind: 'url', url: './qemu64/bios-256k.bin' },
-      vgaBios: { kind: 'url', url: './qemu64/vgabios-stdvga.bin' },
-      kvmvapic: { kind: 'url', url: './qemu64/kvmvapic.bin' },
-      linuxbootDma: { kind: 'url', url: './qemu64/linuxboot_dma.bin' },
+      bios: { kind: 'url', url: `${base}/bios-256k.bin` },
+      vgaBios: { kind: 'url', url: `${base}/vgabios-stdvga.bin` },
+      kvmvapic: { kind: 'url', url: `${base}/kvmvapic.bin` },
+      linuxbootDma: { kind: 'url', url: `${base}/linuxboot_dma.bin` },
     });
   }
   return assets;
@@ -45,8 +63,8 @@ export function qemuAssets(arch) {
 
 /**
  * Puts the disk of `arch` (and its kernel and initramfs) under /ARCH/ of the image server
- * (hard links into the cache where possible; the image is only read), and the module's files
- * under /qemu64/ of the web root when the module is there.
+ * (hard links into the cache where possible; the image is only read), and the files of its QEMU
+ * module under /qemu-ARCH/ of the web root when there is one.
  */
 export function publish(env, arch, d) {
   const dir = join(env.imageRoot, arch);
@@ -58,11 +76,10 @@ export function publish(env, arch, d) {
       copyFileSync(from, join(dir, name));
     }
   }
-  if (!qemu64Missing(arch)) {
-    mkdirSync(join(env.webRoot, 'qemu64'), { recursive: true });
-    for (const f of qemuFiles(arch)) {
-      if (!existsSync(join(env.webRoot, 'qemu64', f))) copyFileSync(join(qemu64Dir(), f), join(env.webRoot, 'qemu64', f));
-    }
+  const module = qemuModule(arch);
+  if (module.binary) {
+    mkdirSync(join(env.webRoot, `qemu-${arch}`), { recursive: true });
+    for (const f of qemuFiles(module.binary)) copyFileSync(join(module.dir, f), join(env.webRoot, `qemu-${arch}`, f));
   }
 }
 

@@ -4,8 +4,10 @@
 // QemuWeb's short init of each disk: a command answered, a file written and synced, the page
 // reloaded, the file read back (from the IndexedDB overlay under the unchanged image).
 //
-// Runs in scripts/e2e-debian.sh (QEMUWEB_E2E_DEBIAN=1). Without a module for an arch the test
-// is SKIPPED, loudly; with CI=true a missing module fails it.
+// Runs in scripts/e2e-debian.sh (QEMUWEB_E2E_DEBIAN=1). The module directory is
+// QEMUWEB_QEMU64_DIR, else QEMUWEB_QEMU_DIR (point either at another build, e.g. the JIT's, to
+// run the same test on it). Without a module for an arch the test is SKIPPED, loudly; with
+// CI=true a missing module fails it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
@@ -13,7 +15,7 @@ import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { browserWithPage, dropProfile, setUp } from '../runtime/common.mjs';
 import { ARCHS, debianDisks, steps } from './common.mjs';
-import { pageIo, publish, qemu64Missing, startDebian } from './page.mjs';
+import { pageIo, publish, qemuMissing, startDebian } from './page.mjs';
 
 const enabled = process.env.QEMUWEB_E2E_DEBIAN === '1';
 const skip = !enabled && 'set QEMUWEB_E2E_DEBIAN=1 (scripts/e2e-debian.sh)';
@@ -37,7 +39,7 @@ after(async () => {
 
 for (const arch of ARCHS) {
   test(`Debian ${arch} in the page on the QEMU engine: short init, a command answered, a file kept across a reload`, { skip }, async (t) => {
-    const missing = qemu64Missing(arch);
+    const missing = qemuMissing(arch);
     if (missing) {
       const why = `the wasm64 QEMU module for ${arch} is missing: ${missing}`;
       console.error(`\n${'!'.repeat(78)}\n!! ${why}\n!! This test is SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
