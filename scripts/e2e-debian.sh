@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Real Debian bookworm disks (scripts/debian-disk: amd64 with SYSLINUX on an MBR disk, arm64
+# booted with -kernel; cached outside the repository) end to end:
+#   1. on native qemu-system-x86_64/-aarch64 (TCG): QemuWeb's short init and the full boot to
+#      the root shell, a command answered, a file kept across boots (e2e/debian/native.test.mjs);
+#   2. in headless Chromium through QemuClient on the QEMU engine (wasm64), from qcow2 over HTTP
+#      on 127.0.0.1: the short init, a command answered, a file kept across a page reload from
+#      the IndexedDB overlay (e2e/debian/page.test.mjs). Without a wasm64 module for a disk's
+#      arch these tests are SKIPPED (and fail when CI=true).
+# Every test file runs under `timeout -k` (QEMUWEB_DEBIAN_E2E_TIMEOUT seconds, default 1800).
+#
+#   scripts/e2e-debian.sh [native|page]...     (default: both)
+#
+# The first run builds the disks: about 5 minutes on 2 cores (both arches in parallel), about
+# 170 MB of Debian packages. Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR (else
+# QEMUWEB_QEMU_DIR: the module directory of the page tests), QEMUWEB_DEBIAN_ARCHS
+# (comma-separated, default amd64,arm64) and QEMUWEB_DEBIAN_DIRS (arch=DIR,...: disks built
+# before).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+limit=${QEMUWEB_DEBIAN_E2E_TIMEOUT:-1800}
+parts=("$@")
+[[ $# -gt 0 ]] || parts=(native page)
+
+SECONDS=0
+archs=${QEMUWEB_DEBIAN_ARCHS:-amd64,arm64}
+if [[ -z ${QEMUWEB_DEBIAN_DIRS:-} ]]; then
+    scripts/debian-disk ${archs//,/ } >/dev/null
+fi
+echo "e2e-debian: disks ready after ${SECONDS}s"
+(cd e2e && npm ci --no-audit --no-fund --silent)
+for part in "${parts[@]}"; do
+    case $part in
+        native) ;;
+        page)
+            cargo build -q -p qemuweb-testkit --bin qemuweb-test-server
+            cargo build -q -p qemuweb-guests
+            scripts/build-web qemuweb-runtime >/dev/null
+            ;;
+        *) echo "e2e-debian: unknown part '$part' (native, page)" >&2; exit 2 ;;
+    esac
+    (cd e2e && QEMUWEB_E2E_DEBIAN=1 timeout -k 10 "$limit" node --test --test-concurrency=1 "debian/$part.test.mjs")
+done
+echo "e2e-debian: done in ${SECONDS}s"
