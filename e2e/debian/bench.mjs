@@ -5,7 +5,11 @@
 //     spawn -> prompt on the same image; ratios; bytes fetched over HTTP against the image size;
 //   - i386 (the JIT issue's row): page start -> prompt on QEMU-wasm against the v86 engine
 //     (both through QemuClient, same qcow2), and native qemu-system-i386 (TCG).
-// SYSLINUX's 5 s prompt is skipped with Enter on every side alike.
+// SYSLINUX's 5 s prompt is skipped with Enter on every side alike. On a `tcg: jit` build each
+// QEMU-wasm row also prints the JIT's counters at the prompt (blocks compiled, time spent
+// translating, compiling and instantiating; watchJit in page.mjs). The page cannot run the same
+// module with its JIT off: the runtime drops `-accel` from a profile's and a start's arguments
+// on the browser target, so a TCI row needs an interpreter build (QEMUWEB_QEMU_DIR of one).
 //
 //   node e2e/debian/bench.mjs [--runs N] [--arch amd64,arm64,i386]
 //
@@ -16,7 +20,7 @@ import { join } from 'node:path';
 import { launch, newProfile } from '../lib/browser.mjs';
 import { dropProfile, openPage, setUp } from '../runtime/common.mjs';
 import { debianDisks, NativeGuest, nativeIo, steps } from './common.mjs';
-import { pageIo, publish, qemuMissing, startDebian } from './page.mjs';
+import { pageIo, publish, qemuMissing, qemuTcg, startDebian, watchJit } from './page.mjs';
 
 const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
@@ -34,6 +38,7 @@ const results = {};
 const record = (name, ms) => (results[name] ??= []).push(ms);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fetchedBytes = {};
+const jitStats = {};
 
 /** Native QEMU (TCG) on an overlay of the image: ms from spawn to the root shell prompt. */
 async function native(name, arch) {
@@ -55,6 +60,7 @@ async function native(name, arch) {
 async function ours(name, arch, engine) {
   const d = disks[arch];
   const page = await openPage(context, env.web, name);
+  const jit = engine === 'qemu' ? watchJit(page) : null;
   const vm = `bench-${arch}-${Date.now()}`;
   await env.images.log();
   const started = await startDebian(page, env, arch, d, vm, { engine });
@@ -62,6 +68,7 @@ async function ours(name, arch, engine) {
   const io = pageIo(page, vm);
   await steps.bootPrompt(io, d.boot, '', BOOT_MS);
   record(name, await steps.rootShell(io, d.boot, BOOT_MS));
+  if (jit) jitStats[name] = await jit.read();
   const log = (await env.images.log()).map((l) => l.split('\t')).filter(([m, p]) => m === 'GET' && p.startsWith(`/${arch}/`));
   fetchedBytes[name] = log.reduce((n, g) => n + Number(g[4]), 0);
   await page.evaluate((vm) => client.stopVm(vm, true), vm);
@@ -89,9 +96,21 @@ const line = (name) => `  ${name.padEnd(16)} median ${(median(results[name]) / 1
 const ratio = (a, b) => (results[a] && results[b] ? (median(results[a]) / median(results[b])).toFixed(2) : 'n/a');
 console.log(`Debian bookworm, full boot to the root shell prompt (${runs} run(s) each; page rows from page start)`);
 for (const arch of archs) {
+  if (!qemuMissing(arch)) console.log(`  qemu-wasm ${arch}: TCG ${qemuTcg(arch)} (qemu-build.json of ${process.env.QEMUWEB_QEMU64_DIR || process.env.QEMUWEB_QEMU_DIR})`);
+}
+for (const arch of archs) {
   const d = disks[arch];
   for (const n of [`qemu-wasm ${arch}`, `v86 ${arch}`, `native ${arch}`]) if (results[n]) rows.push(line(n));
   if (results[`qemu-wasm ${arch}`]) rows.push(`  ratio qemu-wasm ${arch} / native TCG: ${ratio(`qemu-wasm ${arch}`, `native ${arch}`)}`);
+  const j = jitStats[`qemu-wasm ${arch}`];
+  if (j) {
+    rows.push(`  qemu-wasm ${arch} JIT at the prompt: ${j.enabled ? 'on' : 'off'}, ${j.blocks} blocks compiled in ${j.modules} modules ` +
+      `(${Math.round(j.wasmBytes / 1024)} KiB), ${j.failed} refused, ${j.flushes} flushes; compiling ` +
+      `${((j.translateUs + j.compileUs + j.instantiateUs) / 1e6).toFixed(2)} s (translate ${(j.translateUs / 1e6).toFixed(2)} s, ` +
+      `WebAssembly.Module ${(j.compileUs / 1e6).toFixed(2)} s, instantiate ${(j.instantiateUs / 1e6).toFixed(2)} s)`);
+  } else if (results[`qemu-wasm ${arch}`] && qemuTcg(arch) === 'jit') {
+    rows.push(`  qemu-wasm ${arch} JIT counters: not read (the hook missed the module's instantiation)`);
+  }
   if (arch === 'i386') {
     rows.push(`  ratio qemu-wasm i386 / v86 engine: ${ratio('qemu-wasm i386', 'v86 i386')}`);
     rows.push(`  ratio v86 engine i386 / native TCG: ${ratio('v86 i386', 'native i386')}`);

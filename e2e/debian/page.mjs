@@ -41,6 +41,13 @@ export function qemuModule(arch) {
   return { missing: tried.join('; ') };
 }
 
+/** The TCG of the module for `arch` as its qemu-build.json says ("jit", "interpreter"), or "unknown". */
+export function qemuTcg(arch) {
+  const { dir } = qemuModule(arch);
+  if (!dir || !existsSync(join(dir, 'qemu-build.json'))) return 'unknown';
+  return JSON.parse(readFileSync(join(dir, 'qemu-build.json'), 'utf8')).tcg ?? 'interpreter';
+}
+
 /** Why no module can run `arch`, or null. */
 export const qemuMissing = (arch) => qemuModule(arch).missing ?? null;
 
@@ -112,5 +119,63 @@ export function pageIo(page, vm) {
     text: () => page.evaluate((vm) => window.serial[vm] ?? '', vm),
     waitFor: (text, ms, from) => page.evaluate(([vm, text, from, ms]) => waitSerial(vm, text, from, ms), [vm, text, from, ms]),
     send: (text) => page.evaluate(([vm, text]) => window.client.sendSerialIn(vm, text), [vm, text]),
+  };
+}
+
+/**
+ * The JIT's statistics (patch 0012: `qemuweb_jit_stats()` returns the address of a struct of
+ * u64 counters in the module's memory) read from the outside, without the runtime's help: every
+ * worker of `page` gets a hook on WebAssembly.instantiate/instantiateStreaming that keeps an
+ * instance exporting `qemuweb_jit_stats` and the memory it imports. A benchmark's aid, not a
+ * test: the hook races the worker's own start (playwright reports a worker once it runs), so
+ * `read()` answers null when it missed the instantiation or the module has no JIT.
+ */
+export function watchJit(page) {
+  const hook = () => {
+    if (self.__qemuwebJit) return;
+    self.__qemuwebJit = [];
+    const keep = (result, imports) => {
+      const instance = result.instance ?? result;
+      const exports = instance?.exports ?? {};
+      const stats = exports.qemuweb_jit_stats ?? exports._qemuweb_jit_stats;
+      let memory = exports.memory;
+      for (const ns of Object.values(imports ?? {})) {
+        for (const v of Object.values(ns ?? {})) if (v instanceof WebAssembly.Memory) memory = v;
+      }
+      if (typeof stats === 'function' && memory) self.__qemuwebJit.push({ stats, memory });
+      return result;
+    };
+    const instantiate = WebAssembly.instantiate;
+    const streaming = WebAssembly.instantiateStreaming;
+    WebAssembly.instantiate = function (source, imports, ...rest) {
+      return instantiate.call(this, source, imports, ...rest).then((r) => keep(r, imports));
+    };
+    if (streaming) {
+      WebAssembly.instantiateStreaming = function (source, imports, ...rest) {
+        return streaming.call(this, source, imports, ...rest).then((r) => keep(r, imports));
+      };
+    }
+  };
+  const read = () => {
+    const found = self.__qemuwebJit?.at(-1);
+    if (!found) return null;
+    const names = ['version', 'enabled', 'blocks', 'modules', 'failed', 'wasmBytes', 'translateUs',
+      'compileUs', 'instantiateUs', 'flushes', 'hotThreshold', 'batch'];
+    const at = Number(found.stats());
+    const words = new BigUint64Array(found.memory.buffer, at, names.length);
+    return Object.fromEntries(names.map((n, i) => [n, Number(words[i])]));
+  };
+  const install = (w) => w.evaluate(hook).catch(() => {});
+  page.on('worker', install);
+  for (const w of page.workers()) install(w);
+  return {
+    /** The last module's counters ({ blocks, compileUs, ... }), or null. */
+    async read() {
+      for (const w of page.workers()) {
+        const s = await w.evaluate(read).catch(() => null);
+        if (s) return s;
+      }
+      return null;
+    },
   };
 }
