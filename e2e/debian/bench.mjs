@@ -103,13 +103,13 @@ for (const arch of archs) {
   for (const n of [`qemu-wasm ${arch}`, `v86 ${arch}`, `native ${arch}`]) if (results[n]) rows.push(line(n));
   if (results[`qemu-wasm ${arch}`]) rows.push(`  ratio qemu-wasm ${arch} / native TCG: ${ratio(`qemu-wasm ${arch}`, `native ${arch}`)}`);
   const j = jitStats[`qemu-wasm ${arch}`];
-  if (j) {
+  if (j && !j.missing) {
     rows.push(`  qemu-wasm ${arch} JIT at the prompt: ${j.enabled ? 'on' : 'off'}, ${j.blocks} blocks compiled in ${j.modules} modules ` +
       `(${Math.round(j.wasmBytes / 1024)} KiB), ${j.failed} refused, ${j.flushes} flushes; compiling ` +
       `${((j.translateUs + j.compileUs + j.instantiateUs) / 1e6).toFixed(2)} s (translate ${(j.translateUs / 1e6).toFixed(2)} s, ` +
       `WebAssembly.Module ${(j.compileUs / 1e6).toFixed(2)} s, instantiate ${(j.instantiateUs / 1e6).toFixed(2)} s)`);
   } else if (results[`qemu-wasm ${arch}`] && qemuTcg(arch) === 'jit') {
-    rows.push(`  qemu-wasm ${arch} JIT counters: not read (the hook missed the module's instantiation)`);
+    rows.push(`  qemu-wasm ${arch} JIT counters: not read (${j?.missing ?? "the hook missed the module's instantiation"})`);
   }
   if (arch === 'i386') {
     rows.push(`  ratio qemu-wasm i386 / v86 engine: ${ratio('qemu-wasm i386', 'v86 i386')}`);

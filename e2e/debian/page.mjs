@@ -134,7 +134,9 @@ export function watchJit(page) {
   const hook = () => {
     if (self.__qemuwebJit) return;
     self.__qemuwebJit = [];
+    self.__qemuwebJitSeen = 0;
     const keep = (result, imports) => {
+      self.__qemuwebJitSeen += 1;
       const instance = result.instance ?? result;
       const exports = instance?.exports ?? {};
       const stats = exports.qemuweb_jit_stats ?? exports._qemuweb_jit_stats;
@@ -158,7 +160,7 @@ export function watchJit(page) {
   };
   const read = () => {
     const found = self.__qemuwebJit?.at(-1);
-    if (!found) return null;
+    if (!found) return self.__qemuwebJitSeen ? { missing: `${self.__qemuwebJitSeen} instantiations seen, none exporting qemuweb_jit_stats` } : null;
     const names = ['version', 'enabled', 'blocks', 'modules', 'failed', 'wasmBytes', 'translateUs',
       'compileUs', 'instantiateUs', 'flushes', 'hotThreshold', 'batch'];
     const at = Number(found.stats());
@@ -169,13 +171,18 @@ export function watchJit(page) {
   page.on('worker', install);
   for (const w of page.workers()) install(w);
   return {
-    /** The last module's counters ({ blocks, compileUs, ... }), or null. */
+    /**
+     * The last module's counters ({ blocks, compileUs, ... }); { missing: why } when the hook
+     * saw instantiations but none with the JIT's export; null when it saw none.
+     */
     async read() {
+      let missing = null;
       for (const w of page.workers()) {
         const s = await w.evaluate(read).catch(() => null);
-        if (s) return s;
+        if (s && !s.missing) return s;
+        missing ??= s;
       }
-      return null;
+      return missing;
     },
   };
 }

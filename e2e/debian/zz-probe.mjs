@@ -1,0 +1,24 @@
+import { newProfile } from '../lib/browser.mjs';
+import { browserWithPage, dropProfile, setUp } from '../runtime/common.mjs';
+import { installQemu, QEMU_ASSETS } from '../runtime/qemu-assets.mjs';
+import { watchJit } from './page.mjs';
+const env = await setUp();
+installQemu(env.webRoot);
+const profile = newProfile();
+const { context, page } = await browserWithPage(profile, env.web, 'probe');
+const jit = watchJit(page);
+const seen = [];
+page.on('worker', (w) => seen.push(w.url()));
+const r = await page.evaluate(async ([assets, url]) => {
+  window.client = makeClient({ workerUrl: './pkg/worker.js', assets });
+  await window.client.init();
+  return attempt(() => window.client.startVm('p', profiles['linux-i386-pc-nographic'], { disk: { source: { kind: 'url', url } } }, { engine: 'qemu' }));
+}, [QEMU_ASSETS, `${env.images.url}/x86-bios.qcow2`]);
+console.log('start', r);
+await page.evaluate(() => waitSerial('p', 'QEMUWEB-GUEST x86 v1', 0, 120000));
+console.log('workers seen', seen, page.workers().map((w) => w.url()));
+for (const w of page.workers()) console.log(w.url(), await w.evaluate(() => [self.__qemuwebJitSeen]).catch((e) => String(e)));
+console.log('stats', await jit.read());
+await context.close();
+dropProfile(profile);
+await env.tearDown();
