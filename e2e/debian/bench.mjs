@@ -11,11 +11,16 @@
 // module with its JIT off: the runtime drops `-accel` from a profile's and a start's arguments
 // on the browser target, so a TCI row needs an interpreter build (QEMUWEB_QEMU_DIR of one).
 //
-//   node e2e/debian/bench.mjs [--runs N] [--arch amd64,arm64,i386]
+//   node e2e/debian/bench.mjs [--runs N] [--arch amd64,arm64,i386] [--engines native,qemu,v86]
+//                             [--results FILE]
+//
+// --engines runs only those rows; --results FILE keeps the measurements (JSON) across
+// invocations, adding to what FILE holds, so rows measured apart are printed and divided
+// together (say so when quoting such ratios: the machine's load differs between runs).
 //
 // Rows whose QEMU module is missing are left out with a note. Needs what scripts/e2e-debian.sh
 // page builds (scripts/bench-runtime.sh --debian does that, then runs this).
-import { statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { launch, newProfile } from '../lib/browser.mjs';
 import { dropProfile, openPage, setUp } from '../runtime/common.mjs';
@@ -26,6 +31,8 @@ const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
 const runs = Number(opt('--runs', '1'));
 const archs = opt('--arch', 'amd64,arm64,i386').split(',');
+const engines = opt('--engines', 'native,qemu,v86').split(',');
+const resultsFile = opt('--results', null);
 if (!(runs > 0)) throw new Error('--runs N: a positive number');
 const BOOT_MS = 60 * 60000;
 
@@ -34,11 +41,12 @@ const env = await setUp();
 for (const arch of archs) publish(env, arch, disks[arch]);
 const profile = newProfile();
 const context = await launch(profile);
-const results = {};
+const saved = resultsFile && existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
+const results = saved.results ?? {};
 const record = (name, ms) => (results[name] ??= []).push(ms);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fetchedBytes = {};
-const jitStats = {};
+const fetchedBytes = saved.fetchedBytes ?? {};
+const jitStats = saved.jitStats ?? {};
 
 /** Native QEMU (TCG) on an overlay of the image: ms from spawn to the root shell prompt. */
 async function native(name, arch) {
@@ -79,10 +87,13 @@ const rows = [];
 try {
   for (let i = 0; i < runs; i++) {
     for (const arch of archs) {
-      const contenders = [() => native(`native ${arch}`, arch)];
-      if (!qemuMissing(arch)) contenders.push(() => ours(`qemu-wasm ${arch}`, arch, 'qemu'));
-      else if (i === 0) console.error(`!! ${arch}: no QEMU module (${qemuMissing(arch)}): its QEMU-wasm row is left out`);
-      if (arch === 'i386') contenders.push(() => ours('v86 i386', arch, 'v86'));
+      const contenders = [];
+      if (engines.includes('native')) contenders.push(() => native(`native ${arch}`, arch));
+      if (engines.includes('qemu')) {
+        if (!qemuMissing(arch)) contenders.push(() => ours(`qemu-wasm ${arch}`, arch, 'qemu'));
+        else if (i === 0) console.error(`!! ${arch}: no QEMU module (${qemuMissing(arch)}): its QEMU-wasm row is left out`);
+      }
+      if (arch === 'i386' && engines.includes('v86')) contenders.push(() => ours('v86 i386', arch, 'v86'));
       for (const c of i % 2 ? contenders.reverse() : contenders) await c();
     }
   }
@@ -92,9 +103,12 @@ try {
   await env.tearDown();
 }
 
+if (resultsFile) writeFileSync(resultsFile, JSON.stringify({ results, fetchedBytes, jitStats }, null, 1));
 const line = (name) => `  ${name.padEnd(16)} median ${(median(results[name]) / 1000).toFixed(1).padStart(7)} s   runs: ${results[name].map((x) => (x / 1000).toFixed(1)).join(', ')}`;
 const ratio = (a, b) => (results[a] && results[b] ? (median(results[a]) / median(results[b])).toFixed(2) : 'n/a');
 console.log(`Debian bookworm, full boot to the root shell prompt (${runs} run(s) each; page rows from page start)`);
+console.log('  (no page TCI row: the runtime drops -accel from profiles and starts on the browser target, so the ' +
+  'JIT cannot be turned off by a caller; run this with QEMUWEB_QEMU_DIR of an interpreter build for that row)');
 for (const arch of archs) {
   if (!qemuMissing(arch)) console.log(`  qemu-wasm ${arch}: TCG ${qemuTcg(arch)} (qemu-build.json of ${process.env.QEMUWEB_QEMU64_DIR || process.env.QEMUWEB_QEMU_DIR})`);
 }
