@@ -1,6 +1,6 @@
 // The Debian disks in the test page (e2e/runtime/page.html): where the wasm64 QEMU module is,
 // serving the disks, starting them through QemuClient and the console interface of `steps`.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, linkSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The QEMU binaries that can run each Debian arch, preferred first. */
@@ -51,27 +51,16 @@ export function qemuTcg(arch) {
 /** Why no module can run `arch`, or null. */
 export const qemuMissing = (arch) => qemuModule(arch).missing ?? null;
 
-/** Engine assets for the module of `arch` under /qemu-ARCH/ of the web root. */
+/** Engine assets: the build of the module for `arch`, copied whole under /qemu-ARCH/ of the web root. */
 export function qemuAssets(arch) {
-  const { binary } = qemuModule(arch);
-  if (!binary) return undefined;
-  const base = `./qemu-${arch}`;
-  const assets = { qemuModule: `${base}/${binary}.js` };
-  if (binary !== 'qemu-system-aarch64') {
-    Object.assign(assets, {
-      bios: { kind: 'url', url: `${base}/bios-256k.bin` },
-      vgaBios: { kind: 'url', url: `${base}/vgabios-stdvga.bin` },
-      kvmvapic: { kind: 'url', url: `${base}/kvmvapic.bin` },
-      linuxbootDma: { kind: 'url', url: `${base}/linuxboot_dma.bin` },
-    });
-  }
-  return assets;
+  return qemuModule(arch).binary ? { qemuDir: `./qemu-${arch}/` } : undefined;
 }
 
 /**
  * Puts the disk of `arch` (and its kernel and initramfs) under /ARCH/ of the image server
- * (hard links into the cache where possible; the image is only read), and the files of its QEMU
- * module under /qemu-ARCH/ of the web root when there is one.
+ * (hard links into the cache where possible; the image is only read), and the QEMU build with
+ * a module for it under /qemu-ARCH/ of the web root when there is one (the runtime reads its
+ * qemu-build.json and picks the module for the guest's arch).
  */
 export function publish(env, arch, d) {
   const dir = join(env.imageRoot, arch);
@@ -84,10 +73,7 @@ export function publish(env, arch, d) {
     }
   }
   const module = qemuModule(arch);
-  if (module.binary) {
-    mkdirSync(join(env.webRoot, `qemu-${arch}`), { recursive: true });
-    for (const f of qemuFiles(module.binary)) copyFileSync(join(module.dir, f), join(env.webRoot, `qemu-${arch}`, f));
-  }
+  if (module.binary) cpSync(module.dir, join(env.webRoot, `qemu-${arch}`), { recursive: true });
 }
 
 /** The VM inputs of a published disk: the qcow2 by URL; arm64 boots its kernel with -kernel. */
