@@ -16,7 +16,9 @@
 #
 # The first run builds the disks (scripts/debian-disk, both arches in parallel; about 170 MB
 # of Debian packages): amd64 178 s and arm64 504 s from an empty cache on a loaded 2-core
-# machine; later runs reuse them. Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR
+# machine alone, 400 s and 658 s side by side; later runs reuse them. Measured (2 cores, load
+# 6-12): `native` 148 s with the disks cached, 794 s with both built from an empty cache; `page`
+# on the wasm64 JIT build: amd64's full boot reached the root shell 1371 s after page start. Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR
 # (else QEMUWEB_QEMU_DIR: the module directory of the page tests), QEMUWEB_DEBIAN_ARCHS
 # (comma-separated, default amd64,arm64), QEMUWEB_DEBIAN_DIRS (arch=DIR,...: disks built
 # before) and QEMUWEB_DEBIAN_PAGE_BOOT (full or check, see e2e/debian/page.test.mjs).
