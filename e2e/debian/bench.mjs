@@ -1,0 +1,137 @@
+// Benchmark (not a test): real Debian disks (scripts/debian-disk), the full boot to the root
+// shell prompt, in one run:
+//   - amd64 and arm64: page start -> prompt on the QEMU engine (wasm64 module; QemuClient, the
+//     qcow2 over HTTP from 127.0.0.1) against native qemu-system-x86_64/-aarch64 (TCG) from
+//     spawn -> prompt on the same image; ratios; bytes fetched over HTTP against the image size;
+//   - i386 (the JIT issue's row): page start -> prompt on QEMU-wasm against the v86 engine
+//     (both through QemuClient, same qcow2), and native qemu-system-i386 (TCG).
+// SYSLINUX's 5 s prompt is skipped with Enter on every side alike. On a `tcg: jit` build each
+// QEMU-wasm row also prints the JIT's counters at the prompt (blocks compiled, time spent
+// translating, compiling and instantiating; watchJit in page.mjs). The page cannot run the same
+// module with its JIT off: the runtime drops `-accel` from a profile's and a start's arguments
+// on the browser target, so a TCI row needs an interpreter build (QEMUWEB_QEMU_DIR of one).
+//
+//   node e2e/debian/bench.mjs [--runs N] [--arch amd64,arm64,i386] [--engines native,qemu,v86]
+//                             [--results FILE]
+//
+// --engines runs only those rows; --results FILE keeps the measurements (JSON) across
+// invocations, adding to what FILE holds, so rows measured apart are printed and divided
+// together (say so when quoting such ratios: the machine's load differs between runs).
+//
+// Rows whose QEMU module is missing are left out with a note. Needs what scripts/e2e-debian.sh
+// page builds (scripts/bench-runtime.sh --debian does that, then runs this).
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { launch, newProfile } from '../lib/browser.mjs';
+import { dropProfile, openPage, setUp } from '../runtime/common.mjs';
+import { debianDisks, NativeGuest, nativeIo, steps } from './common.mjs';
+import { pageIo, publish, qemuMissing, qemuTcg, startDebian, watchJit } from './page.mjs';
+
+const argv = process.argv.slice(2);
+const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
+const runs = Number(opt('--runs', '1'));
+const archs = opt('--arch', 'amd64,arm64,i386').split(',');
+const engines = opt('--engines', 'native,qemu,v86').split(',');
+const resultsFile = opt('--results', null);
+if (!(runs > 0)) throw new Error('--runs N: a positive number');
+const BOOT_MS = 60 * 60000;
+
+const disks = debianDisks(archs);
+const env = await setUp();
+for (const arch of archs) publish(env, arch, disks[arch]);
+const profile = newProfile();
+const context = await launch(profile);
+const saved = resultsFile && existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
+const results = saved.results ?? {};
+const record = (name, ms) => (results[name] ??= []).push(ms);
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const fetchedBytes = saved.fetchedBytes ?? {};
+const jitStats = saved.jitStats ?? {};
+
+/** Native QEMU (TCG) on an overlay of the image: ms from spawn to the root shell prompt. */
+async function native(name, arch) {
+  const d = disks[arch];
+  const { execFileSync } = await import('node:child_process');
+  const overlay = join(env.imageRoot, `${arch}-native-${Date.now()}.qcow2`);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', d.disk, '-F', 'qcow2', overlay]);
+  const g = new NativeGuest(d, overlay, { limitS: BOOT_MS / 1000 });
+  try {
+    const io = nativeIo(g);
+    await steps.bootPrompt(io, d.boot, '', BOOT_MS);
+    record(name, await steps.rootShell(io, d.boot, BOOT_MS));
+  } finally {
+    await g.kill();
+  }
+}
+
+/** Ours: a fresh page, a fresh VM id (an empty overlay); ms from page start to the prompt. */
+async function ours(name, arch, engine) {
+  const d = disks[arch];
+  const page = await openPage(context, env.web, name);
+  const jit = engine === 'qemu' ? watchJit(page) : null;
+  const vm = `bench-${arch}-${Date.now()}`;
+  await env.images.log();
+  const started = await startDebian(page, env, arch, d, vm, { engine });
+  if (!started || started.error) throw new Error(`${name}: ${JSON.stringify(started)}`);
+  const io = pageIo(page, vm);
+  await steps.bootPrompt(io, d.boot, '', BOOT_MS);
+  record(name, await steps.rootShell(io, d.boot, BOOT_MS));
+  if (jit) jitStats[name] = await jit.read();
+  const log = (await env.images.log()).map((l) => l.split('\t')).filter(([m, p]) => m === 'GET' && p.startsWith(`/${arch}/`));
+  fetchedBytes[name] = log.reduce((n, g) => n + Number(g[4]), 0);
+  await page.evaluate((vm) => client.stopVm(vm, true), vm);
+  await page.close();
+}
+
+const rows = [];
+try {
+  for (let i = 0; i < runs; i++) {
+    for (const arch of archs) {
+      const contenders = [];
+      if (engines.includes('native')) contenders.push(() => native(`native ${arch}`, arch));
+      if (engines.includes('qemu')) {
+        if (!qemuMissing(arch)) contenders.push(() => ours(`qemu-wasm ${arch}`, arch, 'qemu'));
+        else if (i === 0) console.error(`!! ${arch}: no QEMU module (${qemuMissing(arch)}): its QEMU-wasm row is left out`);
+      }
+      if (arch === 'i386' && engines.includes('v86')) contenders.push(() => ours('v86 i386', arch, 'v86'));
+      for (const c of i % 2 ? contenders.reverse() : contenders) await c();
+    }
+  }
+} finally {
+  await context.close();
+  dropProfile(profile);
+  await env.tearDown();
+}
+
+if (resultsFile) writeFileSync(resultsFile, JSON.stringify({ results, fetchedBytes, jitStats }, null, 1));
+const line = (name) => `  ${name.padEnd(16)} median ${(median(results[name]) / 1000).toFixed(1).padStart(7)} s   runs: ${results[name].map((x) => (x / 1000).toFixed(1)).join(', ')}`;
+const ratio = (a, b) => (results[a] && results[b] ? (median(results[a]) / median(results[b])).toFixed(2) : 'n/a');
+console.log(`Debian bookworm, full boot to the root shell prompt (${runs} run(s) each; page rows from page start)`);
+console.log('  (no page TCI row: the runtime drops -accel from profiles and starts on the browser target, so the ' +
+  'JIT cannot be turned off by a caller; run this with QEMUWEB_QEMU_DIR of an interpreter build for that row)');
+for (const arch of archs) {
+  if (!qemuMissing(arch)) console.log(`  qemu-wasm ${arch}: TCG ${qemuTcg(arch)} (qemu-build.json of ${process.env.QEMUWEB_QEMU64_DIR || process.env.QEMUWEB_QEMU_DIR})`);
+}
+for (const arch of archs) {
+  const d = disks[arch];
+  for (const n of [`qemu-wasm ${arch}`, `v86 ${arch}`, `native ${arch}`]) if (results[n]) rows.push(line(n));
+  if (results[`qemu-wasm ${arch}`]) rows.push(`  ratio qemu-wasm ${arch} / native TCG: ${ratio(`qemu-wasm ${arch}`, `native ${arch}`)}`);
+  const j = jitStats[`qemu-wasm ${arch}`];
+  if (j && !j.missing) {
+    rows.push(`  qemu-wasm ${arch} JIT at the prompt: ${j.enabled ? 'on' : 'off'}, ${j.blocks} blocks compiled in ${j.modules} modules ` +
+      `(${Math.round(j.wasmBytes / 1024)} KiB), ${j.failed} refused, ${j.flushes} flushes; compiling ` +
+      `${((j.translateUs + j.compileUs + j.instantiateUs) / 1e6).toFixed(2)} s (translate ${(j.translateUs / 1e6).toFixed(2)} s, ` +
+      `WebAssembly.Module ${(j.compileUs / 1e6).toFixed(2)} s, instantiate ${(j.instantiateUs / 1e6).toFixed(2)} s)`);
+  } else if (results[`qemu-wasm ${arch}`] && qemuTcg(arch) === 'jit') {
+    rows.push(`  qemu-wasm ${arch} JIT counters: not read (${j?.missing ?? "the hook missed the module's instantiation"})`);
+  }
+  if (arch === 'i386') {
+    rows.push(`  ratio qemu-wasm i386 / v86 engine: ${ratio('qemu-wasm i386', 'v86 i386')}`);
+    rows.push(`  ratio v86 engine i386 / native TCG: ${ratio('v86 i386', 'native i386')}`);
+  }
+  const size = statSync(d.disk).size + (d.boot.bootloader === 'none' ? statSync(d.kernel).size + statSync(d.initrd).size : 0);
+  for (const n of [`qemu-wasm ${arch}`, `v86 ${arch}`]) {
+    if (fetchedBytes[n] !== undefined) rows.push(`  ${n}: fetched ${fetchedBytes[n]} bytes over HTTP of ${size} (${(100 * fetchedBytes[n] / size).toFixed(1)} %; image${d.boot.bootloader === 'none' ? ' + kernel + initramfs' : ''})`);
+  }
+}
+console.log(rows.join('\n'));
