@@ -5,13 +5,12 @@
 //     spawn -> prompt on the same image; ratios; bytes fetched over HTTP against the image size;
 //   - i386 (the JIT issue's row): page start -> prompt on QEMU-wasm against the v86 engine
 //     (both through QemuClient, same qcow2), and native qemu-system-i386 (TCG).
-// SYSLINUX's 5 s prompt is skipped with Enter on every side alike. On a `tcg: jit` build each
-// QEMU-wasm row also prints the JIT's counters at the prompt (blocks compiled, time spent
-// translating, compiling and instantiating; watchJit in page.mjs). The page cannot run the same
-// module with its JIT off: the runtime drops `-accel` from a profile's and a start's arguments
-// on the browser target, so a TCI row needs an interpreter build (QEMUWEB_QEMU_DIR of one).
+// SYSLINUX's 5 s prompt is skipped with Enter on every side alike. Each QEMU-wasm row also
+// prints the engine's last `execution` event at the prompt (JIT or interpreter, blocks
+// compiled, time spent translating, compiling and instantiating). The `tci` engine runs the
+// same module with its JIT off (startVm's `qemu: {jit: false}`).
 //
-//   node e2e/debian/bench.mjs [--runs N] [--arch amd64,arm64,i386] [--engines native,qemu,v86]
+//   node e2e/debian/bench.mjs [--runs N] [--arch amd64,arm64,i386] [--engines native,qemu,tci,v86]
 //                             [--results FILE]
 //
 // --engines runs only those rows; --results FILE keeps the measurements (JSON) across
@@ -25,7 +24,7 @@ import { join } from 'node:path';
 import { launch, newProfile } from '../lib/browser.mjs';
 import { dropProfile, openPage, setUp } from '../runtime/common.mjs';
 import { debianDisks, NativeGuest, nativeIo, steps } from './common.mjs';
-import { pageIo, publish, qemuMissing, qemuTcg, startDebian, watchJit } from './page.mjs';
+import { executionStats, pageIo, publish, qemuMissing, qemuTcg, startDebian } from './page.mjs';
 
 const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
@@ -65,18 +64,17 @@ async function native(name, arch) {
 }
 
 /** Ours: a fresh page, a fresh VM id (an empty overlay); ms from page start to the prompt. */
-async function ours(name, arch, engine) {
+async function ours(name, arch, engine, qemu) {
   const d = disks[arch];
   const page = await openPage(context, env.web, name);
-  const jit = engine === 'qemu' ? watchJit(page) : null;
   const vm = `bench-${arch}-${Date.now()}`;
   await env.images.log();
-  const started = await startDebian(page, env, arch, d, vm, { engine });
+  const started = await startDebian(page, env, arch, d, vm, { engine, qemu });
   if (!started || started.error) throw new Error(`${name}: ${JSON.stringify(started)}`);
   const io = pageIo(page, vm);
   await steps.bootPrompt(io, d.boot, '', BOOT_MS);
   record(name, await steps.rootShell(io, d.boot, BOOT_MS));
-  if (jit) jitStats[name] = await jit.read();
+  if (engine === 'qemu') jitStats[name] = await executionStats(page, vm);
   const log = (await env.images.log()).map((l) => l.split('\t')).filter(([m, p]) => m === 'GET' && p.startsWith(`/${arch}/`));
   fetchedBytes[name] = log.reduce((n, g) => n + Number(g[4]), 0);
   await page.evaluate((vm) => client.stopVm(vm, true), vm);
@@ -93,6 +91,9 @@ try {
         if (!qemuMissing(arch)) contenders.push(() => ours(`qemu-wasm ${arch}`, arch, 'qemu'));
         else if (i === 0) console.error(`!! ${arch}: no QEMU module (${qemuMissing(arch)}): its QEMU-wasm row is left out`);
       }
+      if (engines.includes('tci') && !qemuMissing(arch) && qemuTcg(arch) === 'jit') {
+        contenders.push(() => ours(`qemu-wasm-tci ${arch}`, arch, 'qemu', { jit: false }));
+      }
       if (arch === 'i386' && engines.includes('v86')) contenders.push(() => ours('v86 i386', arch, 'v86'));
       for (const c of i % 2 ? contenders.reverse() : contenders) await c();
     }
@@ -107,30 +108,29 @@ if (resultsFile) writeFileSync(resultsFile, JSON.stringify({ results, fetchedByt
 const line = (name) => `  ${name.padEnd(16)} median ${(median(results[name]) / 1000).toFixed(1).padStart(7)} s   runs: ${results[name].map((x) => (x / 1000).toFixed(1)).join(', ')}`;
 const ratio = (a, b) => (results[a] && results[b] ? (median(results[a]) / median(results[b])).toFixed(2) : 'n/a');
 console.log(`Debian bookworm, full boot to the root shell prompt (${runs} run(s) each; page rows from page start)`);
-console.log('  (no page TCI row: the runtime drops -accel from profiles and starts on the browser target, so the ' +
-  'JIT cannot be turned off by a caller; run this with QEMUWEB_QEMU_DIR of an interpreter build for that row)');
 for (const arch of archs) {
   if (!qemuMissing(arch)) console.log(`  qemu-wasm ${arch}: TCG ${qemuTcg(arch)} (qemu-build.json of ${process.env.QEMUWEB_QEMU64_DIR || process.env.QEMUWEB_QEMU_DIR})`);
 }
 for (const arch of archs) {
   const d = disks[arch];
-  for (const n of [`qemu-wasm ${arch}`, `v86 ${arch}`, `native ${arch}`]) if (results[n]) rows.push(line(n));
+  for (const n of [`qemu-wasm ${arch}`, `qemu-wasm-tci ${arch}`, `v86 ${arch}`, `native ${arch}`]) if (results[n]) rows.push(line(n));
   if (results[`qemu-wasm ${arch}`]) rows.push(`  ratio qemu-wasm ${arch} / native TCG: ${ratio(`qemu-wasm ${arch}`, `native ${arch}`)}`);
-  const j = jitStats[`qemu-wasm ${arch}`];
-  if (j && !j.missing) {
-    rows.push(`  qemu-wasm ${arch} JIT at the prompt: ${j.enabled ? 'on' : 'off'}, ${j.blocks} blocks compiled in ${j.modules} modules ` +
-      `(${Math.round(j.wasmBytes / 1024)} KiB), ${j.failed} refused, ${j.flushes} flushes; compiling ` +
-      `${((j.translateUs + j.compileUs + j.instantiateUs) / 1e6).toFixed(2)} s (translate ${(j.translateUs / 1e6).toFixed(2)} s, ` +
-      `WebAssembly.Module ${(j.compileUs / 1e6).toFixed(2)} s, instantiate ${(j.instantiateUs / 1e6).toFixed(2)} s)`);
-  } else if (results[`qemu-wasm ${arch}`] && qemuTcg(arch) === 'jit') {
-    rows.push(`  qemu-wasm ${arch} JIT counters: not read (${j?.missing ?? "the hook missed the module's instantiation"})`);
+  if (results[`qemu-wasm-tci ${arch}`]) rows.push(`  ratio qemu-wasm TCI ${arch} / JIT: ${ratio(`qemu-wasm-tci ${arch}`, `qemu-wasm ${arch}`)}`);
+  for (const n of [`qemu-wasm ${arch}`, `qemu-wasm-tci ${arch}`]) {
+    const j = jitStats[n];
+    if (!results[n]) continue;
+    if (!j) rows.push(`  ${n}: no execution event by the prompt`);
+    else rows.push(`  ${n} at the prompt: ${j.mode}, ${j.blocksCompiled} blocks compiled in ${j.modules} modules ` +
+      `(${Math.round(j.wasmBytes / 1024)} KiB), ${j.refused} refused, ${j.flushes} flushes; compiling ` +
+      `${((j.translateMs + j.compileMs + j.instantiateMs) / 1000).toFixed(2)} s (translate ${(j.translateMs / 1000).toFixed(2)} s, ` +
+      `WebAssembly.Module ${(j.compileMs / 1000).toFixed(2)} s, instantiate ${(j.instantiateMs / 1000).toFixed(2)} s)`);
   }
   if (arch === 'i386') {
     rows.push(`  ratio qemu-wasm i386 / v86 engine: ${ratio('qemu-wasm i386', 'v86 i386')}`);
     rows.push(`  ratio v86 engine i386 / native TCG: ${ratio('v86 i386', 'native i386')}`);
   }
   const size = statSync(d.disk).size + (d.boot.bootloader === 'none' ? statSync(d.kernel).size + statSync(d.initrd).size : 0);
-  for (const n of [`qemu-wasm ${arch}`, `v86 ${arch}`]) {
+  for (const n of [`qemu-wasm ${arch}`, `qemu-wasm-tci ${arch}`, `v86 ${arch}`]) {
     if (fetchedBytes[n] !== undefined) rows.push(`  ${n}: fetched ${fetchedBytes[n]} bytes over HTTP of ${size} (${(100 * fetchedBytes[n] / size).toFixed(1)} %; image${d.boot.bootloader === 'none' ? ' + kernel + initramfs' : ''})`);
   }
 }

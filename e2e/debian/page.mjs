@@ -89,14 +89,17 @@ export function debianInputs(baseUrl, arch, boot, { check }) {
   return inputs;
 }
 
-/** Starts the disk of `arch` as `vm` on the QEMU engine in the page's client. */
-export function startDebian(page, env, arch, d, vm, { check = false, engine = 'qemu' } = {}) {
+/**
+ * Starts the disk of `arch` as `vm` on the QEMU engine (or `engine`) in the page's client;
+ * `qemu` is startVm's QEMU options (`{jit: false}`: the interpreter of a JIT build).
+ */
+export function startDebian(page, env, arch, d, vm, { check = false, engine = 'qemu', qemu } = {}) {
   const inputs = debianInputs(env.images.url, arch, d.boot, { check });
-  return page.evaluate(async ([vm, profile, inputs, assets, engine]) => {
+  return page.evaluate(async ([vm, profile, inputs, assets, engine, qemu]) => {
     window.client = engine === 'qemu' ? makeClient({ workerUrl: './pkg/worker.js', assets }) : makeClient();
     await window.client.init();
-    return attempt(() => window.client.startVm(vm, profiles[profile], inputs, { engine }));
-  }, [vm, d.boot.profile, inputs, qemuAssets(arch), engine]);
+    return attempt(() => window.client.startVm(vm, profiles[profile], inputs, { engine, qemu }));
+  }, [vm, d.boot.profile, inputs, qemuAssets(arch), engine, qemu]);
 }
 
 /** The console interface of `steps` over `vm` in the page (serial as the page records it). */
@@ -109,66 +112,9 @@ export function pageIo(page, vm) {
 }
 
 /**
- * The JIT's statistics (patch 0012: `qemuweb_jit_stats()` returns the address of a struct of
- * u64 counters in the module's memory) read from the outside, without the runtime's help: every
- * worker of `page` gets a hook on WebAssembly.instantiate/instantiateStreaming that keeps an
- * instance exporting `qemuweb_jit_stats` and the memory it imports. A benchmark's aid, not a
- * test: the hook races the worker's own start (playwright reports a worker once it runs), so
- * `read()` answers null when it missed the instantiation or the module has no JIT.
+ * The QEMU engine's last `execution` event for `vm` (its mode and what the JIT compiled), as
+ * e2e/runtime/page.html records them; null before the first.
  */
-export function watchJit(page) {
-  const hook = () => {
-    if (self.__qemuwebJit) return;
-    self.__qemuwebJit = [];
-    self.__qemuwebJitSeen = 0;
-    const keep = (result, imports) => {
-      self.__qemuwebJitSeen += 1;
-      const instance = result.instance ?? result;
-      const exports = instance?.exports ?? {};
-      const stats = exports.qemuweb_jit_stats ?? exports._qemuweb_jit_stats;
-      let memory = exports.memory;
-      for (const ns of Object.values(imports ?? {})) {
-        for (const v of Object.values(ns ?? {})) if (v instanceof WebAssembly.Memory) memory = v;
-      }
-      if (typeof stats === 'function' && memory) self.__qemuwebJit.push({ stats, memory });
-      return result;
-    };
-    const instantiate = WebAssembly.instantiate;
-    const streaming = WebAssembly.instantiateStreaming;
-    WebAssembly.instantiate = function (source, imports, ...rest) {
-      return instantiate.call(this, source, imports, ...rest).then((r) => keep(r, imports));
-    };
-    if (streaming) {
-      WebAssembly.instantiateStreaming = function (source, imports, ...rest) {
-        return streaming.call(this, source, imports, ...rest).then((r) => keep(r, imports));
-      };
-    }
-  };
-  const read = () => {
-    const found = self.__qemuwebJit?.at(-1);
-    if (!found) return self.__qemuwebJitSeen ? { missing: `${self.__qemuwebJitSeen} instantiations seen, none exporting qemuweb_jit_stats` } : null;
-    const names = ['version', 'enabled', 'blocks', 'modules', 'failed', 'wasmBytes', 'translateUs',
-      'compileUs', 'instantiateUs', 'flushes', 'hotThreshold', 'batch'];
-    const at = Number(found.stats());
-    const words = new BigUint64Array(found.memory.buffer, at, names.length);
-    return Object.fromEntries(names.map((n, i) => [n, Number(words[i])]));
-  };
-  const install = (w) => w.evaluate(hook).catch(() => {});
-  page.on('worker', install);
-  for (const w of page.workers()) install(w);
-  return {
-    /**
-     * The last module's counters ({ blocks, compileUs, ... }); { missing: why } when the hook
-     * saw instantiations but none with the JIT's export; null when it saw none.
-     */
-    async read() {
-      let missing = null;
-      for (const w of page.workers()) {
-        const s = await w.evaluate(read).catch(() => null);
-        if (s && !s.missing) return s;
-        missing ??= s;
-      }
-      return missing;
-    },
-  };
+export function executionStats(page, vm) {
+  return page.evaluate((vm) => events.filter((e) => e.type === 'execution' && e.vmId === vm).at(-1)?.args[0] ?? null, vm);
 }
