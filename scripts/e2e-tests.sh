@@ -40,8 +40,10 @@ for a in "$@"; do
   esac
 done
 # The files scripts/e2e-linux.sh runs as a step of its own (they skip themselves without
-# QEMUWEB_E2E_LINUX=1): left out here unless named, so they are not counted as skipped.
-own_step=(./runtime/linux.test.mjs ./runtime/snapshot.test.mjs ./runtime/network.test.mjs)
+# QEMUWEB_E2E_LINUX=1), and those of scripts/e2e-debian.sh (QEMUWEB_E2E_DEBIAN=1; not in
+# scripts/test yet): left out here unless named, so they are not counted as skipped.
+own_step=(./runtime/linux.test.mjs ./runtime/snapshot.test.mjs ./runtime/network.test.mjs
+  ./runtime/relay.test.mjs './debian/*')
 exclude=()
 if [ ${#paths[@]} -eq 0 ]; then
   paths=(.)
