@@ -7,7 +7,8 @@
 //! - **aarch64 `virt` kernel** ([`aarch64_virt_kernel`]): an arm64 Linux `Image` for
 //!   `-M virt -kernel`, which prints [`AARCH64_BANNER`] on the PL011 UART at
 //!   `0x09000000` and runs the same command loop on it (`echo`, `read`, `write`, `info`),
-//!   with a virtio-blk-pci disk found on the PCIe bus of `virt` (see
+//!   with a virtio-blk-pci disk found on the PCIe bus of `virt`, and on request a
+//!   virtio-gpu-pci display (`gfx`, `hline`, `redraw`; see
 //!   [the aarch64 guest](#the-aarch64-guest)).
 //! - **instruction test guests** ([`x86_insn_disk`], [`aarch64_insn_kernel`]): bare-metal
 //!   programs that run instruction tests and print one line per test, to compare QEMU
@@ -42,7 +43,7 @@
 //!
 //! # The aarch64 guest
 //!
-//! The same protocol, minus the display commands: `echo TEXT`, `read N`, `write N BB` and
+//! The same protocol, with a display of its own (below): `echo TEXT`, `read N`, `write N BB` and
 //! `info` give the x86 guest's replies (so [`read_reply`] and [`write_reply`] are its
 //! oracles too), on the first virtio block device of PCI bus 0 (transitional or
 //! modern-only `virtio-blk-pci`): the guest places its BAR 4 at `0x10000000` in the
@@ -51,6 +52,25 @@
 //! device's capacity; errors are `ERR unknown command`, `ERR bad number` (also a sector
 //! past the end), `ERR protected sector` (a `write` below [`X86_DATA_START_LBA`]),
 //! `ERR disk status XX` (the virtio status byte) and `ERR no disk`.
+//!
+//! Its display is opt-in, as the x86 guest's graphics mode: nothing touches the first
+//! virtio-gpu-pci (`1af4:1050`) of PCI bus 0 before `gfx`. Then the guest places its BAR 4
+//! at `0x10100000`, brings it up as a virtio 1.0 device (one polled control queue), prints
+//! `GPU SCANOUT WxH` (the host's preferred size of scanout 0, from GET_DISPLAY_INFO) once,
+//! creates a [`AARCH64_GFX_WIDTH`] x [`AARCH64_GFX_HEIGHT`] B8G8R8X8 resource backed by a
+//! framebuffer in guest RAM at `0x41000000` and sets it as scanout 0. Every drawing is sent
+//! with TRANSFER_TO_HOST_2D and RESOURCE_FLUSH of the rectangle it changed.
+//!
+//! | command | reply |
+//! | --- | --- |
+//! | `gfx` | `GFX 640x480`: the pattern [`aarch64_gfx_pixel`] drawn and sent whole |
+//! | `hline Y BB` | `HLINE Y FILL BB`: row `Y` (0-479) set to colour `BB` (`00`-`07`, [`x86_gfx_colour`]), only that row sent (a dirty rectangle) |
+//! | `redraw N` | `REDRAW N`: the whole screen filled `N` times (1-65535), fill `k` (from 0) in colour [`x86_redraw_index`]`(k + 1)`, each sent and flushed whole |
+//!
+//! Errors: `ERR no gpu`, `ERR gpu init` (feature or queue negotiation failed),
+//! `ERR gpu CCCC RRRR` (command `CCCC` answered with `RRRR`, `0000` when the device never
+//! answered; every wait is bounded), `ERR not in graphics mode` (`hline` or `redraw` before
+//! `gfx`) and `ERR bad number`.
 //!
 //! # Disk layout
 //!
@@ -146,6 +166,30 @@ pub fn x86_gfx_pixel(x: u32, y: u32) -> [u8; 3] {
 /// ```
 pub fn x86_redraw_index(n: u32) -> u8 {
     (1 + n.saturating_sub(1) % 7) as u8
+}
+
+/// Width of the aarch64 guest's screen (`gfx`: its virtio-gpu resource).
+pub const AARCH64_GFX_WIDTH: u32 = 640;
+/// Height of the aarch64 guest's screen.
+pub const AARCH64_GFX_HEIGHT: u32 = 480;
+
+/// The colour index the aarch64 guest's `gfx` draws at (`x`, `y`) of its 640x480 screen:
+/// `((x >> 5) ^ (y >> 4)) & 7`, blocks 32 pixels wide and 16 tall (the x86 pattern at
+/// twice its size); the colours are [`x86_gfx_colour`]'s.
+///
+/// ```
+/// assert_eq!(qemuweb_guests::aarch64_gfx_index(0, 0), 0);
+/// assert_eq!(qemuweb_guests::aarch64_gfx_index(32, 0), 1);
+/// assert_eq!(qemuweb_guests::aarch64_gfx_index(32, 16), 0);
+/// ```
+pub fn aarch64_gfx_index(x: u32, y: u32) -> u8 {
+    (((x >> 5) ^ (y >> 4)) & 7) as u8
+}
+
+/// The colour the aarch64 guest's `gfx` shows at (`x`, `y`): [`x86_gfx_colour`] of
+/// [`aarch64_gfx_index`].
+pub fn aarch64_gfx_pixel(x: u32, y: u32) -> [u8; 3] {
+    x86_gfx_colour(aarch64_gfx_index(x, y))
 }
 
 /// The guest physical address the aarch64 image runs at on `virt` (RAM base + `text_offset`).

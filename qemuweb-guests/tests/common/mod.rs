@@ -150,3 +150,43 @@ pub fn boot_on(name: &str, program: &str, devices: &[&str]) -> (Qemu, PathBuf) {
     qemu.monitor_path = monitor;
     (qemu, dir)
 }
+
+/// The aarch64 guest booted on native `qemu-system-aarch64` (Debian's qemu-system-arm,
+/// `-M virt -cpu cortex-a57`, 512 MiB, as the `linux-aarch64-virt-graphics` profile) with the
+/// devices `devices` (QEMU arguments), at its first prompt; the monitor at `dir/mon.sock`.
+pub fn boot_aarch64(name: &str, devices: &[&str]) -> (Qemu, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("qemuweb-guests-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
+    let kernel = dir.join("aarch64-virt.img");
+    std::fs::write(&kernel, qemuweb_guests::aarch64_virt_kernel()).unwrap();
+    let monitor = dir.join("mon.sock");
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args([
+        "-M",
+        "virt",
+        "-cpu",
+        "cortex-a57",
+        "-m",
+        "512",
+        "-accel",
+        "tcg",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+    ])
+    .args(devices)
+    .arg("-kernel")
+    .arg(&kernel)
+    .arg("-monitor")
+    .arg(format!("unix:{},server=on,wait=off", monitor.display()));
+    let mut qemu = Qemu::spawn(cmd, "qemu-system-arm");
+    qemu.until(qemuweb_guests::AARCH64_BANNER);
+    qemu.until(qemuweb_guests::PROMPT);
+    qemu.monitor_path = monitor;
+    (qemu, dir)
+}
