@@ -14,17 +14,24 @@
 // screen is QEMU's own VGA rendering (`-display qemuweb`): the canvas must equal native
 // qemu-system-i386's screendump pixel for pixel in each state (mode 13h, a changed row,
 // the text screen of the keys mode), the two QEMUs being given the same serial commands.
+// On a build with qemu-system-aarch64 (wasm64; the case is left out on others) the aarch64
+// test guest boots on the linux-aarch64-virt-graphics profile (virt, virtio-gpu-pci) and
+// drives the virtio-gpu itself (its `gfx`, `hline`, `redraw`: a 640x480 resource in guest
+// RAM, scanout, transfers and flushes): the canvas must equal native qemu-system-aarch64's
+// screendump with the profile's own command line after each command, and show the
+// guest's pattern, one changed row and full-screen redraws. (Keys on the canvas go to the
+// profile's USB keyboard on xHCI, which this bare-metal guest does not drive.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { startGroup } from '../lib/proc.mjs';
 import { TARGET } from '../lib/server.mjs';
 import { browserWithPage, closeBrowser, converse, dropProfile, setUp, NO_ISOLATION } from './common.mjs';
-import { bootNative, canvasPixels, diffScreens } from './qemu-native.mjs';
-import { installQemu, QEMU_ASSETS, qemuMissing } from './qemu-assets.mjs';
+import { bootNative, canvasPixels, diffScreens, nativeCommand } from './qemu-native.mjs';
+import { installQemu, QEMU_ASSETS, qemuMissing, runsProfile } from './qemu-assets.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
 const missing = qemuMissing();
@@ -447,5 +454,104 @@ test('the QEMU engine shows QEMU\'s own VGA screen on the canvas, equal to nativ
   } finally {
     native?.stop();
     await closeBrowser(context, profile, 'qscreen');
+  }
+});
+
+/**
+ * Runs in the page: compares every pixel of the canvas with the aarch64 guest's `gfx`
+ * pattern (qemuweb_guests::aarch64_gfx_pixel: index ((x >> 5) ^ (y >> 4)) & 7 on 640x480,
+ * the x86 colours), rows listed in `lines` being filled with colour index `lines[y]`, or
+ * with `fill`, every pixel in colour index `fill`.
+ */
+function checkArmPattern([lines, fill]) {
+  const canvas = document.getElementById('screen');
+  const { width, height } = canvas;
+  if (width !== 640 || height !== 480) return { width, height, bad: -1 };
+  const px = canvas.getContext('2d').getImageData(0, 0, width, height).data;
+  let bad = 0;
+  let first = null;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = fill ?? lines[y] ?? (((x >> 5) ^ (y >> 4)) & 7);
+      const want = [i & 4 ? 255 : 0, i & 2 ? 255 : 0, i & 1 ? 255 : 0, 255];
+      const at = (y * width + x) * 4;
+      const got = [px[at], px[at + 1], px[at + 2], px[at + 3]];
+      if (got.some((v, k) => v !== want[k])) {
+        bad++;
+        first ??= { x, y, got, want };
+      }
+    }
+  }
+  return { width, height, bad, first };
+}
+
+const ARM_BANNER = 'QEMUWEB-GUEST aarch64 v1';
+const AARCH64_GRAPHICS = 'linux-aarch64-virt-graphics';
+// Registered when the build runs the profile (a wasm64 build), as input.test.mjs does with
+// linux-x86_64-pc-graphics; skipped only without a build.
+if (missing || runsProfile(AARCH64_GRAPHICS)) test('linux-aarch64-virt-graphics on the QEMU engine: the guest\'s virtio-gpu screen on the canvas equals native qemu-system-aarch64\'s screendump (the pattern, one row, redraws)', async (t) => {
+  if (missing) return t.skip(`QEMU build missing: ${missing}`);
+  const profile = newProfile();
+  const artifacts = join(TARGET, 'e2e-artifacts');
+  mkdirSync(artifacts, { recursive: true });
+  const { context, page } = await browserWithPage(profile, env.web, 'display-aarch64');
+  let native;
+  const vm = 'arm-screen';
+  try {
+    const t0 = Date.now();
+    const started = await page.evaluate(async ([vm, profile, kernel, disk, qemuAssets]) => {
+      const canvas = document.createElement('canvas');
+      canvas.id = 'screen';
+      document.body.append(canvas);
+      window.client = makeClient({ workerUrl: './pkg/worker.js', assets: qemuAssets });
+      await client.init();
+      client.attachDisplay(vm, canvas);
+      return attempt(() => client.startVm(vm, profiles[profile],
+        { kernel: { kind: 'url', url: kernel }, disk: { source: { kind: 'url', url: disk } } }, { engine: 'qemu' }));
+    }, [vm, AARCH64_GRAPHICS, `${env.images.url}/aarch64-virt.img`, `${env.images.url}/x86-bios.qcow2`, QEMU_ASSETS]);
+    assert.deepEqual(started, { ok: undefined });
+    await page.evaluate(([vm, b]) => waitSerial(vm, b, 0, 180000), [vm, `${ARM_BANNER}\r\n> `]);
+    t.diagnostic(`banner ${Date.now() - t0} ms after start`);
+    const disk = join(env.imageRoot, 'x86-bios.qcow2');
+    const kernel = join(env.imageRoot, 'aarch64-virt.img');
+    native = await bootNative(disk, { command: nativeCommand(AARCH64_GRAPHICS, disk, 512, { kernel }), banner: ARM_BANNER });
+
+    // The same serial command to both QEMUs; the canvas shows the guest's picture, then
+    // equals the screendump.
+    let last = null;
+    const step = async (line, expect, name, check) => {
+      const s0 = Date.now();
+      await converse(page, vm, line, `${expect}\r\n> `, 60000);
+      const took = Date.now() - s0;
+      const from = native.serial.length;
+      native.send(line);
+      await native.until(`${expect}\r\n> `, from);
+      const result = await until(page, checkArmPattern, check);
+      await page.locator('#screen').screenshot({ path: join(artifacts, `display-aarch64-${name}.png`) });
+      assert.equal(result.bad, 0, `${name}: the guest's picture on the canvas: ${JSON.stringify(result)}`);
+      const dump = await native.screendump();
+      writeFileSync(join(artifacts, `display-aarch64-native-${name}.ppm`), Buffer.concat([Buffer.from(`P6\n${dump.width} ${dump.height}\n255\n`), dump.rgb]));
+      const canvas = await canvasPixels(page, 'screen', 100);
+      const diff = diffScreens(canvas, dump);
+      assert.equal(diff.bad, 0, `${name}: ${diff.bad} pixels differ from native qemu-system-aarch64's screendump; first ${JSON.stringify(diff.first)}`);
+      if (last) assert.ok(!canvas.rgba.equals(last), `${name}: the picture changed`);
+      last = canvas.rgba;
+      t.diagnostic(`${name}: ${dump.width}x${dump.height} equal to native QEMU's screendump (the command took ${took} ms in the page)`);
+    };
+    const seq0 = await page.evaluate((vm) => client.displayFrame(vm), vm);
+    await step('gfx', 'GFX 640x480', 'gfx', [{}]);
+    const seq1 = await page.evaluate((vm) => client.displayFrame(vm), vm);
+    assert.ok(seq1 > seq0, `the scanout's frames reached the canvas (${seq0} -> ${seq1})`);
+    // A dirty rectangle: one row.
+    await step('hline 100 04', 'HLINE 100 FILL 04', 'hline', [{ 100: 4 }]);
+    // Whole-screen redraws: the last fill (k = 2, colour 3) covers every pixel.
+    await step('redraw 3', 'REDRAW 3', 'redraw', [{}, 3]);
+    // And the pattern back.
+    await step('gfx', 'GFX 640x480', 'gfx-again', [{}]);
+    const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+    assert.deepEqual(errors, []);
+  } finally {
+    native?.stop();
+    await closeBrowser(context, profile, vm);
   }
 });

@@ -19,13 +19,12 @@
 // builder, its qemu_args example).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { TARGET } from '../lib/server.mjs';
 import { browserWithPage, closeBrowser, converse, setUp } from './common.mjs';
-import { bootNative, canvasPixels, diffScreens } from './qemu-native.mjs';
+import { bootNative, canvasPixels, diffScreens, nativeCommand } from './qemu-native.mjs';
 import { installQemu, QEMU_ASSETS, qemuMissing, runsProfile } from './qemu-assets.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
@@ -205,16 +204,6 @@ async function waitFor(check, what, ms) {
     if (Date.now() > end) throw new Error(`${what}: not done in ${ms} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-/** The native command line of `profile` for `disk` (qemuweb-config's builder, TCG), as words. */
-function nativeCommand(profile, disk, memoryMiB) {
-  const bin = join(TARGET, 'debug', 'examples', 'qemu_args');
-  if (!existsSync(bin)) throw new Error(`${bin} is missing: cargo build -p qemuweb-config --example qemu_args`);
-  const out = execFileSync(bin, ['--profile', profile, '--accel', 'tcg', '--memory', String(memoryMiB), disk], { encoding: 'utf8' });
-  const line = out.split('\n').find((l) => l.startsWith('qemu-system-'));
-  if (!line) throw new Error(`qemu_args printed no command line: ${out}`);
-  return line.split(' ');
 }
 
 // Registered when the build runs the profile (a wasm64 build: scripts/test-wasm64), as

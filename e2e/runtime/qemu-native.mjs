@@ -1,12 +1,14 @@
 // Native qemu-system-i386 as a test oracle: boots the x86 test guest (VGA, PS/2, serial on
 // a pipe, the HMP monitor on a Unix socket; or a profile's command line, e.g. on
-// qemu-system-x86_64), types with the monitor's `sendkey`, and takes
-// QEMU's own `screendump` of the screen. Bounded from outside by `timeout -k`.
-import { spawn } from 'node:child_process';
+// qemu-system-x86_64, or the aarch64 test guest on qemu-system-aarch64), types with the
+// monitor's `sendkey`, and takes QEMU's own `screendump` of the screen. Bounded from
+// outside by `timeout -k`.
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { TARGET } from '../lib/server.mjs';
 
 /** QEMU `sendkey` names for the characters `typeText` takes (a US layout). */
 function sendkeyName(c) {
@@ -20,12 +22,27 @@ function sendkeyName(c) {
 }
 
 /**
+ * The native command line of `profile` for `disk` (qemuweb-config's builder, TCG; with
+ * `kernel`, booting it), as words.
+ */
+export function nativeCommand(profile, disk, memoryMiB, { kernel } = {}) {
+  const bin = join(TARGET, 'debug', 'examples', 'qemu_args');
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: cargo build -p qemuweb-config --example qemu_args`);
+  const args = ['--profile', profile, '--accel', 'tcg', '--memory', String(memoryMiB), ...(kernel ? ['--kernel', kernel] : []), disk];
+  const out = execFileSync(bin, args, { encoding: 'utf8' });
+  const line = out.split('\n').find((l) => l.startsWith('qemu-system-'));
+  if (!line) throw new Error(`qemu_args printed no command line: ${out}`);
+  return line.split(' ');
+}
+
+/**
  * Boots `disk` (a raw image of the x86 test guest) on native QEMU; resolves at its prompt.
  * `command` replaces the default machine (qemu-system-i386, VGA, PS/2, the disk on IDE):
  * a whole QEMU command line with the disk and `-serial stdio` (e.g. a profile's, from
- * qemuweb-config's builder); the monitor and `-snapshot` are added.
+ * qemuweb-config's builder); the monitor and `-snapshot` are added. `banner` is the
+ * guest's (the aarch64 test guest's with its command line).
  */
-export async function bootNative(disk, { limitS = 120, command } = {}) {
+export async function bootNative(disk, { limitS = 120, command, banner = 'QEMUWEB-GUEST x86 v1' } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-native-'));
   const monitor = join(dir, 'mon.sock');
   const qemu = command ?? ['qemu-system-i386', '-display', 'none', '-vga', 'std', '-nic', 'none', '-m', '64',
@@ -98,7 +115,7 @@ export async function bootNative(disk, { limitS = 120, command } = {}) {
     },
   };
   try {
-    await q.until('QEMUWEB-GUEST x86 v1');
+    await q.until(banner);
     await q.until('> ');
   } catch (e) {
     q.stop();
