@@ -79,6 +79,17 @@ fn tcp(dst: Ipv4Addr, bytes: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// The input's messages: `[op, len_hi, len_lo, bytes...]`, the last one cut short.
+fn messages(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (&[op, hi, lo], rest) = data.split_first_chunk::<3>()?;
+        let (bytes, rest) =
+            rest.split_at(usize::from(u16::from_be_bytes([hi, lo])).min(rest.len()));
+        data = rest;
+        Some((op, bytes))
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let plan = network_by_id("default").unwrap().plan().unwrap();
     let limits = StackLimits {
@@ -97,12 +108,7 @@ fuzz_target!(|data: &[u8]| {
     let mut hosts: Vec<Option<HostChannels>> = Vec::new();
     let mut now = 0u64;
     let mut forwards = 0u64;
-    let mut rest = data;
-    while rest.len() >= 3 {
-        let op = rest[0];
-        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
-        let bytes = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (op, bytes) in messages(data) {
         let to = TARGETS[usize::from(op >> 3 & 3)];
         let pick = |hosts: &mut Vec<Option<HostChannels>>| {
             let n = hosts.len();
