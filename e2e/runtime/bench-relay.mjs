@@ -8,6 +8,10 @@
 // In the page: v86 in headless Chromium, `qemuweb network --allow-loopback --forward`.
 // Natively: qemu-system-i386 (TCG) with `-netdev user,hostfwd=...`.
 // Run: scripts/e2e-linux.sh's builds, then `node runtime/bench-relay.mjs` in e2e/.
+//
+// `node runtime/bench-relay.mjs vm-to-vm`: instead, two such VMs on one page network (the
+// page's switch only, no relay): vm1 fetches a 4 MiB file from vm2's busybox httpd by name
+// (busybox wget) and pings it 20 times (busybox ping: the round trip's min/avg/max).
 import { copyFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -50,6 +54,59 @@ async function hostSide(forwardPort) {
 
 const [kernel, , , netInitrd] = linuxGuest();
 const results = {};
+
+if (process.argv[2] === 'vm-to-vm') {
+  await vmToVm();
+  server.close();
+  process.exit(0);
+}
+
+/** Two VMs on one page network: throughput and round trip between them. */
+async function vmToVm() {
+  const env = await setUp();
+  copyFileSync(kernel, join(env.imageRoot, 'bzImage'));
+  copyFileSync(netInitrd, join(env.imageRoot, 'initrd-net.img'));
+  const profile = newProfile();
+  try {
+    const { context, page } = await browserWithPage(profile, env.web, 'bench-vm-to-vm');
+    const t0 = Date.now();
+    await page.evaluate(async (inputs) => {
+      window.client = makeClient({ workerUrl: './pkg/worker.js', assets: ASSETS });
+      await client.init();
+      await Promise.all(['vm1', 'vm2'].map((vm) => client.startVm(vm, profiles['linux-i386-pc-nographic'], inputs, {
+        overrides: { memoryMiB: 96, networks: [{ network: 'default', model: 'ne2k-pci' }] },
+      })));
+      await Promise.all(['vm1', 'vm2'].map((vm) => waitSerial(vm, 'qemuweb# ', 0, 240000)));
+    }, {
+      kernel: { kind: 'url', url: `${env.images.url}/bzImage` },
+      initrd: { kind: 'url', url: `${env.images.url}/initrd-net.img` },
+      kernelCmdline: 'console=ttyS0 quiet',
+    });
+    console.log(`two VMs at their prompt in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    for (const vm of ['vm1', 'vm2']) {
+      await converse(page, vm, 'udhcpc -i eth0 -n -q -t 10 -T 1 >/dev/null 2>&1; echo DHCP-$((6*7))', 'DHCP-42', 60000);
+    }
+    await converse(page, 'vm2', GUEST_SETUP, 'SETUP-42', 30000);
+    const out = await converse(page, 'vm1', 'time wget -q -O /dev/null http://vm2:8080/big; echo WGET-$((6*7))', 'WGET-42', 240000);
+    const ping = await converse(page, 'vm1', 'ping -c 20 -i 0.2 vm2; echo PING-$((6*7))', 'PING-42', 60000);
+    const rtt = ping.match(/min\/avg\/max = ([\d.]+)\/([\d.]+)\/([\d.]+)/);
+    if (!rtt) throw new Error(`no round trip in: ${ping}`);
+    const loss = ping.match(/(\d+)% packet loss/)?.[1];
+    // Why the throughput is what it is: the sender's TCP segments and retransmissions, and
+    // the frames the page's switch dropped.
+    const snmp = (await converse(page, 'vm2', 'grep Tcp: /proc/net/snmp; echo SNMP-$((6*7))', 'SNMP-42', 20000))
+      .split('\n').filter((l) => l.startsWith('Tcp:')).map((l) => l.trim().split(/\s+/));
+    const tcp = snmp.length >= 2 ? Object.fromEntries(snmp[0].map((k, i) => [k, snmp[1][i]])) : {};
+    const counters = await page.evaluate(() => ['vm1', 'vm2'].map((vm) => client.networkStats(vm)));
+    console.log(`vm2's TCP: ${tcp.OutSegs} segments sent, ${tcp.RetransSegs} retransmitted; switch counters: ${JSON.stringify(counters)}`);
+    console.log(`page (v86, two VMs on the page's switch): vm2 -> vm1 ${((4 << 20) / seconds(out) / 1e6).toFixed(2)} MB/s `
+      + `(busybox wget of 4 MiB by name), ping round trip min/avg/max ${rtt[1]}/${rtt[2]}/${rtt[3]} ms (20 pings, ${loss}% loss)`);
+    await context.close();
+  } finally {
+    dropProfile(profile);
+    await env.tearDown();
+  }
+}
 
 // In the page, through the relay.
 {

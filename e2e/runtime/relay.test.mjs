@@ -4,7 +4,8 @@
 // gets its lease from the page's switch, fetches a file with busybox wget from an HTTP
 // server this test runs on 127.0.0.1 through the gateway's address (10.0.2.2, the host's
 // 127.0.0.1 with --allow-loopback) and checks its bytes; a host request reaches the guest's
-// busybox httpd through the relay's --forward. A connection with a wrong token is refused,
+// busybox httpd through the relay's --forward; UDP: busybox tftp gets a file from a TFTP
+// server this test runs on 127.0.0.1, through the gateway's address. A connection with a wrong token is refused,
 // an isolated network cannot have a way out, and the end of the relay settles the uplink's
 // `closed`.
 //
@@ -15,6 +16,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
+import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { startGroup } from '../lib/proc.mjs';
@@ -52,10 +54,34 @@ async function fileServer(bytes) {
   return server;
 }
 
+/**
+ * A TFTP server on 127.0.0.1 (UDP) that serves `bytes` for any read request, in 512-byte
+ * blocks, answering from its own port (busybox's client takes the first answer's port as
+ * the server's). Options are ignored (no OACK): the client falls back to the defaults.
+ */
+async function tftpServer(bytes) {
+  const socket = createSocket('udp4');
+  const last = Math.floor(bytes.length / 512) + 1;
+  const block = (n, to) => {
+    const data = bytes.subarray((n - 1) * 512, n * 512);
+    const head = Buffer.from([0, 3, n >> 8, n & 255]);
+    socket.send(Buffer.concat([head, data]), to.port, to.address);
+  };
+  socket.on('message', (msg, from) => {
+    const op = msg.readUInt16BE(0);
+    if (op === 1) block(1, from);
+    else if (op === 4 && msg.readUInt16BE(2) < last) block(msg.readUInt16BE(2) + 1, from);
+  });
+  await new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  return socket;
+}
+
 test('through qemuweb network, a Linux VM fetches a file from a server on 127.0.0.1 and a host request reaches its httpd', { skip: !enabled && 'set QEMUWEB_E2E_LINUX=1 (scripts/e2e-linux.sh)', timeout: 240000 }, async () => {
   const file = randomBytes(512 << 10);
   const sha = createHash('sha256').update(file).digest('hex');
   const server = await fileServer(file);
+  const small = randomBytes(3000);
+  const tftp = await tftpServer(small);
   const forwardPort = await freePort();
   const relay = startGroup(QEMUWEB, ['network', '--listen', '127.0.0.1:0', '--allow-loopback', '--verbose',
     '--forward', `${forwardPort}:vm1:8080`], { name: 'qemuweb network', limitMs: 200000, stdin: 'ignore' });
@@ -105,6 +131,10 @@ test('through qemuweb network, a Linux VM fetches a file from a server on 127.0.
     const fetched = await converse(page, 'vm1',
       `wget -q -O /tmp/f http://10.0.2.2:${port}/file.bin && sha256sum /tmp/f; echo GET-$((6*7))`, 'GET-42', 60000);
     assert.ok(fetched.includes(`${sha}  /tmp/f`), fetched);
+    // UDP out and back: a TFTP get from 127.0.0.1 (six blocks, each acknowledged).
+    const got = await converse(page, 'vm1',
+      `tftp -g -r small.bin -l /tmp/u 10.0.2.2 ${tftp.address().port} && sha256sum /tmp/u; echo TFTP-$((6*7))`, 'TFTP-42', 30000);
+    assert.ok(got.includes(`${createHash('sha256').update(small).digest('hex')}  /tmp/u`), got);
     const fetchedAt = Date.now();
 
     // In: the relay's forward reaches the guest's httpd (found by name through the page's DNS).
@@ -113,7 +143,7 @@ test('through qemuweb network, a Linux VM fetches a file from a server on 127.0.
     const answer = await fetch(`http://127.0.0.1:${forwardPort}/index.html`, { signal: AbortSignal.timeout(30000) });
     assert.equal(answer.status, 200);
     assert.equal(await answer.text(), 'hello-from-the-guest\n');
-    console.log(`boot and lease ${((booted - t0) / 1000).toFixed(1)} s, wget of 512 KiB ${((fetchedAt - booted) / 1000).toFixed(1)} s, forward ${((Date.now() - fetchedAt) / 1000).toFixed(1)} s`);
+    console.log(`boot and lease ${((booted - t0) / 1000).toFixed(1)} s, wget of 512 KiB and tftp of 3000 bytes ${((fetchedAt - booted) / 1000).toFixed(1)} s, forward ${((Date.now() - fetchedAt) / 1000).toFixed(1)} s`);
 
     const stats = await page.evaluate(() => uplink.stats());
     assert.equal(stats.network, 'default');
@@ -138,6 +168,7 @@ test('through qemuweb network, a Linux VM fetches a file from a server on 127.0.
   } finally {
     await relay.stop();
     server.close();
+    tftp.close();
     dropProfile(profile);
   }
 });

@@ -227,7 +227,8 @@ mod cli {
             command: AssetsCmd,
         },
         /// The way out of a page's virtual network: a user-mode TCP/IP stack that carries
-        /// its guests' TCP connections to the host, and forwards host ports to guests. The
+        /// its guests' TCP connections and UDP datagrams to the host (and their pings, when
+        /// net.ipv4.ping_group_range allows), and forwards host ports to guests. The
         /// page connects with QemuClient.connectNetwork(network, url, token) to the URL and
         /// token printed at start. Guests cannot reach the host's loopback or private
         /// ranges unless allowed.

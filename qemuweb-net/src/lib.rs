@@ -35,7 +35,7 @@
 mod error;
 pub mod frame;
 mod limiter;
-mod packet;
+pub mod packet;
 mod queue;
 pub mod services;
 mod switch;

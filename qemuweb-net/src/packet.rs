@@ -1,4 +1,5 @@
-//! Building the frames the services send, with smoltcp's `wire` representations.
+//! Building the frames the services send (and tests and fuzz targets that speak to the
+//! network), with smoltcp's `wire` representations: valid headers and checksums.
 
 use std::net::Ipv4Addr;
 
@@ -11,7 +12,7 @@ use smoltcp::wire::{
 use crate::Mac;
 
 /// An Ethernet frame of `payload_len` bytes of `ethertype`, its payload written by `fill`.
-pub(crate) fn ethernet(
+pub fn ethernet(
     src: Mac,
     dst: Mac,
     ethertype: EthernetProtocol,
@@ -31,7 +32,7 @@ pub(crate) fn ethernet(
 }
 
 /// An IPv4 packet in an Ethernet frame, its payload written by `fill`.
-pub(crate) fn ipv4(
+pub fn ipv4(
     (src_mac, src_ip): (Mac, Ipv4Addr),
     (dst_mac, dst_ip): (Mac, Ipv4Addr),
     protocol: IpProtocol,
@@ -59,7 +60,7 @@ pub(crate) fn ipv4(
 }
 
 /// A UDP datagram in IPv4 in Ethernet, its payload written by `fill`.
-pub(crate) fn udp(
+pub fn udp(
     src: (Mac, Ipv4Addr, u16),
     dst: (Mac, Ipv4Addr, u16),
     payload_len: usize,

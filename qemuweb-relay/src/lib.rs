@@ -22,7 +22,11 @@
 //!   host's `127.0.0.1`, with `--allow-loopback` only.
 //! - A forward (`8080:vm1:80`) listens on `127.0.0.1:8080` and connects into the VM's
 //!   port; the VM's address comes from the page's DNS (asked over the network).
-//! - TCP only: UDP and ICMP beyond the network are refused (`unsupported`).
+//! - UDP beyond the network goes out from a host UDP socket per guest flow (bounded in
+//!   number, ended when idle), the answers come back: a guest's DNS questions to an
+//!   outside resolver, say. ICMP echo goes out through an ICMP datagram socket when the
+//!   host allows the relay's group (`net.ipv4.ping_group_range`), and is refused
+//!   (`unsupported`) otherwise; ping to the gateway is the page's to answer.
 //!
 //! ```no_run
 //! use qemuweb_relay::{Policy, Relay, RelayConfig};
@@ -49,4 +53,4 @@ pub mod stack;
 pub use error::{ErrorKind, RelayError};
 pub use policy::{Policy, Refusal};
 pub use server::{Relay, RelayConfig, PATH};
-pub use stack::{RelayStats, Stack, StackLimits, MAX_FRAME};
+pub use stack::{Protocol, RelayStats, Stack, StackLimits, MAX_DATAGRAM, MAX_FRAME};

@@ -2,8 +2,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-/// Why the relay refused a guest's connection (it answers with a TCP reset), counted in
-/// [`RelayStats`](crate::RelayStats) and logged.
+/// Why the relay refused a guest's connection or datagram flow (it answers a TCP SYN with
+/// a reset, a UDP datagram with "port unreachable", and leaves an echo request
+/// unanswered), counted in [`RelayStats`](crate::RelayStats) and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Refusal {
     /// To the host's loopback (`127.0.0.0/8`, or the gateway's address, which maps to
@@ -15,9 +16,11 @@ pub enum Refusal {
     /// To an address no connection goes to (`0/8`, multicast, reserved, broadcast, the
     /// network's DNS server).
     Reserved,
-    /// The relay has its largest number of connections open.
+    /// The relay has its largest number of connections (or of UDP and ICMP echo flows)
+    /// open.
     TooManyFlows,
-    /// Not TCP (UDP and ICMP beyond the network are not carried).
+    /// Not carried: an IP protocol other than TCP, UDP and ICMP echo, or an echo request
+    /// when the host allows the relay no ICMP datagram sockets.
     Unsupported,
 }
 

@@ -24,7 +24,9 @@ use tungstenite::Message;
 
 use crate::error::RelayError;
 use crate::policy::Policy;
-use crate::stack::{Connect, HostEvent, RelayStats, Stack, StackLimits, CHUNK};
+use crate::stack::{
+    Connect, HostEvent, Protocol, RelayStats, Stack, StackLimits, CHUNK, MAX_DATAGRAM,
+};
 
 /// The path of the WebSocket endpoint.
 pub const PATH: &str = "/network";
@@ -362,6 +364,18 @@ where
     let start = tokio::time::Instant::now();
     let now = || start.elapsed().as_millis() as u64;
     let mut stack = Stack::new(config.plan.clone(), config.policy, config.limits, now());
+    let ping = ping_socket().is_ok();
+    stack.set_ping(ping);
+    if config.verbose {
+        eprintln!(
+            "qemuweb network: ping beyond the network {}",
+            if ping {
+                "goes out through ICMP datagram sockets"
+            } else {
+                "is refused (no ICMP datagram sockets for this group: net.ipv4.ping_group_range)"
+            }
+        );
+    }
     let notify = Arc::new(Notify::new());
     let (forward_tx, mut forward_rx) = mpsc::channel(16);
     if let Ok(mut f) = shared.forwards.lock() {
@@ -382,7 +396,11 @@ where
             if config.verbose {
                 eprintln!("qemuweb network: {}", c.flow);
             }
-            hosts.spawn(host_side(c, stream, notify.clone()));
+            if c.protocol == Protocol::Tcp {
+                hosts.spawn(host_side(c, stream, notify.clone()));
+            } else {
+                hosts.spawn(datagram_side(c, notify.clone()));
+            }
         }
         // Host connections whose forward found no VM are closed.
         for id in stack.take_failed_forwards() {
@@ -506,4 +524,72 @@ async fn host_side(c: Connect, stream: Option<tokio::net::TcpStream>, notify: Ar
         let _ = w.shutdown().await;
     };
     tokio::join!(reader, writer);
+}
+
+/// An ICMP datagram socket ("ping" socket, `SOCK_DGRAM` and `IPPROTO_ICMP`): the kernel
+/// sets each echo request's identifier and checksum and gives back only the replies to
+/// it. Unprivileged, when the process's group is in `net.ipv4.ping_group_range`.
+fn ping_socket() -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol as P, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(P::ICMPV4))?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// A UDP or ICMP echo flow's host side: a socket connected to the target (so that only
+/// its answers come back), datagrams both ways until the stack drops the flow's channels
+/// (idle, or the page gone). A full channel to the stack drops the datagram.
+async fn datagram_side(c: Connect, notify: Arc<Notify>) {
+    let Connect {
+        protocol,
+        target,
+        channels,
+        ..
+    } = c;
+    let mut to_host = channels.to_host;
+    let from_host = channels.from_host;
+    let socket = async {
+        let target = target.ok_or_else(|| std::io::Error::other("no target"))?;
+        let socket = if protocol == Protocol::Icmp {
+            tokio::net::UdpSocket::from_std(ping_socket()?)?
+        } else if target.ip().is_loopback() {
+            tokio::net::UdpSocket::bind("127.0.0.1:0").await?
+        } else {
+            tokio::net::UdpSocket::bind("0.0.0.0:0").await?
+        };
+        socket.connect(target).await?;
+        Ok::<_, std::io::Error>(socket)
+    };
+    let socket = match socket.await {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = from_host.send(HostEvent::Failed).await;
+            notify.notify_one();
+            return;
+        }
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            d = to_host.recv() => match d {
+                // A datagram the host cannot take now is lost, as on a network.
+                Some(d) => { let _ = socket.send(&d).await; }
+                None => break,
+            },
+            r = socket.recv(&mut buf) => match r {
+                Ok(n) => {
+                    if from_host.try_send(HostEvent::Data(buf[..n].to_vec())).is_ok() {
+                        notify.notify_one();
+                    }
+                }
+                // "Connection refused" (an ICMP error for an earlier datagram) and the
+                // like: the flow goes on; a closed channel ends it.
+                Err(_) => {
+                    if from_host.is_closed() {
+                        break;
+                    }
+                }
+            },
+        }
+    }
 }

@@ -9,6 +9,15 @@
 //! other way: a host connection makes the stack ask the page's DNS server for the VM's
 //! address, then connect to it.
 //!
+//! UDP and ICMP echo go the same way without a socket of smoltcp's: a guest's datagram
+//! to `ADDR:PORT` beyond the network (or its echo request to `ADDR`) opens a datagram flow,
+//! keyed by its four addresses (the echo's identifier as its port), and asks for a host
+//! socket connected to the destination; the datagrams go through bounded channels (a full
+//! channel drops the newest, as a network would), the answers come back as IPv4 packets
+//! built here (fragmented when larger than the MTU), and a flow idle for
+//! [`StackLimits::datagram_idle_ms`] ends. Echo requests go out only when the host lets
+//! the relay open ICMP datagram ("ping") sockets ([`Stack::set_ping`]).
+//!
 //! Synchronous and without I/O of its own: [`Stack::input`] takes a frame from the page,
 //! [`Stack::transmit`] gives the frames for the page, [`Stack::poll`] moves everything on
 //! at a time the caller gives, and [`Stack::take_connects`] hands out the host connections
@@ -22,12 +31,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use qemuweb_config::NetworkPlan;
 use qemuweb_net::{services::gateway_mac, validate_frame, DropReason};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::{dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket,
+    HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr,
+    TcpPacket, UdpPacket, UdpRepr,
 };
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr};
 use tokio::sync::mpsc;
 
 use crate::device::FrameQueues as Queues;
@@ -45,6 +57,17 @@ const NAME_TTL_MS: u64 = 10_000;
 /// Chunks in flight in each direction of a connection's channels.
 const CHANNEL_CHUNKS: usize = 8;
 
+/// Datagrams in flight in each direction of a datagram flow's channels.
+const CHANNEL_DATAGRAMS: usize = 16;
+
+/// The largest payload of one IPv4 packet to a guest (a multiple of 8, as fragments'
+/// offsets are).
+const MAX_IP_PAYLOAD: usize = MAX_FRAME - 14 - 20;
+
+/// The largest UDP payload an IPv4 packet carries (65535 less the IPv4 and UDP headers):
+/// the host sockets' datagrams are read into buffers of this size.
+pub const MAX_DATAGRAM: usize = 65_507;
+
 /// Bounds of the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StackLimits {
@@ -60,6 +83,11 @@ pub struct StackLimits {
     pub send_buffer: usize,
     /// The guests' addresses whose MAC addresses the stack remembers (default 256).
     pub max_neighbors: usize,
+    /// The most UDP and ICMP echo flows open at once (default 64), each a host socket.
+    pub max_datagram_flows: usize,
+    /// How long a UDP or ICMP echo flow lives without a datagram either way, in
+    /// milliseconds (default 30 000).
+    pub datagram_idle_ms: u64,
 }
 
 impl Default for StackLimits {
@@ -69,6 +97,8 @@ impl Default for StackLimits {
             socket_buffer: 64 << 10,
             send_buffer: 8 << 10,
             max_neighbors: 256,
+            max_datagram_flows: 64,
+            datagram_idle_ms: 30_000,
         }
     }
 }
@@ -93,9 +123,23 @@ pub struct HostChannels {
     pub from_host: mpsc::Sender<HostEvent>,
 }
 
+/// What a host socket carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// A TCP connection: the channels carry a byte stream in chunks.
+    Tcp,
+    /// A UDP flow: the channels carry datagrams' payloads, one a message.
+    Udp,
+    /// ICMP echo: to the host, the guest's echo requests (the ICMP message: header and
+    /// data); from it, the echo replies (the same), for an ICMP datagram socket.
+    Icmp,
+}
+
 /// A host connection the stack wants made, or a forwarded one it has taken over.
 #[derive(Debug)]
 pub struct Connect {
+    /// What the host socket carries.
+    pub protocol: Protocol,
     /// Where to connect (for a guest's connection); `None` for a forward, whose host
     /// socket is open already.
     pub target: Option<SocketAddr>,
@@ -124,6 +168,16 @@ pub struct RelayStats {
     pub flows_opened: u64,
     /// Forwarded host connections that found no VM (its name did not resolve).
     pub forwards_unresolved: u64,
+    /// UDP and ICMP echo flows opened.
+    pub datagram_flows_opened: u64,
+    /// Datagrams carried from the guests to the host.
+    pub datagrams_out: u64,
+    /// Datagrams carried from the host to the guests.
+    pub datagrams_in: u64,
+    /// Guests' datagrams lost: their flow's channel to the host was full, or they came in
+    /// fragments (not reassembled). (The host socket's task drops the host's datagrams
+    /// when the channel to the stack is full; those are not counted here.)
+    pub datagrams_dropped: u64,
 }
 
 impl RelayStats {
@@ -140,6 +194,20 @@ impl RelayStats {
 
 /// The four addresses of a guest's connection.
 type FlowKey = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+/// A datagram flow: UDP's four addresses, or an echo's (its identifier as the port, 0 as
+/// the destination's).
+type DatagramKey = (bool, Ipv4Addr, u16, Ipv4Addr, u16);
+
+/// A guest's UDP or ICMP echo flow.
+#[derive(Debug)]
+struct DatagramFlow {
+    guest_mac: EthernetAddress,
+    to_host: mpsc::Sender<Vec<u8>>,
+    from_host: mpsc::Receiver<HostEvent>,
+    /// The last datagram either way (ms).
+    last_ms: u64,
+}
 
 #[derive(Debug)]
 struct Flow {
@@ -175,6 +243,10 @@ pub struct Stack {
     limits: StackLimits,
     flows: HashMap<SocketHandle, Flow>,
     keys: HashMap<FlowKey, SocketHandle>,
+    datagrams: HashMap<DatagramKey, DatagramFlow>,
+    ping: bool,
+    ping_refusal_logged: bool,
+    next_ip_ident: u16,
     neighbors: HashMap<Ipv4Addr, EthernetAddress>,
     dns: Option<SocketHandle>,
     lookups: Vec<Lookup>,
@@ -246,6 +318,10 @@ impl Stack {
             limits,
             flows: HashMap::new(),
             keys: HashMap::new(),
+            datagrams: HashMap::new(),
+            ping: false,
+            ping_refusal_logged: false,
+            next_ip_ident: 1,
             neighbors: HashMap::new(),
             dns,
             lookups: Vec::new(),
@@ -267,6 +343,19 @@ impl Stack {
     /// Connections open now.
     pub fn flows(&self) -> usize {
         self.flows.len()
+    }
+
+    /// UDP and ICMP echo flows open now.
+    pub fn datagram_flows(&self) -> usize {
+        self.datagrams.len()
+    }
+
+    /// Whether the guests' echo requests beyond the network go out (through ICMP datagram
+    /// sockets, which the host allows when the relay's group is in
+    /// `net.ipv4.ping_group_range`); when not (the default), they are refused
+    /// ([`Refusal::Unsupported`]).
+    pub fn set_ping(&mut self, available: bool) {
+        self.ping = available;
     }
 
     /// Lines for the log since the last call (refusals and the like).
@@ -349,12 +438,22 @@ impl Stack {
                     self.drop_frame(DropReason::Spoofed);
                     return;
                 }
+                let beyond = !self.plan.contains(ip.dst_addr()) || ip.dst_addr() == self.gateway;
                 if from_services {
                     // Answers to the stack's own questions (smoltcp matches them).
                 } else if ip.next_header() == IpProtocol::Tcp {
                     self.learn(src, view.src_addr(), now_ms);
                     self.on_tcp(&ip);
-                } else if !self.plan.contains(ip.dst_addr()) || ip.dst_addr() == self.gateway {
+                } else if beyond && matches!(ip.next_header(), IpProtocol::Udp | IpProtocol::Icmp) {
+                    self.learn(src, view.src_addr(), now_ms);
+                    if self.on_datagram(&ip, view.src_addr(), now_ms) {
+                        // Carried: smoltcp is not to see it (it would answer "port
+                        // unreachable"), as it does for refused UDP.
+                        self.stats.frames_in += 1;
+                        self.poll(now_ms);
+                        return;
+                    }
+                } else if beyond {
                     self.learn(src, view.src_addr(), now_ms);
                     let what = format!("{:?} {src} -> {}", ip.next_header(), ip.dst_addr());
                     self.refuse(Refusal::Unsupported, what);
@@ -443,11 +542,223 @@ impl Stack {
         self.keys.insert(key, handle);
         self.stats.flows_opened += 1;
         self.connects.push(Connect {
+            protocol: Protocol::Tcp,
             forward: None,
             target: Some(target),
             flow: what,
             channels: host,
         });
+    }
+
+    /// A guest's UDP datagram or ICMP message beyond the network: whether it was taken
+    /// (carried, or dropped on purpose). Refused UDP is left to smoltcp, which answers
+    /// "port unreachable", as a host without the service would; a refused echo request
+    /// goes unanswered.
+    fn on_datagram(&mut self, ip: &Ipv4Packet<&[u8]>, mac: EthernetAddress, now_ms: u64) -> bool {
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            self.stats.datagrams_dropped += 1;
+            return true;
+        }
+        let icmp = ip.next_header() == IpProtocol::Icmp;
+        let (key, what, payload) = if icmp {
+            let echo = Icmpv4Packet::new_checked(ip.payload())
+                .ok()
+                .and_then(|p| Icmpv4Repr::parse(&p, &ChecksumCapabilities::default()).ok());
+            let Some(Icmpv4Repr::EchoRequest { ident, .. }) = echo else {
+                return false;
+            };
+            let what = format!("ping {src} -> {dst} (id {ident})");
+            ((true, src, ident, dst, 0), what, ip.payload())
+        } else {
+            let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                return false;
+            };
+            let key = (false, src, udp.src_port(), dst, udp.dst_port());
+            let what = format!("udp {src}:{} -> {dst}:{}", key.2, key.4);
+            (key, what, udp.payload())
+        };
+        if !self.datagrams.contains_key(&key) {
+            if icmp && !self.ping {
+                if !std::mem::replace(&mut self.ping_refusal_logged, true) {
+                    self.log.push(
+                        "ping beyond the network needs ICMP datagram sockets: the host \
+                         allows them to the groups in net.ipv4.ping_group_range"
+                            .into(),
+                    );
+                }
+                self.refuse(Refusal::Unsupported, what);
+                return true;
+            }
+            // An echo's "port" only passes the policy's check; its socket has none.
+            let port = if icmp { 7 } else { key.4 };
+            let target = match self.policy.target(dst, port, self.gateway, self.dns_server) {
+                Ok(t) if self.datagrams.len() < self.limits.max_datagram_flows => t,
+                Ok(_) => {
+                    self.refuse(Refusal::TooManyFlows, what);
+                    return icmp;
+                }
+                Err(reason) => {
+                    self.refuse(reason, what);
+                    return icmp;
+                }
+            };
+            let (to_host, to_host_rx) = mpsc::channel(CHANNEL_DATAGRAMS);
+            let (from_host_tx, from_host) = mpsc::channel(CHANNEL_DATAGRAMS);
+            self.datagrams.insert(
+                key,
+                DatagramFlow {
+                    guest_mac: mac,
+                    to_host,
+                    from_host,
+                    last_ms: now_ms,
+                },
+            );
+            self.stats.datagram_flows_opened += 1;
+            self.connects.push(Connect {
+                protocol: if icmp { Protocol::Icmp } else { Protocol::Udp },
+                forward: None,
+                target: Some(target),
+                flow: what,
+                channels: HostChannels {
+                    to_host: to_host_rx,
+                    from_host: from_host_tx,
+                },
+            });
+        }
+        let Some(flow) = self.datagrams.get_mut(&key) else {
+            return true;
+        };
+        flow.last_ms = now_ms;
+        if flow.to_host.try_send(payload.to_vec()).is_ok() {
+            self.stats.datagrams_out += 1;
+        } else {
+            self.stats.datagrams_dropped += 1;
+        }
+        true
+    }
+
+    /// Moves the host's datagrams to the guests, and ends the flows that are idle or whose
+    /// host socket is gone.
+    fn pump_datagrams(&mut self) {
+        let mut gone = Vec::new();
+        let mut out = Vec::new();
+        for (key, flow) in self.datagrams.iter_mut() {
+            let mut ended = false;
+            // At most a channel's worth a round, so the queue to the page stays bounded.
+            for _ in 0..CHANNEL_DATAGRAMS {
+                match flow.from_host.try_recv() {
+                    Ok(HostEvent::Data(d)) => {
+                        flow.last_ms = self.now_ms;
+                        out.push((*key, flow.guest_mac, d));
+                    }
+                    Ok(HostEvent::Eof | HostEvent::Failed)
+                    | Err(mpsc::error::TryRecvError::Disconnected) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                }
+            }
+            if ended || self.now_ms.saturating_sub(flow.last_ms) >= self.limits.datagram_idle_ms {
+                gone.push(*key);
+            }
+        }
+        for key in gone {
+            // Dropping the channels ends the host socket's task.
+            self.datagrams.remove(&key);
+        }
+        for ((icmp, guest, guest_port, dst, dst_port), mac, data) in out {
+            let packet = if icmp {
+                let reply = Icmpv4Packet::new_checked(&data[..])
+                    .ok()
+                    .and_then(|p| Icmpv4Repr::parse(&p, &ChecksumCapabilities::ignored()).ok());
+                let Some(Icmpv4Repr::EchoReply { seq_no, data, .. }) = reply else {
+                    continue;
+                };
+                // The host's socket had its own identifier: the guest's goes back.
+                let repr = Icmpv4Repr::EchoReply {
+                    ident: guest_port,
+                    seq_no,
+                    data,
+                };
+                let mut b = vec![0; repr.buffer_len()];
+                repr.emit(
+                    &mut Icmpv4Packet::new_unchecked(&mut b[..]),
+                    &ChecksumCapabilities::default(),
+                );
+                b
+            } else {
+                if data.len() > MAX_DATAGRAM {
+                    self.stats.datagrams_dropped += 1;
+                    continue;
+                }
+                let repr = UdpRepr {
+                    src_port: dst_port,
+                    dst_port: guest_port,
+                };
+                let mut b = vec![0; 8 + data.len()];
+                repr.emit(
+                    &mut UdpPacket::new_unchecked(&mut b[..]),
+                    &IpAddress::Ipv4(dst),
+                    &IpAddress::Ipv4(guest),
+                    data.len(),
+                    |p| p.copy_from_slice(&data),
+                    &ChecksumCapabilities::default(),
+                );
+                b
+            };
+            let protocol = if icmp {
+                IpProtocol::Icmp
+            } else {
+                IpProtocol::Udp
+            };
+            self.send_to_guest((guest, mac), dst, protocol, &packet);
+            self.stats.datagrams_in += 1;
+        }
+    }
+
+    /// Queues an IPv4 packet from `from` to a guest, in fragments when it is larger than
+    /// the MTU.
+    fn send_to_guest(
+        &mut self,
+        (guest, mac): (Ipv4Addr, EthernetAddress),
+        from: Ipv4Addr,
+        protocol: IpProtocol,
+        payload: &[u8],
+    ) {
+        let ident = self.next_ip_ident;
+        self.next_ip_ident = ident.wrapping_add(1);
+        let mut off = 0;
+        loop {
+            let n = (payload.len() - off).min(MAX_IP_PAYLOAD);
+            let more = off + n < payload.len();
+            let mut frame = vec![0u8; 14 + 20 + n];
+            let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+            eth.set_dst_addr(mac);
+            eth.set_src_addr(self.gateway_mac);
+            eth.set_ethertype(EthernetProtocol::Ipv4);
+            let repr = Ipv4Repr {
+                src_addr: from,
+                dst_addr: guest,
+                next_header: protocol,
+                payload_len: n,
+                hop_limit: 64,
+            };
+            let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
+            repr.emit(&mut ip, &ChecksumCapabilities::ignored());
+            ip.set_ident(ident);
+            ip.set_dont_frag(false);
+            ip.set_more_frags(more);
+            ip.set_frag_offset(off as u16);
+            ip.fill_checksum();
+            frame[34..].copy_from_slice(&payload[off..off + n]);
+            self.device.tx.push_back(frame);
+            off += n;
+            if !more {
+                break;
+            }
+        }
     }
 
     fn new_socket(&self) -> tcp::Socket<'static> {
@@ -562,6 +873,7 @@ impl Stack {
         );
         self.stats.flows_opened += 1;
         self.connects.push(Connect {
+            protocol: Protocol::Tcp,
             forward: Some(id),
             target: None,
             flow: format!("forward -> {ip}:{port}"),
@@ -578,12 +890,14 @@ impl Stack {
     }
 
     /// Moves everything on at `now_ms`: smoltcp's timers and queues, the forwards' name
-    /// lookups, and the bytes between the connections' sockets and their channels.
+    /// lookups, the bytes between the connections' sockets and their channels, and the
+    /// host's datagrams to the guests (ending idle datagram flows).
     pub fn poll(&mut self, now_ms: u64) {
         let now = Instant::from_millis(now_ms as i64);
         self.now_ms = now_ms;
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.resolve();
+        self.pump_datagrams();
         if self.pump() {
             self.iface.poll(now, &mut self.device, &mut self.sockets);
         }

@@ -12,7 +12,7 @@ use qemuweb_net::{DropReason, Nic, PortId, Switch};
 use qemuweb_relay::device::FrameQueues as Wire;
 use qemuweb_relay::{Policy, Refusal, Relay, RelayConfig};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::socket::tcp;
+use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -142,6 +142,48 @@ impl Page {
     fn socket(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
     }
+
+    /// A UDP socket on the guest's `port`.
+    fn udp(&mut self, port: u16) -> SocketHandle {
+        let buffer =
+            || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 16 << 10]);
+        let mut s = udp::Socket::new(buffer(), buffer());
+        s.bind(port).unwrap();
+        self.sockets.add(s)
+    }
+
+    /// Sends `data` from the UDP socket `h` to `to`, then steps until a datagram comes
+    /// back (`None` when none does within `wait`).
+    async fn udp_exchange(
+        &mut self,
+        h: SocketHandle,
+        to: (Ipv4Addr, u16),
+        data: &[u8],
+        wait: Duration,
+    ) -> Option<Vec<u8>> {
+        self.sockets
+            .get_mut::<udp::Socket>(h)
+            .send_slice(data, (IpAddress::Ipv4(to.0), to.1))
+            .unwrap();
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            self.step().await;
+            if let Ok((d, meta)) = self.sockets.get_mut::<udp::Socket>(h).recv() {
+                assert_eq!(meta.endpoint.addr, IpAddress::Ipv4(to.0));
+                assert_eq!(meta.endpoint.port, to.1);
+                return Some(d.to_vec());
+            }
+        }
+        None
+    }
+
+    /// Steps for `d`.
+    async fn idle(&mut self, d: Duration) {
+        let until = std::time::Instant::now() + d;
+        while std::time::Instant::now() < until {
+            self.step().await;
+        }
+    }
 }
 
 fn relay_with(policy: Policy, forwards: &[String]) -> Relay {
@@ -169,6 +211,17 @@ async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<usize>) {
         got.len()
     });
     (addr, task)
+}
+
+/// Everything the socket has received, appended to `into`.
+fn drain(s: &mut tcp::Socket, into: &mut Vec<u8>) {
+    while s.can_recv() {
+        s.recv(|b| {
+            into.extend_from_slice(b);
+            (b.len(), ())
+        })
+        .unwrap();
+    }
 }
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -212,13 +265,7 @@ fn a_guest_reaches_a_loopback_server_through_the_gateway_address() {
                 s.close();
                 closed = true;
             }
-            while s.can_recv() {
-                s.recv(|b| {
-                    got.extend_from_slice(b);
-                    (b.len(), ())
-                })
-                .unwrap();
-            }
+            drain(s, &mut got);
             if !s.may_recv() && closed && s.state() != tcp::State::SynSent {
                 break;
             }
@@ -286,13 +333,7 @@ fn a_forward_reaches_the_guest_by_its_name() {
         while !host.is_finished() {
             page.step().await;
             let s = page.socket(h);
-            while s.can_recv() {
-                s.recv(|b| {
-                    asked.extend_from_slice(b);
-                    (b.len(), ())
-                })
-                .unwrap();
-            }
+            drain(s, &mut asked);
             if asked.ends_with(b"\r\n\r\n") && !answered && s.can_send() {
                 s.send_slice(b"HTTP/1.0 200 OK\r\n\r\nfrom the guest")
                     .unwrap();
@@ -450,13 +491,7 @@ fn malformed_frames_are_dropped_and_counted_and_a_flood_harms_nothing() {
                 s.close();
                 closed = true;
             }
-            while s.can_recv() {
-                s.recv(|b| {
-                    got.extend_from_slice(b);
-                    (b.len(), ())
-                })
-                .unwrap();
-            }
+            drain(s, &mut got);
             if closed && !s.may_recv() {
                 break;
             }
@@ -470,5 +505,194 @@ fn malformed_frames_are_dropped_and_counted_and_a_flood_harms_nothing() {
         assert_eq!(stats.dropped(DropReason::Spoofed), 1, "{stats:?}");
         assert_eq!(stats.dropped(DropReason::NoRoute), 1, "{stats:?}");
         assert_eq!(stats.dropped(DropReason::BadLength), 20_000, "{stats:?}");
+    });
+}
+
+/// A UDP server on 127.0.0.1 that answers each datagram with the same bytes, or with
+/// `pattern(n)` for `big:N`; it reports each datagram's source port.
+async fn udp_echo_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u16>) {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, from) = s.recv_from(&mut buf).await.unwrap();
+            let _ = tx.send(from.port());
+            let answer = match std::str::from_utf8(&buf[..n])
+                .ok()
+                .and_then(|t| t.strip_prefix("big:"))
+                .and_then(|n| n.parse().ok())
+            {
+                Some(len) => pattern(len),
+                None => buf[..n].to_vec(),
+            };
+            s.send_to(&answer, from).await.unwrap();
+        }
+    });
+    (addr, rx)
+}
+
+fn relay_with_limits(policy: Policy, f: impl FnOnce(&mut qemuweb_relay::StackLimits)) -> Relay {
+    let plan = network_by_id("default").unwrap().plan().unwrap();
+    let mut config = RelayConfig::new(plan, 0);
+    config.policy = policy;
+    f(&mut config.limits);
+    Relay::start(config).unwrap()
+}
+
+const LOOPBACK_ONLY: Policy = Policy {
+    allow_loopback: true,
+    allow_private: false,
+};
+
+#[test]
+fn udp_datagrams_reach_a_loopback_server_and_its_answers_come_back() {
+    run(async {
+        let relay = relay_with_limits(LOOPBACK_ONLY, |l| l.datagram_idle_ms = 300);
+        let (server, mut sources) = udp_echo_server().await;
+        let mut page = Page::new(&relay).await;
+        let h = page.udp(5000);
+        let to = (GATEWAY, server.port());
+        let wait = Duration::from_secs(5);
+        assert_eq!(
+            page.udp_exchange(h, to, b"one", wait).await.as_deref(),
+            Some(&b"one"[..])
+        );
+        // An answer larger than the MTU comes in fragments, which the guest reassembles
+        // (and checks the UDP checksum of).
+        let big = page.udp_exchange(h, to, b"big:4000", wait).await.unwrap();
+        assert!(big == pattern(4000), "the large answer came back changed");
+        // The same flow: one host socket, one source port.
+        let first = sources.recv().await.unwrap();
+        assert_eq!(sources.recv().await.unwrap(), first);
+        let stats = relay.stats();
+        assert_eq!(stats.datagram_flows_opened, 1, "{stats:?}");
+        assert_eq!(
+            (stats.datagrams_out, stats.datagrams_in),
+            (2, 2),
+            "{stats:?}"
+        );
+        // Idle for longer than its timeout, the flow ends: the next datagram opens
+        // another, from another host socket.
+        page.idle(Duration::from_millis(1500)).await;
+        assert_eq!(
+            page.udp_exchange(h, to, b"two", wait).await.as_deref(),
+            Some(&b"two"[..])
+        );
+        assert_ne!(sources.recv().await.unwrap(), first);
+        assert_eq!(relay.stats().datagram_flows_opened, 2);
+        assert_eq!(relay.stats().refused.values().sum::<u64>(), 0);
+    });
+}
+
+#[test]
+fn udp_flows_are_refused_by_the_policy_and_bounded_in_number() {
+    run(async {
+        let (server, _sources) = udp_echo_server().await;
+        let wait = Duration::from_millis(600);
+        // Without --allow-loopback: the gateway's address and 127/8 are refused, and so
+        // are private ranges; no datagram reaches the server.
+        let strict = relay_with(Policy::default(), &[]);
+        let mut page = Page::new(&strict).await;
+        let h = page.udp(5001);
+        for to in [GATEWAY, Ipv4Addr::LOCALHOST, Ipv4Addr::new(192, 168, 1, 1)] {
+            assert_eq!(
+                page.udp_exchange(h, (to, server.port()), b"x", wait).await,
+                None
+            );
+        }
+        let stats = strict.stats();
+        assert_eq!(stats.refused(Refusal::Loopback), 2, "{stats:?}");
+        assert_eq!(stats.refused(Refusal::Private), 1, "{stats:?}");
+        assert_eq!((stats.datagram_flows_opened, stats.datagrams_out), (0, 0));
+        drop(page);
+        // At most two flows: a third guest port is refused while they live.
+        let relay = relay_with_limits(LOOPBACK_ONLY, |l| l.max_datagram_flows = 2);
+        let mut page = Page::new(&relay).await;
+        let to = (GATEWAY, server.port());
+        for port in [6000, 6001] {
+            let h = page.udp(port);
+            assert!(page.udp_exchange(h, to, b"x", wait * 5).await.is_some());
+        }
+        let h = page.udp(6002);
+        assert_eq!(page.udp_exchange(h, to, b"x", wait).await, None);
+        let stats = relay.stats();
+        assert_eq!(stats.refused(Refusal::TooManyFlows), 1, "{stats:?}");
+        assert_eq!(stats.datagram_flows_opened, 2, "{stats:?}");
+    });
+}
+
+/// Whether this process may open ICMP datagram sockets (its group in
+/// `net.ipv4.ping_group_range`).
+fn ping_sockets() -> bool {
+    use socket2::{Domain, Protocol, Socket, Type};
+    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)).is_ok()
+}
+
+/// Both ways in one test, as the host allows: with ICMP datagram sockets (for instance in
+/// a network namespace of its own: `unshare -n` with `ping_group_range` set and `lo` up)
+/// the echo goes to 127.0.0.1 and its reply comes back with the guest's identifier;
+/// without, it is refused as unsupported and unanswered.
+#[test]
+fn ping_beyond_the_network_goes_out_through_a_ping_socket_or_is_refused() {
+    run(async {
+        let relay = relay_with(LOOPBACK_ONLY, &[]);
+        let mut page = Page::new(&relay).await;
+        let ident = 0x4242;
+        let mut s = icmp::Socket::new(
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        );
+        s.bind(icmp::Endpoint::Ident(ident)).unwrap();
+        let h = page.sockets.add(s);
+        let caps = smoltcp::phy::ChecksumCapabilities::default();
+        let echo = smoltcp::wire::Icmpv4Repr::EchoRequest {
+            ident,
+            seq_no: 7,
+            data: b"qemuweb ping",
+        };
+        let mut b = vec![0; echo.buffer_len()];
+        echo.emit(
+            &mut smoltcp::wire::Icmpv4Packet::new_unchecked(&mut b),
+            &caps,
+        );
+        let to = IpAddress::Ipv4(Ipv4Addr::LOCALHOST);
+        page.sockets
+            .get_mut::<icmp::Socket>(h)
+            .send_slice(&b, to)
+            .unwrap();
+        let until =
+            std::time::Instant::now() + Duration::from_secs(if ping_sockets() { 10 } else { 1 });
+        let mut reply = None;
+        while reply.is_none() && std::time::Instant::now() < until {
+            page.step().await;
+            if let Ok((d, from)) = page.sockets.get_mut::<icmp::Socket>(h).recv() {
+                assert_eq!(from, to);
+                let p = smoltcp::wire::Icmpv4Packet::new_checked(d).unwrap();
+                reply = Some(());
+                assert_eq!(
+                    smoltcp::wire::Icmpv4Repr::parse(&p, &caps).unwrap(),
+                    smoltcp::wire::Icmpv4Repr::EchoReply {
+                        ident,
+                        seq_no: 7,
+                        data: b"qemuweb ping"
+                    }
+                );
+            }
+        }
+        let stats = relay.stats();
+        if ping_sockets() {
+            assert!(reply.is_some(), "no echo reply: {stats:?}");
+            assert_eq!(
+                (stats.datagrams_out, stats.datagrams_in),
+                (1, 1),
+                "{stats:?}"
+            );
+        } else {
+            assert_eq!(reply, None);
+            assert_eq!(stats.refused(Refusal::Unsupported), 1, "{stats:?}");
+            assert_eq!(stats.datagram_flows_opened, 0, "{stats:?}");
+        }
     });
 }
