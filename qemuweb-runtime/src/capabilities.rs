@@ -163,7 +163,23 @@ impl RuntimeCapabilities {
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use detect::detect;
+pub use detect::{detect, host_keeps_tso};
+
+/// Whether a host CPU architecture, as `navigator.userAgentData` names it
+/// (`getHighEntropyValues(["architecture"])`: `"x86"`, `"arm"`, ...), runs plain WebAssembly
+/// memory accesses in x86's total store order: what the QEMU engine's JIT needs to know to
+/// leave out the barriers an x86 guest otherwise gets before every memory access
+/// (`-accel tcg,wasm-jit-tso=1`). Unknown architectures are weakly ordered.
+///
+/// ```
+/// use qemuweb_runtime::capabilities::architecture_keeps_tso;
+/// assert!(architecture_keeps_tso("x86"));
+/// assert!(!architecture_keeps_tso("arm"));
+/// assert!(!architecture_keeps_tso(""));
+/// ```
+pub fn architecture_keeps_tso(architecture: &str) -> bool {
+    architecture == "x86"
+}
 
 #[cfg(target_arch = "wasm32")]
 mod detect {
@@ -213,6 +229,33 @@ mod detect {
         0xfe, 0x03, 0x00, // atomic.fence
         0x0b, // end
     ];
+
+    /// Whether this machine's CPU keeps plain memory accesses in x86 order (see
+    /// [`architecture_keeps_tso`](super::architecture_keeps_tso)), from
+    /// `navigator.userAgentData.getHighEntropyValues(["architecture"])`; `false` where the
+    /// browser does not say (Firefox, Safari) or the query fails.
+    pub async fn host_keeps_tso() -> bool {
+        let navigator = get(&js_sys::global().into(), "navigator");
+        let data = get(&navigator, "userAgentData");
+        let Ok(query) = Reflect::get(&data, &"getHighEntropyValues".into())
+            .and_then(|f| f.dyn_into::<js_sys::Function>())
+        else {
+            return false;
+        };
+        let hints = js_sys::Array::of1(&"architecture".into());
+        let Ok(promise) = query
+            .call1(&data, &hints)
+            .and_then(|p| p.dyn_into::<js_sys::Promise>())
+        else {
+            return false;
+        };
+        match wasm_bindgen_futures::JsFuture::from(promise).await {
+            Ok(values) => get(&values, "architecture")
+                .as_string()
+                .is_some_and(|a| super::architecture_keeps_tso(&a)),
+            Err(_) => false,
+        }
+    }
 
     /// Detects the capabilities of the current context (a window or a worker).
     pub fn detect() -> RuntimeCapabilities {

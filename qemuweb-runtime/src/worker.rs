@@ -688,7 +688,11 @@ impl Worker {
         check_memory64(build.requirements.memory64, capabilities::detect().memory64)?;
         let module = build.module_for(q.arch)?;
         module.check_ram(plan.memory_bytes)?;
-        let args = build.accel_args(&q.args, request.qemu.jit)?;
+        let host_tso = match request.qemu.host_tso {
+            Some(tso) => tso,
+            None => capabilities::host_keeps_tso().await,
+        };
+        let args = build.accel_args(&q.args, request.qemu.jit, host_tso)?;
         let worker_url = assets.qemu_worker.clone().unwrap_or_else(|| {
             let here = Reflect::get(&js_sys::global(), &"location".into())
                 .ok()

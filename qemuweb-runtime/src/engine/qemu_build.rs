@@ -178,7 +178,9 @@ impl QemuBuild {
 
     /// QEMU's arguments `args` with the accelerator a start asked for: `jit` `None` keeps
     /// the build's default (the JIT when it has one), `Some(false)` turns a JIT build's JIT
-    /// off (`-accel tcg,wasm-jit=off`), `Some(true)` needs a JIT build.
+    /// off (`-accel tcg,wasm-jit=off`), `Some(true)` needs a JIT build. With the JIT on and
+    /// `host_tso` (the host keeps plain accesses in x86 order), the JIT leaves out the
+    /// barriers x86 guests need only on weakly ordered hosts (`wasm-jit-tso=1`).
     ///
     /// ```
     /// use qemuweb_runtime::engine::qemu_build::QemuBuild;
@@ -187,31 +189,39 @@ impl QemuBuild {
     ///   "memory": {"memory64": true, "shared": true, "initialBytes": 0}}]}"#;
     /// let build = QemuBuild::from_json(json).unwrap();
     /// let args: Vec<String> = ["-accel", "tcg", "-m", "64"].map(String::from).into();
-    /// assert_eq!(build.accel_args(&args, Some(false)).unwrap()[1], "tcg,wasm-jit=off");
-    /// assert_eq!(build.accel_args(&args, None).unwrap(), args);
+    /// assert_eq!(build.accel_args(&args, Some(false), true).unwrap()[1], "tcg,wasm-jit=off");
+    /// assert_eq!(build.accel_args(&args, None, true).unwrap()[1], "tcg,wasm-jit-tso=1");
+    /// assert_eq!(build.accel_args(&args, None, false).unwrap(), args);
     /// ```
     ///
     /// # Errors
     ///
     /// [`RuntimeError::Unsupported`] for `Some(true)` on a build without the JIT.
-    pub fn accel_args(&self, args: &[String], jit: Option<bool>) -> Result<Vec<String>> {
-        match (self.tcg, jit) {
-            (Tcg::Interpreter, Some(true)) => Err(RuntimeError::Unsupported(
-                "this QEMU build has no WebAssembly JIT (its qemu-build.json says \"tcg\": \
-                 \"interpreter\"): build the plan with --tcg jit, or start without qemu.jit"
-                    .into(),
-            )),
-            (Tcg::Jit, Some(false)) => {
-                let mut out = args.to_vec();
-                for i in 1..out.len() {
-                    if out[i - 1] == "-accel" && out[i] == "tcg" {
-                        out[i] = "tcg,wasm-jit=off".into();
-                    }
-                }
-                Ok(out)
+    pub fn accel_args(
+        &self,
+        args: &[String],
+        jit: Option<bool>,
+        host_tso: bool,
+    ) -> Result<Vec<String>> {
+        let accel = match (self.tcg, jit) {
+            (Tcg::Interpreter, Some(true)) => {
+                return Err(RuntimeError::Unsupported(
+                    "this QEMU build has no WebAssembly JIT (its qemu-build.json says \"tcg\": \
+                     \"interpreter\"): build the plan with --tcg jit, or start without qemu.jit"
+                        .into(),
+                ))
             }
-            _ => Ok(args.to_vec()),
+            (Tcg::Jit, Some(false)) => "tcg,wasm-jit=off",
+            (Tcg::Jit, _) if host_tso => "tcg,wasm-jit-tso=1",
+            _ => return Ok(args.to_vec()),
+        };
+        let mut out = args.to_vec();
+        for i in 1..out.len() {
+            if out[i - 1] == "-accel" && out[i] == "tcg" {
+                out[i] = accel.into();
+            }
         }
+        Ok(out)
     }
 
     /// The module that runs `arch` guests: its own, or for i386 the x86_64 one.
@@ -317,17 +327,26 @@ mod tests {
             .into();
         let mut b = build();
         assert_eq!(b.tcg, Tcg::Interpreter, "a manifest without tcg");
-        assert_eq!(b.accel_args(&args, None).unwrap(), args);
-        assert_eq!(b.accel_args(&args, Some(false)).unwrap(), args);
-        let e = b.accel_args(&args, Some(true)).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Unsupported);
-        assert!(e.to_string().contains("--tcg jit"), "{e}");
+        for tso in [false, true] {
+            assert_eq!(b.accel_args(&args, None, tso).unwrap(), args);
+            assert_eq!(b.accel_args(&args, Some(false), tso).unwrap(), args);
+            let e = b.accel_args(&args, Some(true), tso).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Unsupported);
+            assert!(e.to_string().contains("--tcg jit"), "{e}");
+        }
         b.tcg = Tcg::Jit;
-        assert_eq!(b.accel_args(&args, None).unwrap(), args);
-        assert_eq!(b.accel_args(&args, Some(true)).unwrap(), args);
-        let off = b.accel_args(&args, Some(false)).unwrap();
-        assert_eq!(off[3], "tcg,wasm-jit=off");
-        assert_eq!(off.len(), args.len());
+        assert_eq!(b.accel_args(&args, None, false).unwrap(), args);
+        assert_eq!(b.accel_args(&args, Some(true), false).unwrap(), args);
+        for tso in [false, true] {
+            let off = b.accel_args(&args, Some(false), tso).unwrap();
+            assert_eq!(off[3], "tcg,wasm-jit=off", "the interpreter needs no barrier choice");
+            assert_eq!(off.len(), args.len());
+        }
+        for jit in [None, Some(true)] {
+            let tso = b.accel_args(&args, jit, true).unwrap();
+            assert_eq!(tso[3], "tcg,wasm-jit-tso=1");
+            assert_eq!(tso.len(), args.len());
+        }
         let json = r#"{"qemu_version": "10.2.2", "tcg": "jit", "modules": [{"target": "x",
             "arch": "x86_64", "js": "a.js", "wasm": "a.wasm", "maxGuestRamMib": 64,
             "memory": {"memory64": true, "shared": true, "initialBytes": 0}}]}"#;

@@ -1,0 +1,101 @@
+// Boots a guest on a QEMU WebAssembly build under Node (22 or newer for wasm64 output) until
+// a line of its serial output matches a pattern, and reports how long that took: the
+// benchmark runner of scripts/bench-jit (the JIT against the interpreter and native QEMU).
+//
+//   node boot-runner.mjs QEMU-JS TIMEOUT-SECS UNTIL-REGEX NAME=HOSTPATH... -- QEMU-ARGS...
+//
+// Every NAME=HOSTPATH file goes into the module's filesystem as /pack/NAME, next to the
+// *.bin firmware of QEMU-JS's directory (pass -L /pack). Serial output goes to stdout. When a
+// line matches UNTIL-REGEX, one line goes to stderr:
+//   BOOT-RESULT {"ms": wall ms since the module started, "cpuMs": this process's CPU ms
+//                (every thread), "jit": the JIT's statistics block, or null}
+// and the process exits 0. Exit status 1 on timeout (with the output's tail on stderr), 2 if
+// QEMU exits first, 64 on bad arguments.
+import { readFileSync, readdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+const argv = process.argv.slice(2);
+const dashes = argv.indexOf('--');
+if (dashes < 4) {
+  process.stderr.write('usage: boot-runner.mjs QEMU-JS TIMEOUT-SECS UNTIL-REGEX NAME=HOSTPATH... -- QEMU-ARGS...\n');
+  process.exit(64);
+}
+const [js, timeout, until] = argv;
+const files = argv.slice(3, dashes);
+const qemuArgs = argv.slice(dashes + 1);
+const pattern = new RegExp(until);
+const dir = dirname(resolve(js));
+const started = performance.now();
+const cpuStart = process.cpuUsage();
+let line = '';
+let tail = '';
+let memory = null;
+
+setTimeout(() => {
+  process.stderr.write(`\nboot-runner: no line matched /${until}/ within ${timeout} s; the output's tail:\n${tail}\n`);
+  process.exit(1);
+}, Number(timeout) * 1000).unref?.();
+
+/** The JIT's statistics block (patch 0012's layout, version 1), or null without a JIT. */
+function jitStats(module) {
+  if (!module?._qemuweb_jit_stats || !memory) return null;
+  const at = Number(module._qemuweb_jit_stats());
+  const names = ['version', 'enabled', 'blocks', 'modules', 'failed', 'wasmBytes', 'translateUs',
+    'compileUs', 'instantiateUs', 'flushes', 'hotThreshold', 'batch'];
+  const words = new BigUint64Array(memory.buffer, at, names.length);
+  return Object.fromEntries(names.map((n, i) => [n, Number(words[i])]));
+}
+
+const factory = (await import(pathToFileURL(resolve(js)).href)).default;
+let module = null;
+module = await factory({
+  arguments: qemuArgs,
+  // The module's memory, for the JIT's statistics (Emscripten does not export its heap views).
+  instantiateWasm(imports, done) {
+    WebAssembly.instantiate(readFileSync(js.replace(/\.js$/, '.wasm')), imports).then(({ instance, module: m }) => {
+      memory = Object.values(instance.exports).find((e) => e instanceof WebAssembly.Memory) ??
+        Object.values(imports).flatMap((ns) => Object.values(ns)).find((e) => e instanceof WebAssembly.Memory);
+      done(instance, m);
+    });
+    return {};
+  },
+  preRun: [
+    (m) => {
+      m.FS.mkdir('/pack');
+      for (const f of readdirSync(dir).filter((n) => n.endsWith('.bin'))) {
+        m.FS.writeFile(`/pack/${f}`, readFileSync(join(dir, f)));
+      }
+      for (const f of files) {
+        const eq = f.indexOf('=');
+        m.FS.writeFile(`/pack/${f.slice(0, eq)}`, readFileSync(f.slice(eq + 1)));
+      }
+    },
+  ],
+  stdin: () => undefined,
+  stdout: (code) => {
+    if (code === null || code === undefined) return;
+    process.stdout.write(Buffer.from([code]));
+    tail = (tail + String.fromCharCode(code)).slice(-2000);
+    if (code !== 10) {
+      line += String.fromCharCode(code);
+      return;
+    }
+    const done = pattern.test(line);
+    line = '';
+    if (!done) return;
+    const cpu = process.cpuUsage(cpuStart);
+    const result = {
+      ms: Math.round(performance.now() - started),
+      cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+      jit: jitStats(module),
+    };
+    process.stderr.write(`BOOT-RESULT ${JSON.stringify(result)}\n`);
+    setTimeout(() => process.exit(0), 20);
+  },
+  stderr: (code) => code !== null && code !== undefined && process.stderr.write(Buffer.from([code])),
+  onExit: (status) => {
+    process.stderr.write(`\nboot-runner: QEMU exited with status ${status}; the output's tail:\n${tail}\n`);
+    process.exit(2);
+  },
+});
