@@ -160,6 +160,9 @@ struct Instance {
     _closures: Vec<Box<dyn std::any::Any>>,
 }
 
+/// A QMP command's answer: its `return`, or QEMU's error class and message.
+type QmpReply = std::result::Result<Value, (String, String)>;
+
 /// The two input rings of the channel.
 #[derive(Clone, Copy)]
 enum Ring {
@@ -208,7 +211,7 @@ struct Inner {
     /// The monitor's output, split into messages.
     qmp_lines: RefCell<LineBuffer>,
     /// Commands sent and not answered yet, in order (the monitor answers in order).
-    qmp_waiters: RefCell<VecDeque<oneshot::Sender<Result<Value>>>>,
+    qmp_waiters: RefCell<VecDeque<oneshot::Sender<QmpReply>>>,
     /// Held by whoever talks to the monitor (one command, or a save's or load's steps).
     qmp_lock: futures::lock::Mutex<()>,
     /// Whether `qmp_capabilities` was sent to this QEMU's monitor.
@@ -530,11 +533,8 @@ impl Inner {
         self.qmp_negotiated.set(false);
         *self.qmp_lines.borrow_mut() = LineBuffer::default();
         self.qmp_pending.borrow_mut().clear();
-        for w in self.qmp_waiters.borrow_mut().drain(..) {
-            let _ = w.send(Err(RuntimeError::Engine(
-                "QEMU restarted before its monitor answered".into(),
-            )));
-        }
+        // Dropping the senders ends those commands ("QEMU stopped before ... answered").
+        self.qmp_waiters.borrow_mut().clear();
         let resume = self.resume_state.borrow_mut().take();
 
         let options = web_sys::WorkerOptions::new();
@@ -769,11 +769,7 @@ impl Inner {
         };
         match self.qmp_waiters.borrow_mut().pop_front() {
             Some(tx) => {
-                let _ = tx.send(reply.map_err(|(class, desc)| RuntimeError::Qmp {
-                    command: String::new(),
-                    class,
-                    message: desc,
-                }));
+                let _ = tx.send(reply);
             }
             None => self.warn("QEMU's monitor answered a command nobody sent".into()),
         }
@@ -802,11 +798,9 @@ impl Inner {
         futures::pin_mut!(timeout);
         match futures::future::select(rx, timeout).await {
             futures::future::Either::Left((Ok(Ok(v)), _)) => Ok(v),
-            futures::future::Either::Left((
-                Ok(Err(RuntimeError::Qmp { class, message, .. })),
-                _,
-            )) => Err(qmp::failure(execute, &class, &message)),
-            futures::future::Either::Left((Ok(Err(e)), _)) => Err(e),
+            futures::future::Either::Left((Ok(Err((class, message))), _)) => {
+                Err(qmp::failure(execute, &class, &message))
+            }
             futures::future::Either::Left((Err(_), _)) => Err(RuntimeError::Engine(format!(
                 "QEMU stopped before its monitor answered {execute}"
             ))),
