@@ -121,7 +121,7 @@ pub enum PanelCommand {
         #[tsify(optional)]
         format: Option<ExportFormat>,
     },
-    /// `saveSnapshot(vmId)` (engines with snapshots: v86).
+    /// `saveSnapshot(vmId)` (both engines save snapshots).
     #[serde(rename_all = "camelCase")]
     SaveSnapshot {
         /// The VM.
@@ -180,7 +180,7 @@ pub struct DevtoolsVm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub uptime_ms: Option<f64>,
-    /// Whether its engine saves snapshots (v86).
+    /// Whether its engine saves snapshots (v86 and QEMU do; false before it started).
     pub snapshots: bool,
 }
 

@@ -102,6 +102,17 @@ pub enum RuntimeError {
     /// storage error's kind (mismatch, damage, absence; otherwise `storage`).
     #[error("snapshot: {0}")]
     Snapshot(#[source] qemuweb_storage::StorageError),
+    /// QEMU's QMP monitor answered a command (or the job it started ended) with an error;
+    /// code `engine`. The QEMU engine saves and resumes snapshots through QMP.
+    #[error("QEMU's monitor failed {command}: {message} ({class})")]
+    Qmp {
+        /// The QMP command (`snapshot-save`, `cont`, ...).
+        command: String,
+        /// QEMU's error class (`GenericError`, ...), or `JobFailed` for a job's error.
+        class: String,
+        /// QEMU's message.
+        message: String,
+    },
     /// The VM is attached to a virtual network that its engine cannot connect (yet); code
     /// `unsupported`.
     #[error(
@@ -136,6 +147,7 @@ impl RuntimeError {
             RuntimeError::Aborted(_) => ErrorCode::Aborted,
             RuntimeError::TooLarge { .. } => ErrorCode::TooLarge,
             RuntimeError::NetworkUnavailable { .. } => ErrorCode::Unsupported,
+            RuntimeError::Qmp { .. } => ErrorCode::Engine,
             RuntimeError::Snapshot(e) => match e.kind() {
                 StorageKind::Mismatch | StorageKind::ImageChanged => ErrorCode::SnapshotMismatch,
                 StorageKind::Corrupt | StorageKind::Integrity | StorageKind::Unsupported => {

@@ -21,7 +21,7 @@ use crate::protocol::{
     ExportFormat, Limits, LogLevel, Persistence, ProgressTotal, QemuOptions, ReadCacheOptions,
     Reply, Request, Session, StartPhase, StopReason, VmState, PROTOCOL_VERSION,
 };
-use crate::snapshot::resume::{self, Resuming};
+use crate::snapshot::resume::Resuming;
 use crate::snapshot::save::{save, SaveRequest};
 use crate::snapshot::{machine_digest, Resume, SnapshotInfo};
 use crate::storage_stack::{open_disk, open_source, use_read_cache, DiskStack, FileMap};
@@ -504,12 +504,8 @@ impl Worker {
             digest: machine_digest(request.profile, request.overrides),
         };
         self.phase(vm_id, StartPhase::Assets);
-        if plan.engine == EngineKind::Qemu {
-            if request.resume.is_some() {
-                return Err(resume::unsupported("qemu"));
-            }
-            return self.start_qemu(&plan, request, display, machine).await;
-        }
+        // The snapshot is found and checked (engine, machine, disks) the same way for both
+        // engines, before anything is downloaded or opened.
         let resuming = match request.resume {
             Some(r) => Some(
                 Resuming::find(
@@ -525,6 +521,11 @@ impl Worker {
             ),
             None => None,
         };
+        if plan.engine == EngineKind::Qemu {
+            return self
+                .start_qemu(&plan, request, display, machine, resuming.as_ref())
+                .await;
+        }
         let bios_source = assets.bios.as_ref().ok_or(RuntimeError::MissingBios)?;
         let module_url = assets.v86_module.clone().ok_or_else(|| {
             RuntimeError::InvalidInputs(
@@ -651,6 +652,7 @@ impl Worker {
         request: &StartRequest<'_>,
         display: Option<js_sys::SharedArrayBuffer>,
         machine: MachineRef,
+        resuming: Option<&Resuming>,
     ) -> Result<Rc<RunningVm>> {
         let StartRequest {
             vm_id,
@@ -733,9 +735,15 @@ impl Worker {
                 mem_files.push((path.clone(), bytes));
             }
         }
+        // QEMU is given its kernel and firmware on a resume too (it loads them before the
+        // state replaces the machine's memory).
+        let resume_state = match resuming {
+            Some(r) => Some(r.state(&*self.host).await?),
+            None => None,
+        };
         self.phase(vm_id, StartPhase::Disks);
         let disks = self
-            .open_disks(vm_id, plan, files, persistence, None)
+            .open_disks(vm_id, plan, files, persistence, resuming)
             .await?;
         self.phase(vm_id, StartPhase::Engine);
         let config = QemuConfig {
@@ -757,6 +765,7 @@ impl Worker {
             io_timeout_ms: DEFAULT_TIMEOUT_MS,
             graphics: plan.graphics,
             display,
+            resume_state,
         };
         running(
             QemuEngine::start(config, self.host.clone()).await,

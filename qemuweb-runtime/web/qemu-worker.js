@@ -6,9 +6,15 @@
 // The logic (channel, request splitting, arguments) is Rust; this file is the glue.
 //
 // Messages in:  {type: "start", moduleUrl, wasmUrl, args, files: [{path, data}],
-//                disks: [{path, size}], channel: SharedArrayBuffer, ioTimeoutMs}
+//                disks: [{path, size}], channel: SharedArrayBuffer, ioTimeoutMs,
+//                qmpPath, statePath, stateChunkBytes, state?: Uint8Array}
 //               {type: "stdin"}: serial input is waiting in the channel's stdin ring.
+//               {type: "qmp"}: QMP commands are waiting in the channel's QMP ring.
+//               {type: "takeState"}: hand the machine state file (statePath) over.
 // Messages out: {type: "ready"} {type: "io"} {type: "serial", data: Uint8Array}
+//               {type: "qmp", data: Uint8Array}: what QEMU's QMP monitor wrote.
+//               {type: "state", chunks: [Uint8Array]} or {type: "state", error}: the
+//               machine state file, in stateChunkBytes chunks (its buffers transferred).
 //               {type: "stderr", line} {type: "exit", status} {type: "error", what, message}
 //               {type: "display", memory: WebAssembly.Memory, address}: QEMU's display
 //               block (`-display qemuweb`, patch 0020), announced once by QEMU through
@@ -27,9 +33,10 @@
 import init, { QemuDiskPort } from "./qemuweb_runtime.js";
 
 const EIO = 29;
+const EAGAIN = 6;
 let started = false;
 
-const post = (m) => self.postMessage(m);
+const post = (m, transfer) => self.postMessage(m, transfer ?? []);
 const fail = (what, e) => post({ type: "error", what, message: String(e?.message ?? e) });
 
 // An ExitStatus that escapes Emscripten is QEMU's exit; anything else uncaught (a wasm trap
@@ -57,9 +64,13 @@ self.addEventListener("error", (e) => uncaught(e, e.error));
 self.addEventListener("unhandledrejection", (e) => uncaught(e, e.reason));
 
 let wakeStdin = () => {};
+let wakeQmp = () => {};
+let takeState = () => post({ type: "state", error: "QEMU has not started" });
 self.onmessage = (e) => {
   const m = e.data;
   if (m?.type === "stdin") wakeStdin();
+  else if (m?.type === "qmp") wakeQmp();
+  else if (m?.type === "takeState") takeState();
   else if (m?.type === "start" && !started) {
     started = true;
     start(m).catch((err) => fail("start", err));
@@ -67,6 +78,7 @@ self.onmessage = (e) => {
 };
 
 const POLLIN = 1;
+const POLLOUT = 4;
 
 /** Gives QEMU's stdin (fd 0, Emscripten's tty device) a poll() that is ready only while
  * `ready()` says so, and returns the function that wakes the poll()s waiting on it. */
@@ -98,6 +110,128 @@ function channelFile(FS, port, path, index, size) {
     allocate: () => {},
     mmap: () => { throw new FS.ErrnoError(EIO); },
     msync: () => 0,
+  };
+}
+
+/** The device file of QEMU's QMP monitor (`-chardev pipe,path=...`, which opens it
+ * read-write): reads take the channel's QMP ring, poll() is ready while it has bytes,
+ * writes are posted as "qmp" messages. Returns the function that wakes QEMU's poll(). */
+function qmpDevice(FS, port, path) {
+  FS.createDevice.major ??= 64;
+  const dev = FS.makedev(FS.createDevice.major++, 0);
+  let out = [];
+  const flush = () => {
+    if (out.length) post({ type: "qmp", data: new Uint8Array(out) });
+    out = [];
+  };
+  FS.registerDevice(dev, {
+    open: (stream) => { stream.seekable = false; },
+    close: () => {},
+    read: (stream, buffer, offset, length) => {
+      let n = 0;
+      for (; n < length; n++) {
+        const b = port.qmpByte();
+        if (b === undefined) break;
+        buffer[offset + n] = b;
+      }
+      if (n === 0) throw new FS.ErrnoError(EAGAIN);
+      return n;
+    },
+    write: (stream, buffer, offset, length) => {
+      if (out.length === 0) queueMicrotask(flush);
+      for (let i = 0; i < length; i++) out.push(buffer[offset + i] & 0xff);
+      return length;
+    },
+    poll: () => (port.qmpReady() ? POLLIN : 0) | POLLOUT,
+  });
+  FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
+  FS.mkdev(path, 0o666, dev);
+  const node = FS.lookupPath(path).node;
+  return () => { if (port.qmpReady()) node.notifyListeners?.(POLLIN); };
+}
+
+/** A MEMFS file kept in `chunkBytes` chunks rather than one growing array (the machine
+ * state image: hundreds of MiB for a large guest), filled from `initial` (views, no copy).
+ * Returns `take()`, which gives the file's chunks and removes it. */
+function chunkedFile(FS, path, chunkBytes, initial) {
+  const slash = path.lastIndexOf("/");
+  FS.mkdirTree(path.slice(0, slash));
+  const node = FS.createFile(path.slice(0, slash), path.slice(slash + 1), {}, true, true);
+  let chunks = [];
+  let size = 0;
+  if (initial) {
+    for (let at = 0; at < initial.length; at += chunkBytes) chunks.push(initial.subarray(at, Math.min(at + chunkBytes, initial.length)));
+    size = initial.length;
+  }
+  const resize = (n) => {
+    size = n;
+    chunks.length = Math.ceil(n / chunkBytes);
+    const last = chunks.length - 1;
+    const keep = n - last * chunkBytes;
+    if (last >= 0 && chunks[last] && keep < chunks[last].length) chunks[last].fill(0, keep);
+  };
+  // A chunk that can be written: full-sized and this file's own.
+  const own = (i) => {
+    const c = chunks[i];
+    if (c && c.length === chunkBytes && c.byteOffset === 0 && c.buffer.byteLength === chunkBytes) return c;
+    const full = new Uint8Array(chunkBytes);
+    if (c) full.set(c);
+    chunks[i] = full;
+    return full;
+  };
+  Object.defineProperty(node, "usedBytes", { get: () => size, set: resize });
+  node.node_ops = {
+    ...node.node_ops,
+    setattr: (n, attr) => {
+      for (const key of ["mode", "atime", "mtime", "ctime", "timestamp"]) if (attr[key] != null) n[key] = attr[key];
+      if (attr.size !== undefined) resize(attr.size);
+    },
+  };
+  const view = (buffer, offset, length) => new Uint8Array(buffer.buffer, buffer.byteOffset + offset, length);
+  node.stream_ops = {
+    ...node.stream_ops,
+    read: (stream, buffer, offset, length, position) => {
+      const end = Math.min(size, position + length);
+      const dest = view(buffer, offset, Math.max(0, end - position));
+      for (let p = position; p < end;) {
+        const i = Math.floor(p / chunkBytes);
+        const o = p - i * chunkBytes;
+        const n = Math.min(end - p, chunkBytes - o);
+        const c = chunks[i];
+        const have = c ? Math.max(0, Math.min(n, c.length - o)) : 0;
+        if (have) dest.set(c.subarray(o, o + have), p - position);
+        if (have < n) dest.fill(0, p - position + have, p - position + n);
+        p += n;
+      }
+      return Math.max(0, end - position);
+    },
+    write: (stream, buffer, offset, length, position) => {
+      const src = view(buffer, offset, length);
+      for (let p = position; p < position + length;) {
+        const i = Math.floor(p / chunkBytes);
+        const o = p - i * chunkBytes;
+        const n = Math.min(position + length - p, chunkBytes - o);
+        if (i >= chunks.length) chunks.length = i + 1;
+        own(i).set(src.subarray(p - position, p - position + n), o);
+        p += n;
+      }
+      size = Math.max(size, position + length);
+      return length;
+    },
+    allocate: (stream, offset, length) => { if (offset + length > size) resize(offset + length); },
+    mmap: () => { throw new FS.ErrnoError(EIO); },
+    msync: () => 0,
+  };
+  return () => {
+    const out = [];
+    for (let i = 0; i * chunkBytes < size; i++) {
+      const n = Math.min(chunkBytes, size - i * chunkBytes);
+      out.push(own(i).subarray(0, n));
+    }
+    chunks = [];
+    size = 0;
+    FS.unlink(path);
+    return out;
   };
 }
 
@@ -175,6 +309,20 @@ async function start(m) {
         FS.mkdirTree(d.path.slice(0, d.path.lastIndexOf("/")));
         channelFile(FS, port, d.path, i, d.size);
       });
+      wakeQmp = qmpDevice(FS, port, m.qmpPath);
+      // The machine state: the one to resume, or an empty file a save fills (QEMU's
+      // blockdev-create opens it with O_TRUNC).
+      let take = chunkedFile(FS, m.statePath, m.stateChunkBytes, m.state ?? null);
+      takeState = () => {
+        try {
+          const chunks = take();
+          take = chunkedFile(FS, m.statePath, m.stateChunkBytes, null);
+          const buffers = [...new Set(chunks.map((c) => c.buffer))];
+          post({ type: "state", chunks }, buffers);
+        } catch (err) {
+          post({ type: "state", error: String(err?.message ?? err) });
+        }
+      };
     }],
   });
   const stats = typeof qemu._qemuweb_jit_stats === "function" && memory instanceof WebAssembly.Memory;

@@ -234,7 +234,7 @@ impl Hook {
                         .and_then(|r| r.started_at)
                         .filter(|_| *state == VmState::Running)
                         .map(|t| now - t),
-                    snapshots: engine == Some(EngineKind::V86),
+                    snapshots: engine.is_some(),
                 }
             })
             .collect();

@@ -86,7 +86,10 @@ impl QemuClient {
     /// that is kept until the snapshot is deleted) and resolves to its `SnapshotInfo`. The
     /// guest pauses while its state is taken and runs on; `snapshotProgress` events
     /// (`save`) follow the storing. Needs the disks writable with persistence
-    /// `indexeddb` (or untouched).
+    /// `indexeddb` (or untouched). Both engines save: v86 through its emulator, QEMU
+    /// through its QMP monitor (`stop`, `snapshot-save`, `cont`; a QMP failure rejects
+    /// with code `engine` and QEMU's message); the snapshot's header, checks and file
+    /// format are the same.
     #[wasm_bindgen(js_name = saveSnapshot, unchecked_return_type = "Promise<SnapshotInfo>")]
     pub fn save_snapshot(
         &self,

@@ -30,6 +30,7 @@ pub mod qemu_build;
 pub mod qemu_channel;
 pub mod qemu_display;
 pub mod qemu_jit;
+pub mod qmp;
 pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
 pub mod v86;
@@ -89,7 +90,8 @@ pub trait Engine {
 
     /// Pauses the guest (for a snapshot): no instruction runs and no disk write starts
     /// until [`unpause`](Self::unpause). The default refuses (an engine without
-    /// snapshots).
+    /// snapshots). v86 pauses its emulator; QEMU is told `stop` through its QMP monitor
+    /// ([`qmp`]).
     async fn pause(&self) -> Result<()> {
         Err(crate::RuntimeError::Unsupported(format!(
             "the {} engine cannot save snapshots",
@@ -116,8 +118,11 @@ pub trait Engine {
 /// A machine state an engine saved.
 #[cfg(target_arch = "wasm32")]
 pub struct SavedState {
-    /// The bytes.
-    pub bytes: js_sys::Uint8Array,
+    /// The bytes, in pieces (v86: one; QEMU: the chunks its worker handed over). Every
+    /// piece but the last is a multiple of
+    /// [`DEFAULT_CHUNK_BYTES`](qemuweb_storage::snapshot::DEFAULT_CHUNK_BYTES) long, so the
+    /// pieces are stored without being joined.
+    pub pieces: Vec<js_sys::Uint8Array>,
     /// How they are encoded.
     pub encoding: qemuweb_storage::snapshot::StateEncoding,
 }

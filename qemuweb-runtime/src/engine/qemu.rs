@@ -26,16 +26,25 @@
 //! - **Execution mode**: the QEMU worker posts the JIT's statistics block (patch 0012) or
 //!   that the build has none; `execution` and `log` events say whether the interpreter or
 //!   the JIT runs and how many blocks it compiled ([`qemu_jit`](super::qemu_jit)).
+//! - **Snapshots**: every QEMU has a QMP monitor on a device file of the module's
+//!   filesystem whose input is the channel's QMP ring
+//!   ([`qmp`](super::qmp) has the commands and why they are these): `pause` is `stop`,
+//!   `save_state` saves the machine into a qcow2 image in the module's filesystem
+//!   (`snapshot-save`), which the QEMU worker hands over in
+//!   [`DEFAULT_CHUNK_BYTES`] chunks, and `unpause` is `cont`. A resumed QEMU
+//!   ([`QemuConfig::resume_state`]) starts paused with that image written back,
+//!   `snapshot-load`s it and continues.
 //! - **Reset** starts a new QEMU on the same disks; **stop** terminates its worker (and
 //!   with it QEMU's pthread workers).
 
 use crate::engine::frame_ring::FrameRing;
 use crate::engine::qemu_channel::{
-    self as channel, slot, IoOp, IoRequest, State, EIO, HEADER_BYTES, HEADER_WORDS, STDIN_RING,
-    WINDOW_OFFSET,
+    self as channel, slot, IoOp, IoRequest, State, EIO, HEADER_BYTES, HEADER_WORDS, QMP_OFFSET,
+    QMP_RING, STDIN_RING, WINDOW_OFFSET,
 };
 use crate::engine::qemu_display::{encode_input, DisplayBlock, QemuDisplay, POLL_MS};
 use crate::engine::qemu_jit::{self, JitStats, StatsBlock};
+use crate::engine::qmp::{self, JobState, LineBuffer, Message, Step};
 use crate::engine::{js_text, qemu_stderr_is_fatal, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{EngineKind, Event, ExecutionStats, LogLevel};
@@ -44,7 +53,9 @@ use futures::channel::oneshot;
 use js_sys::{
     Array, Atomics, Function, Int32Array, Object, Reflect, SharedArrayBuffer, Uint8Array,
 };
+use qemuweb_storage::snapshot::{StateEncoding, DEFAULT_CHUNK_BYTES};
 use qemuweb_storage::BlockDevice;
+use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -118,6 +129,9 @@ pub struct QemuConfig {
     pub graphics: bool,
     /// A display ring (`SharedArrayBuffer`) to send the guest's screen to.
     pub display: Option<SharedArrayBuffer>,
+    /// The machine state to resume (a snapshot's, as `save_state` gave it), instead of
+    /// booting; used by the first start only (a reset boots).
+    pub resume_state: Option<Uint8Array>,
 }
 
 /// `url` with this worker's `#wasm=...` (where the runtime's wasm is, when the VM worker
@@ -142,7 +156,30 @@ struct Instance {
     header: Int32Array,
     data: Uint8Array,
     stdin: Uint8Array,
+    qmp: Uint8Array,
     _closures: Vec<Box<dyn std::any::Any>>,
+}
+
+/// A QMP command's answer: its `return`, or QEMU's error class and message.
+type QmpReply = std::result::Result<Value, (String, String)>;
+
+/// The two input rings of the channel.
+#[derive(Clone, Copy)]
+enum Ring {
+    /// The guest's serial input.
+    Stdin,
+    /// Commands to QEMU's QMP monitor.
+    Qmp,
+}
+
+impl Ring {
+    /// (written slot, taken slot, doorbell message type)
+    fn slots(self) -> (usize, usize, &'static str) {
+        match self {
+            Ring::Stdin => (slot::STDIN_WRITTEN, slot::STDIN_TAKEN, "stdin"),
+            Ring::Qmp => (slot::QMP_WRITTEN, slot::QMP_TAKEN, "qmp"),
+        }
+    }
 }
 
 struct Inner {
@@ -166,6 +203,21 @@ struct Inner {
     display: RefCell<QemuDisplay>,
     /// Whether the display poll runs.
     polling: Cell<bool>,
+    /// The state the first start resumes.
+    resume_state: RefCell<Option<Uint8Array>>,
+    /// QMP commands that did not fit the ring yet.
+    qmp_pending: RefCell<VecDeque<u8>>,
+    qmp_pumping: Cell<bool>,
+    /// The monitor's output, split into messages.
+    qmp_lines: RefCell<LineBuffer>,
+    /// Commands sent and not answered yet, in order (the monitor answers in order).
+    qmp_waiters: RefCell<VecDeque<oneshot::Sender<QmpReply>>>,
+    /// Held by whoever talks to the monitor (one command, or a save's or load's steps).
+    qmp_lock: futures::lock::Mutex<()>,
+    /// Whether `qmp_capabilities` was sent to this QEMU's monitor.
+    qmp_negotiated: Cell<bool>,
+    /// A save waiting for the QEMU worker to hand the state over.
+    state_waiter: RefCell<Option<oneshot::Sender<Result<Vec<Uint8Array>>>>>,
 }
 
 /// QEMU behind the [`Engine`] trait.
@@ -214,6 +266,28 @@ impl Inner {
                 Err(e) => self.error(&e),
             },
             "jit" => self.clone().watch_execution(generation, &data),
+            "qmp" => {
+                if let Ok(bytes) = get(&data, "data").dyn_into::<Uint8Array>() {
+                    let messages = self.qmp_lines.borrow_mut().push(&bytes.to_vec());
+                    for m in messages {
+                        self.on_qmp(m);
+                    }
+                }
+            }
+            "state" => {
+                let result = match get(&data, "error").as_string() {
+                    Some(e) => Err(RuntimeError::Engine(format!(
+                        "the QEMU worker could not hand over the machine state: {e}"
+                    ))),
+                    None => Ok(Array::from(&get(&data, "chunks"))
+                        .iter()
+                        .filter_map(|c| c.dyn_into::<Uint8Array>().ok())
+                        .collect()),
+                };
+                if let Some(tx) = self.state_waiter.borrow_mut().take() {
+                    let _ = tx.send(result);
+                }
+            }
             "ready" => {
                 self.finish_start(Ok(()));
             }
@@ -451,8 +525,17 @@ impl Inner {
             HEADER_BYTES as u32,
             STDIN_RING as u32,
         );
+        let qmp_ring =
+            Uint8Array::new_with_byte_offset_and_length(&sab, QMP_OFFSET as u32, QMP_RING as u32);
         let data =
             Uint8Array::new_with_byte_offset_and_length(&sab, WINDOW_OFFSET as u32, c.window);
+        // A new monitor: whatever the last one was asked is not answered.
+        self.qmp_negotiated.set(false);
+        *self.qmp_lines.borrow_mut() = LineBuffer::default();
+        self.qmp_pending.borrow_mut().clear();
+        // Dropping the senders ends those commands ("QEMU stopped before ... answered").
+        self.qmp_waiters.borrow_mut().clear();
+        let resume = self.resume_state.borrow_mut().take();
 
         let options = web_sys::WorkerOptions::new();
         options.set_type(web_sys::WorkerType::Module);
@@ -501,8 +584,23 @@ impl Inner {
         set(&message, "type", &"start".into());
         set(&message, "moduleUrl", &c.module_url.as_str().into());
         set(&message, "wasmUrl", &c.wasm_url.as_str().into());
-        let args: Array = c.args.iter().map(|a| JsValue::from_str(a)).collect();
+        let mut args = c.args.clone();
+        args.extend(qmp::monitor_args());
+        if resume.is_some() {
+            args.extend(qmp::resume_args());
+        }
+        let args: Array = args.iter().map(|a| JsValue::from_str(a)).collect();
         set(&message, "args", &args);
+        set(&message, "qmpPath", &qmp::DEVICE_PATH.into());
+        set(&message, "statePath", &qmp::VMSTATE_PATH.into());
+        set(
+            &message,
+            "stateChunkBytes",
+            &JsValue::from(DEFAULT_CHUNK_BYTES),
+        );
+        if let Some(state) = &resume {
+            set(&message, "state", state);
+        }
         let files = Array::new();
         for (path, bytes) in &c.files {
             let f = Object::new();
@@ -529,11 +627,19 @@ impl Inner {
             header,
             data,
             stdin,
+            qmp: qmp_ring,
             _closures: vec![Box::new(on_message), Box::new(on_error)],
         });
-        worker.post_message(&message).map_err(|e| {
-            RuntimeError::Engine(format!("posting to the QEMU worker: {}", js_text(&e)))
-        })?;
+        // The state's buffer moves to the QEMU worker (this one keeps no copy).
+        let transfer = Array::new();
+        if let Some(state) = &resume {
+            transfer.push(&state.buffer());
+        }
+        worker
+            .post_message_with_transfer(&message, &transfer)
+            .map_err(|e| {
+                RuntimeError::Engine(format!("posting to the QEMU worker: {}", js_text(&e)))
+            })?;
 
         let timeout = gloo_timers::future::TimeoutFuture::new(START_TIMEOUT_MS);
         futures::pin_mut!(timeout);
@@ -589,46 +695,188 @@ impl Inner {
         }
     }
 
-    /// Moves pending serial input into the ring; retries every few milliseconds while the
+    /// Moves pending serial input into its ring; retries every few milliseconds while the
     /// ring is full.
     fn pump_stdin(self: &Rc<Self>) {
+        self.pump(Ring::Stdin);
+    }
+
+    /// Moves pending input of `ring` into it and rings QEMU's side; retries every few
+    /// milliseconds while the ring is full.
+    fn pump(self: &Rc<Self>, ring: Ring) {
+        let (written_slot, taken_slot, doorbell_type) = ring.slots();
+        let (pending, pumping) = match ring {
+            Ring::Stdin => (&self.stdin_pending, &self.stdin_pumping),
+            Ring::Qmp => (&self.qmp_pending, &self.qmp_pumping),
+        };
         let moved = match &*self.instance.borrow() {
             Some(i) => {
-                let written =
-                    Atomics::load(&i.header, slot::STDIN_WRITTEN as u32).unwrap_or(0) as u32;
-                let taken = Atomics::load(&i.header, slot::STDIN_TAKEN as u32).unwrap_or(0) as u32;
-                let mut pending = self.stdin_pending.borrow_mut();
+                let buffer = match ring {
+                    Ring::Stdin => &i.stdin,
+                    Ring::Qmp => &i.qmp,
+                };
+                let written = Atomics::load(&i.header, written_slot as u32).unwrap_or(0) as u32;
+                let taken = Atomics::load(&i.header, taken_slot as u32).unwrap_or(0) as u32;
+                let mut pending = pending.borrow_mut();
                 let n = channel::stdin_free(written, taken).min(pending.len());
                 for (k, b) in pending.drain(..n).enumerate() {
                     let at = channel::stdin_slot(written.wrapping_add(k as u32));
-                    i.stdin.set_index(at as u32, b);
+                    buffer.set_index(at as u32, b);
                 }
                 let _ = Atomics::store(
                     &i.header,
-                    slot::STDIN_WRITTEN as u32,
+                    written_slot as u32,
                     written.wrapping_add(n as u32) as i32,
                 );
                 if n > 0 {
-                    // Wakes QEMU's poll() on its stdin (the QEMU worker's event loop is
-                    // free while QEMU waits in poll).
+                    // Wakes QEMU's poll() on the ring's file (the QEMU worker's event loop
+                    // is free while QEMU waits in poll).
                     let doorbell = Object::new();
-                    set(&doorbell, "type", &"stdin".into());
+                    set(&doorbell, "type", &doorbell_type.into());
                     let _ = i.worker.post_message(&doorbell);
                 }
                 true
             }
             None => false,
         };
-        let waiting = !self.stdin_pending.borrow().is_empty();
-        if (waiting || !moved) && !self.stopped.get() && !self.stdin_pumping.replace(true) {
+        let waiting = !pending.borrow().is_empty();
+        if (waiting || !moved) && !self.stopped.get() && !pumping.replace(true) {
             let this = self.clone();
             spawn_local(async move {
                 gloo_timers::future::TimeoutFuture::new(5).await;
-                this.stdin_pumping.set(false);
-                if !this.stdin_pending.borrow().is_empty() {
-                    this.pump_stdin();
+                let (pending, pumping) = match ring {
+                    Ring::Stdin => (&this.stdin_pending, &this.stdin_pumping),
+                    Ring::Qmp => (&this.qmp_pending, &this.qmp_pumping),
+                };
+                pumping.set(false);
+                if !pending.borrow().is_empty() {
+                    this.pump(ring);
                 }
             });
+        }
+    }
+
+    /// Hands one message of the monitor to the command waiting for it.
+    fn on_qmp(&self, message: Result<Message>) {
+        let reply = match message {
+            Ok(Message::Greeting) | Ok(Message::Event(_)) => return,
+            Ok(Message::Return(v)) => Ok(v),
+            Ok(Message::Error { class, desc }) => Err((class, desc)),
+            Err(e) => {
+                self.error(&e);
+                return;
+            }
+        };
+        match self.qmp_waiters.borrow_mut().pop_front() {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            None => self.warn("QEMU's monitor answered a command nobody sent".into()),
+        }
+    }
+
+    /// Sends `execute` to the monitor (with `qmp_lock` held) and waits for its answer, at
+    /// most [`qmp::COMMAND_TIMEOUT_MS`].
+    async fn qmp_locked(
+        self: &Rc<Self>,
+        execute: &str,
+        arguments: Option<&Value>,
+    ) -> Result<Value> {
+        if self.stopped.get() || self.instance.borrow().is_none() {
+            return Err(RuntimeError::Engine("QEMU is not running".into()));
+        }
+        if !self.qmp_negotiated.replace(true) {
+            Box::pin(self.qmp_locked("qmp_capabilities", None)).await?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.qmp_waiters.borrow_mut().push_back(tx);
+        self.qmp_pending
+            .borrow_mut()
+            .extend(qmp::command(execute, arguments));
+        self.pump(Ring::Qmp);
+        let timeout = gloo_timers::future::TimeoutFuture::new(qmp::COMMAND_TIMEOUT_MS);
+        futures::pin_mut!(timeout);
+        match futures::future::select(rx, timeout).await {
+            futures::future::Either::Left((Ok(Ok(v)), _)) => Ok(v),
+            futures::future::Either::Left((Ok(Err((class, message))), _)) => {
+                Err(qmp::failure(execute, &class, &message))
+            }
+            futures::future::Either::Left((Err(_), _)) => Err(RuntimeError::Engine(format!(
+                "QEMU stopped before its monitor answered {execute}"
+            ))),
+            futures::future::Either::Right(_) => Err(RuntimeError::Engine(format!(
+                "QEMU's monitor did not answer {execute} within {} s; its last output:\n{}",
+                qmp::COMMAND_TIMEOUT_MS / 1000,
+                self.stderr_tail()
+            ))),
+        }
+    }
+
+    /// Runs `steps` with the monitor to itself: each command, and each job until it
+    /// concludes (then dismissed).
+    async fn qmp_steps(self: &Rc<Self>, steps: &[Step]) -> Result<()> {
+        let _held = self.qmp_lock.lock().await;
+        for s in steps {
+            self.qmp_locked(s.execute, s.arguments.as_ref()).await?;
+            let Some(id) = s.job else { continue };
+            let state = loop {
+                let jobs = self.qmp_locked("query-jobs", None).await?;
+                match qmp::job_state(&jobs, id) {
+                    JobState::Running => {
+                        gloo_timers::future::TimeoutFuture::new(qmp::JOB_POLL_MS).await
+                    }
+                    other => break other,
+                }
+            };
+            if state != JobState::Missing {
+                let dismiss = serde_json::json!({ "id": id });
+                self.qmp_locked("job-dismiss", Some(&dismiss)).await?;
+            }
+            match state {
+                JobState::Failed(message) => {
+                    return Err(qmp::failure(s.execute, "JobFailed", &message))
+                }
+                JobState::Missing => {
+                    return Err(qmp::failure(
+                        s.execute,
+                        "JobMissing",
+                        &format!("job {id} is not in query-jobs"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one command to the monitor.
+    async fn qmp(self: &Rc<Self>, execute: &str) -> Result<Value> {
+        let _held = self.qmp_lock.lock().await;
+        self.qmp_locked(execute, None).await
+    }
+
+    /// Asks the QEMU worker for the state image, in chunks (the file is removed).
+    async fn take_state(&self) -> Result<Vec<Uint8Array>> {
+        let (tx, rx) = oneshot::channel();
+        *self.state_waiter.borrow_mut() = Some(tx);
+        {
+            let instance = self.instance.borrow();
+            let i = instance
+                .as_ref()
+                .ok_or_else(|| RuntimeError::Engine("QEMU is not running".into()))?;
+            let m = Object::new();
+            set(&m, "type", &"takeState".into());
+            i.worker.post_message(&m).map_err(|e| {
+                RuntimeError::Engine(format!("posting to the QEMU worker: {}", js_text(&e)))
+            })?;
+        }
+        let timeout = gloo_timers::future::TimeoutFuture::new(qmp::COMMAND_TIMEOUT_MS);
+        futures::pin_mut!(timeout);
+        match futures::future::select(rx, timeout).await {
+            futures::future::Either::Left((Ok(r), _)) => r,
+            _ => Err(RuntimeError::Engine(
+                "the QEMU worker did not hand over the machine state".into(),
+            )),
         }
     }
 
@@ -654,6 +902,8 @@ impl QemuEngine {
     /// (bad arguments, missing firmware) or does not start in time.
     pub async fn start(mut config: QemuConfig, host: Rc<dyn EngineHost>) -> Result<Self> {
         check_isolation()?;
+        let config_resume = config.resume_state.take();
+        let resuming = config_resume.is_some();
         let ring = match config.display.take() {
             Some(buffer) => Some(FrameRing::connect(
                 qemuweb_sidecar::SabMemory::from_buffer(buffer),
@@ -675,8 +925,28 @@ impl QemuEngine {
             serial_out: RefCell::new(Vec::new()),
             display: RefCell::new(QemuDisplay::new(ring)),
             polling: Cell::new(false),
+            resume_state: RefCell::new(config_resume),
+            qmp_pending: RefCell::new(VecDeque::new()),
+            qmp_pumping: Cell::new(false),
+            qmp_lines: RefCell::new(LineBuffer::default()),
+            qmp_waiters: RefCell::new(VecDeque::new()),
+            qmp_lock: futures::lock::Mutex::new(()),
+            qmp_negotiated: Cell::new(false),
+            state_waiter: RefCell::new(None),
         });
         inner.launch().await?;
+        if resuming {
+            // QEMU waits paused (`-S`) with the state image: load it, then run.
+            let loaded = match inner.qmp_steps(&qmp::load_steps()).await {
+                Ok(()) => inner.qmp("cont").await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = loaded {
+                inner.stopped.set(true);
+                inner.terminate();
+                return Err(e);
+            }
+        }
         Ok(Self { inner })
     }
 }
@@ -751,6 +1021,29 @@ impl Engine for QemuEngine {
         }
         Ok(())
     }
+
+    async fn pause(&self) -> Result<()> {
+        self.inner.qmp("stop").await.map(|_| ())
+    }
+
+    async fn unpause(&self) -> Result<()> {
+        self.inner.qmp("cont").await.map(|_| ())
+    }
+
+    async fn save_state(&self) -> Result<crate::engine::SavedState> {
+        if let Err(e) = self.inner.qmp_steps(&qmp::save_steps()).await {
+            // Leave no state node behind (each may not exist: errors are expected).
+            for s in qmp::save_cleanup_steps() {
+                let _ = self.inner.qmp_steps(&[s]).await;
+            }
+            return Err(e);
+        }
+        let pieces = self.inner.take_state().await?;
+        Ok(crate::engine::SavedState {
+            pieces,
+            encoding: StateEncoding::Raw,
+        })
+    }
 }
 
 /// The QEMU side of the disk channel, used by `web/qemu-worker.js` inside the disks'
@@ -761,6 +1054,7 @@ pub struct QemuDiskPort {
     header: Int32Array,
     data: Uint8Array,
     stdin: Uint8Array,
+    qmp: Uint8Array,
     window: u32,
     sizes: Vec<u64>,
     seq: Cell<u32>,
@@ -791,6 +1085,11 @@ impl QemuDiskPort {
                 &channel,
                 HEADER_BYTES as u32,
                 STDIN_RING as u32,
+            ),
+            qmp: Uint8Array::new_with_byte_offset_and_length(
+                &channel,
+                QMP_OFFSET as u32,
+                QMP_RING as u32,
             ),
             window: (bytes - WINDOW_OFFSET) as u32,
             sizes: sizes.into_iter().map(|s| s as u64).collect(),
@@ -844,6 +1143,32 @@ impl QemuDiskPort {
         let _ = Atomics::store(
             &self.header,
             slot::STDIN_TAKEN as u32,
+            taken.wrapping_add(1) as i32,
+        );
+        Some(byte)
+    }
+
+    /// Whether QMP command bytes wait in the QMP ring (for `poll()` on the monitor's
+    /// device).
+    #[wasm_bindgen(js_name = qmpReady)]
+    pub fn qmp_ready(&self) -> bool {
+        let written = Atomics::load(&self.header, slot::QMP_WRITTEN as u32).unwrap_or(0);
+        let taken = Atomics::load(&self.header, slot::QMP_TAKEN as u32).unwrap_or(0);
+        written != taken
+    }
+
+    /// The next byte of QMP input, if any (`undefined` means none yet).
+    #[wasm_bindgen(js_name = qmpByte)]
+    pub fn qmp_byte(&self) -> Option<u8> {
+        let written = Atomics::load(&self.header, slot::QMP_WRITTEN as u32).unwrap_or(0) as u32;
+        let taken = Atomics::load(&self.header, slot::QMP_TAKEN as u32).unwrap_or(0) as u32;
+        if written == taken {
+            return None;
+        }
+        let byte = self.qmp.get_index(channel::stdin_slot(taken) as u32);
+        let _ = Atomics::store(
+            &self.header,
+            slot::QMP_TAKEN as u32,
             taken.wrapping_add(1) as i32,
         );
         Some(byte)

@@ -19,10 +19,12 @@
 //! ```
 //!
 //! The channel is one `SharedArrayBuffer`: a header of [`HEADER_WORDS`] 32-bit words, a
-//! [`STDIN_RING`]-byte ring for the guest's serial input, then a data window of `window`
-//! bytes. Serial input goes through shared memory too, because QEMU polls its stdin from
-//! the module's main thread in a tight loop of proxied calls, during which that thread
-//! may never return to its event loop to receive a message. A request larger than the window is [`split`] into
+//! [`STDIN_RING`]-byte ring for the guest's serial input, a [`QMP_RING`]-byte ring for
+//! commands to QEMU's QMP monitor (snapshots: `engine::qmp`), then a data window of
+//! `window` bytes. Serial input and QMP commands go through shared memory too, because
+//! QEMU polls its file descriptors from the module's main thread in a loop of proxied
+//! calls, during which that thread may never return to its event loop to receive a
+//! message. Both rings work alike: a byte counter each side (written, taken), wrapping. A request larger than the window is [`split`] into
 //! window-sized pieces. A wait that times out breaks the channel for good (a late answer
 //! could land in the window of the next request): every later request fails at once with
 //! `EIO`, and the engine reports an error event, so the guest sees I/O errors, never a hang.
@@ -48,8 +50,13 @@ pub const HEADER_WORDS: usize = 16;
 pub const HEADER_BYTES: usize = HEADER_WORDS * 4;
 /// Bytes of the serial input ring (the most one `serialIn` command carries).
 pub const STDIN_RING: usize = 64 * 1024;
+/// Where the QMP command ring starts.
+pub const QMP_OFFSET: usize = HEADER_BYTES + STDIN_RING;
+/// Bytes of the QMP command ring (the same size as the serial ring, so both use
+/// [`stdin_free`] and [`stdin_slot`]).
+pub const QMP_RING: usize = STDIN_RING;
 /// Where the data window starts.
-pub const WINDOW_OFFSET: usize = HEADER_BYTES + STDIN_RING;
+pub const WINDOW_OFFSET: usize = QMP_OFFSET + QMP_RING;
 /// The default data window: 1 MiB (QEMU's reads are mostly 4 KiB to 1 MiB).
 pub const DEFAULT_WINDOW: u32 = 1 << 20;
 /// How long a callback waits for one answer before it gives up (the storage stack does a
@@ -86,9 +93,14 @@ pub mod slot {
     pub const STDIN_WRITTEN: usize = 9;
     /// Serial input bytes taken from the ring so far (wrapping), by QEMU's side.
     pub const STDIN_TAKEN: usize = 10;
+    /// QMP command bytes written into the QMP ring so far (wrapping), by the VM worker.
+    pub const QMP_WRITTEN: usize = 11;
+    /// QMP command bytes taken from the QMP ring so far (wrapping), by QEMU's side.
+    pub const QMP_TAKEN: usize = 12;
 }
 
-/// How many bytes the serial input ring can take, from its two counters.
+/// How many bytes the serial input ring (or the QMP ring, of the same size) can take,
+/// from its two counters.
 ///
 /// ```
 /// use qemuweb_runtime::engine::qemu_channel::{stdin_free, STDIN_RING};
@@ -100,7 +112,7 @@ pub fn stdin_free(written: u32, taken: u32) -> usize {
     STDIN_RING.saturating_sub(written.wrapping_sub(taken) as usize)
 }
 
-/// The ring offset of the byte with counter value `n`.
+/// The ring offset of the byte with counter value `n` (either ring).
 pub fn stdin_slot(n: u32) -> usize {
     n as usize % STDIN_RING
 }
@@ -396,7 +408,7 @@ mod tests {
         assert_eq!(split(0, 3, 0).count(), 3);
         assert_eq!(
             channel_bytes(DEFAULT_WINDOW),
-            HEADER_BYTES + STDIN_RING + (1 << 20)
+            HEADER_BYTES + STDIN_RING + QMP_RING + (1 << 20)
         );
         // The ring's slots wrap with the counters (STDIN_RING divides 2^32).
         assert_eq!(stdin_slot(u32::MAX), STDIN_RING - 1);

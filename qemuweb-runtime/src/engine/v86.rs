@@ -1123,7 +1123,7 @@ impl Engine for V86Engine {
         let buffer =
             saved.map_err(|e| RuntimeError::Engine(format!("v86 save_state: {}", js_text(&e))))?;
         Ok(crate::engine::SavedState {
-            bytes: Uint8Array::new(&buffer),
+            pieces: vec![Uint8Array::new(&buffer)],
             encoding: qemuweb_storage::snapshot::StateEncoding::Raw,
         })
     }

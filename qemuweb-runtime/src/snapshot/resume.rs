@@ -1,10 +1,11 @@
-//! Resuming a snapshot at start (wasm32): find it (stored, or a published boot state
-//! imported once), check it against the engine, machine and disks the start asks for
-//! before anything is opened or changed, and read its machine state.
+//! Resuming a snapshot at start (wasm32), on either engine: find it (stored, or a
+//! published boot state imported once), check it against the engine, machine and disks
+//! the start asks for before anything is opened or changed, and read its machine state
+//! (v86 restores it into its emulator; QEMU gets it as a file and `snapshot-load`s it).
 
 use super::{machine_digest, published, snapshot_error, Resume, SnapshotOperation};
 use crate::engine::{EngineHost, EnginePlan};
-use crate::error::{Result, RuntimeError};
+use crate::error::Result;
 use crate::protocol::Event;
 use crate::storage_stack::{DiskResume, DiskStack, FileMap};
 use qemuweb_config::{VmOverrides, VmProfile};
@@ -110,9 +111,4 @@ pub async fn settle(disks: &[DiskStack], running: bool, vm_id: &str, host: &dyn 
             host.emit(Event::error(None, Some(vm_id), &e));
         }
     }
-}
-
-/// An error for a resume that cannot be done on this engine.
-pub fn unsupported(engine: &str) -> RuntimeError {
-    RuntimeError::Unsupported(format!("the {engine} engine cannot resume snapshots"))
 }

@@ -1,6 +1,8 @@
-//! Saving a running VM (wasm32): pause the engine, let its writes reach the disks' stacks,
-//! pin each disk's overlay point, take the machine state, let the guest run on, then store
-//! the state in chunks and commit the snapshot. A failure at any step leaves nothing
+//! Saving a running VM (wasm32), on either engine: pause the engine, let its writes reach
+//! the disks' stacks, pin each disk's overlay point, take the machine state, let the guest
+//! run on, then store the state in chunks and commit the snapshot. What differs between
+//! engines is behind [`Engine`]'s `pause`, `flush`, `save_state` and `unpause` (v86: its
+//! emulator's calls; QEMU: its QMP monitor, `engine::qmp`). A failure at any step leaves nothing
 //! behind (the save is aborted, which drops its pins) and the guest running.
 
 use super::{snapshot_error, SnapshotOperation};
@@ -75,23 +77,28 @@ pub async fn save(
         }
     };
     let mut saving = saving;
-    let total = state.bytes.length();
+    let total: u64 = state.pieces.iter().map(|p| u64::from(p.length())).sum();
     let chunk = DEFAULT_CHUNK_BYTES;
-    let mut at = 0u32;
-    while at < total {
-        let end = total.min(at.saturating_add(chunk));
-        if let Err(e) = saving.put_chunk(&state.bytes.subarray(at, end)).await {
-            saving.abort().await;
-            return Err(snapshot_error(e));
+    let mut stored = 0u64;
+    for piece in &state.pieces {
+        let len = piece.length();
+        let mut at = 0u32;
+        while at < len {
+            let end = len.min(at.saturating_add(chunk));
+            if let Err(e) = saving.put_chunk(&piece.subarray(at, end)).await {
+                saving.abort().await;
+                return Err(snapshot_error(e));
+            }
+            stored += u64::from(end - at);
+            at = end;
+            host.emit(Event::SnapshotProgress {
+                vm_id: vm_id.to_string(),
+                snapshot_id: snapshot_id.to_string(),
+                operation: SnapshotOperation::Save,
+                loaded: stored,
+                total: Some(total),
+            });
         }
-        at = end;
-        host.emit(Event::SnapshotProgress {
-            vm_id: vm_id.to_string(),
-            snapshot_id: snapshot_id.to_string(),
-            operation: SnapshotOperation::Save,
-            loaded: u64::from(at),
-            total: Some(u64::from(total)),
-        });
     }
     let header = SnapshotHeader {
         format: HEADER_FORMAT,
