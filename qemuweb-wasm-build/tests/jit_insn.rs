@@ -1,7 +1,9 @@
 //! The instruction test guests of `qemuweb-guests` on the JIT build of QEMU for WebAssembly
 //! (plan `tcg: jit`, patches 0010-0012), compared line by line with native QEMU (TCG):
 //! with the JIT's defaults, with every block compiled on its first run
-//! (`wasm-jit-hot=1`), and with the JIT off (TCI) on the same module.
+//! (`wasm-jit-hot=1`), the same with the barriers a TSO host keeps for free left out
+//! (`wasm-jit-tso=1`, what the runtime runs on x86 hosts), and with the JIT off (TCI) on
+//! the same module.
 //!
 //! Needs a JIT build: `QEMUWEB_QEMU_DIR` (or `QEMUWEB_QEMU_JIT_DIR`), a directory with
 //! `qemu-build.json` saying `"tcg": "jit"`, `qemu-system-x86_64.js`/`.wasm`,
@@ -20,6 +22,11 @@ use std::time::Duration;
 const MODES: &[(&str, &str)] = &[
     ("jit", "tcg"),
     ("jit-hot-1", "tcg,wasm-jit-hot=1,wasm-jit-batch=8"),
+    // What the runtime runs on x86 hosts: the barriers TSO keeps for free left out.
+    (
+        "jit-hot-1-tso",
+        "tcg,wasm-jit-hot=1,wasm-jit-batch=8,wasm-jit-tso=1",
+    ),
     ("interpreter", "tcg,wasm-jit=off"),
 ];
 

@@ -1,0 +1,93 @@
+// Benchmark (not a test) of the QEMU WebAssembly JIT, one run per row, in one invocation:
+// Linux (scripts/linux-guest's Debian i386 kernel and busybox initrd) from start to a line of
+// its console on native qemu-system-x86_64 (TCG), and on the wasm64 build's
+// qemu-system-x86_64 under Node: the JIT with every barrier, the JIT with the barriers a TSO
+// host keeps for free left out (what the runtime runs on x86 hosts), and TCI (the JIT off).
+// Prints each row's wall and CPU seconds, its ratio to native, and the JIT's counters.
+//
+//   node bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX]
+//                      [--rows native,jit,jit-tso,tci] [--timeout SECS]
+//
+// QEMUWEB-WASM-BUILD is the qemuweb-wasm-build binary (its `node` runs the build root's
+// Node 24); scripts/bench-jit passes everything.
+import { spawn } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const argv = process.argv.slice(2);
+const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
+const [tool, buildDir, kernel, initrd] = argv;
+if (!initrd) {
+  process.stderr.write('usage: bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX] [--rows ...] [--timeout SECS]\n');
+  process.exit(64);
+}
+const until = opt('--until', 'Run /init');
+const rows = opt('--rows', 'native,jit,jit-tso,tci').split(',');
+const timeoutS = Number(opt('--timeout', '1800'));
+const here = dirname(fileURLToPath(import.meta.url));
+const guestArgs = (k, i) => ['-M', 'pc', '-m', '512', '-nographic', '-nic', 'none', '-no-reboot',
+  '-kernel', k, '-initrd', i, '-append', 'console=ttyS0 panic=-1'];
+const ACCEL = { jit: 'tcg', 'jit-tso': 'tcg,wasm-jit-tso=1', tci: 'tcg,wasm-jit=off' };
+
+/** Runs `cmd args`, bounded by `timeoutS`; resolves with its stdout and stderr. */
+function run(cmd, args, onStdout) {
+  return new Promise((done, fail) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000);
+    child.stdout.on('data', (d) => {
+      out = (out + d).slice(-20000);
+      onStdout?.(out, child);
+    });
+    child.stderr.on('data', (d) => { err = (err + d).slice(-20000); });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      done({ code, signal, out, err });
+    });
+    child.on('error', fail);
+  });
+}
+
+async function native() {
+  const start = performance.now();
+  let ms = null;
+  const re = new RegExp(until);
+  const r = await run('qemu-system-x86_64', ['-accel', 'tcg', ...guestArgs(kernel, initrd)], (out, child) => {
+    if (ms === null && re.test(out)) {
+      ms = performance.now() - start;
+      child.kill('SIGKILL');
+    }
+  });
+  if (ms === null) throw new Error(`native QEMU never printed /${until}/ (exit ${r.code ?? r.signal}); tail:\n${r.out.slice(-1500)}`);
+  return { ms, cpuMs: null, jit: null };
+}
+
+async function wasm(accel) {
+  const args = ['node', '--bind', resolve(buildDir), '--bind', dirname(resolve(kernel)),
+    '--bind', dirname(resolve(initrd)), '--bind', here, '--',
+    join(here, 'boot-runner.mjs'), join(resolve(buildDir), 'qemu-system-x86_64.js'), String(timeoutS),
+    until, `kernel=${resolve(kernel)}`, `initrd=${resolve(initrd)}`, '--', '-L', '/pack',
+    '-accel', accel, ...guestArgs('/pack/kernel', '/pack/initrd')];
+  const r = await run(tool, args);
+  const line = r.err.split('\n').find((l) => l.startsWith('BOOT-RESULT '));
+  if (!line) throw new Error(`the wasm build (-accel ${accel}) never printed /${until}/ (exit ${r.code ?? r.signal}); tail:\n${r.err.slice(-1500)}\n${r.out.slice(-1500)}`);
+  return JSON.parse(line.slice('BOOT-RESULT '.length));
+}
+
+const results = {};
+for (const row of rows) {
+  process.stderr.write(`bench-jit: ${row} ...\n`);
+  results[row] = row === 'native' ? await native() : await wasm(ACCEL[row]);
+}
+const s = (ms) => (ms / 1000).toFixed(1);
+console.log(`Linux to /${until}/, one run each (${new Date().toISOString()})`);
+console.log('row        wall s   cpu s   x native   blocks  modules  translate/compile/instantiate ms');
+for (const [row, r] of Object.entries(results)) {
+  const ratio = results.native ? (r.ms / results.native.ms).toFixed(1) : '-';
+  const j = r.jit;
+  const jit = j && j.enabled ? `${j.blocks}  ${j.modules}  ${Math.round(j.translateUs / 1000)}/${Math.round(j.compileUs / 1000)}/${Math.round(j.instantiateUs / 1000)}` : '-';
+  console.log(`${row.padEnd(9)} ${s(r.ms).padStart(7)} ${r.cpuMs === null ? '      -' : s(r.cpuMs).padStart(7)} ${String(ratio).padStart(10)}   ${jit}`);
+}
+if (results['jit-tso'] && results.tci) console.log(`JIT (TSO) against TCI: ${(results.tci.ms / results['jit-tso'].ms).toFixed(2)}x faster`);
+if (results['jit-tso'] && results.jit) console.log(`leaving out the TSO barriers: ${(results.jit.ms / results['jit-tso'].ms).toFixed(2)}x faster`);
