@@ -70,9 +70,10 @@ async function wasm(accel) {
     until, `kernel=${resolve(kernel)}`, `initrd=${resolve(initrd)}`, '--', '-L', '/pack',
     '-accel', accel, ...guestArgs('/pack/kernel', '/pack/initrd')];
   const r = await run(tool, args);
-  const line = r.err.split('\n').find((l) => l.startsWith('BOOT-RESULT '));
+  // QEMU's own stderr may precede it on the same line.
+  const line = r.err.match(/BOOT-RESULT (\{.*\})/)?.[1];
   if (!line) throw new Error(`the wasm build (-accel ${accel}) never printed /${until}/ (exit ${r.code ?? r.signal}); tail:\n${r.err.slice(-1500)}\n${r.out.slice(-1500)}`);
-  return JSON.parse(line.slice('BOOT-RESULT '.length));
+  return JSON.parse(line);
 }
 
 const results = {};
