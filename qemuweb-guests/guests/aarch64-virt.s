@@ -288,22 +288,10 @@ match_word:
 // overflow, or with a disk, a sector at or past its end; with no disk, goes to no_disk.
 parse_sector:
     cbz     x22, no_disk
-    mov     x23, #0
-    mov     x5, #0                  // digits seen
-    mov     x6, #10
-1:  ldrb    w4, [x2]
-    sub     w4, w4, #'0'
-    cmp     w4, #9
-    b.hi    2f
-    umulh   x7, x23, x6
-    cbnz    x7, bad_number
-    mul     x23, x23, x6
-    adds    x23, x23, x4
-    b.cs    bad_number
-    add     x2, x2, #1
-    add     x5, x5, #1
-    b       1b
-2:  cbz     x5, bad_number
+    stp     x29, x30, [sp, #-16]!
+    bl      parse_dec
+    ldp     x29, x30, [sp], #16
+    mov     x23, x0
     cmp     x23, x25
     b.hs    bad_number
     ret
@@ -693,7 +681,8 @@ need_gfx:
     bl      puts
     b       main_loop
 
-// A decimal number (below 2^32) at x2 -> x0, x2 after it; else bad_number.
+// A decimal number at x2 -> x0 (x2 after it); no digits or past 64 bits: bad_number.
+// Clobbers x4-x7.
 parse_dec:
     mov     x0, #0
     mov     x5, #0                  // digits seen
@@ -702,9 +691,11 @@ parse_dec:
     sub     w4, w4, #'0'
     cmp     w4, #9
     b.hi    2f
-    madd    x0, x0, x6, x4
-    lsr     x7, x0, #32
+    umulh   x7, x0, x6
     cbnz    x7, bad_number
+    mul     x0, x0, x6
+    adds    x0, x0, x4
+    b.cs    bad_number
     add     x2, x2, #1
     add     x5, x5, #1
     b       1b
