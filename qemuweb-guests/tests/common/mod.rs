@@ -130,6 +130,16 @@ pub fn assert_redraw(qemu: &mut Qemu, monitor: &Path, dir: &Path, n: u32) {
     assert_eq!(bad, 0, "redraw {n}: the whole {w}x{h} screen in {want:?}");
 }
 
+/// A new private directory `qemuweb-guests-NAME-*` under the temporary directory, kept
+/// (the test removes it).
+fn private_dir(name: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(&format!("qemuweb-guests-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
+}
+
 /// The x86 guest booted on native QEMU, at its first prompt; its files are in `dir` (a
 /// private directory), the monitor at `dir/mon.sock`.
 pub fn boot(name: &str) -> (Qemu, PathBuf) {
@@ -139,11 +149,7 @@ pub fn boot(name: &str) -> (Qemu, PathBuf) {
 /// [`boot`] on `program` (a `qemu-system-*` of Debian's qemu-system-x86) with the devices
 /// `devices` (QEMU arguments) instead of the default machine's VGA.
 pub fn boot_on(name: &str, program: &str, devices: &[&str]) -> (Qemu, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("qemuweb-guests-{name}-"))
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = private_dir(name);
     let disk = dir.join("x86.raw");
     std::fs::write(&disk, qemuweb_guests::x86_bios_disk()).unwrap();
     let monitor = dir.join("mon.sock");
@@ -178,11 +184,7 @@ pub const XHCI_TABLET_KEYBOARD: [&str; 6] = [
 /// its first prompt; its files are in `dir` (a private directory), the monitor at
 /// `dir/mon.sock`.
 pub fn boot_aarch64(name: &str, memory: u32, devices: &[&str]) -> (Qemu, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("qemuweb-guests-{name}-"))
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = private_dir(name);
     let kernel = dir.join("aarch64-virt.img");
     std::fs::write(&kernel, qemuweb_guests::aarch64_virt_kernel()).unwrap();
     let monitor = dir.join("mon.sock");
