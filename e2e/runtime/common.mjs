@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launch, logPage, removeProfile } from '../lib/browser.mjs';
 import { REPO, serve, TARGET } from '../lib/server.mjs';
+import { installQemu } from './qemu-assets.mjs';
 
 export const V86_BUILD = join(REPO, 'e2e', 'node_modules', 'v86', 'build');
 export const SEABIOS = process.env.QEMUWEB_SEABIOS_DIR || '/usr/share/seabios';
@@ -52,6 +53,13 @@ export async function setUp() {
       rmSync(imageRoot, { recursive: true, force: true });
     },
   };
+}
+
+/** setUp(), with the QEMU build copied into the web root unless `missing` (qemuMissing's reason). */
+export async function setUpQemu(missing) {
+  const env = await setUp();
+  if (!missing) installQemu(env.webRoot);
+  return env;
 }
 
 /**

@@ -29,20 +29,17 @@ import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { startGroup } from '../lib/proc.mjs';
 import { TARGET } from '../lib/server.mjs';
-import { browserWithPage, closeBrowser, converse, dropProfile, setUp, NO_ISOLATION } from './common.mjs';
+import { browserWithPage, closeBrowser, converse, dropProfile, setUpQemu, NO_ISOLATION } from './common.mjs';
 import { bootNative, canvasPixels, diffScreens, nativeCommand } from './qemu-native.mjs';
-import { installQemu, QEMU_ASSETS, qemuMissing, runsProfile } from './qemu-assets.mjs';
+import { QEMU_ASSETS, qemuMissing, runsProfile, warnQemuSkipped } from './qemu-assets.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
 const missing = qemuMissing();
-if (missing) {
-  console.error(`\n${'!'.repeat(78)}\n!! QEMU build missing: ${missing}\n!! The QEMU engine's display test is SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
-}
+warnQemuSkipped(missing, "The QEMU engine's display test is");
 let env;
 
 before(async () => {
-  env = await setUp();
-  if (!missing) installQemu(env.webRoot);
+  env = await setUpQemu(missing);
 });
 
 after(async () => {
@@ -98,22 +95,27 @@ function findBanner([banner]) {
 }
 
 /**
- * Boots the x86 test guest as VM `vm` (graphics profile) in the page, its display on a new
- * canvas `#screen`, and waits for its serial banner.
+ * Boots a test guest as VM `vm` in the page, its display on a new canvas `#screen`, and
+ * waits for its serial banner: by default the x86 one (graphics profile, 64 MiB, its disk);
+ * `profile`, `inputs`, `options` (of startVm, beside the engine) and `banner` for another.
  */
-async function bootOnCanvas(page, vm, engine = 'v86') {
-  const started = await page.evaluate(async ([vm, disk, engine, qemuAssets]) => {
+async function bootOnCanvas(page, vm, engine = 'v86', {
+  profile = 'linux-i386-pc-graphics',
+  inputs = { disk: { source: { kind: 'url', url: `${env.images.url}/x86-bios.qcow2` } } },
+  options = { overrides: { memoryMiB: 64 } },
+  banner = BANNER,
+} = {}) {
+  const started = await page.evaluate(async ([vm, profile, inputs, options, engine, qemuAssets]) => {
     const canvas = document.createElement('canvas');
     canvas.id = 'screen';
     document.body.append(canvas);
     window.client = engine === 'qemu' ? makeClient({ workerUrl: './pkg/worker.js', assets: qemuAssets }) : makeClient();
     await client.init();
     client.attachDisplay(vm, canvas);
-    return attempt(() => client.startVm(vm, profiles['linux-i386-pc-graphics'],
-      { disk: { source: { kind: 'url', url: disk } } }, { overrides: { memoryMiB: 64 }, engine }));
-  }, [vm, `${env.images.url}/x86-bios.qcow2`, engine, QEMU_ASSETS]);
+    return attempt(() => client.startVm(vm, profiles[profile], inputs, { ...options, engine }));
+  }, [vm, profile, inputs, options, engine, QEMU_ASSETS]);
   assert.deepEqual(started, { ok: undefined });
-  await page.evaluate(([vm, b, ms]) => waitSerial(vm, b, 0, ms), [vm, `${BANNER}\r\n> `, engine === 'qemu' ? 180000 : 30000]);
+  await page.evaluate(([vm, b, ms]) => waitSerial(vm, b, 0, ms), [vm, `${banner}\r\n> `, engine === 'qemu' ? 180000 : 30000]);
 }
 
 test('the VGA text banner of the x86 test guest shows on the page canvas through the SharedArrayBuffer ring', async (t) => {
@@ -154,23 +156,25 @@ test('the VGA text banner of the x86 test guest shows on the page canvas through
 });
 
 /**
- * Runs in the page: compares every pixel of the canvas with the x86 guest's `gfx` pattern
- * (qemuweb_guests::x86_gfx_pixel: index ((x >> 4) ^ (y >> 3)) & 7, red = bit 2, green =
- * bit 1, blue = bit 0), rows listed in `lines` being filled with colour index `lines[y]`.
- * The 320x200 mode may be shown at a whole multiple of its size (QEMU's VGA draws mode 13h
+ * Runs in the page: compares every pixel of the canvas with a guest's `gfx` pattern of
+ * `mode` (X86_GFX or ARM_GFX: index ((x >> shift[0]) ^ (y >> shift[1])) & 7 on a
+ * width x height screen, red = bit 2, green = bit 1, blue = bit 0), rows listed in `lines`
+ * being filled with colour index `lines[y]`, or with `fill`, every pixel in colour index
+ * `fill`. The mode may be shown at a whole multiple of its size (QEMU's VGA draws mode 13h
  * with its pixels doubled), given as `scale`: [sx, sy].
  */
-function checkPattern([lines, [sx, sy] = [1, 1]]) {
+function checkPattern([mode, lines, { scale: [sx, sy] = [1, 1], fill } = {}]) {
   const canvas = document.getElementById('screen');
   const { width, height } = canvas;
-  if (width !== 320 * sx || height !== 200 * sy) return { width, height, bad: -1 };
+  if (width !== mode.width * sx || height !== mode.height * sy) return { width, height, bad: -1 };
+  const [xs, ys] = mode.shift;
   const px = canvas.getContext('2d').getImageData(0, 0, width, height).data;
   let bad = 0;
   let first = null;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const [gx, gy] = [Math.floor(x / sx), Math.floor(y / sy)];
-      const i = lines[gy] ?? (((gx >> 4) ^ (gy >> 3)) & 7);
+      const i = fill ?? lines[gy] ?? (((gx >> xs) ^ (gy >> ys)) & 7);
       const want = [i & 4 ? 255 : 0, i & 2 ? 255 : 0, i & 1 ? 255 : 0, 255];
       const at = (y * width + x) * 4;
       const got = [px[at], px[at + 1], px[at + 2], px[at + 3]];
@@ -182,6 +186,10 @@ function checkPattern([lines, [sx, sy] = [1, 1]]) {
   }
   return { width, height, bad, first };
 }
+/** The x86 guest's mode 13h pattern (qemuweb_guests::x86_gfx_pixel). */
+const X86_GFX = { width: 320, height: 200, shift: [4, 3] };
+/** The aarch64 guest's virtio-gpu pattern (qemuweb_guests::aarch64_gfx_pixel), the x86 colours. */
+const ARM_GFX = { width: 640, height: 480, shift: [5, 4] };
 
 /** Polls `check` in the page until it reports no bad pixel (or 15 s pass). */
 async function until(page, check, args) {
@@ -206,7 +214,7 @@ test('VGA mode 13h: the guest\'s framebuffer reaches the canvas pixel for pixel,
     const textSeq = await page.evaluate(() => client.displayFrame('gfx'));
 
     assert.match(await converse(page, 'gfx', 'gfx', 'GFX 320x200'), /GFX 320x200/);
-    let result = await until(page, checkPattern, [{}]);
+    let result = await until(page, checkPattern, [X86_GFX, {}]);
     const shot = join(artifacts, 'display-gfx-mode13h.png');
     await page.locator('#screen').screenshot({ path: shot });
     t.diagnostic(`screenshot: ${shot}`);
@@ -216,7 +224,7 @@ test('VGA mode 13h: the guest\'s framebuffer reaches the canvas pixel for pixel,
 
     // One row changes: the canvas follows (red is DAC entry 4, which the guest set).
     assert.match(await converse(page, 'gfx', 'hline 100 04', 'FILL 04'), /HLINE 100 FILL 04/);
-    result = await until(page, checkPattern, [{ 100: 4 }]);
+    result = await until(page, checkPattern, [X86_GFX, { 100: 4 }]);
     await page.locator('#screen').screenshot({ path: join(artifacts, 'display-gfx-hline.png') });
     assert.equal(result.bad, 0, `pattern with row 100 red: ${JSON.stringify(result)}`);
 
@@ -420,7 +428,7 @@ test('the QEMU engine shows QEMU\'s own VGA screen on the canvas, equal to nativ
         // QEMU's screendump says how its VGA shows the 320x200 mode.
         const dump = await native.screendump();
         const scale = [dump.width / 320, dump.height / 200];
-        const result = await until(page, checkPattern, [check, scale]);
+        const result = await until(page, checkPattern, [X86_GFX, check, { scale }]);
         assert.equal(result.bad, 0, `${name}: the guest's pattern at ${dump.width}x${dump.height}: ${JSON.stringify(result)}`);
       }
       const dump = await native.screendump();
@@ -457,34 +465,6 @@ test('the QEMU engine shows QEMU\'s own VGA screen on the canvas, equal to nativ
   }
 });
 
-/**
- * Runs in the page: compares every pixel of the canvas with the aarch64 guest's `gfx`
- * pattern (qemuweb_guests::aarch64_gfx_pixel: index ((x >> 5) ^ (y >> 4)) & 7 on 640x480,
- * the x86 colours), rows listed in `lines` being filled with colour index `lines[y]`, or
- * with `fill`, every pixel in colour index `fill`.
- */
-function checkArmPattern([lines, fill]) {
-  const canvas = document.getElementById('screen');
-  const { width, height } = canvas;
-  if (width !== 640 || height !== 480) return { width, height, bad: -1 };
-  const px = canvas.getContext('2d').getImageData(0, 0, width, height).data;
-  let bad = 0;
-  let first = null;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = fill ?? lines[y] ?? (((x >> 5) ^ (y >> 4)) & 7);
-      const want = [i & 4 ? 255 : 0, i & 2 ? 255 : 0, i & 1 ? 255 : 0, 255];
-      const at = (y * width + x) * 4;
-      const got = [px[at], px[at + 1], px[at + 2], px[at + 3]];
-      if (got.some((v, k) => v !== want[k])) {
-        bad++;
-        first ??= { x, y, got, want };
-      }
-    }
-  }
-  return { width, height, bad, first };
-}
-
 const ARM_BANNER = 'QEMUWEB-GUEST aarch64 v1';
 const AARCH64_GRAPHICS = 'linux-aarch64-virt-graphics';
 // Registered when the build runs the profile (a wasm64 build), as input.test.mjs does with
@@ -499,18 +479,15 @@ if (missing || runsProfile(AARCH64_GRAPHICS)) test('linux-aarch64-virt-graphics 
   const vm = 'arm-screen';
   try {
     const t0 = Date.now();
-    const started = await page.evaluate(async ([vm, profile, kernel, disk, qemuAssets]) => {
-      const canvas = document.createElement('canvas');
-      canvas.id = 'screen';
-      document.body.append(canvas);
-      window.client = makeClient({ workerUrl: './pkg/worker.js', assets: qemuAssets });
-      await client.init();
-      client.attachDisplay(vm, canvas);
-      return attempt(() => client.startVm(vm, profiles[profile],
-        { kernel: { kind: 'url', url: kernel }, disk: { source: { kind: 'url', url: disk } } }, { engine: 'qemu' }));
-    }, [vm, AARCH64_GRAPHICS, `${env.images.url}/aarch64-virt.img`, `${env.images.url}/x86-bios.qcow2`, QEMU_ASSETS]);
-    assert.deepEqual(started, { ok: undefined });
-    await page.evaluate(([vm, b]) => waitSerial(vm, b, 0, 180000), [vm, `${ARM_BANNER}\r\n> `]);
+    await bootOnCanvas(page, vm, 'qemu', {
+      profile: AARCH64_GRAPHICS,
+      inputs: {
+        kernel: { kind: 'url', url: `${env.images.url}/aarch64-virt.img` },
+        disk: { source: { kind: 'url', url: `${env.images.url}/x86-bios.qcow2` } },
+      },
+      options: {},
+      banner: ARM_BANNER,
+    });
     t.diagnostic(`banner ${Date.now() - t0} ms after start`);
     const disk = join(env.imageRoot, 'x86-bios.qcow2');
     const kernel = join(env.imageRoot, 'aarch64-virt.img');
@@ -526,7 +503,7 @@ if (missing || runsProfile(AARCH64_GRAPHICS)) test('linux-aarch64-virt-graphics 
       const from = native.serial.length;
       native.send(line);
       await native.until(`${expect}\r\n> `, from);
-      const result = await until(page, checkArmPattern, check);
+      const result = await until(page, checkPattern, [ARM_GFX, ...check]);
       await page.locator('#screen').screenshot({ path: join(artifacts, `display-aarch64-${name}.png`) });
       assert.equal(result.bad, 0, `${name}: the guest's picture on the canvas: ${JSON.stringify(result)}`);
       const dump = await native.screendump();
@@ -545,7 +522,7 @@ if (missing || runsProfile(AARCH64_GRAPHICS)) test('linux-aarch64-virt-graphics 
     // A dirty rectangle: one row.
     await step('hline 100 04', 'HLINE 100 FILL 04', 'hline', [{ 100: 4 }]);
     // Whole-screen redraws: the last fill (k = 2, colour 3) covers every pixel.
-    await step('redraw 3', 'REDRAW 3', 'redraw', [{}, 3]);
+    await step('redraw 3', 'REDRAW 3', 'redraw', [{}, { fill: 3 }]);
     // And the pattern back.
     await step('gfx', 'GFX 640x480', 'gfx-again', [{}]);
     const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));

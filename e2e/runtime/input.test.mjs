@@ -23,21 +23,18 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { TARGET } from '../lib/server.mjs';
-import { browserWithPage, closeBrowser, converse, setUp } from './common.mjs';
+import { browserWithPage, closeBrowser, converse, setUpQemu } from './common.mjs';
 import { bootNative, canvasPixels, diffScreens, nativeCommand } from './qemu-native.mjs';
-import { installQemu, QEMU_ASSETS, qemuMissing, runsProfile } from './qemu-assets.mjs';
+import { QEMU_ASSETS, qemuMissing, runsProfile, warnQemuSkipped } from './qemu-assets.mjs';
 
 const BANNER = 'QEMUWEB-GUEST x86 v1';
 const TYPED = 'Hello, World! 42';
 const missing = qemuMissing();
-if (missing) {
-  console.error(`\n${'!'.repeat(78)}\n!! QEMU build missing: ${missing}\n!! The QEMU engine's input test is SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
-}
+warnQemuSkipped(missing, "The QEMU engine's input test is");
 let env;
 
 before(async () => {
-  env = await setUp();
-  if (!missing) installQemu(env.webRoot);
+  env = await setUpQemu(missing);
 });
 
 after(async () => {

@@ -37,6 +37,16 @@ export function runsProfile(profileId, build = qemuBuild()) {
   return (build?.modules ?? []).some((m) => archs.includes(m.arch));
 }
 
+/**
+ * Says loudly on stderr that `what` (e.g. "The QEMU engine tests are") is SKIPPED, not
+ * passed, when `missing` (a reason from qemuMissing) is set.
+ */
+export function warnQemuSkipped(missing, what) {
+  if (missing) {
+    console.error(`\n${'!'.repeat(78)}\n!! QEMU build missing: ${missing}\n!! ${what} SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
+  }
+}
+
 /** Copies the build into `root`/qemu/. */
 export function installQemu(root, dir = process.env.QEMUWEB_QEMU_DIR) {
   cpSync(dir, join(root, 'qemu'), { recursive: true });

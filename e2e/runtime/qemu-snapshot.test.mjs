@@ -13,8 +13,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { newProfile } from '../lib/browser.mjs';
-import { browserWithPage, converse, dropProfile, readReply, setUp } from './common.mjs';
-import { installQemu, QEMU_ASSETS, qemuMissing, runsProfile } from './qemu-assets.mjs';
+import { browserWithPage, converse, dropProfile, readReply, setUpQemu } from './common.mjs';
+import { QEMU_ASSETS, qemuMissing, runsProfile, warnQemuSkipped } from './qemu-assets.mjs';
 
 // The guests: the x86 test guest on x86_64, and (when the build has the module) the aarch64
 // test kernel with the same disk.
@@ -23,16 +23,13 @@ const GUESTS = [
   { profile: 'linux-aarch64-virt-nographic', vm: 'q-snap-arm', banner: 'QEMUWEB-GUEST aarch64 v1', lba: 322, kernel: 'aarch64-virt.img' },
 ];
 const missing = qemuMissing() ?? (runsProfile(GUESTS[0].profile) ? null : `the build has no module for ${GUESTS[0].profile}`);
-if (missing) {
-  console.error(`\n${'!'.repeat(78)}\n!! QEMU build missing: ${missing}\n!! The QEMU snapshot test is SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
-}
+warnQemuSkipped(missing, 'The QEMU snapshot test is');
 const guests = missing ? [] : GUESTS.filter((g) => runsProfile(g.profile));
 
 let env;
 
 before(async () => {
-  env = await setUp();
-  if (!missing) installQemu(env.webRoot);
+  env = await setUpQemu(missing);
 });
 
 after(async () => {

@@ -21,21 +21,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
 import { serve, TARGET } from '../lib/server.mjs';
-import { browserWithPage, converse, dropProfile, initialSector, readReply, setUp, NO_ISOLATION } from './common.mjs';
-import { archOf, installQemu, QEMU_ASSETS, qemuBuild, qemuMissing, runsProfile } from './qemu-assets.mjs';
+import { browserWithPage, converse, dropProfile, initialSector, readReply, setUpQemu, NO_ISOLATION } from './common.mjs';
+import { archOf, QEMU_ASSETS, qemuBuild, qemuMissing, runsProfile, warnQemuSkipped } from './qemu-assets.mjs';
 
 const X86_BANNER = 'QEMUWEB-GUEST x86 v1';
 const ARM_BANNER = 'QEMUWEB-GUEST aarch64 v1';
 const missing = qemuMissing();
-if (missing) {
-  console.error(`\n${'!'.repeat(78)}\n!! QEMU build missing: ${missing}\n!! The QEMU engine tests are SKIPPED (not passed).\n${'!'.repeat(78)}\n`);
-}
+warnQemuSkipped(missing, 'The QEMU engine tests are');
 
 let env;
 
 before(async () => {
-  env = await setUp();
-  if (!missing) installQemu(env.webRoot);
+  env = await setUpQemu(missing);
   // The VM worker as a browser without Memory64 runs it, beside the page (./pkg/ is the runtime).
   cpSync(join(import.meta.dirname, 'no-memory64-worker.js'), join(env.webRoot, 'no-memory64-worker.js'));
 });

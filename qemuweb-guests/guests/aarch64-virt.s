@@ -217,12 +217,7 @@ cmd_read:
 // write N BB -> WROTE SECTOR N FILL BB
 cmd_write:
     bl      parse_sector
-    ldrb    w4, [x2], #1
-    cmp     w4, #0x20
-    b.ne    bad_number
-    bl      parse_hex_byte          // w24 = BB, x2 after it
-    ldrb    w4, [x2]
-    cbnz    w4, bad_number
+    bl      parse_fill              // w24 = BB
     cmp     x23, #DATA_START
     b.lo    protected
     adr     x0, vq_area
@@ -235,14 +230,7 @@ cmd_write:
     bl      disk_io
     cbnz    x0, disk_error
     adr     x0, msg_wrote
-    bl      puts
-    mov     x0, x23
-    bl      put_dec
-    adr     x0, msg_fill
-    bl      puts
-    mov     w0, w24
-    bl      put_hex8
-    b       reply_end
+    b       reply_fill
 
 no_disk:
     adr     x0, msg_no_disk
@@ -256,6 +244,15 @@ protected:
     adr     x0, msg_protected
     bl      puts
     b       main_loop
+reply_fill:                         // the reply "<string x0>N FILL BB", N = x23, BB = w24
+    bl      puts
+    mov     x0, x23
+    bl      put_dec
+    adr     x0, msg_fill
+    bl      puts
+    mov     w0, w24
+    bl      put_hex8
+    b       reply_end
 disk_error:                         // w0 = the virtio status byte
     mov     w24, w0
     adr     x0, msg_disk_error
@@ -291,28 +288,19 @@ match_word:
 // overflow, or with a disk, a sector at or past its end; with no disk, goes to no_disk.
 parse_sector:
     cbz     x22, no_disk
-    mov     x23, #0
-    mov     x5, #0                  // digits seen
-    mov     x6, #10
-1:  ldrb    w4, [x2]
-    sub     w4, w4, #'0'
-    cmp     w4, #9
-    b.hi    2f
-    umulh   x7, x23, x6
-    cbnz    x7, bad_number
-    mul     x23, x23, x6
-    adds    x23, x23, x4
-    b.cs    bad_number
-    add     x2, x2, #1
-    add     x5, x5, #1
-    b       1b
-2:  cbz     x5, bad_number
+    stp     x29, x30, [sp, #-16]!
+    bl      parse_dec
+    ldp     x29, x30, [sp], #16
+    mov     x23, x0
     cmp     x23, x25
     b.hs    bad_number
     ret
 
-// Two hex digits at x2 -> w24 (x2 after them), else bad_number.
-parse_hex_byte:
+// " BB" at x2, the end of the line after it: two hex digits -> w24, else bad_number.
+parse_fill:
+    ldrb    w4, [x2], #1
+    cmp     w4, #0x20
+    b.ne    bad_number
     mov     w24, #0
     mov     x5, #2
 1:  ldrb    w4, [x2], #1
@@ -328,6 +316,8 @@ parse_hex_byte:
     orr     w24, w24, w6
     subs    x5, x5, #1
     b.ne    1b
+    ldrb    w4, [x2]
+    cbnz    w4, bad_number
     ret
 
 // x0 -> decimal on the UART.
@@ -632,12 +622,7 @@ cmd_hline:
     mov     x23, x0
     cmp     x23, #FB_H
     b.hs    bad_number
-    ldrb    w4, [x2], #1
-    cmp     w4, #0x20
-    b.ne    bad_number
-    bl      parse_hex_byte          // w24 = BB, x2 after it
-    ldrb    w4, [x2]
-    cbnz    w4, bad_number
+    bl      parse_fill              // w24 = BB
     cmp     w24, #7
     b.hi    bad_number
     bl      need_gfx
@@ -652,14 +637,7 @@ cmd_hline:
     mov     x3, #1
     bl      gpu_flush
     adr     x0, msg_hline
-    bl      puts
-    mov     x0, x23
-    bl      put_dec
-    adr     x0, msg_fill
-    bl      puts
-    mov     w0, w24
-    bl      put_hex8
-    b       reply_end
+    b       reply_fill
 
 // redraw N: the whole screen filled N times, fill k in colour 1 + k mod 7, each sent and
 // flushed whole.
@@ -703,7 +681,8 @@ need_gfx:
     bl      puts
     b       main_loop
 
-// A decimal number (below 2^32) at x2 -> x0, x2 after it; else bad_number.
+// A decimal number at x2 -> x0 (x2 after it); no digits or past 64 bits: bad_number.
+// Clobbers x4-x7.
 parse_dec:
     mov     x0, #0
     mov     x5, #0                  // digits seen
@@ -712,14 +691,30 @@ parse_dec:
     sub     w4, w4, #'0'
     cmp     w4, #9
     b.hi    2f
-    madd    x0, x0, x6, x4
-    lsr     x7, x0, #32
+    umulh   x7, x0, x6
     cbnz    x7, bad_number
+    mul     x0, x0, x6
+    adds    x0, x0, x4
+    b.cs    bad_number
     add     x2, x2, #1
     add     x5, x5, #1
     b       1b
 2:  cbz     x5, bad_number
     ret
+
+// The 32-bit field at offset `off` of the GPU request x1 set to `value` (clobbers w2).
+.macro req_word off, value
+    mov     w2, #\value
+    str     w2, [x1, #\off]
+.endm
+
+// The GPU request (`len` bytes) sent by gpu_cmd, answered with the type `resp`
+// (default RESP_OK_NODATA).
+.macro gpu_send len, resp=0x1100
+    mov     x0, #\len
+    mov     w8, #\resp
+    bl      gpu_cmd
+.endm
 
 // Finds the virtio-gpu, brings it up and makes a framebuffer resource its scanout 0,
 // once; later calls return at once. On any failure: the error line, then the command loop.
@@ -742,9 +737,7 @@ gpu_setup:
     // GET_DISPLAY_INFO: the host's preferred size of scanout 0, for the log.
     mov     w0, #0x0100
     bl      gpu_hdr
-    mov     x0, #24
-    mov     w8, #0x1101             // RESP_OK_DISPLAY_INFO
-    bl      gpu_cmd
+    gpu_send 24, 0x1101             // RESP_OK_DISPLAY_INFO
     adr     x0, msg_scanout
     bl      puts
     adr     x1, gq_area
@@ -760,45 +753,30 @@ gpu_setup:
     // RESOURCE_CREATE_2D: resource GPU_RES, FB_W x FB_H.
     mov     w0, #0x0101
     bl      gpu_hdr
-    mov     w2, #GPU_RES
-    str     w2, [x1, #24]
-    mov     w2, #FB_FORMAT
-    str     w2, [x1, #28]
-    mov     w2, #FB_W
-    str     w2, [x1, #32]
-    mov     w2, #FB_H
-    str     w2, [x1, #36]
-    mov     x0, #40
-    mov     w8, #0x1100             // RESP_OK_NODATA
-    bl      gpu_cmd
+    req_word 24, GPU_RES
+    req_word 28, FB_FORMAT
+    req_word 32, FB_W
+    req_word 36, FB_H
+    gpu_send 40
     // RESOURCE_ATTACH_BACKING: one entry, the framebuffer.
     mov     w0, #0x0106
     bl      gpu_hdr
-    mov     w2, #GPU_RES
-    str     w2, [x1, #24]
-    mov     w2, #1
-    str     w2, [x1, #28]
+    req_word 24, GPU_RES
+    req_word 28, 1
     mov     x2, #FB_BASE
     str     x2, [x1, #32]
     mov     w2, #FB_STRIDE
     mov     w3, #FB_H
     mul     w2, w2, w3
     str     w2, [x1, #40]
-    mov     x0, #48
-    mov     w8, #0x1100
-    bl      gpu_cmd
+    gpu_send 48
     // SET_SCANOUT: scanout 0 shows the whole resource.
     mov     w0, #0x0103
     bl      gpu_hdr
-    mov     w2, #FB_W
-    str     w2, [x1, #32]
-    mov     w2, #FB_H
-    str     w2, [x1, #36]
-    mov     w2, #GPU_RES
-    str     w2, [x1, #44]
-    mov     x0, #48
-    mov     w8, #0x1100
-    bl      gpu_cmd
+    req_word 32, FB_W
+    req_word 36, FB_H
+    req_word 44, GPU_RES
+    gpu_send 48
     adr     x5, gpu_state
     mov     x0, #1
     str     x0, [x5, #GS_ON]
@@ -906,19 +884,13 @@ gpu_flush:
     mul     x6, x3, x6
     add     x6, x6, x2, lsl #2
     str     x6, [x1, #40]           // offset of the rectangle in the backing
-    mov     w2, #GPU_RES
-    str     w2, [x1, #48]
-    mov     x0, #56
-    mov     w8, #0x1100
-    bl      gpu_cmd
+    req_word 48, GPU_RES
+    gpu_send 56
     mov     w0, #0x0104             // RESOURCE_FLUSH
     bl      gpu_hdr
     bl      gpu_rect
-    mov     w2, #GPU_RES
-    str     w2, [x1, #40]
-    mov     x0, #48
-    mov     w8, #0x1100
-    bl      gpu_cmd
+    req_word 40, GPU_RES
+    gpu_send 48
     ldp     x29, x30, [sp], #48
     ret
 // The caller's saved rectangle (gpu_flush's frame) into the request x1 at offset 24.

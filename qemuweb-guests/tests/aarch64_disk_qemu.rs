@@ -6,41 +6,19 @@
 
 mod common;
 
-use common::Qemu;
+use common::{boot_aarch64, Qemu};
 use qemuweb_guests::{read_reply, write_reply, x86_bios_disk, X86_DISK_SECTORS};
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
-fn aarch64(dir: &std::path::Path, disk: Option<(&std::path::Path, &str)>) -> Qemu {
-    let kernel = dir.join("aarch64-virt.img");
-    std::fs::write(&kernel, qemuweb_guests::aarch64_virt_kernel()).unwrap();
-    let mut cmd = Command::new("qemu-system-aarch64");
-    cmd.args([
-        "-M",
-        "virt",
-        "-cpu",
-        "cortex-a57",
-        "-m",
-        "128",
-        "-accel",
-        "tcg",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-kernel",
-    ])
-    .arg(&kernel);
-    if let Some((path, device)) = disk {
-        cmd.arg("-drive")
-            .arg(format!("id=d0,file={},format=raw,if=none", path.display()))
-            .arg("-device")
-            .arg(format!("{device},drive=d0"));
-    }
-    let mut qemu = Qemu::spawn(cmd, "qemu-system-arm");
-    qemu.until(qemuweb_guests::AARCH64_BANNER);
-    qemu.until(qemuweb_guests::PROMPT);
-    qemu
+/// The guest on `-M virt` with 128 MiB, with `disk` (an image and the `-device` to attach
+/// it as) when given; at its first prompt, with its private directory.
+fn aarch64(disk: Option<(&Path, &str)>) -> (Qemu, PathBuf) {
+    let Some((path, device)) = disk else {
+        return boot_aarch64("a64-disk", 128, &[]);
+    };
+    let drive = format!("id=d0,file={},format=raw,if=none", path.display());
+    let device = format!("{device},drive=d0");
+    boot_aarch64("a64-disk", 128, &["-drive", &drive, "-device", &device])
 }
 
 #[test]
@@ -52,7 +30,7 @@ fn the_aarch64_guest_reads_and_writes_a_virtio_blk_pci_disk() {
         let path = dir.join("disk.raw");
         let image = x86_bios_disk();
         std::fs::write(&path, &image).unwrap();
-        let mut q = aarch64(&dir, Some((&path, device)));
+        let (mut q, guest_dir) = aarch64(Some((&path, device)));
         q.command("info", &format!("DISK SECTORS {X86_DISK_SECTORS}"));
         for lba in [0u64, 64, 100, X86_DISK_SECTORS - 1] {
             let sector = &image[lba as usize * 512..][..512];
@@ -67,14 +45,16 @@ fn the_aarch64_guest_reads_and_writes_a_virtio_blk_pci_disk() {
         q.command("read", "ERR bad number");
         q.command("echo still here", "still here");
         drop(q);
+        std::fs::remove_dir_all(guest_dir).unwrap();
         let after = std::fs::read(&path).unwrap();
         assert_eq!(&after[100 * 512..101 * 512], &[0xa5; 512][..], "{device}");
         assert_eq!(&after[..100 * 512], &image[..100 * 512], "{device}");
         assert_eq!(&after[101 * 512..], &image[101 * 512..], "{device}");
     }
-    let mut q = aarch64(&dir, None);
+    let (mut q, guest_dir) = aarch64(None);
     q.command("info", "ERR no disk");
     q.command("read 64", "ERR no disk");
     drop(q);
+    std::fs::remove_dir_all(guest_dir).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,10 +8,8 @@
 
 mod common;
 
-use common::{boot_aarch64, screendump};
-use qemuweb_guests::{
-    aarch64_gfx_pixel, x86_gfx_colour, x86_redraw_index, AARCH64_GFX_HEIGHT, AARCH64_GFX_WIDTH,
-};
+use common::{assert_redraw, boot_aarch64, screendump, XHCI_TABLET_KEYBOARD};
+use qemuweb_guests::{aarch64_gfx_pixel, x86_gfx_colour, AARCH64_GFX_HEIGHT, AARCH64_GFX_WIDTH};
 
 /// Counts the pixels of a 640x480 screendump that differ from the `gfx` pattern, row
 /// `row` being all colour `index` when given.
@@ -41,23 +39,16 @@ fn gfx_hline_and_redraw_on_qemu_virtio_gpu() {
     let disk = dir.path().join("x86.raw");
     std::fs::write(&disk, qemuweb_guests::x86_bios_disk()).unwrap();
     let drive = format!("file={},format=raw,if=none,id=disk0", disk.display());
-    let (mut qemu, dir) = boot_aarch64(
-        "gpu",
-        &[
-            "-device",
-            "virtio-gpu-pci",
-            "-drive",
-            &drive,
-            "-device",
-            "virtio-blk-pci,drive=disk0",
-            "-device",
-            "qemu-xhci,id=usb0",
-            "-device",
-            "usb-tablet,bus=usb0.0",
-            "-device",
-            "usb-kbd,bus=usb0.0",
-        ],
-    );
+    let mut devices = vec![
+        "-device",
+        "virtio-gpu-pci",
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-pci,drive=disk0",
+    ];
+    devices.extend(XHCI_TABLET_KEYBOARD);
+    let (mut qemu, dir) = boot_aarch64("gpu", 512, &devices);
     let monitor = dir.join("mon.sock");
     // Opt-in: before `gfx` the display is not the guest's.
     qemu.command("hline 100 04", "ERR not in graphics mode");
@@ -84,11 +75,7 @@ fn gfx_hline_and_redraw_on_qemu_virtio_gpu() {
         "rows 100 and 479 changed"
     );
     for n in [1, 7, 10, 30] {
-        qemu.command(&format!("redraw {n}"), &format!("REDRAW {n}"));
-        let (w, h, rgb) = screendump(&monitor, &dir.join(format!("redraw-{n}.ppm")));
-        let want = x86_gfx_colour(x86_redraw_index(n));
-        let bad = rgb.chunks(3).filter(|px| *px != want).count();
-        assert_eq!(bad, 0, "redraw {n}: the whole {w}x{h} screen in {want:?}");
+        assert_redraw(&mut qemu, &monitor, &dir, n);
     }
     // `gfx` again: the pattern back, without a second setup.
     qemu.command("gfx", "GFX 640x480");
@@ -112,7 +99,7 @@ fn gfx_hline_and_redraw_on_qemu_virtio_gpu() {
     std::fs::remove_dir_all(&dir).unwrap();
 
     // No GPU: refused, the disk-less guest still answering.
-    let (mut qemu, dir) = boot_aarch64("nogpu", &[]);
+    let (mut qemu, dir) = boot_aarch64("nogpu", 512, &[]);
     qemu.command("gfx", "ERR no gpu");
     qemu.command("hline 1 01", "ERR not in graphics mode");
     qemu.command("echo still here", "still here");

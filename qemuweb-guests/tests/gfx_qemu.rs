@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::screendump;
+use common::{assert_redraw, screendump};
 use std::time::{Duration, Instant};
 
 /// Counts the pixels of a screendump that differ from the pattern (scaled to the dump's
@@ -52,11 +52,7 @@ fn gfx_pattern_on_qemu_vga() {
     );
     // Full-screen redraws: the last fill covers every pixel, whatever was there before.
     for n in [1, 7, 10, 1000] {
-        qemu.command(&format!("redraw {n}"), &format!("REDRAW {n}"));
-        let (w, h, rgb) = screendump(&monitor, &dir.join(format!("redraw-{n}.ppm")));
-        let want = qemuweb_guests::x86_gfx_colour(qemuweb_guests::x86_redraw_index(n));
-        let bad = rgb.chunks(3).filter(|px| *px != want).count();
-        assert_eq!(bad, 0, "redraw {n}: the whole {w}x{h} screen in {want:?}");
+        assert_redraw(&mut qemu, &monitor, &dir, n);
     }
     // Paced: 30 fills at 100 Hz take about 0.3 s (the PIT's ticks; at the BIOS's 18.2 Hz
     // they would take 1.6 s).

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::screendump;
+use common::{screendump, XHCI_TABLET_KEYBOARD};
 
 /// The colour of the grey text `keys` types (VGA attribute 7 through QEMU's DAC).
 const GREY: [u8; 3] = [0xa8, 0xa8, 0xa8];
@@ -92,17 +92,10 @@ fn keys_from_a_usb_keyboard_through_the_bios_on_q35() {
         "keys-usb",
         "qemu-system-x86_64",
         &[
-            "-machine",
-            "q35",
-            "-vga",
-            "std",
-            "-device",
-            "qemu-xhci,id=usb0",
-            "-device",
-            "usb-tablet,bus=usb0.0",
-            "-device",
-            "usb-kbd,bus=usb0.0",
-        ],
+            &["-machine", "q35", "-vga", "std"][..],
+            &XHCI_TABLET_KEYBOARD,
+        ]
+        .concat(),
     );
     let monitor = dir.join("mon.sock");
     qemu.command_no_prompt("keys bios", "KEYS ON");

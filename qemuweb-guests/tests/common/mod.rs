@@ -120,6 +120,26 @@ pub fn screendump(monitor: &Path, out: &Path) -> (usize, usize, Vec<u8>) {
     }
 }
 
+/// `redraw N` on the guest at `qemu` (in graphics mode): the reply, then a screendump
+/// (`dir/redraw-N.ppm`, through the monitor at `monitor`) all in the colour of the last fill.
+pub fn assert_redraw(qemu: &mut Qemu, monitor: &Path, dir: &Path, n: u32) {
+    qemu.command(&format!("redraw {n}"), &format!("REDRAW {n}"));
+    let (w, h, rgb) = screendump(monitor, &dir.join(format!("redraw-{n}.ppm")));
+    let want = qemuweb_guests::x86_gfx_colour(qemuweb_guests::x86_redraw_index(n));
+    let bad = rgb.chunks(3).filter(|px| *px != want).count();
+    assert_eq!(bad, 0, "redraw {n}: the whole {w}x{h} screen in {want:?}");
+}
+
+/// A new private directory `qemuweb-guests-NAME-*` under the temporary directory, kept
+/// (the test removes it).
+fn private_dir(name: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(&format!("qemuweb-guests-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
+}
+
 /// The x86 guest booted on native QEMU, at its first prompt; its files are in `dir` (a
 /// private directory), the monitor at `dir/mon.sock`.
 pub fn boot(name: &str) -> (Qemu, PathBuf) {
@@ -129,11 +149,7 @@ pub fn boot(name: &str) -> (Qemu, PathBuf) {
 /// [`boot`] on `program` (a `qemu-system-*` of Debian's qemu-system-x86) with the devices
 /// `devices` (QEMU arguments) instead of the default machine's VGA.
 pub fn boot_on(name: &str, program: &str, devices: &[&str]) -> (Qemu, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("qemuweb-guests-{name}-"))
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = private_dir(name);
     let disk = dir.join("x86.raw");
     std::fs::write(&disk, qemuweb_guests::x86_bios_disk()).unwrap();
     let monitor = dir.join("mon.sock");
@@ -151,15 +167,24 @@ pub fn boot_on(name: &str, program: &str, devices: &[&str]) -> (Qemu, PathBuf) {
     (qemu, dir)
 }
 
+/// An xHCI controller with a USB tablet and keyboard (QEMU arguments), as the graphics
+/// profiles attach them.
+pub const XHCI_TABLET_KEYBOARD: [&str; 6] = [
+    "-device",
+    "qemu-xhci,id=usb0",
+    "-device",
+    "usb-tablet,bus=usb0.0",
+    "-device",
+    "usb-kbd,bus=usb0.0",
+];
+
 /// The aarch64 guest booted on native `qemu-system-aarch64` (Debian's qemu-system-arm,
-/// `-M virt -cpu cortex-a57`, 512 MiB, as the `linux-aarch64-virt-graphics` profile) with the
-/// devices `devices` (QEMU arguments), at its first prompt; the monitor at `dir/mon.sock`.
-pub fn boot_aarch64(name: &str, devices: &[&str]) -> (Qemu, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("qemuweb-guests-{name}-"))
-        .tempdir()
-        .unwrap()
-        .keep();
+/// `-M virt -cpu cortex-a57`) with `memory` MiB of RAM (512 as the
+/// `linux-aarch64-virt-graphics` profile) and the devices `devices` (QEMU arguments), at
+/// its first prompt; its files are in `dir` (a private directory), the monitor at
+/// `dir/mon.sock`.
+pub fn boot_aarch64(name: &str, memory: u32, devices: &[&str]) -> (Qemu, PathBuf) {
+    let dir = private_dir(name);
     let kernel = dir.join("aarch64-virt.img");
     std::fs::write(&kernel, qemuweb_guests::aarch64_virt_kernel()).unwrap();
     let monitor = dir.join("mon.sock");
@@ -170,7 +195,7 @@ pub fn boot_aarch64(name: &str, devices: &[&str]) -> (Qemu, PathBuf) {
         "-cpu",
         "cortex-a57",
         "-m",
-        "512",
+        &memory.to_string(),
         "-accel",
         "tcg",
         "-nodefaults",

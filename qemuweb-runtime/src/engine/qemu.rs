@@ -1063,6 +1063,37 @@ pub struct QemuDiskPort {
     broken: RefCell<Option<String>>,
 }
 
+impl QemuDiskPort {
+    /// Whether bytes wait in `ring` (written and taken counts differ).
+    fn ring_ready(&self, ring: Ring) -> bool {
+        let (written, taken, _) = ring.slots();
+        let written = Atomics::load(&self.header, written as u32).unwrap_or(0);
+        let taken = Atomics::load(&self.header, taken as u32).unwrap_or(0);
+        written != taken
+    }
+
+    /// The next byte of `ring`, taken from it, if any.
+    fn ring_byte(&self, ring: Ring) -> Option<u8> {
+        let (written_slot, taken_slot, _) = ring.slots();
+        let written = Atomics::load(&self.header, written_slot as u32).unwrap_or(0) as u32;
+        let taken = Atomics::load(&self.header, taken_slot as u32).unwrap_or(0) as u32;
+        if written == taken {
+            return None;
+        }
+        let data = match ring {
+            Ring::Stdin => &self.stdin,
+            Ring::Qmp => &self.qmp,
+        };
+        let byte = data.get_index(channel::stdin_slot(taken) as u32);
+        let _ = Atomics::store(
+            &self.header,
+            taken_slot as u32,
+            taken.wrapping_add(1) as i32,
+        );
+        Some(byte)
+    }
+}
+
 #[wasm_bindgen]
 impl QemuDiskPort {
     /// A port on `channel` (the `SharedArrayBuffer` the engine made) for disks of `sizes`
@@ -1125,53 +1156,27 @@ impl QemuDiskPort {
     /// Whether serial input is waiting in the ring (for `poll()` on QEMU's stdin).
     #[wasm_bindgen(js_name = stdinReady)]
     pub fn stdin_ready(&self) -> bool {
-        let written = Atomics::load(&self.header, slot::STDIN_WRITTEN as u32).unwrap_or(0);
-        let taken = Atomics::load(&self.header, slot::STDIN_TAKEN as u32).unwrap_or(0);
-        written != taken
+        self.ring_ready(Ring::Stdin)
     }
 
     /// The next byte of serial input, if any (for `Module.stdin`; `undefined` means none
     /// yet).
     #[wasm_bindgen(js_name = stdinByte)]
     pub fn stdin_byte(&self) -> Option<u8> {
-        let written = Atomics::load(&self.header, slot::STDIN_WRITTEN as u32).unwrap_or(0) as u32;
-        let taken = Atomics::load(&self.header, slot::STDIN_TAKEN as u32).unwrap_or(0) as u32;
-        if written == taken {
-            return None;
-        }
-        let byte = self.stdin.get_index(channel::stdin_slot(taken) as u32);
-        let _ = Atomics::store(
-            &self.header,
-            slot::STDIN_TAKEN as u32,
-            taken.wrapping_add(1) as i32,
-        );
-        Some(byte)
+        self.ring_byte(Ring::Stdin)
     }
 
     /// Whether QMP command bytes wait in the QMP ring (for `poll()` on the monitor's
     /// device).
     #[wasm_bindgen(js_name = qmpReady)]
     pub fn qmp_ready(&self) -> bool {
-        let written = Atomics::load(&self.header, slot::QMP_WRITTEN as u32).unwrap_or(0);
-        let taken = Atomics::load(&self.header, slot::QMP_TAKEN as u32).unwrap_or(0);
-        written != taken
+        self.ring_ready(Ring::Qmp)
     }
 
     /// The next byte of QMP input, if any (`undefined` means none yet).
     #[wasm_bindgen(js_name = qmpByte)]
     pub fn qmp_byte(&self) -> Option<u8> {
-        let written = Atomics::load(&self.header, slot::QMP_WRITTEN as u32).unwrap_or(0) as u32;
-        let taken = Atomics::load(&self.header, slot::QMP_TAKEN as u32).unwrap_or(0) as u32;
-        if written == taken {
-            return None;
-        }
-        let byte = self.qmp.get_index(channel::stdin_slot(taken) as u32);
-        let _ = Atomics::store(
-            &self.header,
-            slot::QMP_TAKEN as u32,
-            taken.wrapping_add(1) as i32,
-        );
-        Some(byte)
+        self.ring_byte(Ring::Qmp)
     }
 
     fn fail(errno: i32, message: String) -> JsValue {
