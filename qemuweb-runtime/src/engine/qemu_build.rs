@@ -203,18 +203,17 @@ impl QemuBuild {
         jit: Option<bool>,
         host_tso: bool,
     ) -> Result<Vec<String>> {
-        let accel = match (self.tcg, jit) {
-            (Tcg::Interpreter, Some(true)) => {
-                return Err(RuntimeError::Unsupported(
+        let accel =
+            match (self.tcg, jit) {
+                (Tcg::Interpreter, Some(true)) => return Err(RuntimeError::Unsupported(
                     "this QEMU build has no WebAssembly JIT (its qemu-build.json says \"tcg\": \
                      \"interpreter\"): build the plan with --tcg jit, or start without qemu.jit"
                         .into(),
-                ))
-            }
-            (Tcg::Jit, Some(false)) => "tcg,wasm-jit=off",
-            (Tcg::Jit, _) if host_tso => "tcg,wasm-jit-tso=1",
-            _ => return Ok(args.to_vec()),
-        };
+                )),
+                (Tcg::Jit, Some(false)) => "tcg,wasm-jit=off",
+                (Tcg::Jit, _) if host_tso => "tcg,wasm-jit-tso=1",
+                _ => return Ok(args.to_vec()),
+            };
         let mut out = args.to_vec();
         for i in 1..out.len() {
             if out[i - 1] == "-accel" && out[i] == "tcg" {
@@ -339,7 +338,10 @@ mod tests {
         assert_eq!(b.accel_args(&args, Some(true), false).unwrap(), args);
         for tso in [false, true] {
             let off = b.accel_args(&args, Some(false), tso).unwrap();
-            assert_eq!(off[3], "tcg,wasm-jit=off", "the interpreter needs no barrier choice");
+            assert_eq!(
+                off[3], "tcg,wasm-jit=off",
+                "the interpreter needs no barrier choice"
+            );
             assert_eq!(off.len(), args.len());
         }
         for jit in [None, Some(true)] {
