@@ -76,12 +76,16 @@ function start(page, { engine, client }, options) {
   }, [VM, PROFILE, inputs(), engine, client, options]);
 }
 
-/** What the shell says about the session: the variable, the file, the boot id, uptime. */
+/**
+ * What the shell says about the session: the variable, the file, the boot id, uptime. (The
+ * answer starts with S42S, which the echoed command line does not have: a line typed before
+ * the prompt is echoed whole by the tty, and would match too.)
+ */
 async function session(page) {
   const out = await converse(page, VM,
-    'echo "var=[$SNAPVAR] f=[$(cat /mnt/f 2>&1)] g=[$(cat /mnt/g 2>&1)] boot=[$(cat /proc/sys/kernel/random/boot_id)] up=[$(cut -d" " -f1 /proc/uptime)] END"',
+    'echo "S$((6*7))S var=[$SNAPVAR] f=[$(cat /mnt/f 2>&1)] g=[$(cat /mnt/g 2>&1)] boot=[$(cat /proc/sys/kernel/random/boot_id)] up=[$(cut -d" " -f1 /proc/uptime)] END"',
     ' END\r\n', 60000);
-  const m = out.match(/var=\[(.*?)\] f=\[(.*?)\] g=\[(.*?)\] boot=\[(.*?)\] up=\[(.*?)\] END/);
+  const m = out.match(/S42S var=\[(.*?)\] f=\[(.*?)\] g=\[(.*?)\] boot=\[(.*?)\] up=\[(.*?)\] END/);
   assert.ok(m, out);
   return { v: m[1], f: m[2], g: m[3], boot: m[4], up: Number(m[5]) };
 }
