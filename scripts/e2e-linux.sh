@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The heavier end-to-end step of qemuweb-runtime: Debian's i386 Linux kernel and a busybox
 # initramfs (scripts/linux-guest, cached outside the repository; the first run downloads
-# about 53 MB of Debian packages) boot to a shell through QemuClient in headless Chromium.
-# Honours CARGO_TARGET_DIR and QEMUWEB_LINUX_CACHE (the cache directory).
+# about 53 MB of Debian packages) boot to a shell through QemuClient in headless Chromium
+# (snapshot.test.mjs also on the QEMU engine, with the build QEMUWEB_QEMU_DIR names).
+# Tests that skip themselves (the QEMU one without a build) are recorded for scripts/test's
+# summary (scripts/lib/bounded.sh: note_skip).
+# Honours CARGO_TARGET_DIR, QEMUWEB_QEMU_DIR and QEMUWEB_LINUX_CACHE (the cache directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/bounded.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 cargo build -q -p qemuweb-testkit --bin qemuweb-test-server
@@ -15,4 +19,15 @@ scripts/build-web qemuweb-runtime >/dev/null
 scripts/linux-guest ${QEMUWEB_LINUX_CACHE:+"$QEMUWEB_LINUX_CACHE"} >/dev/null
 (cd e2e && npm ci --no-audit --no-fund --silent)
 cd e2e
-QEMUWEB_E2E_LINUX=1 node --test --test-concurrency=1 runtime/linux.test.mjs runtime/snapshot.test.mjs runtime/network.test.mjs runtime/relay.test.mjs
+tap=$(mktemp)
+trap 'rm -f "$tap"' EXIT
+rc=0
+QEMUWEB_E2E_LINUX=1 node --test --test-concurrency=1 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$tap" \
+  runtime/linux.test.mjs runtime/snapshot.test.mjs runtime/network.test.mjs runtime/relay.test.mjs || rc=$?
+# TAP: `ok N - name # SKIP reason` for each skipped test.
+while IFS= read -r line; do
+  note_skip "e2e Linux: ${line#*- }"
+done < <(grep -E '^ *ok [0-9]+ - .* # SKIP' "$tap" | grep -v '# SKIP test name does not match pattern' || true)
+exit "$rc"
