@@ -29,16 +29,27 @@ const guestArgs = (k, i) => ['-M', 'pc', '-m', '512', '-nographic', '-nic', 'non
   '-kernel', k, '-initrd', i, '-append', 'console=ttyS0 panic=-1'];
 const ACCEL = { jit: 'tcg', 'jit-tso': 'tcg,wasm-jit-tso=1', tci: 'tcg,wasm-jit=off' };
 
-/** Runs `cmd args`, bounded by `timeoutS`; resolves with its stdout and stderr. */
+/**
+ * Runs `cmd args` in a process group of its own, which is killed whole (the build root's
+ * `unshare`/`chroot`/Node chain included) after `timeoutS` or when `onStdout` says stop;
+ * resolves with its stdout and stderr tails.
+ */
 function run(cmd, args, onStdout) {
   return new Promise((done, fail) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const killGroup = () => {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    };
     let out = '';
     let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000);
+    const timer = setTimeout(killGroup, timeoutS * 1000);
     child.stdout.on('data', (d) => {
       out = (out + d).slice(-20000);
-      onStdout?.(out, child);
+      onStdout?.(out, killGroup);
     });
     child.stderr.on('data', (d) => { err = (err + d).slice(-20000); });
     child.on('close', (code, signal) => {
@@ -53,10 +64,10 @@ async function native() {
   const start = performance.now();
   let ms = null;
   const re = new RegExp(until);
-  const r = await run('qemu-system-x86_64', ['-accel', 'tcg', ...guestArgs(kernel, initrd)], (out, child) => {
+  const r = await run('qemu-system-x86_64', ['-accel', 'tcg', ...guestArgs(kernel, initrd)], (out, stop) => {
     if (ms === null && re.test(out)) {
       ms = performance.now() - start;
-      child.kill('SIGKILL');
+      stop();
     }
   });
   if (ms === null) throw new Error(`native QEMU never printed /${until}/ (exit ${r.code ?? r.signal}); tail:\n${r.out.slice(-1500)}`);
