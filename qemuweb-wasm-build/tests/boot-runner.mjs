@@ -1,6 +1,7 @@
 // Boots a guest on a QEMU WebAssembly build under Node (22 or newer for wasm64 output) until
 // a line of its serial output matches a pattern, and reports how long that took: the
-// benchmark runner of scripts/bench-jit (the JIT against the interpreter and native QEMU).
+// runner of the JIT instruction tests (tests/jit_insn.rs, until the guest's "ALL DONE") and
+// of scripts/bench-jit (the JIT against the interpreter and native QEMU).
 //
 //   node boot-runner.mjs QEMU-JS TIMEOUT-SECS UNTIL-REGEX NAME=HOSTPATH... -- QEMU-ARGS...
 //

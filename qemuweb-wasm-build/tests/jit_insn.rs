@@ -65,9 +65,11 @@ fn wasm(js: &Path, file: (&str, &Path), accel: &str, args: &[String], banner: &s
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let dir = js.parent().unwrap();
     let mut cmd = common::node_for(dir, &[&tests, file.1.parent().unwrap()]);
-    cmd.arg(tests.join("insn-runner.mjs"))
+    // boot-runner.mjs stops at the guest's last line: "ALL DONE", or an "UNEXPECTED" report.
+    cmd.arg(tests.join("boot-runner.mjs"))
         .arg(js)
         .arg("900")
+        .arg(r"^\s*ALL DONE\s*$|^UNEXPECTED")
         .arg(format!("{}={}", file.0, file.1.display()))
         .arg("--")
         .args(["-L", "/pack", "-accel", accel])
