@@ -667,7 +667,8 @@ pub struct QemuOptions {
     /// (`-accel tcg,wasm-jit-tso=1`; about 1.7x faster x86 Linux boots on x86 hosts). The
     /// default asks the browser (`navigator.userAgentData`: an `"x86"` architecture); where
     /// it does not say, every barrier stays. `true` on a weakly ordered host (Arm) lets
-    /// QEMU's I/O threads see an x86 guest's accesses out of order. Ignored without the JIT.
+    /// QEMU's I/O threads see an x86 guest's accesses out of order. A JIT build's interpreter
+    /// (`jit: false`) keeps the same rule; a build without the JIT ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub host_tso: Option<bool>,

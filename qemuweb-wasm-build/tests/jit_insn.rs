@@ -3,7 +3,8 @@
 //! with the JIT's defaults, with every block compiled on its first run
 //! (`wasm-jit-hot=1`), the same with the barriers a TSO host keeps for free left out
 //! (`wasm-jit-tso=1`, what the runtime runs on x86 hosts), and with the JIT off (TCI) on
-//! the same module.
+//! the same module, with every barrier and with the TSO rule (the interpreter keeps the
+//! compiled code's rule).
 //!
 //! Needs a JIT build: `QEMUWEB_QEMU_DIR` (or `QEMUWEB_QEMU_JIT_DIR`), a directory with
 //! `qemu-build.json` saying `"tcg": "jit"`, `qemu-system-x86_64.js`/`.wasm`,
@@ -28,6 +29,7 @@ const MODES: &[(&str, &str)] = &[
         "tcg,wasm-jit-hot=1,wasm-jit-batch=8,wasm-jit-tso=1",
     ),
     ("interpreter", "tcg,wasm-jit=off"),
+    ("interpreter-tso", "tcg,wasm-jit=off,wasm-jit-tso=1"),
 ];
 
 fn jit_dir(test: &str) -> PathBuf {

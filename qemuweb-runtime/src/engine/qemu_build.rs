@@ -178,9 +178,10 @@ impl QemuBuild {
 
     /// QEMU's arguments `args` with the accelerator a start asked for: `jit` `None` keeps
     /// the build's default (the JIT when it has one), `Some(false)` turns a JIT build's JIT
-    /// off (`-accel tcg,wasm-jit=off`), `Some(true)` needs a JIT build. With the JIT on and
-    /// `host_tso` (the host keeps plain accesses in x86 order), the JIT leaves out the
-    /// barriers x86 guests need only on weakly ordered hosts (`wasm-jit-tso=1`).
+    /// off (`-accel tcg,wasm-jit=off`), `Some(true)` needs a JIT build. On a JIT build with
+    /// `host_tso` (the host keeps plain accesses in x86 order), the JIT and its interpreter
+    /// leave out the barriers x86 guests need only on weakly ordered hosts
+    /// (`wasm-jit-tso=1`).
     ///
     /// ```
     /// use qemuweb_runtime::engine::qemu_build::QemuBuild;
@@ -189,7 +190,7 @@ impl QemuBuild {
     ///   "memory": {"memory64": true, "shared": true, "initialBytes": 0}}]}"#;
     /// let build = QemuBuild::from_json(json).unwrap();
     /// let args: Vec<String> = ["-accel", "tcg", "-m", "64"].map(String::from).into();
-    /// assert_eq!(build.accel_args(&args, Some(false), true).unwrap()[1], "tcg,wasm-jit=off");
+    /// assert_eq!(build.accel_args(&args, Some(false), false).unwrap()[1], "tcg,wasm-jit=off");
     /// assert_eq!(build.accel_args(&args, None, true).unwrap()[1], "tcg,wasm-jit-tso=1");
     /// assert_eq!(build.accel_args(&args, None, false).unwrap(), args);
     /// ```
@@ -210,6 +211,7 @@ impl QemuBuild {
                      \"interpreter\"): build the plan with --tcg jit, or start without qemu.jit"
                         .into(),
                 )),
+                (Tcg::Jit, Some(false)) if host_tso => "tcg,wasm-jit=off,wasm-jit-tso=1",
                 (Tcg::Jit, Some(false)) => "tcg,wasm-jit=off",
                 (Tcg::Jit, _) if host_tso => "tcg,wasm-jit-tso=1",
                 _ => return Ok(args.to_vec()),
@@ -336,12 +338,13 @@ mod tests {
         b.tcg = Tcg::Jit;
         assert_eq!(b.accel_args(&args, None, false).unwrap(), args);
         assert_eq!(b.accel_args(&args, Some(true), false).unwrap(), args);
-        for tso in [false, true] {
+        for (tso, accel) in [
+            (false, "tcg,wasm-jit=off"),
+            // The interpreter of a JIT build keeps the compiled code's barrier rule.
+            (true, "tcg,wasm-jit=off,wasm-jit-tso=1"),
+        ] {
             let off = b.accel_args(&args, Some(false), tso).unwrap();
-            assert_eq!(
-                off[3], "tcg,wasm-jit=off",
-                "the interpreter needs no barrier choice"
-            );
+            assert_eq!(off[3], accel);
             assert_eq!(off.len(), args.len());
         }
         for jit in [None, Some(true)] {
