@@ -15,7 +15,8 @@
 //
 // Both guests boot at once, each in a browser of its own (the boots are what takes time),
 // and each test prints its guest's boot time in the page (start to the ready line) as a
-// diagnostic. The serial output goes to $CARGO_TARGET_DIR/e2e-artifacts/usb-input-ARCH.txt.
+// diagnostic. The serial output and the canvas go to $CARGO_TARGET_DIR/e2e-artifacts/
+// (usb-input-ARCH.txt, .png).
 // Both need a wasm64 build in QEMUWEB_QEMU_DIR and run in the Linux step
 // (scripts/e2e-linux.sh sets QEMUWEB_E2E_LINUX=1). Without a build they are SKIPPED,
 // loudly; a QEMUWEB_QEMU_DIR naming a build that cannot run them fails.
@@ -277,6 +278,7 @@ async function usbInput(t, g) {
     const artifacts = join(TARGET, 'e2e-artifacts');
     mkdirSync(artifacts, { recursive: true });
     writeFileSync(join(artifacts, `usb-input-${g.arch}.txt`), await page.evaluate((vm) => window.serial[vm] ?? '', vm).catch((e) => `(no serial: ${e.message})`));
+    await page.locator('#screen').screenshot({ path: join(artifacts, `usb-input-${g.arch}.png`) }).catch(() => {});
     delete booting[g.arch];
     await closeBrowser(b.context, b.profile, vm);
   }
