@@ -43,7 +43,7 @@ done
 # QEMUWEB_E2E_LINUX=1), and those of scripts/e2e-debian.sh (QEMUWEB_E2E_DEBIAN=1; not in
 # scripts/test yet): left out here unless named, so they are not counted as skipped.
 own_step=(./runtime/linux.test.mjs ./runtime/snapshot.test.mjs ./runtime/network.test.mjs
-  ./runtime/relay.test.mjs './debian/*')
+  ./runtime/relay.test.mjs ./runtime/usb-input.test.mjs './debian/*')
 exclude=()
 if [ ${#paths[@]} -eq 0 ]; then
   paths=(.)

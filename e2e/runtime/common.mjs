@@ -136,9 +136,14 @@ export async function startVm(page, vm, disk, { profile = 'linux-i386-pc-nograph
   }, [vm, disk, profile, memoryMiB]);
 }
 
-/** Runs scripts/linux-guest (cached outside the repository) and returns [bzImage, initrd]. */
-export function linuxGuest() {
-  const out = execFileSync(join(REPO, 'scripts', 'linux-guest'), process.env.QEMUWEB_LINUX_CACHE ? [process.env.QEMUWEB_LINUX_CACHE] : [], {
+/**
+ * Runs scripts/linux-guest (cached outside the repository) for `arch` (`i386` or `arm64`)
+ * and returns its outputs' paths: for i386 [bzImage, initrd, initrd-disk, initrd-net,
+ * initrd-input], for arm64 [vmlinuz, initrd-input].
+ */
+export function linuxGuest(arch = 'i386') {
+  const cache = process.env.QEMUWEB_LINUX_CACHE ? [process.env.QEMUWEB_LINUX_CACHE] : [];
+  const out = execFileSync(join(REPO, 'scripts', 'linux-guest'), ['--arch', arch, ...cache], {
     encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
   });
   return out.trim().split('\n');

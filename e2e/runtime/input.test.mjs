@@ -14,7 +14,8 @@
 // also boots on the linux-x86_64-pc-graphics profile (q35, VGA, an xHCI controller with a
 // USB keyboard and tablet): QEMU gives keys to the USB keyboard, which SeaBIOS reads for
 // the guest (its `keys bios` mode reports them as `B SS AA` from int 16h), and the pointer
-// stays QEMU's PS/2 mouse while no driver uses the tablet; the canvas must equal native
+// stays QEMU's PS/2 mouse while no driver uses the tablet (usb-input.test.mjs proves the
+// tablet, and both USB devices on aarch64, with Linux's drivers); the canvas must equal native
 // qemu-system-x86_64's screendump with the profile's own command line (qemuweb-config's
 // builder, its qemu_args example).
 import { test, before, after } from 'node:test';
