@@ -18,7 +18,8 @@
 # of Debian packages): amd64 178 s and arm64 504 s from an empty cache on a loaded 2-core
 # machine alone, 400 s and 658 s side by side; later runs reuse them. Measured (2 cores, load
 # 6-12): `native` 148 s with the disks cached, 794 s with both built from an empty cache; `page`
-# on the wasm64 JIT build: amd64's full boot reached the root shell 1371 s after page start. Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR
+# on the wasm64 JIT build: amd64's full boot reached the root shell 869 s after page start
+# (1371 s on the first JIT build), the short init after the reload 315 s (load 11-15). Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR
 # (else QEMUWEB_QEMU_DIR: the module directory of the page tests), QEMUWEB_DEBIAN_ARCHS
 # (comma-separated, default amd64,arm64), QEMUWEB_DEBIAN_DIRS (arch=DIR,...: disks built
 # before) and QEMUWEB_DEBIAN_PAGE_BOOT (full or check, see e2e/debian/page.test.mjs).
