@@ -70,6 +70,9 @@ pub struct PrepareOptions {
     pub force: bool,
     /// A built web app to copy in and preconfigure (its directory holds `index.html`).
     pub app: Option<PathBuf>,
+    /// The engine the page runs the VM on: `vm.json` names it when it is QEMU, and a
+    /// boot state is saved on it (a state resumes only on the engine that saved it).
+    pub engine: crate::boot::EngineArg,
     /// Boot the prepared disk once in headless Chromium and publish its state beside it
     /// (`boot-state/`), so pages resume at the prompt instead of booting.
     pub boot_state: Option<BootStateOptions>,
@@ -82,7 +85,8 @@ pub struct BootStateOptions {
     pub when: crate::boot_state::SaveWhen,
     /// How long the boot may take at most.
     pub timeout: std::time::Duration,
-    /// The browser, engine and assets to boot it with.
+    /// The browser and assets to boot it with (its engine is
+    /// [`PrepareOptions::engine`]).
     pub browser: crate::boot::BrowserBoot,
 }
 
@@ -359,6 +363,9 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
 
     step("writing vm.json and _headers");
     let mut vm = vm_json(&opts.profile, disk_name, opts.format, opts.memory_mib)?;
+    if opts.engine == crate::boot::EngineArg::Qemu {
+        vm["engine"] = "qemu".into();
+    }
     if let Some(b) = &boot_state {
         vm["bootState"] = b.manifest.clone().into();
     }
@@ -553,7 +560,11 @@ fn save_boot_state(
         snapshot: false,
         timeout: Some(b.timeout),
     };
-    let mut runner = crate::boot::browser_options(&boot, &b.browser)?;
+    let browser = crate::boot::BrowserBoot {
+        engine: opts.engine,
+        ..b.browser.clone()
+    };
+    let mut runner = crate::boot::browser_options(&boot, &browser)?;
     if runner.engine == qemuweb_headless::Engine::V86 && runner.v86_dir.is_none() {
         runner.v86_dir = Some(qemuweb_headless::assets::ensure_v86()?);
     }
