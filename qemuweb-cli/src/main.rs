@@ -215,9 +215,10 @@ mod cli {
             /// engine that saved it).
             #[arg(long, value_enum, default_value_t = EngineArg::V86)]
             engine: EngineArg,
-            /// With --boot-state --engine qemu: the QEMU-in-wasm build directory
-            /// (scripts/build-qemu). Default $QEMUWEB_QEMU_DIR.
-            #[arg(long, requires = "boot_state")]
+            /// With --engine qemu: the QEMU-in-wasm build directory (scripts/build-qemu)
+            /// that --boot-state runs and --app copies into OUT_DIR/qemu/. Default
+            /// $QEMUWEB_QEMU_DIR.
+            #[arg(long)]
             qemu_dir: Option<PathBuf>,
             /// With --boot-state: v86's directory (default: the data directory's).
             #[arg(long, requires = "boot_state")]
@@ -577,7 +578,6 @@ mod cli {
                         when,
                         timeout: Duration::from_secs(boot_timeout),
                         browser: BrowserBoot {
-                            qemu_dir,
                             v86_dir,
                             bundle,
                             verbose,
@@ -611,6 +611,7 @@ mod cli {
                     force,
                     app,
                     engine,
+                    qemu_dir,
                     boot_state,
                 };
                 let manifest = with_spinner(|step| qemuweb_cli::prepare::prepare(&opts, step))?;
