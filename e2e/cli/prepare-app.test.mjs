@@ -6,7 +6,9 @@
 // `--boot-state --boot-until PROMPT` the disk is booted once headless and its VM's state
 // published beside it: the page, in a fresh browser profile, resumes at the prompt instead
 // of booting; a published state that is damaged or of another image is refused with its
-// error code shown and the disk boots cold.
+// error code shown and the disk boots cold. The same on the QEMU engine
+// (`--engine qemu --profile linux-x86_64-pc-nographic`, the build from QEMUWEB_QEMU_DIR
+// copied into the site's qemu/): the page resumes the state QEMU saved.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -16,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withFreshPage } from '../lib/browser.mjs';
 import { REPO, TARGET, writeGuests } from '../lib/server.mjs';
+import { qemuMissing, warnQemuSkipped } from '../runtime/qemu-assets.mjs';
 
 const QEMUWEB = join(TARGET, 'debug', 'qemuweb');
 const BANNER = 'QEMUWEB-GUEST x86 v1';
@@ -25,6 +28,10 @@ let site;
 let server;
 let stateSite;
 let stateServer;
+let dist;
+const X86_64 = 'linux-x86_64-pc-nographic';
+const qemuIsMissing = qemuMissing();
+warnQemuSkipped(qemuIsMissing, 'The QEMU case of prepare --app --boot-state is');
 
 /** `qemuweb serve DIR` on a free port: {child, url}. */
 async function serveSite(dir) {
@@ -44,7 +51,7 @@ async function serveSite(dir) {
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-prepare-'));
   execFileSync('cargo', ['build', '-q', '-p', 'qemuweb-cli'], { cwd: REPO, stdio: 'inherit' });
-  const dist = execFileSync(join(REPO, 'scripts', 'build-example'), [join(work, 'app')], { encoding: 'utf8' }).trim().split('\n').at(-1);
+  dist = execFileSync(join(REPO, 'scripts', 'build-example'), [join(work, 'app')], { encoding: 'utf8' }).trim().split('\n').at(-1);
   await writeGuests(join(work, 'guests'));
   site = join(work, 'site');
   execFileSync(QEMUWEB, ['prepare', '--app', dist, join(work, 'guests', 'x86-bios.raw'), site], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -102,22 +109,21 @@ test('prepare --app: the page opens on the prepared disk and boots it', async ()
   });
 });
 
-test('prepare --boot-state: a fresh browser profile resumes the published state at the prompt', async () => {
-  const manifest = JSON.parse(readFileSync(join(stateSite, 'manifest.json'), 'utf8'));
-  assert.equal(manifest.bootState.manifest, 'boot-state/boot-state.json');
-  const vm = JSON.parse(readFileSync(join(stateSite, 'vm.json'), 'utf8'));
-  assert.equal(vm.bootState, 'boot-state/boot-state.json');
-  await withFreshPage('boot-state-site', async (page) => {
+/** Opens `url` in a fresh browser profile, starts the VM and checks it resumed the published state (no banner). */
+async function resumesPublished(name, url) {
+  await withFreshPage(name, async (page) => {
     const fetched = [];
     page.on('request', (r) => fetched.push(new URL(r.url()).pathname));
-    await page.goto(`${stateServer.url}/`);
+    await page.goto(`${url}/`);
     await page.waitForSelector('body[data-ready]', { timeout: 60000 });
     assert.equal(await page.getAttribute('body', 'data-ready'), 'true', await page.textContent('#error'));
-    assert.match(page.url(), /&bootState=boot-state\/boot-state\.json$/);
+    assert.match(page.url(), /&bootState=boot-state\/boot-state\.json/);
     assert.equal(await page.isVisible('#resume-label'), true);
     await page.click('#start');
-    await page.waitForSelector('#state[data-state="running"], #state[data-state="failed"]', { timeout: 60000 });
+    await page.waitForSelector('#state[data-state="running"], #state[data-state="failed"]', { timeout: 120000 });
     assert.equal(await page.getAttribute('#state', 'data-state'), 'running', await page.textContent('#error'));
+    const warnings = await page.textContent('#warnings');
+    assert.ok(!warnings.includes('cannot be resumed'), warnings);
     assert.ok(fetched.includes('/boot-state/boot-state.json') && fetched.includes('/boot-state/state.000'), fetched.join(' '));
     const terminal = () => page.evaluate(() => document.querySelector('.xterm-rows').textContent.replace(/\u00a0/g, ' '));
     await page.click('#terminal');
@@ -128,6 +134,34 @@ test('prepare --boot-state: a fresh browser profile resumes the published state 
     // Resumed, not booted: the guest never printed its banner in this page.
     assert.ok(!(await terminal()).includes(BANNER), await terminal());
   });
+}
+
+test('prepare --boot-state: a fresh browser profile resumes the published state at the prompt', async () => {
+  const manifest = JSON.parse(readFileSync(join(stateSite, 'manifest.json'), 'utf8'));
+  assert.equal(manifest.bootState.manifest, 'boot-state/boot-state.json');
+  const vm = JSON.parse(readFileSync(join(stateSite, 'vm.json'), 'utf8'));
+  assert.equal(vm.bootState, 'boot-state/boot-state.json');
+  await resumesPublished('boot-state-site', stateServer.url);
+});
+
+test('prepare --app --engine qemu --boot-state: the page resumes the state QEMU saved', async (t) => {
+  if (qemuIsMissing) return t.skip(`QEMU build missing: ${qemuIsMissing}`);
+  const qemuSite = join(work, 'site-qemu');
+  execFileSync(QEMUWEB, ['prepare', '--app', dist, '--engine', 'qemu', '--profile', X86_64, '--memory', '64',
+    '--boot-state', '--boot-until', '> ', '--boot-timeout', '240', join(work, 'guests', 'x86-bios.raw'), qemuSite],
+  { stdio: ['ignore', 'ignore', 'inherit'], timeout: 300000, killSignal: 'SIGKILL' });
+  const vm = JSON.parse(readFileSync(join(qemuSite, 'vm.json'), 'utf8'));
+  assert.equal(vm.engine, 'qemu');
+  assert.equal(JSON.parse(readFileSync(join(qemuSite, 'boot-state', 'boot-state.json'), 'utf8')).engine, 'qemu');
+  const paths = JSON.parse(readFileSync(join(qemuSite, 'manifest.json'), 'utf8')).files.map((f) => f.path);
+  assert.ok(paths.includes('qemu/qemu-build.json'), paths.join(' '));
+  assert.match(readFileSync(join(qemuSite, 'index.html'), 'utf8'), /&engine=qemu&qemuDir=qemu\//);
+  const served = await serveSite(qemuSite);
+  try {
+    await resumesPublished('boot-state-qemu-site', served.url);
+  } finally {
+    served.child.kill();
+  }
 });
 
 test('prepare --boot-state: a damaged state, or one of another image, is refused and the disk boots cold', async () => {

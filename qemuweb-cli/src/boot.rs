@@ -90,7 +90,8 @@ pub struct BrowserBoot {
     /// beside the image (`IMAGE.boot-state/`, see [`crate::boot_state`]); the next boot
     /// resumes it.
     pub save: bool,
-    /// Boot cold: ignore a state saved beside the image.
+    /// Boot cold: ignore a state saved beside the image (or published with it, see
+    /// [`crate::boot_state::state_to_resume`]).
     pub cold: bool,
     /// Serve the control API on this loopback address (see
     /// [`RunnerOptions::control`](qemuweb_headless::RunnerOptions::control)).
@@ -437,22 +438,23 @@ pub fn boot_in_browser(
             "--save keeps the state beside the image: it needs a local disk image".into(),
         ));
     }
-    if let (false, Some(dir), Some(image)) = (browser.cold, &state_dir, local) {
-        let manifest = dir.join(qemuweb_storage::snapshot::MANIFEST_NAME);
-        if manifest.is_file() {
-            match crate::boot_state::check_state(&manifest, image) {
-                Ok(_) => {
-                    eprintln!(
-                        "qemuweb: resuming the state saved in {} (--cold boots without it)",
-                        dir.display()
-                    );
-                    runner.resume_published = Some(manifest);
-                }
-                Err(e) => eprintln!(
-                    "qemuweb: the state saved in {} cannot be resumed ({e}); booting cold",
+    let resume = local
+        .filter(|_| !browser.cold)
+        .and_then(|image| Some((image, crate::boot_state::state_to_resume(image)?)));
+    if let Some((image, manifest)) = resume {
+        let dir = manifest.parent().unwrap_or(std::path::Path::new("."));
+        match crate::boot_state::check_state(&manifest, image) {
+            Ok(_) => {
+                eprintln!(
+                    "qemuweb: resuming the state saved in {} (--cold boots without it)",
                     dir.display()
-                ),
+                );
+                runner.resume_published = Some(manifest);
             }
+            Err(e) => eprintln!(
+                "qemuweb: the state saved in {} cannot be resumed ({e}); booting cold",
+                dir.display()
+            ),
         }
     }
     let saving = match (&state_dir, browser.save) {

@@ -37,6 +37,51 @@ pub fn state_dir_for(image: &Path) -> PathBuf {
     image.with_file_name(name)
 }
 
+/// The published state a `boot --browser` of `image` resumes (unless `--cold`): the one
+/// `--save` keeps beside it (`IMAGE.boot-state/boot-state.json`), else, for the disk of a
+/// site `prepare --boot-state` wrote, the site's (`boot-state/boot-state.json`, when the
+/// `vm.json` beside the image names it and the image as its disk). `None` when there is
+/// neither.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let image = dir.path().join("disk.qcow2");
+/// assert_eq!(qemuweb_cli::boot_state::state_to_resume(&image), None);
+/// std::fs::create_dir(dir.path().join("boot-state")).unwrap();
+/// std::fs::write(dir.path().join("boot-state/boot-state.json"), "{}").unwrap();
+/// std::fs::write(
+///     dir.path().join("vm.json"),
+///     r#"{"inputs": {"disk": {"source": {"kind": "url", "url": "disk.qcow2"}}}, "bootState": "boot-state/boot-state.json"}"#,
+/// ).unwrap();
+/// assert_eq!(
+///     qemuweb_cli::boot_state::state_to_resume(&image),
+///     Some(dir.path().join("boot-state/boot-state.json"))
+/// );
+/// ```
+pub fn state_to_resume(image: &Path) -> Option<PathBuf> {
+    let saved = state_dir_for(image).join(qemuweb_storage::snapshot::MANIFEST_NAME);
+    if saved.is_file() {
+        return Some(saved);
+    }
+    let dir = image.parent()?;
+    let vm_json = dir.join("vm.json");
+    // vm.json is a few hundred bytes; anything much larger is not prepare's.
+    if std::fs::metadata(&vm_json).ok()?.len() > 1 << 20 {
+        return None;
+    }
+    let vm: serde_json::Value = serde_json::from_slice(&std::fs::read(&vm_json).ok()?).ok()?;
+    let published = format!(
+        "{}/{}",
+        crate::prepare::BOOT_STATE_DIR,
+        qemuweb_storage::snapshot::MANIFEST_NAME
+    );
+    let names_image = vm["inputs"]["disk"]["source"]["url"].as_str()
+        == image.file_name().and_then(|n| n.to_str());
+    let manifest = dir.join(&published);
+    (names_image && vm["bootState"].as_str() == Some(&published) && manifest.is_file())
+        .then_some(manifest)
+}
+
 /// What a published state names of the disk image at `path` (disk id `disk_id`): its
 /// format, virtual size, file size and SHA-256.
 ///

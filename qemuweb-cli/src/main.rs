@@ -145,7 +145,8 @@ mod cli {
             /// state beside the image (IMAGE.boot-state/); the next boot resumes it.
             #[arg(long, requires = "browser")]
             save: bool,
-            /// Boot cold, without the state saved beside the image.
+            /// Boot cold, without the state saved beside the image (or the one
+            /// `prepare --boot-state` published in the image's site).
             #[arg(long, requires = "browser")]
             cold: bool,
             /// Serve the control API on this loopback address (127.0.0.1:PORT; port 0 picks
@@ -194,7 +195,7 @@ mod cli {
             /// scripts/build-example makes from examples/vm-launcher).
             #[arg(long)]
             app: Option<PathBuf>,
-            /// Boot the prepared disk once in headless Chromium (v86) and publish the VM's
+            /// Boot the prepared disk once in headless Chromium (on --engine) and publish the VM's
             /// state in OUT_DIR/boot-state/, so pages resume at the prompt instead of
             /// booting. Needs --boot-until or --boot-seconds.
             #[arg(long)]
@@ -209,6 +210,16 @@ mod cli {
             /// With --boot-state: how long the boot may take, in seconds.
             #[arg(long, requires = "boot_state", default_value_t = 600)]
             boot_timeout: u64,
+            /// The engine the page runs the VM on (vm.json's `engine`), and with
+            /// --boot-state the one its state is saved on (a state resumes only on the
+            /// engine that saved it).
+            #[arg(long, value_enum, default_value_t = EngineArg::V86)]
+            engine: EngineArg,
+            /// With --engine qemu: the QEMU-in-wasm build directory (scripts/build-qemu)
+            /// that --boot-state runs and --app copies into OUT_DIR/qemu/. Default
+            /// $QEMUWEB_QEMU_DIR.
+            #[arg(long)]
+            qemu_dir: Option<PathBuf>,
             /// With --boot-state: v86's directory (default: the data directory's).
             #[arg(long, requires = "boot_state")]
             v86_dir: Option<PathBuf>,
@@ -547,6 +558,8 @@ mod cli {
                 boot_until,
                 boot_seconds,
                 boot_timeout,
+                engine,
+                qemu_dir,
                 v86_dir,
                 bundle,
                 verbose,
@@ -597,6 +610,8 @@ mod cli {
                     memory_mib: memory,
                     force,
                     app,
+                    engine,
+                    qemu_dir,
                     boot_state,
                 };
                 let manifest = with_spinner(|step| qemuweb_cli::prepare::prepare(&opts, step))?;

@@ -70,6 +70,13 @@ pub struct PrepareOptions {
     pub force: bool,
     /// A built web app to copy in and preconfigure (its directory holds `index.html`).
     pub app: Option<PathBuf>,
+    /// The engine the page runs the VM on: `vm.json` names it when it is QEMU, and a
+    /// boot state is saved on it (a state resumes only on the engine that saved it).
+    pub engine: crate::boot::EngineArg,
+    /// The QEMU engine's build (a `qemuweb-wasm-build` output directory; default
+    /// `$QEMUWEB_QEMU_DIR`): a boot state on QEMU runs it, and with an app it is copied
+    /// into the site's `qemu/`.
+    pub qemu_dir: Option<PathBuf>,
     /// Boot the prepared disk once in headless Chromium and publish its state beside it
     /// (`boot-state/`), so pages resume at the prompt instead of booting.
     pub boot_state: Option<BootStateOptions>,
@@ -82,9 +89,13 @@ pub struct BootStateOptions {
     pub when: crate::boot_state::SaveWhen,
     /// How long the boot may take at most.
     pub timeout: std::time::Duration,
-    /// The browser, engine and assets to boot it with.
+    /// The browser and assets to boot it with (its engine and QEMU build are
+    /// [`PrepareOptions::engine`] and [`PrepareOptions::qemu_dir`]).
     pub browser: crate::boot::BrowserBoot,
 }
+
+/// The directory of the QEMU build in a site with an app and `--engine qemu`.
+pub const QEMU_DIR: &str = "qemu";
 
 /// The directory of the published boot state in the output.
 pub const BOOT_STATE_DIR: &str = "boot-state";
@@ -359,6 +370,9 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
 
     step("writing vm.json and _headers");
     let mut vm = vm_json(&opts.profile, disk_name, opts.format, opts.memory_mib)?;
+    if opts.engine == crate::boot::EngineArg::Qemu {
+        vm["engine"] = "qemu".into();
+    }
     if let Some(b) = &boot_state {
         vm["bootState"] = b.manifest.clone().into();
     }
@@ -369,11 +383,33 @@ pub fn prepare(opts: &PrepareOptions, step: &dyn Fn(&str)) -> Result<PrepareMani
     if let Some(app) = &opts.app {
         step("copying the app");
         copy_tree(app, dir, "", &mut app_files)?;
+        let qemu = opts.engine == crate::boot::EngineArg::Qemu;
+        if qemu {
+            step("copying the QEMU build into qemu/");
+            let build =
+                qemuweb_headless::qemu_dir_or_env(opts.qemu_dir.clone()).ok_or_else(|| {
+                    CliError::InvalidArgument(
+                        "--app with --engine qemu needs --qemu-dir DIR (or QEMUWEB_QEMU_DIR): the \
+                     QEMU build the page runs"
+                            .into(),
+                    )
+                })?;
+            if !build.join("qemu-build.json").is_file() {
+                return Err(CliError::InvalidArgument(format!(
+                    "{}: no qemu-build.json (not a QEMU build: scripts/build-qemu)",
+                    build.display()
+                )));
+            }
+            let to = dir.join(QEMU_DIR);
+            std::fs::create_dir_all(&to).map_err(|e| CliError::io(&to, e))?;
+            copy_tree(&build, &to, &format!("{QEMU_DIR}/"), &mut app_files)?;
+        }
         let preset = AppPreset {
             disk: disk_name,
             profile: &opts.profile,
             memory_mib: opts.memory_mib,
             boot_state: boot_state.as_ref().map(|b| b.manifest.as_str()),
+            qemu_dir: qemu.then_some(QEMU_DIR),
         };
         preconfigure_app(&dir.join("index.html"), &preset)?;
     }
@@ -468,18 +504,23 @@ pub struct AppPreset<'a> {
     pub memory_mib: Option<u32>,
     /// The published boot state's manifest, relative to the page.
     pub boot_state: Option<&'a str>,
+    /// The QEMU build's directory, relative to the page, when the VM runs on the QEMU
+    /// engine.
+    pub qemu_dir: Option<&'a str>,
 }
 
 /// The script `prepare` puts first in the app's `<head>`: with no query in the address,
 /// it adds one naming the disk and the profile (and the memory and the boot state, when
-/// there are), before the app reads it.
+/// there are, and the QEMU engine with its build's directory), before the app reads it.
 ///
 /// ```
 /// use qemuweb_cli::prepare::{app_preset_script, AppPreset};
-/// let preset = AppPreset { disk: "disk.qcow2", profile: "linux-i386-pc-nographic", memory_mib: None, boot_state: None };
+/// let preset = AppPreset { disk: "disk.qcow2", profile: "linux-i386-pc-nographic", memory_mib: None, boot_state: None, qemu_dir: None };
 /// assert!(app_preset_script(&preset).contains("?disk=disk.qcow2&profile=linux-i386-pc-nographic\""));
 /// let preset = AppPreset { memory_mib: Some(96), boot_state: Some("boot-state/boot-state.json"), ..preset };
 /// assert!(app_preset_script(&preset).contains("&memory=96&bootState=boot-state/boot-state.json"));
+/// let preset = AppPreset { qemu_dir: Some("qemu"), ..preset };
+/// assert!(app_preset_script(&preset).contains("boot-state.json&engine=qemu&qemuDir=qemu/\""));
 /// ```
 pub fn app_preset_script(preset: &AppPreset<'_>) -> String {
     let mut query = format!("?disk={}&profile={}", preset.disk, preset.profile);
@@ -488,6 +529,9 @@ pub fn app_preset_script(preset: &AppPreset<'_>) -> String {
     }
     if let Some(b) = preset.boot_state {
         query.push_str(&format!("&bootState={b}"));
+    }
+    if let Some(q) = preset.qemu_dir {
+        query.push_str(&format!("&engine=qemu&qemuDir={q}/"));
     }
     let query = serde_json::to_string(&query).expect("strings serialize");
     format!(
@@ -553,7 +597,12 @@ fn save_boot_state(
         snapshot: false,
         timeout: Some(b.timeout),
     };
-    let mut runner = crate::boot::browser_options(&boot, &b.browser)?;
+    let browser = crate::boot::BrowserBoot {
+        engine: opts.engine,
+        qemu_dir: opts.qemu_dir.clone(),
+        ..b.browser.clone()
+    };
+    let mut runner = crate::boot::browser_options(&boot, &browser)?;
     if runner.engine == qemuweb_headless::Engine::V86 && runner.v86_dir.is_none() {
         runner.v86_dir = Some(qemuweb_headless::assets::ensure_v86()?);
     }

@@ -334,6 +334,142 @@ fn browser_boot_on_the_qemu_engine() {
     type_then_close(cli, "info\n", "DISK SECTORS 8192");
 }
 
+/// Boot states, on one engine: `qemuweb boot --browser` with the same arguments each time,
+/// and the x86 guest's sector 8000 (`write 8000 AB` changes it).
+struct StateRuns {
+    /// The arguments of every `boot --browser` (engine, profile, memory, time limit).
+    args: Vec<String>,
+}
+
+impl StateRuns {
+    fn boot(&self, extra: &[&str], image: &std::path::Path) -> Watched {
+        let mut cmd = Command::new(QEMUWEB);
+        cmd.args(["boot", "--browser"])
+            .args(&self.args)
+            .args(extra)
+            .arg(image);
+        watch("qemuweb boot --browser", &mut cmd, Duration::from_secs(300))
+    }
+
+    fn ends_cleanly(mut run: Watched) -> qemuweb_testkit::watchdog::Finished {
+        run.close_stdin();
+        let done = run.finish();
+        assert_eq!(done.status.code(), Some(0), "{}", done.stderr_text());
+        done
+    }
+
+    /// A cold boot: the banner, the prompt, then `command` answered by `reply`.
+    fn cold(run: Watched, command: &str, reply: &str) -> qemuweb_testkit::watchdog::Finished {
+        let mut run = run;
+        run.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(180));
+        run.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(30));
+        run.send(command);
+        run.wait_for(reply, Duration::from_secs(30));
+        Self::ends_cleanly(run)
+    }
+
+    /// A resumed run of `image`: no banner (the guest was not booted), the stderr says
+    /// so, and `command` is answered by `reply`.
+    fn resumed(&self, image: &std::path::Path, command: &str, reply: &str) {
+        let mut run = self.boot(&[], image);
+        run.send(command);
+        run.wait_for(reply, Duration::from_secs(120));
+        let done = Self::ends_cleanly(run);
+        assert!(
+            done.stderr_text().contains("resuming the state saved in"),
+            "{}",
+            done.stderr_text()
+        );
+        assert!(
+            !done.stdout_text().contains(qemuweb_guests::X86_BANNER),
+            "{}",
+            done.stdout_text()
+        );
+    }
+
+    /// `--save` after a cold boot that writes sector 8000, a resume (the write is there),
+    /// `--cold` (the image's own sector). Returns the state's directory.
+    fn save_resume_cold(&self, image: &std::path::Path, engine: &str) -> std::path::PathBuf {
+        Self::cold(
+            self.boot(&["--save"], image),
+            "write 8000 AB\n",
+            "WROTE SECTOR 8000 FILL AB",
+        );
+        let state_dir = qemuweb_cli::boot_state::state_dir_for(image);
+        let manifest = json(&state_dir.join("boot-state.json"));
+        assert_eq!(manifest["engine"], engine);
+        assert!(!manifest["parts"].as_array().unwrap().is_empty());
+        // Resumed: no banner, and the write made before the save is there.
+        self.resumed(image, "read 8000\n", &sector(0xab));
+        // Cold: the banner, and the image's own sector (the state's disk point is not used).
+        Self::cold(
+            self.boot(&["--cold"], image),
+            "read 8000\n",
+            &initial_sector(),
+        );
+        state_dir
+    }
+}
+
+/// The x86 guest's `read 8000` answer for a sector filled with `fill`.
+fn sector(fill: u8) -> String {
+    format!("SECTOR 8000 CRC32 {:08X}", crc32(&[fill; 512]))
+}
+
+/// The x86 guest's `read 8000` answer for the image's own sector 8000.
+fn initial_sector() -> String {
+    let mut s = vec![0u8; 512];
+    s[..8].copy_from_slice(&8000u64.to_le_bytes());
+    for (i, b) in s.iter_mut().enumerate().skip(8) {
+        *b = ((i + 31 * 8000) & 0xff) as u8;
+    }
+    format!("SECTOR 8000 CRC32 {:08X}", crc32(&s))
+}
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// `qemuweb prepare ARGS --boot-state --boot-until PROMPT IMAGE SITE`: the published
+/// state in `boot-state/` (manifest, parts, vm.json's `bootState`, no temporary files).
+/// Returns vm.json.
+fn prepare_with_boot_state(
+    args: &[&str],
+    image: &std::path::Path,
+    site: &std::path::Path,
+) -> serde_json::Value {
+    let mut cmd = Command::new(QEMUWEB);
+    cmd.arg("prepare")
+        .args(args)
+        .args([
+            "--boot-state",
+            "--boot-until",
+            qemuweb_guests::PROMPT,
+            "--boot-timeout",
+            "240",
+        ])
+        .arg(image)
+        .arg(site);
+    let o = watch("qemuweb prepare", &mut cmd, Duration::from_secs(300)).finish();
+    assert!(o.status.success(), "{}", o.stderr_text());
+    let vm = json(&site.join("vm.json"));
+    assert_eq!(vm["bootState"], "boot-state/boot-state.json");
+    let listed = json(&site.join("manifest.json"));
+    let files: Vec<&str> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"boot-state/boot-state.json"), "{files:?}");
+    assert!(files.contains(&"boot-state/state.000"), "{files:?}");
+    assert!(
+        !files.iter().any(|f| f.contains("/.")),
+        "no temporary files: {files:?}"
+    );
+    vm
+}
+
 /// Boot states: `boot --browser --save` keeps the VM's state beside the image when stdin
 /// ends, the next `boot --browser` resumes it (no banner: the guest was not booted, and a
 /// sector it wrote before the save reads back), `--cold` boots without it; a state that
@@ -343,7 +479,8 @@ fn browser_boot_on_the_qemu_engine() {
 /// `boot-state/` (manifest, parts, vm.json's `bootState`), and waiting for a prompt that
 /// never comes is the time limit (124). Every run is under the test kit's watchdog. Needs
 /// what `browser_boot_streams_the_serial_console_and_exits_by_the_input_or_the_time_limit`
-/// does.
+/// does. The QEMU engine's case is
+/// `browser_boot_on_the_qemu_engine_saves_resumes_and_publishes_its_state`.
 #[test]
 #[ignore = "needs the web bundle and e2e/node_modules (run by scripts/test after the e2e step)"]
 fn browser_boot_saves_and_resumes_its_state() {
@@ -351,73 +488,12 @@ fn browser_boot_saves_and_resumes_its_state() {
     let tmp = tempfile::tempdir().unwrap();
     let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
     let image = &guests.x86_raw;
-    let sector = |fill: &str| {
-        let data = vec![u8::from_str_radix(fill, 16).unwrap(); 512];
-        format!("SECTOR 8000 CRC32 {:08X}", crc32(&data))
+    let runs = StateRuns {
+        args: ["--profile", I386, "--memory", "64", "--timeout", "120"]
+            .map(String::from)
+            .to_vec(),
     };
-    let initial = {
-        let mut s = vec![0u8; 512];
-        s[..8].copy_from_slice(&8000u64.to_le_bytes());
-        for (i, b) in s.iter_mut().enumerate().skip(8) {
-            *b = ((i + 31 * 8000) & 0xff) as u8;
-        }
-        format!("SECTOR 8000 CRC32 {:08X}", crc32(&s))
-    };
-    let args = ["--profile", I386, "--memory", "64", "--timeout", "120"];
-    let boot = |extra: &[&str], image: &std::path::Path| {
-        let mut cmd = Command::new(QEMUWEB);
-        cmd.args(["boot", "--browser"])
-            .args(args)
-            .args(extra)
-            .arg(image);
-        watch("qemuweb boot --browser", &mut cmd, Duration::from_secs(180))
-    };
-    let ends_cleanly = |mut run: Watched| {
-        run.close_stdin();
-        let done = run.finish();
-        assert_eq!(done.status.code(), Some(0), "{}", done.stderr_text());
-        done
-    };
-    // A cold boot: the banner, the prompt, then `command` answered by `reply`.
-    let cold = |run: Watched, command: &str, reply: &str| {
-        run.wait_for(qemuweb_guests::X86_BANNER, Duration::from_secs(60));
-        run.wait_for(qemuweb_guests::PROMPT, Duration::from_secs(10));
-        let mut run = run;
-        run.send(command);
-        run.wait_for(reply, Duration::from_secs(30));
-        ends_cleanly(run)
-    };
-
-    // A cold boot that writes a sector and saves at the end of its input.
-    cold(
-        boot(&["--save"], image),
-        "write 8000 AB\n",
-        "WROTE SECTOR 8000 FILL AB",
-    );
-    let state_dir = qemuweb_cli::boot_state::state_dir_for(image);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state_dir.join("boot-state.json")).unwrap()).unwrap();
-    assert_eq!(manifest["engine"], "v86");
-    assert!(!manifest["parts"].as_array().unwrap().is_empty());
-
-    // Resumed: no banner, and the write made before the save is there.
-    let mut run = boot(&[], image);
-    run.send("read 8000\n");
-    run.wait_for(&sector("AB"), Duration::from_secs(60));
-    let done = ends_cleanly(run);
-    assert!(
-        done.stderr_text().contains("resuming the state saved in"),
-        "{}",
-        done.stderr_text()
-    );
-    assert!(
-        !done.stdout_text().contains(qemuweb_guests::X86_BANNER),
-        "{}",
-        done.stdout_text()
-    );
-
-    // Cold: the banner, and the image's own sector (the state's disk point is not used).
-    cold(boot(&["--cold"], image), "read 8000\n", &initial);
+    let state_dir = runs.save_resume_cold(image, "v86");
 
     // The state beside another image of the same format and sizes: refused (its SHA-256),
     // and the other image boots cold.
@@ -431,7 +507,7 @@ fn browser_boot_saves_and_resumes_its_state() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), other_state.join(entry.file_name())).unwrap();
     }
-    let done = cold(boot(&[], &other), "info\n", "DISK SECTORS 8192");
+    let done = StateRuns::cold(runs.boot(&[], &other), "info\n", "DISK SECTORS 8192");
     let said = done.stderr_text();
     assert!(
         said.contains("cannot be resumed") && said.contains("booting cold"),
@@ -445,7 +521,7 @@ fn browser_boot_saves_and_resumes_its_state() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x5a;
     std::fs::write(&part, bytes).unwrap();
-    let done = cold(boot(&[], image), "read 8000\n", &initial);
+    let done = StateRuns::cold(runs.boot(&[], image), "read 8000\n", &initial_sector());
     let said = done.stderr_text();
     assert!(
         said.contains("the saved state cannot be resumed (snapshot-corrupt")
@@ -454,39 +530,8 @@ fn browser_boot_saves_and_resumes_its_state() {
     );
 
     // prepare --boot-state: the published state beside the prepared disk.
-    let site = tmp.path().join("site");
-    let mut cmd = Command::new(QEMUWEB);
-    cmd.arg("prepare")
-        .args([
-            "--memory",
-            "64",
-            "--boot-state",
-            "--boot-until",
-            qemuweb_guests::PROMPT,
-            "--boot-timeout",
-            "120",
-        ])
-        .arg(image)
-        .arg(&site);
-    let o = watch("qemuweb prepare", &mut cmd, Duration::from_secs(180)).finish();
-    assert!(o.status.success(), "{}", o.stderr_text());
-    let vm: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(site.join("vm.json")).unwrap()).unwrap();
-    assert_eq!(vm["bootState"], "boot-state/boot-state.json");
-    let listed: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(site.join("manifest.json")).unwrap()).unwrap();
-    let files: Vec<&str> = listed["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap())
-        .collect();
-    assert!(files.contains(&"boot-state/boot-state.json"), "{files:?}");
-    assert!(files.contains(&"boot-state/state.000"), "{files:?}");
-    assert!(
-        !files.iter().any(|f| f.contains("/.")),
-        "no temporary files: {files:?}"
-    );
+    let vm = prepare_with_boot_state(&["--memory", "64"], image, &tmp.path().join("site"));
+    assert_eq!(vm.get("engine"), None, "v86 is the default: {vm}");
 
     // A prompt that never comes: the time limit.
     let mut cmd = Command::new(QEMUWEB);
@@ -502,6 +547,71 @@ fn browser_boot_saves_and_resumes_its_state() {
         .arg(tmp.path().join("never"));
     let o = watch("qemuweb prepare", &mut cmd, Duration::from_secs(120)).finish();
     assert_eq!(o.status.code(), Some(124), "{}", o.stderr_text());
+}
+
+/// Boot states on the QEMU engine (the x86 guest on the x86_64 profile, its modules from
+/// `$QEMUWEB_QEMU_DIR`), with the same commands and files as v86
+/// (`browser_boot_saves_and_resumes_its_state`, whose engine-independent checks are not
+/// repeated): `boot --browser --engine qemu --save`, a resume, `--cold`; then
+/// `prepare --engine qemu --boot-state` publishes the prepared disk's state, which
+/// `boot --browser` of the site's disk resumes at the prompt in a fresh browser profile
+/// (the published, zstd-compressed state, decoded and `snapshot-load`ed), and which a v86
+/// page refuses before fetching its parts (`snapshot-mismatch`, the engine), booting cold.
+/// Skipped by scripts/test with `browser_boot_on_the_qemu_engine` when there is no build.
+#[test]
+#[ignore = "needs the web bundle and a QEMU-in-wasm build (run by scripts/test after the e2e step)"]
+fn browser_boot_on_the_qemu_engine_saves_resumes_and_publishes_its_state() {
+    const X86_64: &str = qemuweb_config::LINUX_X86_64_PC_NOGRAPHIC;
+    let dir = std::env::var_os("QEMUWEB_QEMU_DIR").map(std::path::PathBuf::from);
+    assert!(
+        dir.as_ref()
+            .is_some_and(|d| d.join("qemu-system-x86_64.wasm").is_file()),
+        "QEMUWEB_QEMU_DIR={dir:?} has no wasm64 QEMU build (build it: scripts/build-qemu)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let guests = qemuweb_guests::write_guest_images(tmp.path(), None).unwrap();
+    let image = &guests.x86_raw;
+    let qemu = ["--engine", "qemu", "--profile", X86_64, "--memory", "64"];
+    let runs = StateRuns {
+        args: qemu
+            .iter()
+            .chain(&["--timeout", "240"])
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    runs.save_resume_cold(image, "qemu");
+
+    // The published state of a prepared disk, saved on QEMU.
+    let site = tmp.path().join("site");
+    let vm = prepare_with_boot_state(&qemu, image, &site);
+    assert_eq!(vm["engine"], "qemu");
+    let published = json(&site.join("boot-state/boot-state.json"));
+    assert_eq!(published["engine"], "qemu");
+    let disk = site.join("disk.qcow2");
+    // Resumed from the site's state (a fresh browser profile, as every run's).
+    runs.resumed(&disk, "echo resumed\n", "resumed\r\n");
+
+    // A v86 page refuses the QEMU state (the engine the manifest names) and boots cold.
+    let v86 = StateRuns {
+        args: [
+            "--profile",
+            qemuweb_config::LINUX_I386_PC_NOGRAPHIC,
+            "--memory",
+            "64",
+            "--timeout",
+            "120",
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    let done = StateRuns::cold(v86.boot(&[], &disk), "info\n", "DISK SECTORS");
+    let said = done.stderr_text();
+    assert!(
+        said.contains("the saved state cannot be resumed (snapshot-mismatch")
+            && said.contains("engine")
+            && said.contains("booting cold"),
+        "{said}"
+    );
 }
 
 /// CRC-32 (zlib's), as the x86 guest's `read` prints it.

@@ -653,10 +653,14 @@ impl Builder<'_> {
                 "a disk overlay was given, but there is no boot disk".into(),
             );
         }
+        // The boot disk boots first (bootindex 0), unless a kernel is booted directly: on
+        // x86 QEMU's linuxboot option ROM holds bootindex 0 then, and a second one is
+        // refused ("The bootindex 0 has already been used").
+        let direct = inputs.kernel.is_some() && self.profile.arch.is_x86();
         let disks: Vec<(&DiskInput, bool)> = inputs
             .disk
             .iter()
-            .map(|d| (d, true))
+            .map(|d| (d, !direct))
             .chain(inputs.additional_disks.iter().map(|d| (d, false)))
             .collect();
         if disks.is_empty() {

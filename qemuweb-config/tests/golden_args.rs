@@ -850,3 +850,31 @@ fn aarch64_without_a_kernel_boots_the_disk_through_uefi() {
     );
     assert!(!k.args.contains(&"-bios".to_string()), "{:?}", k.args);
 }
+
+#[test]
+fn an_x86_kernel_boot_leaves_bootindex_0_to_the_kernel() {
+    // QEMU's linuxboot option ROM holds bootindex 0 on x86 with -kernel: the disk takes
+    // none ("The bootindex 0 has already been used" otherwise); aarch64 keeps it.
+    let mut inputs = kernel_inputs();
+    inputs.disk = qcow2_file("g.qcow2").disk;
+    let r = build(LINUX_X86_64_PC_NOGRAPHIC, &inputs, &browser_all_archs());
+    assert!(r.args.iter().any(|a| a == "-kernel"), "{:?}", r.args);
+    assert!(
+        r.args.iter().any(|a| a == "virtio-blk-pci,drive=disk0"),
+        "{:?}",
+        r.args
+    );
+    assert!(
+        !r.args.iter().any(|a| a.contains("bootindex")),
+        "{:?}",
+        r.args
+    );
+    let r = build(LINUX_AARCH64_VIRT_NOGRAPHIC, &inputs, &browser_all_archs());
+    assert!(
+        r.args
+            .iter()
+            .any(|a| a.ends_with("drive=disk0,bootindex=0")),
+        "{:?}",
+        r.args
+    );
+}

@@ -736,9 +736,13 @@ impl Worker {
             }
         }
         // QEMU is given its kernel and firmware on a resume too (it loads them before the
-        // state replaces the machine's memory).
+        // state replaces the machine's memory). A published state is decoded: QEMU loads
+        // the image file itself (bounded by the guest's memory and room for its devices).
         let resume_state = match resuming {
-            Some(r) => Some(r.state(&*self.host).await?),
+            Some(r) => Some(
+                r.raw_state(&*self.host, plan.memory_bytes + MAX_STATE_OVERHEAD)
+                    .await?,
+            ),
             None => None,
         };
         self.phase(vm_id, StartPhase::Disks);
@@ -939,6 +943,10 @@ async fn export(vm: &RunningVm, disk_id: &str, format: ExportFormat) -> Result<V
 /// The most bytes an asset may have (a BIOS is 256 KiB; a kernel comes as an image input,
 /// not as an asset).
 const MAX_ASSET_BYTES: u64 = 64 << 20;
+
+/// What a QEMU machine state may hold beyond the guest's memory when a published state
+/// is decoded: device state (video memory, firmware ROMs) and the image's metadata.
+const MAX_STATE_OVERHEAD: u64 = 512 << 20;
 
 /// Fetches `url` whole, reading the body as it arrives: `progress(loaded, total)` hears
 /// every piece (`total` from `Content-Length`, when the response has one).

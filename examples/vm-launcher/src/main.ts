@@ -9,7 +9,10 @@
 //   and `deleteOverlays` forgets it ("Reset disk");
 // - a disk published with `qemuweb prepare --boot-state` comes with its VM's saved state
 //   (`?bootState=boot-state/boot-state.json`): Start resumes it at the prompt instead of
-//   booting (each start goes back to it), unless "resume the published boot state" is off.
+//   booting (each start goes back to it), unless "resume the published boot state" is off;
+// - `?engine=qemu&qemuDir=qemu/` runs the VM on the QEMU engine, its build (qemu-build.json,
+//   the modules, their firmware) served from that directory (`qemuweb prepare --app
+//   --engine qemu` copies it in): a boot state resumes only on the engine that saved it.
 import initRuntime, {
   QemuClient,
   QemuError,
@@ -138,6 +141,8 @@ const disk = new SourcePicker("disk", () => void diskChanged());
 const kernel = new SourcePicker("kernel", () => {});
 /** The published boot state of the preset disk (`?bootState=`), and the memory it was saved with (`?memory=`). */
 let bootState: { url: string; disk: string; memoryMiB?: number } | null = null;
+/** The engine the page asks for (`?engine=`); by default the runtime's choice for the profile. */
+let engine: "v86" | "qemu" | undefined;
 const initrd = new SourcePicker("initrd", () => {});
 
 /** While a VM runs, the persistence line follows the runtime's syncs (every second). */
@@ -258,7 +263,7 @@ async function start(): Promise<void> {
   const resume = bootState && ui.resumeState.checked && !disk.file && disk.urlValue === bootState.disk;
   const overrides = bootState?.memoryMiB ? { memoryMiB: bootState.memoryMiB } : undefined;
   setState("starting");
-  const options = { files, progress: showProgress, overrides };
+  const options = { files, progress: showProgress, overrides, engine };
   try {
     try {
       await client.startVm(vmId, profile, inputs, {
@@ -372,12 +377,18 @@ async function checkBios(): Promise<void> {
 
 async function main(): Promise<void> {
   await initRuntime();
+  // Query parameters (?profile=ID&disk=URL&echo=1...) win over what the last visit chose.
+  const params = new URLSearchParams(location.search);
+  const engineParam = params.get("engine");
+  engine = engineParam === "qemu" || engineParam === "v86" ? engineParam : undefined;
+  const qemuDir = params.get("qemuDir");
   client = new QemuClient({
     assets: {
       v86Module: new URL(v86Module, location.href).href,
       v86Wasm: new URL(v86Wasm, location.href).href,
       bios: { kind: "url", url: new URL(BIOS, location.href).href },
       vgaBios: { kind: "url", url: new URL(VGA_BIOS, location.href).href },
+      ...(qemuDir ? { qemuDir: new URL(qemuDir, location.href).href } : {}),
     },
   });
   caps = await client.init();
@@ -415,8 +426,6 @@ async function main(): Promise<void> {
 
   profiles = defaultProfiles();
   for (const p of profiles) ui.profile.append(new Option(`${p.name} (${p.arch}, ${p.machine})`, p.id));
-  // Query parameters (?profile=ID&disk=URL&echo=1) win over what the last visit chose.
-  const params = new URLSearchParams(location.search);
   const saved = JSON.parse(localStorage.getItem(SAVED) ?? "{}") as { profile?: string; disk?: string; file?: string };
   ui.profile.value = params.get("profile") ?? saved.profile ?? "linux-i386-pc-nographic";
   disk.urlValue = params.get("disk") ?? saved.disk ?? "";

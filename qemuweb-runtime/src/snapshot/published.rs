@@ -31,6 +31,16 @@ pub async fn import(
     host: &dyn EngineHost,
 ) -> Result<SnapshotHeader> {
     let manifest = fetch_manifest(url).await?;
+    // A state of another engine is refused before its parts are fetched (the header
+    // names the engine again, checked by `Resuming::find`).
+    if manifest.engine != plan.engine.as_str() {
+        return Err(snapshot_error(StorageError::mismatch(
+            format!("the published state at {url}"),
+            "engine",
+            manifest.engine.clone(),
+            plan.engine.as_str(),
+        )));
+    }
     match store.get(vm_id, &manifest.snapshot_id).await {
         Ok(h) => return Ok(h),
         Err(e) if e.kind() == ErrorKind::NotFound => {}

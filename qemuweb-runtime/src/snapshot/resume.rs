@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::protocol::Event;
 use crate::storage_stack::{DiskResume, DiskStack, FileMap};
 use qemuweb_config::{VmOverrides, VmProfile};
-use qemuweb_storage::snapshot::{IndexedDbSnapshotStore, SnapshotHeader};
+use qemuweb_storage::snapshot::{IndexedDbSnapshotStore, SnapshotHeader, StateEncoding};
 use qemuweb_storage::StorageError;
 
 /// The snapshot a start resumes, checked against everything but the disks' images
@@ -100,6 +100,30 @@ impl Resuming {
             })
         };
         store.read_state(h, &report).await.map_err(snapshot_error)
+    }
+
+    /// The machine state as the engine saved it: [`state`](Self::state), its zstd
+    /// stream decoded when it was published compressed (`qemuweb prepare --boot-state`).
+    /// The QEMU engine writes it back into its module as the image it `snapshot-load`s;
+    /// v86 restores a compressed state itself. At most `max` bytes are decoded.
+    ///
+    /// # Errors
+    ///
+    /// As [`state`](Self::state); [`RuntimeError::Snapshot`](crate::RuntimeError::Snapshot)
+    /// (`snapshot-corrupt`) for a stream that does not decode within `max`.
+    pub async fn raw_state(&self, host: &dyn EngineHost, max: u64) -> Result<js_sys::Uint8Array> {
+        let state = self.state(host).await?;
+        match self.header.state.encoding {
+            StateEncoding::Raw => Ok(state),
+            StateEncoding::Zstd => {
+                let raw = self
+                    .header
+                    .state
+                    .decode(state.to_vec(), max)
+                    .map_err(snapshot_error)?;
+                Ok(js_sys::Uint8Array::from(&raw[..]))
+            }
+        }
     }
 }
 

@@ -108,7 +108,66 @@ impl MachineState {
         }
         Ok(())
     }
+
+    /// The state as the engine saved it, from its `encoded` bytes (what a store or a
+    /// snapshot file holds): the same bytes when [`Raw`](StateEncoding::Raw), the zstd
+    /// stream decoded when [`Zstd`](StateEncoding::Zstd) (a published boot state; v86
+    /// restores those itself, the QEMU engine loads an image file and needs them
+    /// decoded). At most `max` bytes come out (the caller's bound, e.g. the guest's
+    /// memory with room for its devices).
+    ///
+    /// ```
+    /// use qemuweb_storage::snapshot::{MachineState, SnapshotHeader, StateEncoding};
+    /// let raw = MachineState { encoding: StateEncoding::Raw, ..SnapshotHeader::example().state };
+    /// assert_eq!(raw.decode(vec![1, 2, 3], 3).unwrap(), [1, 2, 3]);
+    /// assert!(raw.decode(vec![1, 2, 3], 2).is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) for a damaged zstd stream or a
+    /// state of more than `max` bytes.
+    pub fn decode(&self, encoded: Vec<u8>, max: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let too_large = || {
+            StorageError::corrupt(format!(
+                "the machine state decodes to more than {max} bytes"
+            ))
+        };
+        let bad = |e: &dyn std::fmt::Display| {
+            StorageError::corrupt(format!("the machine state is not a valid zstd stream: {e}"))
+        };
+        match self.encoding {
+            StateEncoding::Raw if encoded.len() as u64 > max => Err(too_large()),
+            StateEncoding::Raw => Ok(encoded),
+            StateEncoding::Zstd => {
+                #[cfg(not(target_arch = "wasm32"))]
+                let decoder =
+                    zstd::stream::read::Decoder::new(&encoded[..]).map_err(|e| bad(&e))?;
+                #[cfg(target_arch = "wasm32")]
+                let decoder = ruzstd::decoding::StreamingDecoder::new_with_max_window_size(
+                    &encoded[..],
+                    MAX_STATE_WINDOW,
+                )
+                .map_err(|e| bad(&e))?;
+                let mut out = Vec::new();
+                decoder
+                    .take(max.saturating_add(1))
+                    .read_to_end(&mut out)
+                    .map_err(|e| bad(&e))?;
+                if out.len() as u64 > max {
+                    return Err(too_large());
+                }
+                Ok(out)
+            }
+        }
+    }
 }
+
+/// The largest zstd window a published state's stream may ask for (the publisher writes
+/// level 3: 2 MiB at most).
+#[cfg(target_arch = "wasm32")]
+const MAX_STATE_WINDOW: u64 = 8 << 20;
 
 /// The overlay point of one disk saved with a snapshot: the disk's content is its base
 /// image with the blocks of overlay generation `point` (and its ancestors) on top.
@@ -475,6 +534,38 @@ mod tests {
                 .unwrap_err()
                 .kind(),
             corrupt
+        );
+    }
+
+    #[test]
+    fn a_published_state_decodes_within_its_bound() {
+        let raw: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let zstd = ruzstd::encoding::compress_to_vec(
+            &raw[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let state = MachineState {
+            encoding: StateEncoding::Zstd,
+            ..SnapshotHeader::example().state
+        };
+        assert_eq!(state.decode(zstd.clone(), raw.len() as u64).unwrap(), raw);
+        let e = state
+            .decode(zstd.clone(), raw.len() as u64 - 1)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("more than"), "{e}");
+        let mut damaged = zstd;
+        damaged.truncate(damaged.len() / 2);
+        assert_eq!(
+            state.decode(damaged, 1 << 20).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            state
+                .decode(b"not zstd".to_vec(), 1 << 20)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Corrupt
         );
     }
 
