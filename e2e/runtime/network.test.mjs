@@ -42,6 +42,13 @@ after(async () => {
   await env?.tearDown();
 });
 
+/** The Linux guest with its NIC drivers, booted directly. */
+const linuxInputs = () => ({
+  kernel: { kind: 'url', url: `${env.images.url}/bzImage` },
+  initrd: { kind: 'url', url: `${env.images.url}/initrd-net.img` },
+  kernelCmdline: 'console=ttyS0 quiet',
+});
+
 const NETWORKS = [
   { id: 'lan', cidr: '10.0.2.0/24' },
   { id: 'lan2', cidr: '10.0.2.0/24' },
@@ -52,11 +59,7 @@ test('two Linux VMs on one page network get DHCP leases and ping each other; a V
   const profile = newProfile();
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'network');
-    const inputs = {
-      kernel: { kind: 'url', url: `${env.images.url}/bzImage` },
-      initrd: { kind: 'url', url: `${env.images.url}/initrd-net.img` },
-      kernelCmdline: 'console=ttyS0 quiet',
-    };
+    const inputs = linuxInputs();
     const t0 = Date.now();
     const started = await page.evaluate(async ([inputs, networks, isolatedIp]) => {
       window.client = makeClient({ workerUrl: './pkg/worker.js', assets: ASSETS, networks });
@@ -121,11 +124,7 @@ test('two QEMU guests on a page network get leases, ping each other and fetch a 
   const profile = newProfile();
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'network-qemu');
-    const inputs = {
-      kernel: { kind: 'url', url: `${env.images.url}/bzImage` },
-      initrd: { kind: 'url', url: `${env.images.url}/initrd-net.img` },
-      kernelCmdline: 'console=ttyS0 quiet',
-    };
+    const inputs = linuxInputs();
     const t0 = Date.now();
     const started = await page.evaluate(async ([inputs, networks, qemuAssets, profile]) => {
       window.client = makeClient({ workerUrl: './pkg/worker.js', assets: { ...ASSETS, ...qemuAssets }, networks });
@@ -156,7 +155,7 @@ test('two QEMU guests on a page network get leases, ping each other and fetch a 
     const ping = await converse(page, 'q1', `ping -c 5 -i 0.2 -W 3 ${ip2}; echo PING-$((6*7))`, 'PING-42', 60000);
     assert.match(ping, /5 packets transmitted, 5 packets received, 0% packet loss/, ping);
     const rtt = ping.match(/round-trip min\/avg\/max = ([\d.\/]+) ms/)?.[1];
-    const MIB = 4;
+    const MIB = 2;
     await converse(page, 'q2', `mkdir -p /www && echo hello-from-q2 > /www/index.html && dd if=/dev/urandom of=/www/blob bs=64k count=${MIB * 16} 2>/dev/null && md5sum /www/blob && httpd -p 80 -h /www && echo HTTPD-$((6*7))`, 'HTTPD-42', 120000);
     const sum2 = (await converse(page, 'q2', 'md5sum /www/blob; echo SUM-$((6*7))', 'SUM-42')).match(/([0-9a-f]{32})  \/www\/blob/)[1];
     const fetched = await converse(page, 'q1', `wget -q -O - http://${ip2}/index.html; S=$(cut -d" " -f1 /proc/uptime); wget -q -O /tmp/blob http://${ip2}/blob; E=$(cut -d" " -f1 /proc/uptime); md5sum /tmp/blob; echo "FETCH $S $E END"`, ' END\r\n', 240000);

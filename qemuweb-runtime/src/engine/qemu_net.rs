@@ -728,7 +728,7 @@ mod tests {
     #[test]
     fn frames_go_through_a_ring_in_order_across_its_end_and_the_counters_wrap() {
         // Start near the end of the counters' range: they wrap at 2^32 mid-way.
-        let mut ring = Ring::new(1024, u32::MAX - 200);
+        let mut ring = Ring::new(1024, u32::MAX - 203);
         let mut sent = 0u8;
         let mut got = 0u8;
         for round in 0..50 {
@@ -756,9 +756,10 @@ mod tests {
     #[test]
     fn a_full_ring_refuses_and_broken_positions_or_records_are_faults() {
         let mut ring = Ring::new(256, 0);
-        assert!(ring.put(&frame(120, 1)));
-        assert!(!ring.put(&frame(120, 2)), "124 + 124 + 4 > 256");
-        assert!(ring.put(&frame(100, 3)));
+        assert!(ring.put(&frame(130, 1)));
+        assert!(!ring.put(&frame(130, 2)), "136 + 136 > 256");
+        assert!(ring.put(&frame(100, 3)), "136 + 104 <= 256");
+        assert_eq!(ring.take().unwrap().unwrap(), frame(130, 1));
         // A tail ahead of the head (QEMU broke it): the worker stops writing.
         assert!(matches!(
             place_record(0, 8, 256, 60),
