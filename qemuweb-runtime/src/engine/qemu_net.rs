@@ -2,7 +2,7 @@
 //! (`qemuweb-wasm-build/patches/qemu-10.2.2/0030-qemuweb-netdev.patch`, `-netdev qemuweb`)
 //! keeps in the module's shared memory, read and written by the VM worker, and connected
 //! to the VM's `MessagePort` to the page's switch ([`crate::network`]) as the v86 engine's
-//! NIC is ([`v86_net`](super::v86_net)): one frame is one transferred `ArrayBuffer`.
+//! NIC is (`engine::v86_net`): one frame is one transferred `ArrayBuffer`.
 //!
 //! The block is a header and two byte rings of records, one per direction:
 //!
