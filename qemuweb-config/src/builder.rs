@@ -129,6 +129,15 @@ fn virtio_device(base: &str, machine: &str) -> String {
     }
 }
 
+/// QEMU's device for a NIC of `model`, virtio on the machine's transport
+/// (`virtio-net-device` on `microvm`).
+fn nic_device(model: NicModel, machine: &str) -> String {
+    match model {
+        NicModel::VirtioNet => virtio_device("virtio-net", machine),
+        other => other.qemu_device().to_string(),
+    }
+}
+
 /// Doubles commas, as QEMU's option syntax needs inside a value such as `file=`.
 fn escape_opt(value: &str) -> String {
     value.replace(',', ",,")
@@ -227,7 +236,7 @@ impl Builder<'_> {
         if eff.networks.is_empty() {
             self.net(eff.net, &eff.forwards, &eff.machine);
         } else {
-            self.networks(&eff.networks, &eff.forwards);
+            self.networks(&eff.networks, &eff.forwards, &eff.machine);
         }
         if profile.devices.rng {
             let rng = virtio_device("virtio-rng", &eff.machine);
@@ -797,11 +806,7 @@ impl Builder<'_> {
             // e1000 for the 32-bit PC (the NIC old and small guests know), virtio elsewhere.
             // `romfile=` leaves out the NIC's PXE option ROM: boots stay on the disk and no
             // iPXE files are needed (a virtio-mmio NIC has no ROM at all).
-            let nic = if self.profile.arch == Arch::I386 {
-                "e1000".to_string()
-            } else {
-                virtio_device("virtio-net", machine)
-            };
+            let nic = nic_device(NicModel::qemu_default(self.profile.arch), machine);
             let mut netdev = "user,id=net0".to_string();
             for f in forwards {
                 netdev.push_str(",hostfwd=");
@@ -815,7 +820,12 @@ impl Builder<'_> {
 
     /// The NICs on named networks: QemuWeb's netdev in the browser; user networking with
     /// the network's addresses natively (the per-VM `portForwards` go to the first NIC).
-    fn networks(&mut self, networks: &[NetworkAttachment], forwards: &[PortForward]) {
+    fn networks(
+        &mut self,
+        networks: &[NetworkAttachment],
+        forwards: &[PortForward],
+        machine: &str,
+    ) {
         for (i, a) in networks.iter().enumerate() {
             let id = format!("net{i}");
             let netdev = match self.target {
@@ -858,12 +868,8 @@ impl Builder<'_> {
                     netdev
                 }
             };
-            let model = a.model.unwrap_or(if self.profile.arch == Arch::I386 {
-                NicModel::E1000
-            } else {
-                NicModel::VirtioNet
-            });
-            let mut device = format!("{},netdev={id}", model.qemu_device());
+            let model = a.model.unwrap_or(NicModel::qemu_default(self.profile.arch));
+            let mut device = format!("{},netdev={id}", nic_device(model, machine));
             if let Some(mac) = &a.mac {
                 match parse_mac(mac) {
                     Some(m) => device.push_str(&format!(",mac={}", format_mac(m))),
@@ -876,7 +882,9 @@ impl Builder<'_> {
                     }
                 }
             }
-            device.push_str(",romfile=");
+            if !is_microvm(machine) {
+                device.push_str(",romfile=");
+            }
             self.push(["-netdev".to_string(), netdev]);
             self.push(["-device".to_string(), device]);
         }

@@ -246,6 +246,22 @@ impl NicModel {
             NicModel::Ne2kPci => "ne2k_pci",
         }
     }
+
+    /// The model QEMU gives a NIC whose attachment names none: `e1000` for the 32-bit PC
+    /// (the NIC old and small guests know), `virtio-net` elsewhere.
+    ///
+    /// ```
+    /// use qemuweb_config::{Arch, NicModel};
+    /// assert_eq!(NicModel::qemu_default(Arch::I386), NicModel::E1000);
+    /// assert_eq!(NicModel::qemu_default(Arch::Aarch64), NicModel::VirtioNet);
+    /// ```
+    pub fn qemu_default(arch: crate::Arch) -> NicModel {
+        if arch == crate::Arch::I386 {
+            NicModel::E1000
+        } else {
+            NicModel::VirtioNet
+        }
+    }
 }
 
 /// One NIC of a VM, on a named network.

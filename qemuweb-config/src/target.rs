@@ -79,7 +79,8 @@ impl BrowserTarget {
     /// The wasm64 QEMU build (the wasm64 plan of `qemuweb-wasm-build`, `--plan wasm64`):
     /// `qemu-system-x86_64` (which also runs the i386 guests) and `qemu-system-aarch64`,
     /// TCG interpreter, no slirp, QemuWeb's display backend (`-display qemuweb`: the screen
-    /// and input of graphics profiles go to the page), Memory64 needed in the browser,
+    /// and input of graphics profiles go to the page) and netdev (`-netdev qemuweb`, patch
+    /// 0030: NICs on the page's virtual networks), Memory64 needed in the browser,
     /// 1280 MiB of guest RAM at most (the modules' linear memory is 2 GiB, QEMU keeps 768
     /// MiB of it; the build's `qemu-build.json` says so as `maxGuestRamMib`), inputs under
     /// `/mnt`, firmware from `/firmware`.
@@ -93,7 +94,7 @@ impl BrowserTarget {
             archs: vec![Arch::I386, Arch::X86_64, Arch::Aarch64],
             max_memory_mib: 1280,
             user_net: false,
-            netdev: false,
+            netdev: true,
             display: true,
             mount_dir: "/mnt".to_string(),
             firmware_dir: Some("/firmware".to_string()),

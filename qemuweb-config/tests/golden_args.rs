@@ -823,6 +823,61 @@ fn nics_in_the_browser_use_the_qemuweb_netdev() {
 }
 
 #[test]
+fn nics_on_the_wasm64_build_use_the_qemuweb_netdev_with_the_profiles_model() {
+    let target = Target::Browser(BrowserTarget::qemu_wasm64());
+    let on = |mac: Option<&str>| {
+        nics(vec![NetworkAttachment {
+            mac: mac.map(Into::into),
+            ..NetworkAttachment::on("lan")
+        }])
+    };
+    let kernel = VmInputs {
+        kernel: Some(ImageSource::url("https://example.test/bzImage")),
+        initrd: Some(ImageSource::url("https://example.test/initrd-net.img")),
+        kernel_cmdline: Some("console=ttyS0".into()),
+        ..VmInputs::default()
+    };
+    let profile = profile_by_id(LINUX_I386_PC_NOGRAPHIC).unwrap();
+    let r = build_qemu_args(
+        &profile,
+        &kernel,
+        Some(&on(Some("52:54:00:6E:DD:D4"))),
+        &target,
+    );
+    assert!(r.is_ok() && r.warnings.is_empty(), "{r:?}");
+    // The wasm32 build's arguments for the same inputs (no netdev there), then the NIC.
+    let base = build_qemu_args(&profile, &kernel, None, &browser());
+    let nic = [
+        "-netdev",
+        "qemuweb,id=net0",
+        "-device",
+        "e1000,netdev=net0,mac=52:54:00:6e:dd:d4,romfile=",
+    ];
+    assert_eq!(r.args, [base.args, v(&nic)].concat());
+    // virtio-net elsewhere: on PCI, or on virtio-mmio (no option ROM) for microvm.
+    for (id, device) in [
+        (
+            LINUX_X86_64_PC_NOGRAPHIC,
+            "virtio-net-pci,netdev=net0,romfile=",
+        ),
+        (MINIMAL_X86_64, "virtio-net-device,netdev=net0"),
+        (
+            LINUX_AARCH64_VIRT_NOGRAPHIC,
+            "virtio-net-pci,netdev=net0,romfile=",
+        ),
+    ] {
+        let r = build_qemu_args(
+            &profile_by_id(id).unwrap(),
+            &kernel,
+            Some(&on(None)),
+            &target,
+        );
+        assert!(r.is_ok() && r.warnings.is_empty(), "{id}: {r:?}");
+        assert_eq!(netdev_args(&r), v(&["qemuweb,id=net0", device]), "{id}");
+    }
+}
+
+#[test]
 fn aarch64_without_a_kernel_boots_the_disk_through_uefi() {
     let r = build(
         LINUX_AARCH64_VIRT_NOGRAPHIC,

@@ -65,8 +65,8 @@ pub struct ClientOptions {
     /// The virtual networks this client's VMs may attach to (through their profile's or
     /// overrides' `networks`); default: the built-in `default` (NAT addresses 10.0.2.0/24,
     /// DHCP, DNS) and `isolated` (192.168.100.0/24). VMs on one network reach each other
-    /// through the page's switch; networks are isolated from each other. Only the v86
-    /// engine has a NIC on them yet.
+    /// through the page's switch; networks are isolated from each other. VMs on both
+    /// engines have a NIC on them (QEMU through its `-netdev qemuweb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub networks: Option<Vec<VirtualNetwork>>,

@@ -113,18 +113,24 @@ pub enum RuntimeError {
         /// QEMU's message.
         message: String,
     },
-    /// The VM is attached to a virtual network that its engine cannot connect (yet); code
-    /// `unsupported`.
+    /// The VM is attached to a virtual network that its engine cannot connect (a QEMU
+    /// build without QemuWeb's netdev); code `unsupported`.
     #[error(
-        "networking on the {engine} engine is not yet available: the VM is attached to \
-         network '{network}' (run it on the v86 engine, or start it without `networks`)"
+        "networking on the {engine} engine is not available: the VM is attached to network \
+         '{network}', but {reason}"
     )]
     NetworkUnavailable {
         /// The engine (`qemu`).
         engine: &'static str,
         /// The first network the VM is attached to.
         network: String,
+        /// What is missing.
+        reason: String,
     },
+    /// The network block a QEMU announced (`-netdev qemuweb`, patch 0030) is not one this
+    /// runtime reads; code `engine`.
+    #[error("QEMU network block: {0}")]
+    NetBlock(crate::engine::qemu_net::NetBlockFault),
 }
 
 impl RuntimeError {
@@ -148,6 +154,7 @@ impl RuntimeError {
             RuntimeError::TooLarge { .. } => ErrorCode::TooLarge,
             RuntimeError::NetworkUnavailable { .. } => ErrorCode::Unsupported,
             RuntimeError::Qmp { .. } => ErrorCode::Engine,
+            RuntimeError::NetBlock(_) => ErrorCode::Engine,
             RuntimeError::Snapshot(e) => match e.kind() {
                 StorageKind::Mismatch | StorageKind::ImageChanged => ErrorCode::SnapshotMismatch,
                 StorageKind::Corrupt | StorageKind::Integrity | StorageKind::Unsupported => {

@@ -57,15 +57,15 @@ pub struct PlannedNic {
 }
 
 /// The NICs VM `vm_id` gets on `engine` from its profile's or overrides' `networks`
-/// ([`effective_networks`]).
+/// ([`effective_networks`]). A VM has one channel to the page's switch, so one NIC. Its
+/// model is the attachment's, else [`V86_DEFAULT_NIC`] on v86 and QEMU's default for the
+/// guest's arch on QEMU ([`NicModel::qemu_default`]).
 ///
 /// # Errors
 ///
-/// [`RuntimeError::NetworkUnavailable`] (code `unsupported`) on the QEMU engine, which has
-/// no connection to the page's networks yet; on v86: [`RuntimeError::InvalidInputs`] for
-/// more than one NIC (v86 has one), a malformed or group MAC or a malformed address,
-/// [`RuntimeError::Unsupported`] for the `e1000` model (v86 has `ne2k-pci` and
-/// `virtio-net`).
+/// [`RuntimeError::InvalidInputs`] for more than one NIC, a malformed or group MAC or a
+/// malformed address; [`RuntimeError::Unsupported`] for a model the engine does not have
+/// (`e1000` on v86, `ne2k-pci` on QEMU, whose build has `e1000` and `virtio-net`).
 pub fn plan_nics(
     vm_id: &str,
     profile: &VmProfile,
@@ -73,36 +73,84 @@ pub fn plan_nics(
     engine: EngineKind,
 ) -> Result<Vec<PlannedNic>> {
     let attachments = effective_networks(profile, overrides);
-    let Some(first) = attachments.first() else {
-        return Ok(Vec::new());
-    };
-    if engine == EngineKind::Qemu {
-        return Err(RuntimeError::NetworkUnavailable {
-            engine: EngineKind::Qemu.as_str(),
-            network: first.network.clone(),
-        });
-    }
     if attachments.len() > 1 {
         return Err(RuntimeError::InvalidInputs(format!(
-            "{} networks given: a VM on the v86 engine has one NIC",
-            attachments.len()
+            "{} networks given: a VM on the {} engine has one NIC (one channel to the \
+             page's switch)",
+            attachments.len(),
+            engine.as_str()
         )));
     }
+    let (default, missing) = match engine {
+        EngineKind::V86 => (V86_DEFAULT_NIC, NicModel::E1000),
+        EngineKind::Qemu => (NicModel::qemu_default(profile.arch), NicModel::Ne2kPci),
+    };
     attachments
         .iter()
         .enumerate()
-        .map(|(i, a)| plan_nic(vm_id, i as u32, a))
+        .map(|(i, a)| {
+            let nic = plan_nic(vm_id, i as u32, a, default)?;
+            if nic.model == missing {
+                let has = match engine {
+                    EngineKind::V86 => "ne2k-pci and virtio-net",
+                    EngineKind::Qemu => "e1000 and virtio-net",
+                };
+                return Err(RuntimeError::Unsupported(format!(
+                    "NIC model {}: the {} engine has {has}",
+                    missing.qemu_device(),
+                    engine.as_str()
+                )));
+            }
+            Ok(nic)
+        })
         .collect()
 }
 
-fn plan_nic(vm_id: &str, index: u32, a: &NetworkAttachment) -> Result<PlannedNic> {
-    let bad = |what: String| RuntimeError::InvalidInputs(format!("NIC {index}: {what}"));
-    let model = a.model.unwrap_or(V86_DEFAULT_NIC);
-    if model == NicModel::E1000 {
-        return Err(RuntimeError::Unsupported(
-            "NIC model e1000: the v86 engine has ne2k-pci and virtio-net".into(),
-        ));
+/// `overrides` with every NIC's MAC written into its attachment (a planned NIC whose
+/// attachment named none gets [`default_mac`]), for QEMU's arguments: the guest's NIC
+/// then has the address the page's switch knows it by. `None` when the VM has no NIC.
+///
+/// ```
+/// use qemuweb_config::{profile_by_id, NetworkAttachment, VmOverrides};
+/// use qemuweb_runtime::network::{plan_nics, with_nic_macs};
+/// use qemuweb_runtime::EngineKind;
+/// let profile = profile_by_id("linux-x86_64-pc-nographic").unwrap();
+/// let overrides = VmOverrides {
+///     networks: Some(vec![NetworkAttachment::on("default")]),
+///     ..VmOverrides::default()
+/// };
+/// let nics = plan_nics("vm1", &profile, Some(&overrides), EngineKind::Qemu)?;
+/// let pinned = with_nic_macs(&profile, Some(&overrides), &nics).unwrap();
+/// let mac = pinned.networks.unwrap()[0].mac.clone().unwrap();
+/// assert_eq!(mac, qemuweb_config::format_mac(nics[0].mac));
+/// # Ok::<(), qemuweb_runtime::RuntimeError>(())
+/// ```
+pub fn with_nic_macs(
+    profile: &VmProfile,
+    overrides: Option<&VmOverrides>,
+    nics: &[PlannedNic],
+) -> Option<VmOverrides> {
+    if nics.is_empty() {
+        return None;
     }
+    let mut networks = effective_networks(profile, overrides);
+    for (a, nic) in networks.iter_mut().zip(nics) {
+        a.mac = Some(format_mac(nic.mac));
+    }
+    Some(VmOverrides {
+        networks: Some(networks),
+        ..overrides.cloned().unwrap_or_default()
+    })
+}
+
+fn plan_nic(
+    vm_id: &str,
+    index: u32,
+    a: &NetworkAttachment,
+    default: NicModel,
+) -> Result<PlannedNic> {
+    let bad = |what: String| RuntimeError::InvalidInputs(format!("NIC {index}: {what}"));
+    let model = a.model.unwrap_or(default);
     let mac = match &a.mac {
         Some(text) => {
             let m = parse_mac(text).ok_or_else(|| bad(format!("mac '{text}' is malformed")))?;
@@ -582,14 +630,32 @@ mod tests {
     }
 
     #[test]
-    fn the_qemu_engine_and_bad_nics_are_refused() {
-        let e = plan_nics("a", &i386(), Some(&on("default")), EngineKind::Qemu).unwrap_err();
-        assert!(matches!(e, RuntimeError::NetworkUnavailable { .. }), "{e}");
-        assert_eq!(e.code(), crate::ErrorCode::Unsupported);
-        assert!(
-            e.to_string().contains("networking on the qemu engine"),
-            "{e}"
+    fn qemu_nics_get_the_builds_models_and_bad_nics_are_refused() {
+        // QEMU: e1000 for the i386 PC, virtio-net elsewhere; ne2k-pci is not in the build.
+        let n = plan_nics("a", &i386(), Some(&on("default")), EngineKind::Qemu).unwrap();
+        assert_eq!(
+            (n[0].model, n[0].mac),
+            (NicModel::E1000, default_mac("a", 0))
         );
+        let x64 = profile_by_id("linux-x86_64-pc-nographic").unwrap();
+        let n = plan_nics("a", &x64, Some(&on("default")), EngineKind::Qemu).unwrap();
+        assert_eq!(n[0].model, NicModel::VirtioNet);
+        let ne2k = VmOverrides {
+            networks: Some(vec![NetworkAttachment {
+                model: Some(NicModel::Ne2kPci),
+                ..NetworkAttachment::on("default")
+            }]),
+            ..VmOverrides::default()
+        };
+        let e = plan_nics("a", &i386(), Some(&ne2k), EngineKind::Qemu).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::Unsupported);
+        assert!(e.to_string().contains("e1000 and virtio-net"), "{e}");
+        // The MACs go into QEMU's arguments through the overrides.
+        let pinned = with_nic_macs(&i386(), Some(&ne2k), &n).unwrap();
+        let a = &pinned.networks.unwrap()[0];
+        assert_eq!(a.mac.as_deref(), Some(format_mac(n[0].mac).as_str()));
+        assert_eq!(a.model, Some(NicModel::Ne2kPci), "the rest is kept");
+        assert!(with_nic_macs(&i386(), None, &[]).is_none());
         let two = VmOverrides {
             networks: Some(vec![
                 NetworkAttachment::on("default"),

@@ -13,9 +13,13 @@ use crate::capabilities;
 use crate::engine::qemu::{check_isolation, QemuConfig, QemuDisk, QemuEngine};
 use crate::engine::qemu_build::{check_memory64, QemuBuild, MANIFEST};
 use crate::engine::qemu_channel::{DEFAULT_TIMEOUT_MS, DEFAULT_WINDOW};
+use crate::engine::qemu_net::QemuNic;
 use crate::engine::v86::{stop_reason, DiskObject, V86Config, V86Engine, V86Nic};
-use crate::engine::{plan, qemu_target, Engine, EngineHost, EnginePlan, AVAILABLE_ENGINES};
+use crate::engine::{
+    plan, qemu_target, select_engine, Engine, EngineHost, EnginePlan, AVAILABLE_ENGINES,
+};
 use crate::error::{Result, RuntimeError};
+use crate::network::with_nic_macs;
 use crate::protocol::{
     classify, request_id_from_f64, AssetSource, Command, EngineAssets, EngineKind, Event,
     ExportFormat, Limits, LogLevel, Persistence, ProgressTotal, QemuOptions, ReadCacheOptions,
@@ -466,10 +470,14 @@ impl Worker {
             limits,
             ..
         } = *request;
+        let engine = select_engine(request.profile, request.overrides, request.engine)?;
+        let nics = crate::network::plan_nics(vm_id, request.profile, request.overrides, engine)?;
+        // QEMU's NIC gets the MAC the page's switch knows it by.
+        let pinned = with_nic_macs(request.profile, request.overrides, &nics);
         let plan = plan(
             request.profile,
             request.inputs,
-            request.overrides,
+            pinned.as_ref().or(request.overrides),
             request.engine,
         )?;
         let logs = (plan.warnings.iter().map(|w| (LogLevel::Warn, w)))
@@ -481,14 +489,8 @@ impl Worker {
                 message: message.clone(),
             });
         }
-        let nics =
-            crate::network::plan_nics(vm_id, request.profile, request.overrides, plan.engine)?;
         let nic = match (nics.into_iter().next(), request.network) {
-            (Some(nic), Some(port)) => Some(V86Nic {
-                model: nic.model,
-                mac: nic.mac,
-                port: port.clone(),
-            }),
+            (Some(nic), Some(port)) => Some((nic, port.clone())),
             (Some(nic), None) => {
                 return Err(RuntimeError::InvalidInputs(format!(
                     "the VM is attached to network '{}' but the page gave its worker no \
@@ -522,10 +524,16 @@ impl Worker {
             None => None,
         };
         if plan.engine == EngineKind::Qemu {
+            let nic = nic.map(|(nic, port)| (nic.network, QemuNic { port }));
             return self
-                .start_qemu(&plan, request, display, machine, resuming.as_ref())
+                .start_qemu(&plan, request, display, machine, resuming.as_ref(), nic)
                 .await;
         }
+        let nic = nic.map(|(nic, port)| V86Nic {
+            model: nic.model,
+            mac: nic.mac,
+            port,
+        });
         let bios_source = assets.bios.as_ref().ok_or(RuntimeError::MissingBios)?;
         let module_url = assets.v86_module.clone().ok_or_else(|| {
             RuntimeError::InvalidInputs(
@@ -653,6 +661,7 @@ impl Worker {
         display: Option<js_sys::SharedArrayBuffer>,
         machine: MachineRef,
         resuming: Option<&Resuming>,
+        nic: Option<(String, QemuNic)>,
     ) -> Result<Rc<RunningVm>> {
         let StartRequest {
             vm_id,
@@ -690,6 +699,9 @@ impl Worker {
         check_memory64(build.requirements.memory64, capabilities::detect().memory64)?;
         let module = build.module_for(q.arch)?;
         module.check_ram(plan.memory_bytes)?;
+        if let Some((network, _)) = &nic {
+            build.check_netdev(network)?;
+        }
         let host_tso = match request.qemu.host_tso {
             Some(tso) => tso,
             None => capabilities::host_keeps_tso().await,
@@ -770,6 +782,7 @@ impl Worker {
             graphics: plan.graphics,
             display,
             resume_state,
+            nic: nic.map(|(_, nic)| nic),
         };
         running(
             QemuEngine::start(config, self.host.clone()).await,

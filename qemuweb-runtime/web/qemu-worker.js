@@ -20,6 +20,10 @@
 //               block (`-display qemuweb`, patch 0020), announced once by QEMU through
 //               Module.qemuwebDisplay; the VM worker reads the screen from the module's
 //               shared memory and writes input into it from then on.
+//               {type: "net", memory: WebAssembly.Memory, address}: the ring block of
+//               QEMU's NIC on the page's network (`-netdev qemuweb`, patch 0030),
+//               announced once by QEMU through Module.qemuwebNet; the VM worker moves
+//               frames through its rings from then on.
 //               {type: "jit", memory: WebAssembly.Memory | null, address}: the JIT's
 //               statistics block (patch 0012's exported qemuweb_jit_stats()), or null
 //               memory for a build without the JIT; posted once, before "ready".
@@ -295,6 +299,7 @@ async function start(m) {
     // The memory is shared (pthreads): posting it shares it. The address is a Number,
     // or a BigInt from a Memory64 module.
     qemuwebDisplay: (memory, address) => post({ type: "display", memory, address: Number(address) }),
+    qemuwebNet: (memory, address) => post({ type: "net", memory, address: Number(address) }),
     preRun: [(Module) => {
       const FS = Module.FS;
       // The standard streams now (Emscripten would make them after preRun), to give

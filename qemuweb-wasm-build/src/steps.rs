@@ -624,7 +624,7 @@ mod tests {
 
     #[test]
     fn jit_only_patches_are_applied_only_for_the_jit_backend() {
-        // The embedded series: 0010-0012 are [tcg=jit], 0020 is for every backend.
+        // The embedded series: 0010-0012 are [tcg=jit], 0020 and 0030 are for every backend.
         let plan = BuildPlan::wasm64();
         let interp = script_of(&plan, "qemu-source");
         let jit = plan.clone().with_tcg(TcgBackend::Jit);
@@ -639,6 +639,7 @@ mod tests {
         }
         for src in [&interp, &jit_src] {
             assert!(src.contains("apply '0020-qemuweb-display.patch'"));
+            assert!(src.contains("apply '0030-qemuweb-netdev.patch'"));
         }
         assert_ne!(plan.hash(), jit.hash());
         let args = configure_args(&jit, WasmCpu::Wasm64);

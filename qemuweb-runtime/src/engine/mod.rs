@@ -30,6 +30,7 @@ pub mod qemu_build;
 pub mod qemu_channel;
 pub mod qemu_display;
 pub mod qemu_jit;
+pub mod qemu_net;
 pub mod qmp;
 pub mod text_screen;
 #[cfg(target_arch = "wasm32")]
@@ -321,10 +322,8 @@ pub fn plan(
     requested: Option<EngineKind>,
 ) -> Result<EnginePlan> {
     let engine = select_engine(profile, overrides, requested)?;
-    if engine == EngineKind::Qemu {
-        // Refused rather than booted without the network it was attached to.
-        crate::network::plan_nics("vm", profile, overrides, engine)?;
-    }
+    // A NIC the engine cannot have is refused before anything starts.
+    crate::network::plan_nics("vm", profile, overrides, engine)?;
     let (target, qemu_inputs) = match engine {
         EngineKind::V86 => (v86_target(), inputs.clone()),
         EngineKind::Qemu => (qemu_target(), raw_disks(inputs)),
@@ -561,25 +560,51 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_on_a_network_is_refused_by_qemu_and_planned_on_v86() {
+    fn a_vm_on_a_network_gets_the_qemuweb_netdev_on_qemu() {
         let inputs = VmInputs {
             disk: Some(disk("http://h/x.qcow2")),
             ..VmInputs::default()
         };
         let over = VmOverrides {
-            networks: Some(vec![qemuweb_config::NetworkAttachment::on("default")]),
+            networks: Some(vec![qemuweb_config::NetworkAttachment {
+                mac: Some("52:54:00:00:00:07".into()),
+                ..qemuweb_config::NetworkAttachment::on("default")
+            }]),
             ..Default::default()
         };
-        let e = plan(&i386(), &inputs, Some(&over), Some(EngineKind::Qemu)).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Unsupported);
+        let p = plan(&i386(), &inputs, Some(&over), Some(EngineKind::Qemu)).unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let args = p.qemu.unwrap().args.join(" ");
         assert!(
-            e.to_string()
-                .contains("networking on the qemu engine is not yet available"),
-            "{e}"
+            args.contains(
+                "-netdev qemuweb,id=net0 -device e1000,netdev=net0,mac=52:54:00:00:00:07,romfile="
+            ),
+            "{args}"
+        );
+        let x64 = profile_by_id("linux-x86_64-pc-nographic").unwrap();
+        let args = plan(&x64, &inputs, Some(&over), None)
+            .unwrap()
+            .qemu
+            .unwrap()
+            .args;
+        assert!(
+            args.join(" ")
+                .contains("-device virtio-net-pci,netdev=net0,"),
+            "{args:?}"
         );
         let p = plan(&i386(), &inputs, Some(&over), None).unwrap();
         assert_eq!(p.engine, EngineKind::V86);
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // Two NICs: one channel to the page's switch.
+        let two = VmOverrides {
+            networks: Some(vec![
+                qemuweb_config::NetworkAttachment::on("default"),
+                qemuweb_config::NetworkAttachment::on("isolated"),
+            ]),
+            ..Default::default()
+        };
+        let e = plan(&x64, &inputs, Some(&two), None).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidInputs, "{e}");
     }
 
     #[test]

@@ -23,6 +23,11 @@
 //!   reads the screen's changes out of it every [`POLL_MS`] into the display ring and
 //!   writes keyboard and pointer events into its input ring
 //!   ([`qemu_display`](super::qemu_display)). Nothing goes through QEMU's threads.
+//! - **Network** (a VM on a page network: `-netdev qemuweb`, our patch 0030): QEMU
+//!   announces its NIC's ring block once (`Module.qemuwebNet(memory, address)`, posted
+//!   here like the display's); from then on the guest's frames go from its TX ring to the
+//!   VM's port to the page's switch, and the page's frames into its RX ring
+//!   ([`qemu_net`](super::qemu_net)).
 //! - **Execution mode**: the QEMU worker posts the JIT's statistics block (patch 0012) or
 //!   that the build has none; `execution` and `log` events say whether the interpreter or
 //!   the JIT runs and how many blocks it compiled ([`qemu_jit`](super::qemu_jit)).
@@ -44,6 +49,7 @@ use crate::engine::qemu_channel::{
 };
 use crate::engine::qemu_display::{encode_input, DisplayBlock, QemuDisplay, POLL_MS};
 use crate::engine::qemu_jit::{self, JitStats, StatsBlock};
+use crate::engine::qemu_net::{NetBlock, QemuNet, QemuNic};
 use crate::engine::qmp::{self, JobState, LineBuffer, Message, Step};
 use crate::engine::{js_text, qemu_stderr_is_fatal, set, Engine, EngineHost};
 use crate::error::{Result, RuntimeError};
@@ -132,6 +138,8 @@ pub struct QemuConfig {
     /// The machine state to resume (a snapshot's, as `save_state` gave it), instead of
     /// booting; used by the first start only (a reset boots).
     pub resume_state: Option<Uint8Array>,
+    /// A NIC on the page's network (QEMU's arguments have its `-netdev qemuweb`).
+    pub nic: Option<QemuNic>,
 }
 
 /// `url` with this worker's `#wasm=...` (where the runtime's wasm is, when the VM worker
@@ -203,6 +211,8 @@ struct Inner {
     display: RefCell<QemuDisplay>,
     /// Whether the display poll runs.
     polling: Cell<bool>,
+    /// The NIC's connection to the page's switch (its ring block once QEMU announced it).
+    net: Option<QemuNet>,
     /// The state the first start resumes.
     resume_state: RefCell<Option<Uint8Array>>,
     /// QMP commands that did not fit the ring yet.
@@ -264,6 +274,24 @@ impl Inner {
                     self.clone().poll_display();
                 }
                 Err(e) => self.error(&e),
+            },
+            "net" => match (
+                &self.net,
+                NetBlock::new(&get(&data, "memory"), &get(&data, "address")),
+            ) {
+                (Some(net), Ok(block)) => {
+                    let weak = Rc::downgrade(self);
+                    net.set_block(block, move |e| {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.error(&e);
+                        }
+                    });
+                }
+                (Some(_), Err(e)) => self.error(&e),
+                // A netdev the VM's start did not ask for (extra arguments): not connected.
+                (None, _) => self.warn(
+                    "QEMU announced a qemuweb netdev, but the VM is on no page network".into(),
+                ),
             },
             "jit" => self.clone().watch_execution(generation, &data),
             "qmp" => {
@@ -688,6 +716,19 @@ impl Inner {
 
     fn terminate(&self) {
         self.display.borrow_mut().clear_block();
+        if let Some(net) = &self.net {
+            if let Some([sent, received, dropped, polls]) = net.counters() {
+                self.host.emit(Event::Log {
+                    vm_id: Some(self.config.vm_id.clone()),
+                    level: LogLevel::Info,
+                    message: format!(
+                        "QEMU's NIC: {sent} frames sent, {received} received, {dropped} \
+                         dropped; QEMU polled its ring {polls} times"
+                    ),
+                });
+            }
+            net.clear_block();
+        }
         if let Some(i) = self.instance.borrow_mut().take() {
             i.worker.set_onmessage(None);
             i.worker.set_onerror(None);
@@ -910,6 +951,7 @@ impl QemuEngine {
             )?),
             None => None,
         };
+        let net = config.nic.take().map(QemuNet::connect);
         let inner = Rc::new(Inner {
             config,
             host,
@@ -925,6 +967,7 @@ impl QemuEngine {
             serial_out: RefCell::new(Vec::new()),
             display: RefCell::new(QemuDisplay::new(ring)),
             polling: Cell::new(false),
+            net,
             resume_state: RefCell::new(config_resume),
             qmp_pending: RefCell::new(VecDeque::new()),
             qmp_pumping: Cell::new(false),

@@ -139,7 +139,44 @@ pub struct QemuBuild {
     /// `interpreter` (TCI only; also a manifest from before the JIT existed).
     #[serde(default)]
     pub tcg: Tcg,
+    /// The plan it was built from (its patch series: [`QemuBuild::has_patch`]).
+    #[serde(default)]
+    pub plan: BuildPlan,
 }
+
+/// The part of `plan` of `qemu-build.json` the engine reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct BuildPlan {
+    /// QEMU's source and patches.
+    #[serde(default)]
+    pub qemu: PlanQemu,
+}
+
+/// `plan.qemu` of `qemu-build.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct PlanQemu {
+    /// The patch series.
+    #[serde(default)]
+    pub patches: PatchSeries,
+}
+
+/// `plan.qemu.patches` of `qemu-build.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct PatchSeries {
+    /// The patches applied, in order.
+    #[serde(default)]
+    pub patches: Vec<PatchFile>,
+}
+
+/// One patch of the series.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PatchFile {
+    /// Its file name (`0030-qemuweb-netdev.patch`).
+    pub file: String,
+}
+
+/// The patch that gives QEMU QemuWeb's netdev (`-netdev qemuweb`).
+pub const NETDEV_PATCH: &str = "0030-qemuweb-netdev.patch";
 
 /// `tcg` of `qemu-build.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -246,6 +283,49 @@ impl QemuBuild {
                     has.join(", ")
                 ))
             })
+    }
+
+    /// Whether the build applied patch `file` of its series.
+    pub fn has_patch(&self, file: &str) -> bool {
+        self.plan
+            .qemu
+            .patches
+            .patches
+            .iter()
+            .any(|p| p.file == file)
+    }
+
+    /// Checks that the build can put a NIC on the page's network `network`: it has
+    /// QemuWeb's netdev ([`NETDEV_PATCH`]).
+    ///
+    /// ```
+    /// use qemuweb_runtime::engine::qemu_build::QemuBuild;
+    /// let json = r#"{"qemu_version": "10.2.2", "modules": [{"target": "x86_64-softmmu",
+    ///   "arch": "x86_64", "js": "q.js", "wasm": "q.wasm", "maxGuestRamMib": 64,
+    ///   "memory": {"memory64": true, "shared": true, "initialBytes": 0}}],
+    ///   "plan": {"qemu": {"patches": {"patches": [{"file": "0030-qemuweb-netdev.patch"}]}}}}"#;
+    /// assert!(QemuBuild::from_json(json).unwrap().check_netdev("lan").is_ok());
+    /// let old = json.replace("0030", "0020");
+    /// let e = QemuBuild::from_json(&old).unwrap().check_netdev("lan").unwrap_err();
+    /// assert_eq!(e.code(), qemuweb_runtime::ErrorCode::Unsupported);
+    /// assert!(e.to_string().contains("'lan'"), "{e}");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::NetworkUnavailable`] for a build without it.
+    pub fn check_netdev(&self, network: &str) -> Result<()> {
+        if self.has_patch(NETDEV_PATCH) {
+            return Ok(());
+        }
+        Err(RuntimeError::NetworkUnavailable {
+            engine: "qemu",
+            network: network.to_string(),
+            reason: format!(
+                "this QEMU build has no network backend for the page (it was built without \
+                 {NETDEV_PATCH}): rebuild it with this qemuweb-wasm-build (scripts/build-qemu)"
+            ),
+        })
     }
 
     /// Whether the build has a file called `name` (firmware).
