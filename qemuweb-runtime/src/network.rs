@@ -81,9 +81,14 @@ pub fn plan_nics(
             engine.as_str()
         )));
     }
-    let (default, missing) = match engine {
-        EngineKind::V86 => (V86_DEFAULT_NIC, NicModel::E1000),
-        EngineKind::Qemu => (NicModel::qemu_default(profile.arch), NicModel::Ne2kPci),
+    // The engine's default model, the one it lacks, and what it has.
+    let (default, missing, has) = match engine {
+        EngineKind::V86 => (V86_DEFAULT_NIC, NicModel::E1000, "ne2k-pci and virtio-net"),
+        EngineKind::Qemu => (
+            NicModel::qemu_default(profile.arch),
+            NicModel::Ne2kPci,
+            "e1000 and virtio-net",
+        ),
     };
     attachments
         .iter()
@@ -91,10 +96,6 @@ pub fn plan_nics(
         .map(|(i, a)| {
             let nic = plan_nic(vm_id, i as u32, a, default)?;
             if nic.model == missing {
-                let has = match engine {
-                    EngineKind::V86 => "ne2k-pci and virtio-net",
-                    EngineKind::Qemu => "e1000 and virtio-net",
-                };
                 return Err(RuntimeError::Unsupported(format!(
                     "NIC model {}: the {} engine has {has}",
                     missing.qemu_device(),
