@@ -55,6 +55,17 @@ const NETWORKS = [
 ];
 const ISOLATED_IP = '10.0.2.99';
 
+
+/**
+ * `vm` asks the page's DHCP server for a lease (busybox udhcpc, within `ms`); returns the
+ * address its script reports ("QEMUWEB-LEASE eth0 A.B.C.D").
+ */
+async function lease(page, vm, ms) {
+  const reply = await converse(page, vm, 'udhcpc -i eth0 -n -q -t 10 -T 1 2>&1; echo DHCP-$((6*7))', 'DHCP-42', ms);
+  const m = reply.match(/QEMUWEB-LEASE eth0 (\d+\.\d+\.\d+\.\d+)/);
+  assert.ok(m, `${vm} got no lease: ${reply}`);
+  return m[1];
+}
 test('two Linux VMs on one page network get DHCP leases and ping each other; a VM on another network is unreachable', { skip: !enabled && 'set QEMUWEB_E2E_LINUX=1 (scripts/e2e-linux.sh)', timeout: 420000 }, async () => {
   const profile = newProfile();
   try {
@@ -74,13 +85,7 @@ test('two Linux VMs on one page network get DHCP leases and ping each other; a V
     const booted = Date.now();
     console.log(`three VMs at their shell prompt ${((booted - t0) / 1000).toFixed(1)} s after startVm`);
 
-    const lease = async (vm) => {
-      const reply = await converse(page, vm, 'udhcpc -i eth0 -n -q -t 10 -T 1 2>&1; echo DHCP-$((6*7))', 'DHCP-42', 60000);
-      const m = reply.match(/QEMUWEB-LEASE eth0 (\d+\.\d+\.\d+\.\d+)/);
-      assert.ok(m, `${vm} got no lease: ${reply}`);
-      return m[1];
-    };
-    const [ip1, ip2, ip3] = await Promise.all(['vm1', 'vm2', 'vm3'].map(lease));
+    const [ip1, ip2, ip3] = await Promise.all(['vm1', 'vm2', 'vm3'].map((vm) => lease(page, vm, 60000)));
     console.log(`leases: vm1 ${ip1}, vm2 ${ip2}, vm3 ${ip3} (${((Date.now() - booted) / 1000).toFixed(1)} s)`);
     assert.match(ip1, /^10\.0\.2\.\d+$/);
     assert.match(ip2, /^10\.0\.2\.\d+$/);
@@ -141,13 +146,7 @@ test('two QEMU guests on a page network get leases, ping each other and fetch a 
     const booted = Date.now();
     console.log(`two QEMU VMs and a v86 VM at their shell prompt ${((booted - t0) / 1000).toFixed(1)} s after startVm`);
 
-    const lease = async (vm) => {
-      const reply = await converse(page, vm, 'udhcpc -i eth0 -n -q -t 10 -T 1 2>&1; echo DHCP-$((6*7))', 'DHCP-42', 90000);
-      const m = reply.match(/QEMUWEB-LEASE eth0 (\d+\.\d+\.\d+\.\d+)/);
-      assert.ok(m, `${vm} got no lease: ${reply}`);
-      return m[1];
-    };
-    const [ip1, ip2, ip3] = await Promise.all(['q1', 'q2', 'v1'].map(lease));
+    const [ip1, ip2, ip3] = await Promise.all(['q1', 'q2', 'v1'].map((vm) => lease(page, vm, 90000)));
     console.log(`leases: q1 ${ip1}, q2 ${ip2}, v1 ${ip3} (${((Date.now() - booted) / 1000).toFixed(1)} s)`);
     assert.equal(new Set([ip1, ip2, ip3]).size, 3);
 
