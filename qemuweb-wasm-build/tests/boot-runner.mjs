@@ -50,6 +50,8 @@ function jitStats(module) {
 
 const factory = (await import(pathToFileURL(resolve(js)).href)).default;
 let module = null;
+/** The module object during start-up (preRun's argument), before the factory resolves. */
+let runtime = null;
 module = await factory({
   arguments: qemuArgs,
   // The module's memory, for the JIT's statistics (Emscripten does not export its heap views).
@@ -63,6 +65,7 @@ module = await factory({
   },
   preRun: [
     (m) => {
+      runtime = m;
       m.FS.mkdir('/pack');
       for (const f of readdirSync(dir).filter((n) => n.endsWith('.bin'))) {
         m.FS.writeFile(`/pack/${f}`, readFileSync(join(dir, f)));
@@ -74,6 +77,14 @@ module = await factory({
     },
   ],
   stdin: () => undefined,
+  // QEMU's stdio chardev polls stdin. An Emscripten device file without a poll operation
+  // is always readable, so QEMU's main loop would spin on it (a poll, then a read that
+  // fails with EAGAIN, about a thousand times a second, each proxied to Node's main
+  // thread and each taking the BQL from the vCPU). The page's stdin reports readable only
+  // when input waits; here none ever does.
+  onRuntimeInitialized: () => {
+    runtime.FS.getStream(0).stream_ops.poll = () => 0;
+  },
   stdout: (code) => {
     if (code === null || code === undefined) return;
     process.stdout.write(Buffer.from([code]));
