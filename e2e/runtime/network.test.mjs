@@ -55,7 +55,6 @@ const NETWORKS = [
 ];
 const ISOLATED_IP = '10.0.2.99';
 
-
 /**
  * `vm` asks the page's DHCP server for a lease (busybox udhcpc, within `ms`); returns the
  * address its script reports ("QEMUWEB-LEASE eth0 A.B.C.D").
@@ -66,6 +65,7 @@ async function lease(page, vm, ms) {
   assert.ok(m, `${vm} got no lease: ${reply}`);
   return m[1];
 }
+
 test('two Linux VMs on one page network get DHCP leases and ping each other; a VM on another network is unreachable', { skip: !enabled && 'set QEMUWEB_E2E_LINUX=1 (scripts/e2e-linux.sh)', timeout: 420000 }, async () => {
   const profile = newProfile();
   try {
