@@ -9,8 +9,9 @@
 #      arch these tests are SKIPPED (and fail when CI=true).
 # Every part is bounded from outside: the disk build by `timeout -k` (QEMUWEB_DEBIAN_DISK_TIMEOUT
 # seconds, default 1500), each test file likewise (QEMUWEB_DEBIAN_E2E_TIMEOUT, default 1800);
-# a timeout fails the script with the output's tail (scripts/lib/bounded.sh). One step of
-# scripts/test would be: bounded 3000 "e2e Debian disks" scripts/e2e-debian.sh
+# a timeout fails the script with the output's tail (scripts/lib/bounded.sh). scripts/test runs
+# the page part on the amd64 disk with the short init (QEMUWEB_DEBIAN_ARCHS=amd64,
+# QEMUWEB_DEBIAN_PAGE_BOOT=check; 288 s on a quiet 2-core machine).
 #
 #   scripts/e2e-debian.sh [native|page]...     (default: both)
 #
@@ -19,7 +20,9 @@
 # machine alone, 400 s and 658 s side by side; later runs reuse them. Measured (2 cores, load
 # 6-12): `native` 148 s with the disks cached, 794 s with both built from an empty cache; `page`
 # on the wasm64 JIT build: amd64's full boot reached the root shell 869 s after page start
-# (1371 s on the first JIT build), the short init after the reload 315 s (load 11-15). Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR
+# (1371 s on the first JIT build), the short init after the reload 315 s (load 11-15); on a
+# quiet machine with the HPET build, the short init 150 s, 131 s after the reload.
+# Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR
 # (else QEMUWEB_QEMU_DIR: the module directory of the page tests), QEMUWEB_DEBIAN_ARCHS
 # (comma-separated, default amd64,arm64), QEMUWEB_DEBIAN_DIRS (arch=DIR,...: disks built
 # before) and QEMUWEB_DEBIAN_PAGE_BOOT (full or check, see e2e/debian/page.test.mjs).
