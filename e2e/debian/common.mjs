@@ -38,7 +38,7 @@ export function debianDisks(archs = ARCHS) {
 
 /**
  * Native QEMU (TCG) with the devices of the disk's QemuWeb profile as the browser build runs
- * it (no network there): q35/qemu64 or virt/cortex-a57 with 512 MiB, virtio-blk and virtio-rng;
+ * it (no network there): q35/qemu64 or virt (no DTB randomness, as the aarch64 profiles)/cortex-a57 with 512 MiB, virtio-blk and virtio-rng;
  * i386: pc/qemu32 with 256 MiB and IDE; one vCPU, the serial console on stdio. arm64 boots with -kernel (the disk's own kernel and
  * initramfs); `check` selects the short init there (on x86 it is typed at SYSLINUX's prompt).
  */
@@ -48,7 +48,7 @@ export function nativeArgs(d, image, { check = false } = {}) {
   const common = ['-nodefaults', '-no-user-config', '-accel', 'tcg', '-m', memory, '-smp', '1',
     '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot'];
   if (d.boot.arch === 'arm64') {
-    return ['qemu-system-aarch64', [...common, '-machine', 'virt', '-cpu', 'cortex-a57',
+    return ['qemu-system-aarch64', [...common, '-machine', 'virt,dtb-randomness=off', '-cpu', 'cortex-a57',
       '-kernel', d.kernel, '-initrd', d.initrd, '-append', check ? d.boot.cmdlineCheck : d.boot.cmdline,
       ...drive, '-device', 'virtio-rng-pci']];
   }

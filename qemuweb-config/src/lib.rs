@@ -47,9 +47,10 @@ pub use network::{
     DEFAULT_NETWORK, ISOLATED_NETWORK,
 };
 pub use profiles::{
-    default_profiles, profile_by_id, validate_profile, ProfileSet, DEFAULT_BLOCK_SIZE_BYTES,
-    LINUX_AARCH64_VIRT_GRAPHICS, LINUX_AARCH64_VIRT_NOGRAPHIC, LINUX_I386_PC_GRAPHICS,
-    LINUX_I386_PC_NOGRAPHIC, LINUX_X86_64_PC_GRAPHICS, LINUX_X86_64_PC_NOGRAPHIC, MINIMAL_X86_64,
+    default_profiles, profile_by_id, validate_profile, ProfileSet, AARCH64_MACHINE,
+    DEFAULT_BLOCK_SIZE_BYTES, LINUX_AARCH64_VIRT_GRAPHICS, LINUX_AARCH64_VIRT_NOGRAPHIC,
+    LINUX_I386_PC_GRAPHICS, LINUX_I386_PC_NOGRAPHIC, LINUX_X86_64_PC_GRAPHICS,
+    LINUX_X86_64_PC_NOGRAPHIC, MINIMAL_X86_64,
 };
 pub use target::{
     Accelerator, BrowserTarget, HostCaps, HostOs, NativeDisplay, NativeTarget, Target,
