@@ -10,8 +10,8 @@
 # Every part is bounded from outside: the disk build by `timeout -k` (QEMUWEB_DEBIAN_DISK_TIMEOUT
 # seconds, default 1500), each test file likewise (QEMUWEB_DEBIAN_E2E_TIMEOUT, default 1800);
 # a timeout fails the script with the output's tail (scripts/lib/bounded.sh). scripts/test runs
-# the page part on the amd64 disk with the short init (QEMUWEB_DEBIAN_ARCHS=amd64,
-# QEMUWEB_DEBIAN_PAGE_BOOT=check; 288 s on a quiet 2-core machine).
+# the page part on both disks with the short init, the reload on amd64 only
+# (QEMUWEB_DEBIAN_PAGE_BOOT=check, QEMUWEB_DEBIAN_PAGE_RELOAD=amd64).
 #
 #   scripts/e2e-debian.sh [native|page]...     (default: both)
 #
@@ -25,7 +25,8 @@
 # Honours CARGO_TARGET_DIR, QEMUWEB_CACHE, QEMUWEB_QEMU64_DIR
 # (else QEMUWEB_QEMU_DIR: the module directory of the page tests), QEMUWEB_DEBIAN_ARCHS
 # (comma-separated, default amd64,arm64), QEMUWEB_DEBIAN_DIRS (arch=DIR,...: disks built
-# before) and QEMUWEB_DEBIAN_PAGE_BOOT (full or check, see e2e/debian/page.test.mjs).
+# before), QEMUWEB_DEBIAN_PAGE_BOOT (full or check) and QEMUWEB_DEBIAN_PAGE_RELOAD (the arches
+# that reload the page; see e2e/debian/page.test.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}

@@ -30,9 +30,10 @@ pub const DEFAULT_BLOCK_SIZE_BYTES: u32 = 64 * 1024;
 /// table isolation on, and KPTI switches the address space ID twice per system call and
 /// exception from user space; QEMU's software TLB carries no ASIDs, so each switch flushes it
 /// and the jump cache whole. Without the seed the kernel is not randomized and needs no KPTI:
-/// Debian arm64's short init ran 1.5x faster on the wasm64 JIT build (276 s to 185 s under
-/// Node) and 1.8x on native TCG (12.8 s to 7.2 s). The guest still gets entropy from the
-/// profiles' virtio-rng. A profile whose `machine` is plain `virt` keeps KASLR.
+/// Debian arm64's short init took 116 s instead of 166 s on the wasm64 JIT build under Node
+/// (one run each) and 7.2 s instead of 12.8 s on native TCG. The guest gets its entropy from
+/// the profiles' virtio-rng instead of the device tree. A profile whose `machine` is plain
+/// `virt` keeps KASLR.
 pub const AARCH64_MACHINE: &str = "virt,dtb-randomness=off";
 
 const AARCH64_KERNEL_HELP: &str = "Boot a disk with an EFI bootloader (the virt machine \
