@@ -33,7 +33,14 @@ pub const DEFAULT_BLOCK_SIZE_BYTES: u32 = 64 * 1024;
 /// Debian arm64's short init took 116 s instead of 166 s on the wasm64 JIT build under Node
 /// (one run each) and 7.2 s instead of 12.8 s on native TCG. The guest gets its entropy from
 /// the profiles' virtio-rng instead of the device tree. A profile whose `machine` is plain
-/// `virt` keeps KASLR.
+/// `virt` keeps KASLR; a kernel started by UEFI firmware may still get a seed from the
+/// firmware.
+///
+/// ```
+/// use qemuweb_config::{profile_by_id, AARCH64_MACHINE, LINUX_AARCH64_VIRT_NOGRAPHIC};
+/// let profile = profile_by_id(LINUX_AARCH64_VIRT_NOGRAPHIC).unwrap();
+/// assert_eq!(profile.machine, AARCH64_MACHINE);
+/// ```
 pub const AARCH64_MACHINE: &str = "virt,dtb-randomness=off";
 
 const AARCH64_KERNEL_HELP: &str = "Boot a disk with an EFI bootloader (the virt machine \
