@@ -7,8 +7,16 @@
 // keeps every barrier).
 // Prints each row's wall and CPU seconds, its ratio to native, and the JIT's counters.
 //
+// With --against OTHER-BUILD-DIR it compares two builds instead: each round runs the first
+// row (default jit-tso) on both builds at once, each process pinned to a core of its own
+// (`taskset`), the cores swapped every round, and prints each round's times and the ratio
+// OTHER/BUILD-DIR with their geometric mean. Both runs see the same machine at the same
+// moment: a build against itself gave 0.98 and 1.07 on a shared 2-core machine where single
+// runs in a row vary by up to 40 %. Needs two cores.
+//
 //   node bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX]
 //                      [--rows native,jit,jit-tso,tci-tso,tci] [--timeout SECS]
+//                      [--against OTHER-BUILD-DIR [--rounds N]]
 //
 // QEMUWEB-WASM-BUILD is the qemuweb-wasm-build binary (its `node` runs the build root's
 // Node 24); scripts/bench-jit passes everything.
@@ -20,15 +28,18 @@ const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
 const [tool, buildDir, kernel, initrd] = argv;
 if (!initrd) {
-  process.stderr.write('usage: bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX] [--rows ...] [--timeout SECS]\n');
+  process.stderr.write('usage: bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX] [--rows ...] [--timeout SECS] [--against OTHER-BUILD-DIR [--rounds N]]\n');
   process.exit(64);
 }
 const until = opt('--until', 'Run /init');
 const rows = opt('--rows', 'native,jit,jit-tso,tci-tso').split(',');
 const timeoutS = Number(opt('--timeout', '1800'));
+const against = opt('--against', null);
+const rounds = Number(opt('--rounds', '4'));
 const here = dirname(fileURLToPath(import.meta.url));
 const guestArgs = (k, i) => ['-M', 'pc', '-m', '512', '-nographic', '-nic', 'none', '-no-reboot',
   '-kernel', k, '-initrd', i, '-append', 'console=ttyS0 panic=-1'];
+const s = (ms) => (ms / 1000).toFixed(1);
 const ACCEL = {
   jit: 'tcg', 'jit-tso': 'tcg,wasm-jit-tso=1', 'tci-tso': 'tcg,wasm-jit=off,wasm-jit-tso=1', tci: 'tcg,wasm-jit=off',
 };
@@ -78,26 +89,45 @@ async function native() {
   return { ms, cpuMs: null, jit: null };
 }
 
-async function wasm(accel) {
-  const args = ['node', '--bind', resolve(buildDir), '--bind', dirname(resolve(kernel)),
+/** One boot on the wasm build in `dir` with `-accel accel`, pinned to core `cpu` if given. */
+async function wasm(accel, dir = buildDir, cpu = null) {
+  const args = ['node', '--bind', resolve(dir), '--bind', dirname(resolve(kernel)),
     '--bind', dirname(resolve(initrd)), '--bind', here, '--',
-    join(here, 'boot-runner.mjs'), join(resolve(buildDir), 'qemu-system-x86_64.js'), String(timeoutS),
+    join(here, 'boot-runner.mjs'), join(resolve(dir), 'qemu-system-x86_64.js'), String(timeoutS),
     until, `kernel=${resolve(kernel)}`, `initrd=${resolve(initrd)}`, '--', '-L', '/pack',
     '-accel', accel, ...guestArgs('/pack/kernel', '/pack/initrd')];
-  const r = await run(tool, args);
+  const r = cpu === null ? await run(tool, args) : await run('taskset', ['-c', String(cpu), tool, ...args]);
   // QEMU's own stderr may precede it on the same line.
   const line = r.err.match(/BOOT-RESULT (\{.*\})/)?.[1];
-  if (!line) throw new Error(`the wasm build (-accel ${accel}) never printed /${until}/ (exit ${r.code ?? r.signal}); tail:\n${r.err.slice(-1500)}\n${r.out.slice(-1500)}`);
+  if (!line) throw new Error(`the wasm build ${dir} (-accel ${accel}) never printed /${until}/ (exit ${r.code ?? r.signal}); tail:\n${r.err.slice(-1500)}\n${r.out.slice(-1500)}`);
   return JSON.parse(line);
 }
 
+/** --against: `rounds` paired runs of one row on both builds at once, cores swapped each round. */
+async function compare(row) {
+  console.log(`Linux to /${until}/, row ${row}: A = ${buildDir}, B = ${against}, both at once (${new Date().toISOString()})`);
+  console.log('round   A s    B s   B/A');
+  let logSum = 0;
+  for (let i = 1; i <= rounds; i++) {
+    const [a, b] = await Promise.all([wasm(ACCEL[row], buildDir, i % 2), wasm(ACCEL[row], against, (i + 1) % 2)]);
+    logSum += Math.log(b.ms / a.ms);
+    console.log(`${String(i).padStart(5)} ${s(a.ms).padStart(6)} ${s(b.ms).padStart(6)}  ${(b.ms / a.ms).toFixed(3)}`);
+  }
+  console.log(`B/A, geometric mean of ${rounds} rounds: ${Math.exp(logSum / rounds).toFixed(3)}`);
+}
+
 for (const row of rows) if (row !== 'native' && !ACCEL[row]) throw new Error(`unknown row ${row}: one of native, ${Object.keys(ACCEL).join(', ')}`);
+if (against) {
+  const row = opt('--rows', 'jit-tso').split(',')[0];
+  if (!ACCEL[row]) throw new Error(`--against compares a wasm row, not ${row}`);
+  await compare(row);
+  process.exit(0);
+}
 const results = {};
 for (const row of rows) {
   process.stderr.write(`bench-jit: ${row} ...\n`);
   results[row] = row === 'native' ? await native() : await wasm(ACCEL[row]);
 }
-const s = (ms) => (ms / 1000).toFixed(1);
 console.log(`Linux to /${until}/, one run each (${new Date().toISOString()})`);
 console.log('row        wall s   cpu s   x native   blocks  modules  translate/compile/instantiate ms');
 for (const [row, r] of Object.entries(results)) {
