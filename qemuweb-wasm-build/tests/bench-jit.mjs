@@ -36,6 +36,7 @@ const rows = opt('--rows', 'native,jit,jit-tso,tci-tso').split(',');
 const timeoutS = Number(opt('--timeout', '1800'));
 const against = opt('--against', null);
 const rounds = Number(opt('--rounds', '4'));
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds wants a whole number above 0, not ${opt('--rounds')}`);
 const here = dirname(fileURLToPath(import.meta.url));
 const guestArgs = (k, i) => ['-M', 'pc', '-m', '512', '-nographic', '-nic', 'none', '-no-reboot',
   '-kernel', k, '-initrd', i, '-append', 'console=ttyS0 panic=-1'];
@@ -109,7 +110,11 @@ async function compare(row) {
   console.log('round   A s    B s   B/A');
   let logSum = 0;
   for (let i = 1; i <= rounds; i++) {
-    const [a, b] = await Promise.all([wasm(ACCEL[row], buildDir, i % 2), wasm(ACCEL[row], against, (i + 1) % 2)]);
+    // Both boots end (or time out) before a failure of either is reported: none is left running.
+    const both = await Promise.allSettled([wasm(ACCEL[row], buildDir, i % 2), wasm(ACCEL[row], against, (i + 1) % 2)]);
+    const failed = both.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const [a, b] = both.map((r) => r.value);
     logSum += Math.log(b.ms / a.ms);
     console.log(`${String(i).padStart(5)} ${s(a.ms).padStart(6)} ${s(b.ms).padStart(6)}  ${(b.ms / a.ms).toFixed(3)}`);
   }
