@@ -14,6 +14,10 @@ mod cli {
         TcgBackend,
     };
 
+    /// Node flags `node` passes first: WebAssembly features Chromium ships (branch hints,
+    /// which the JIT's modules carry) that Node 24's V8 has behind a flag.
+    const NODE_WASM_FLAGS: &[&str] = &["--experimental-wasm-branch-hinting"];
+
     #[derive(Parser)]
     #[command(
         name = "qemuweb-wasm-build",
@@ -64,6 +68,8 @@ mod cli {
         },
         /// Run the build root's Node (24: it runs wasm64 modules; the host's may not) on
         /// ARGS, with each --bind directory visible at its own path; exits with its status.
+        /// Node gets `NODE_WASM_FLAGS` first: the WebAssembly features Chromium ships that
+        /// Node 24's V8 keeps behind flags, so that QEMU's modules run as in the page.
         Node {
             /// A host directory the program needs (repeatable), e.g. the output directory.
             #[arg(long = "bind")]
@@ -265,6 +271,11 @@ mod cli {
                         source: e,
                     })?;
                 }
+                let args: Vec<std::ffi::OsString> = NODE_WASM_FLAGS
+                    .iter()
+                    .map(std::ffi::OsString::from)
+                    .chain(args)
+                    .collect();
                 let status = qemuweb_wasm_build::env::chroot_command(&root, &binds, "node", &args)
                     .status()
                     .map_err(|e| Error::Io {
