@@ -18,6 +18,17 @@ mod cli {
     /// which the JIT's modules carry) that Node 24's V8 has behind a flag.
     const NODE_WASM_FLAGS: &[&str] = &["--experimental-wasm-branch-hinting"];
 
+    /// Whether the build root's Node runs with `flag` (it exits with an error on a flag it
+    /// does not know).
+    fn node_accepts(root: &std::path::Path, flag: &str) -> bool {
+        let args = [flag, "-e", ""].map(std::ffi::OsString::from);
+        qemuweb_wasm_build::env::chroot_command(root, &[], "node", &args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
     #[derive(Parser)]
     #[command(
         name = "qemuweb-wasm-build",
@@ -68,8 +79,9 @@ mod cli {
         },
         /// Run the build root's Node (24: it runs wasm64 modules; the host's may not) on
         /// ARGS, with each --bind directory visible at its own path; exits with its status.
-        /// Node gets `NODE_WASM_FLAGS` first: the WebAssembly features Chromium ships that
-        /// Node 24's V8 keeps behind flags, so that QEMU's modules run as in the page.
+        /// Node gets those of `NODE_WASM_FLAGS` it knows first: the WebAssembly features
+        /// Chromium ships that Node 24's V8 keeps behind flags, so that QEMU's modules run as
+        /// in the page.
         Node {
             /// A host directory the program needs (repeatable), e.g. the output directory.
             #[arg(long = "bind")]
@@ -271,8 +283,11 @@ mod cli {
                         source: e,
                     })?;
                 }
+                // Only the flags this Node still knows: a later one that ships the feature
+                // without its flag would refuse the whole command line.
                 let args: Vec<std::ffi::OsString> = NODE_WASM_FLAGS
                     .iter()
+                    .filter(|flag| node_accepts(&root, flag))
                     .map(std::ffi::OsString::from)
                     .chain(args)
                     .collect();
