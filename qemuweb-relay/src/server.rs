@@ -320,10 +320,19 @@ fn upgrade(mut req: Request<RequestBody>, shared: Arc<Shared>) -> Response<Body>
         return text(StatusCode::CONFLICT, "refused: a page is connected already");
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The forwards' queue is in place before the page sees its 101: a host connection to a
+    // forward made as soon as the page is connected reaches the session, not a closed door.
+    let (forward_tx, forward_rx) = mpsc::channel(16);
+    if let Ok(mut f) = shared.forwards.lock() {
+        *f = Some(forward_tx);
+    }
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(_) => {
+                if let Ok(mut f) = shared.forwards.lock() {
+                    *f = None;
+                }
                 shared.busy.store(false, Ordering::SeqCst);
                 return;
             }
@@ -334,7 +343,7 @@ fn upgrade(mut req: Request<RequestBody>, shared: Arc<Shared>) -> Response<Body>
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
                 .await;
-        session(ws, &shared).await;
+        session(ws, forward_rx, &shared).await;
         if let Ok(mut f) = shared.forwards.lock() {
             *f = None;
         }
@@ -356,8 +365,11 @@ fn upgrade(mut req: Request<RequestBody>, shared: Arc<Shared>) -> Response<Body>
 }
 
 /// Runs the stack for one connected page until it goes.
-async fn session<S>(ws: WebSocketStream<S>, shared: &Shared)
-where
+async fn session<S>(
+    ws: WebSocketStream<S>,
+    mut forward_rx: mpsc::Receiver<(String, u16, tokio::net::TcpStream)>,
+    shared: &Shared,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let config = &shared.config;
@@ -377,10 +389,6 @@ where
         );
     }
     let notify = Arc::new(Notify::new());
-    let (forward_tx, mut forward_rx) = mpsc::channel(16);
-    if let Ok(mut f) = shared.forwards.lock() {
-        *f = Some(forward_tx);
-    }
     let (mut sink, mut stream) = ws.split();
     let mut hosts = tokio::task::JoinSet::new();
     let mut forwarded: HashMap<u64, tokio::net::TcpStream> = HashMap::new();
