@@ -16,7 +16,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGroup } from '../lib/proc.mjs';
-import { cpSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newProfile } from '../lib/browser.mjs';
@@ -204,6 +204,12 @@ test('QEMU engine: no Memory64, too much RAM and no build are typed errors, befo
   // A second copy of the build on the logging server: what the refusals fetched shows there.
   const qemuRoot = mkdtempSync(join(tmpdir(), 'qemuweb-e2e-qemu-host-'));
   cpSync(process.env.QEMUWEB_QEMU_DIR, qemuRoot, { recursive: true });
+  // Our build needs no Memory64 (64-bit pointers in a 32-bit memory); this copy's manifest
+  // says it does, as a wasm64 build linked without lowering would, for the refusal.
+  const ownNeedsMemory64 = Boolean(qemuBuild().requirements?.memory64);
+  const hosted = JSON.parse(readFileSync(join(qemuRoot, 'qemu-build.json'), 'utf8'));
+  hosted.requirements = { ...hosted.requirements, memory64: true };
+  writeFileSync(join(qemuRoot, 'qemu-build.json'), JSON.stringify(hosted));
   const qemuHost = await serve(qemuRoot);
   try {
     const { context, page } = await browserWithPage(profile, env.web, 'qemu-errors');
@@ -211,13 +217,11 @@ test('QEMU engine: no Memory64, too much RAM and no build are typed errors, befo
     const disk = { disk: { source: { kind: 'url', url: imageUrl() } } };
     const limit = Math.min(...qemuBuild().modules.map((m) => m.maxGuestRamMib));
     const tooMuch = limit + 256;
-    const needsMemory64 = Boolean(qemuBuild().requirements?.memory64);
-    const out = await page.evaluate(async ([disk, qemuDir, x86, tooMuch, needsMemory64]) => {
+    const out = await page.evaluate(async ([disk, qemuDir, x86, tooMuch]) => {
       const r = {};
       const noMemory64 = makeClient({ workerUrl: './no-memory64-worker.js', assets: { qemuDir } });
       await noMemory64.init();
-      // A build that needs no Memory64 (wasm32) would start there: only a wasm64 one is refused.
-      if (needsMemory64) r.noMemory64 = await attempt(() => noMemory64.startVm('q-nom64', profiles[x86], disk, { engine: 'qemu' }));
+      r.noMemory64 = await attempt(() => noMemory64.startVm('q-nom64', profiles[x86], disk, { engine: 'qemu' }));
       // What the VM's worker reported when it came up.
       r.caps = events.filter((e) => e.type === 'capabilities').map((e) => e.args[0]).find((c) => !c.memory64);
       const c = makeClient({ workerUrl: './pkg/worker.js', assets: { qemuDir } });
@@ -228,15 +232,15 @@ test('QEMU engine: no Memory64, too much RAM and no build are typed errors, befo
         { assets: { qemuDir: `${qemuDir}nope/` }, engine: 'qemu' }));
       r.v86x64 = await attempt(() => c.startVm('q-v86', profiles['linux-x86_64-pc-nographic'], disk, { engine: 'v86' }));
       return r;
-    }, [disk, `${qemuHost.url}/`, X86, tooMuch, needsMemory64]);
-    if (needsMemory64) {
-      // The VM's worker reports its capabilities when it comes up for the start.
-      assert.ok(out.caps, 'the worker reported no Memory64');
-      assert.ok(out.caps.issues.some((i) => i.code === 'no-memory64'), JSON.stringify(out.caps.issues));
-      assert.equal(out.noMemory64.error, 'unsupported', JSON.stringify(out.noMemory64));
-      assert.match(out.noMemory64.message, /Memory64/);
-      assert.match(out.noMemory64.message, /Chrome or Edge 133 or later, or Firefox 134 or later/);
-    }
+    }, [disk, `${qemuHost.url}/`, X86, tooMuch]);
+    // The VM's worker reports its capabilities when it comes up for the start.
+    assert.ok(out.caps, 'the worker reported no Memory64');
+    assert.ok(out.caps.issues.some((i) => i.code === 'no-memory64'), JSON.stringify(out.caps.issues));
+    assert.equal(out.noMemory64.error, 'unsupported', JSON.stringify(out.noMemory64));
+    assert.match(out.noMemory64.message, /Memory64/);
+    assert.match(out.noMemory64.message, /Chrome or Edge 133 or later, or Firefox 134 or later/);
+    // The wasm64 plan lowers its memory: the build under test needs no Memory64.
+    if (qemuBuild().wasm_cpu === 'wasm64') assert.equal(ownNeedsMemory64, false, 'the wasm64 build needs Memory64');
     assert.equal(out.tooBig.error, 'unsupported', JSON.stringify(out.tooBig));
     assert.match(out.tooBig.message, new RegExp(`${tooMuch} MiB .*at most ${limit} MiB`));
     assert.equal(out.noDir.error, 'invalid-inputs', JSON.stringify(out.noDir));
@@ -246,7 +250,7 @@ test('QEMU engine: no Memory64, too much RAM and no build are typed errors, befo
     // Nothing but manifests was fetched: no module, no firmware, no disk byte.
     const qemuGets = (await qemuHost.log()).map((l) => l.split('\t')[1]);
     assert.deepEqual([...new Set(qemuGets)].sort(), ['/nope/qemu-build.json', '/qemu-build.json']);
-    assert.equal(qemuGets.filter((p) => p === '/qemu-build.json').length, 1, 'only the RAM check read the manifest');
+    assert.equal(qemuGets.filter((p) => p === '/qemu-build.json').length, 2, 'the Memory64 and RAM checks read the manifest, nothing else');
     assert.deepEqual((await env.images.log()).slice(logStart), []);
     await context.close();
   } finally {

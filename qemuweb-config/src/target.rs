@@ -52,8 +52,9 @@ pub struct BrowserTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[tsify(optional)]
     pub firmware_dir: Option<String>,
-    /// Whether the build is wasm64 and needs WebAssembly Memory64 in the browser
-    /// (Chrome/Edge 133+, Firefox 134+).
+    /// Whether the build needs WebAssembly Memory64 in the browser (Chrome/Edge 133+,
+    /// Firefox 134+): a wasm64 build linked without lowering its memory. The build's own
+    /// `qemu-build.json` says so too (`requirements.memory64`), and the runtime checks both.
     #[serde(default)]
     pub memory64: bool,
 }
@@ -80,14 +81,14 @@ impl BrowserTarget {
     /// `qemu-system-x86_64` (which also runs the i386 guests) and `qemu-system-aarch64`,
     /// TCG interpreter, no slirp, QemuWeb's display backend (`-display qemuweb`: the screen
     /// and input of graphics profiles go to the page) and netdev (`-netdev qemuweb`, patch
-    /// 0030: NICs on the page's virtual networks), Memory64 needed in the browser,
-    /// 1280 MiB of guest RAM at most (the modules' linear memory is 2 GiB, QEMU keeps 768
+    /// 0030: NICs on the page's virtual networks), no Memory64 needed in the browser (64-bit
+    /// pointers in a 32-bit memory: `-sMEMORY64=2`), 1280 MiB of guest RAM at most (the modules' linear memory is 2 GiB, QEMU keeps 768
     /// MiB of it; the build's `qemu-build.json` says so as `maxGuestRamMib`), inputs under
     /// `/mnt`, firmware from `/firmware`.
     ///
     /// ```
     /// let t = qemuweb_config::BrowserTarget::qemu_wasm64();
-    /// assert!(t.memory64 && t.archs.contains(&qemuweb_config::Arch::Aarch64));
+    /// assert!(!t.memory64 && t.archs.contains(&qemuweb_config::Arch::Aarch64));
     /// ```
     pub fn qemu_wasm64() -> Self {
         BrowserTarget {
@@ -98,7 +99,7 @@ impl BrowserTarget {
             display: true,
             mount_dir: "/mnt".to_string(),
             firmware_dir: Some("/firmware".to_string()),
-            memory64: true,
+            memory64: false,
         }
     }
 

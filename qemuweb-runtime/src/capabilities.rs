@@ -136,9 +136,10 @@ impl RuntimeCapabilities {
                 "no-memory64",
                 false,
                 &format!(
-                    "WebAssembly Memory64 is not available, so the QEMU engine (its 64-bit \
-                     build runs the x86_64, aarch64 and QEMU-engine i386 guests) cannot start: \
-                     use {}. The v86 engine still runs 32-bit x86 guests.",
+                    "WebAssembly Memory64 is not available, so a QEMU build that needs it \
+                     (its qemu-build.json says `\"memory64\": true`: a wasm64 build linked \
+                     without lowering its memory) cannot start: use {}. QemuWeb's own build \
+                     keeps its 64-bit pointers in a 32-bit memory and runs without it.",
                     crate::engine::qemu_build::MEMORY64_BROWSERS
                 ),
             );

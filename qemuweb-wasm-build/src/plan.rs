@@ -207,6 +207,10 @@ pub struct BuildPlan {
     pub ldflags: Vec<String>,
     /// The optimisation level of QEMU's final link (meson passes none), e.g. `-O2`.
     pub link_opt_level: String,
+    /// Further flags of QEMU's final link only: the wasm64 plan's `-sMEMORY64=2`, which
+    /// lowers the 64-bit pointers to a 32-bit memory and table (see [`WasmCpu::Wasm64`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_flags: Vec<String>,
 }
 
 /// Guest word size of each QEMU target this tool knows.
@@ -225,7 +229,13 @@ const KNOWN_TARGETS: &[(&str, u32)] = &[
 pub enum WasmCpu {
     /// 32-bit pointers (QEMU 10.1 and 10.2 without our patches).
     Wasm32,
-    /// 64-bit pointers and Memory64 (`--cpu=wasm64`, `-m64`).
+    /// 64-bit pointers (`--cpu=wasm64`, `-m64`), so that QEMU can run 64-bit guests.
+    ///
+    /// The wasm64 plan links them into a 32-bit memory (`-sMEMORY64=2` in
+    /// [`BuildPlan::link_flags`]: Binaryen's Memory64 and Table64 lowering; the modules'
+    /// linear memory is 2 GiB): the browser needs no Memory64, and V8 checks no access
+    /// against bounds (its guard regions do that for 32-bit memories, while each Memory64
+    /// access carries a compare and a branch).
     Wasm64,
 }
 
@@ -518,6 +528,7 @@ impl BuildPlan {
             cflags: strings(&["-O3", "-pthread", "-DWASM_BIGINT"]),
             ldflags: strings(&["-sWASM_BIGINT", "-sASYNCIFY=1"]),
             link_opt_level: "-O2".into(),
+            link_flags: strings(&["-sMEMORY64=2"]),
         }
     }
 
@@ -578,6 +589,7 @@ impl BuildPlan {
             cflags: strings(&["-O3", "-pthread", "-DWASM_BIGINT"]),
             ldflags: strings(&["-sWASM_BIGINT", "-sASYNCIFY=1"]),
             link_opt_level: "-O2".into(),
+            link_flags: Vec::new(),
         }
     }
 
@@ -687,6 +699,9 @@ impl BuildPlan {
                 "link_opt_level {:?} is not an -O level",
                 self.link_opt_level
             )));
+        }
+        if let Some(f) = self.link_flags.iter().find(|f| !f.starts_with('-')) {
+            return Err(Error::InvalidPlan(format!("link flag {f:?} is not a flag")));
         }
         for derived in [
             "--cpu",

@@ -374,12 +374,17 @@ pub fn build_steps(plan: &BuildPlan, cpu: WasmCpu, work: &str) -> Vec<Step> {
         "emcc --version | head -1 > \"$W/build/emcc-version.txt\"\n\
          cd build/qemu\n# meson passes no -O to the final emcc link: relink optimised.\n",
     );
+    let link_flags = std::iter::once(&plan.link_opt_level)
+        .chain(&plan.link_flags)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
     for bin in plan.binaries() {
         let _ = writeln!(
             link,
             "rm -f {b}.js {b}.wasm\nEMCC_CFLAGS={o} ninja -j\"$JOBS\" {b}.js\nls -l {b}.js {b}.wasm",
             b = sh_quote(&bin),
-            o = sh_quote(&plan.link_opt_level),
+            o = sh_quote(&link_flags),
         );
     }
     steps.push(env("qemu-link", link));
@@ -651,7 +656,7 @@ mod tests {
     }
 
     #[test]
-    fn the_link_step_relinks_every_binary_with_the_plan_opt_level() {
+    fn the_link_step_relinks_every_binary_with_the_plan_opt_level_and_flags() {
         let link = script("qemu-link");
         for b in ["qemu-system-x86_64", "qemu-system-aarch64"] {
             assert!(
@@ -659,7 +664,9 @@ mod tests {
                 "{link}"
             );
             assert!(
-                link.contains(&format!("EMCC_CFLAGS='-O2' ninja -j\"$JOBS\" '{b}'.js")),
+                link.contains(&format!(
+                    "EMCC_CFLAGS='-O2 -sMEMORY64=2' ninja -j\"$JOBS\" '{b}'.js"
+                )),
                 "{link}"
             );
         }
@@ -679,6 +686,30 @@ mod tests {
             assert!(fw.contains(&format!("firmware/'{f}'")), "{f} in\n{fw}");
         }
         assert!(fw.contains("extract \"$W/src/\"'seabios_1.16.3-2_all.deb'"));
+    }
+
+    #[test]
+    fn the_wasm64_link_lowers_the_memory_and_only_the_link_step_has_it() {
+        let link = script("qemu-link");
+        assert!(
+            link.contains("EMCC_CFLAGS='-O2 -sMEMORY64=2' ninja"),
+            "{link}"
+        );
+        let wasm32 = script_of(&BuildPlan::wasm32(), "qemu-link");
+        assert!(wasm32.contains("EMCC_CFLAGS='-O2' ninja"), "{wasm32}");
+        let plan = BuildPlan::wasm64();
+        let mut full = plan.clone();
+        full.link_flags.clear();
+        let differing: Vec<String> = steps_of(&plan)
+            .iter()
+            .zip(&steps_of(&full))
+            .filter(|(x, y)| x.fingerprint() != y.fingerprint())
+            .map(|(x, _)| x.name.clone())
+            .collect();
+        assert_eq!(differing, ["qemu-link"]);
+        let mut bad = plan;
+        bad.link_flags = vec!["MEMORY64=2".into()];
+        assert!(bad.validate().is_err());
     }
 
     #[test]

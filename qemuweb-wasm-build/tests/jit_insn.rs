@@ -9,7 +9,7 @@
 //! Needs a JIT build: `QEMUWEB_QEMU_DIR` (or `QEMUWEB_QEMU_JIT_DIR`), a directory with
 //! `qemu-build.json` saying `"tcg": "jit"`, `qemu-system-x86_64.js`/`.wasm`,
 //! `qemu-system-aarch64.js`/`.wasm` and the x86 firmware `*.bin`. Its modules run under the
-//! build root's Node 24 (`qemuweb-wasm-build node`; Node 20 cannot run wasm64 output).
+//! build root's Node 24 (`qemuweb-wasm-build node`, the Node of the Emscripten that built it).
 //! The tests are `#[ignore]`d because they need that build: `scripts/test` and
 //! `scripts/test-wasm64` run them (`--ignored`). Run without a JIT build they fail, never
 //! pass.

@@ -10,8 +10,8 @@
 //! no aarch64 module) fails that test too: `scripts/test` runs only the tests that apply to
 //! the build it made (it reads the build's `modules`) and says which do not.
 //!
-//! The wasm64 modules need Node 24 (Node 20 cannot run Emscripten's Memory64 output):
-//! `qemuweb-wasm-build node` runs the build root's; wasm32 modules run on the host's. Every run is bounded from outside by
+//! The wasm64 modules run under the build root's Node 24 (the Node of the Emscripten that
+//! built them), through `qemuweb-wasm-build node`; wasm32 modules run on the host's. Every run is bounded from outside by
 //! the shared watchdog (`qemuweb_testkit::watchdog`), which kills the whole process group
 //! and fails with the tail of the output: Node's own `--timeout` lives on its main thread,
 //! which is the one that can spin.

@@ -352,9 +352,10 @@ pub fn check_memory64(needs: bool, memory64: bool) -> Result<()> {
         return Ok(());
     }
     Err(RuntimeError::Unsupported(format!(
-        "the QEMU engine's 64-bit WebAssembly build needs WebAssembly Memory64, which this \
-         browser does not have: use {MEMORY64_BROWSERS} (32-bit x86 guests with IDE disks \
-         also run on the v86 engine)"
+        "this QEMU build needs WebAssembly Memory64 (a wasm64 build linked without lowering \
+         its memory to 32 bits), which this browser does not have: use {MEMORY64_BROWSERS}, \
+         or QemuWeb's own build (`qemuweb-wasm-build --plan wasm64`), which needs no \
+         Memory64"
     )))
 }
 

@@ -1,7 +1,7 @@
 //! What the integration tests that run a QEMU build under Node share: reading the build's
 //! `qemu-build.json` and the Node that runs its modules (the host's for a wasm32 build; the
-//! build root's Node 24 through `qemuweb-wasm-build node` for a wasm64 one: Node 20 cannot
-//! run Emscripten's Memory64 output).
+//! build root's Node 24 through `qemuweb-wasm-build node` for a wasm64 one, the Node of the
+//! Emscripten that built it).
 
 #![allow(dead_code)] // each test file uses its own part
 
