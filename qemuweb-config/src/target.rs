@@ -82,9 +82,10 @@ impl BrowserTarget {
     /// TCG interpreter, no slirp, QemuWeb's display backend (`-display qemuweb`: the screen
     /// and input of graphics profiles go to the page) and netdev (`-netdev qemuweb`, patch
     /// 0030: NICs on the page's virtual networks), no Memory64 needed in the browser (64-bit
-    /// pointers in a 32-bit memory: `-sMEMORY64=2`), 1280 MiB of guest RAM at most (the modules' linear memory is 2 GiB, QEMU keeps 768
-    /// MiB of it; the build's `qemu-build.json` says so as `maxGuestRamMib`), inputs under
-    /// `/mnt`, firmware from `/firmware`.
+    /// pointers in a 32-bit memory: `-sMEMORY64=2`), 1280 MiB of guest RAM at most (the
+    /// modules' linear memory is 2 GiB, QEMU keeps 768 MiB of it; the build's
+    /// `qemu-build.json` says so as `maxGuestRamMib`), inputs under `/mnt`, firmware from
+    /// `/firmware`.
     ///
     /// ```
     /// let t = qemuweb_config::BrowserTarget::qemu_wasm64();
