@@ -133,6 +133,16 @@ struct Shared {
     forwards: Mutex<Option<mpsc::Sender<(String, u16, tokio::net::TcpStream)>>>,
 }
 
+impl Shared {
+    /// The page is gone (or never came): forwards find no queue and the next page may connect.
+    fn release(&self) {
+        if let Ok(mut f) = self.forwards.lock() {
+            *f = None;
+        }
+        self.busy.store(false, Ordering::SeqCst);
+    }
+}
+
 /// A running relay; it stops when dropped.
 #[derive(Debug)]
 pub struct Relay {
@@ -330,10 +340,7 @@ fn upgrade(mut req: Request<RequestBody>, shared: Arc<Shared>) -> Response<Body>
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(_) => {
-                if let Ok(mut f) = shared.forwards.lock() {
-                    *f = None;
-                }
-                shared.busy.store(false, Ordering::SeqCst);
+                shared.release();
                 return;
             }
         };
@@ -344,10 +351,7 @@ fn upgrade(mut req: Request<RequestBody>, shared: Arc<Shared>) -> Response<Body>
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
                 .await;
         session(ws, forward_rx, &shared).await;
-        if let Ok(mut f) = shared.forwards.lock() {
-            *f = None;
-        }
-        shared.busy.store(false, Ordering::SeqCst);
+        shared.release();
     });
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut resp = Response::new(empty());
