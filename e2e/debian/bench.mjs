@@ -13,8 +13,8 @@
 //   node e2e/debian/bench.mjs [--runs N] [--arch amd64,arm64,i386] [--engines native,qemu,tci,v86]
 //                             [--results FILE] [--boot-minutes M]
 //
-// Each wait (SYSLINUX's prompt, the shell prompt) is bounded by M minutes (20 by default, about
-// four times the slowest boot measured); a boot that does not get there fails the run with its
+// Each wait (SYSLINUX's prompt, the shell prompt) is bounded by M minutes (20 by default, over
+// three times the slowest recent full boot, 6 minutes); a boot that does not get there fails with its
 // serial output's tail instead of holding the machine.
 //
 // --engines runs only those rows; --results FILE keeps the measurements (JSON) across
