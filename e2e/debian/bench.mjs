@@ -14,8 +14,8 @@
 //                             [--results FILE] [--boot-minutes M]
 //
 // Each wait (SYSLINUX's prompt, the shell prompt) is bounded by M minutes (20 by default, over
-// three times the slowest recent full boot, 6 minutes); a boot that does not get there fails with its
-// serial output's tail instead of holding the machine.
+// three times the slowest recent full boot, 6 minutes); a boot that does not get there fails
+// with its serial output's tail instead of holding the machine.
 //
 // --engines runs only those rows; --results FILE keeps the measurements (JSON) across
 // invocations, adding to what FILE holds, so rows measured apart are printed and divided
