@@ -629,7 +629,7 @@ mod tests {
 
     #[test]
     fn jit_only_patches_are_applied_only_for_the_jit_backend() {
-        // The embedded series: 0010-0012 are [tcg=jit], 0020 and 0030 are for every backend.
+        // The embedded series: 0010-0013 are [tcg=jit], 0020 and 0030 are for every backend.
         let plan = BuildPlan::wasm64();
         let interp = script_of(&plan, "qemu-source");
         let jit = plan.clone().with_tcg(TcgBackend::Jit);
@@ -638,6 +638,7 @@ mod tests {
             "0010-tcg-wasm-jit-option.patch",
             "0011-tcg-tci-block-header.patch",
             "0012-tcg-wasm-jit.patch",
+            "0013-tci-direct-helper-calls.patch",
         ] {
             assert!(!interp.contains(p), "{p}");
             assert!(jit_src.contains(&format!("apply '{p}'")), "{p}");
