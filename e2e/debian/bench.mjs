@@ -32,14 +32,17 @@ import { executionStats, pageIo, publish, qemuMissing, qemuTcg, startDebian } fr
 
 const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
-const runs = Number(opt('--runs', '1'));
+/** The number option `name` (`dflt` when absent), refused unless positive. */
+const positive = (name, metavar, dflt) => {
+  const v = Number(opt(name, dflt));
+  if (!(v > 0)) throw new Error(`${name} ${metavar}: a positive number`);
+  return v;
+};
+const runs = positive('--runs', 'N', '1');
 const archs = opt('--arch', 'amd64,arm64,i386').split(',');
 const engines = opt('--engines', 'native,qemu,v86').split(',');
 const resultsFile = opt('--results', null);
-if (!(runs > 0)) throw new Error('--runs N: a positive number');
-const bootMinutes = Number(opt('--boot-minutes', '20'));
-if (!(bootMinutes > 0)) throw new Error('--boot-minutes M: a positive number');
-const BOOT_MS = bootMinutes * 60000;
+const BOOT_MS = positive('--boot-minutes', 'M', '20') * 60000;
 
 const disks = debianDisks(archs);
 const env = await setUp();
