@@ -666,7 +666,7 @@ mod tests {
             );
             assert!(
                 link.contains(&format!(
-                    "EMCC_CFLAGS='-O2 -sMEMORY64=2' ninja -j\"$JOBS\" '{b}'.js"
+                    "EMCC_CFLAGS='-O2 -sMEMORY64=2 --profiling-funcs' ninja -j\"$JOBS\" '{b}'.js"
                 )),
                 "{link}"
             );

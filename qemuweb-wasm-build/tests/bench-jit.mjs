@@ -7,6 +7,11 @@
 // keeps every barrier).
 // Prints each row's wall and CPU seconds, its ratio to native, and the JIT's counters.
 //
+// With --profile DIR each wasm row runs under V8's sampling profiler (Node's --cpu-prof):
+// DIR/ROW holds a .cpuprofile per thread (open them in DevTools' Performance panel), and the
+// vCPU thread's is summarized after the row (cpuprofile.mjs: compiled blocks, interpreter,
+// waits, QEMU's functions with the most samples).
+//
 // With --against OTHER-BUILD-DIR it compares two builds instead: each round runs the first
 // row (default jit-tso) on both builds at once, each process pinned to a core of its own
 // (`taskset`), the cores swapped every round, and prints each round's times and the ratio
@@ -15,20 +20,22 @@
 // runs in a row vary by up to 40 %. Needs two cores.
 //
 //   node bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX]
-//                      [--rows native,jit,jit-tso,tci-tso,tci] [--timeout SECS]
+//                      [--rows native,jit,jit-tso,tci-tso,tci] [--timeout SECS] [--profile DIR]
 //                      [--against OTHER-BUILD-DIR [--rounds N]]
 //
 // QEMUWEB-WASM-BUILD is the qemuweb-wasm-build binary (its `node` runs the build root's
 // Node 24); scripts/bench-jit passes everything.
 import { spawn } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { report, summarize, vcpuProfile } from './cpuprofile.mjs';
 
 const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
 const [tool, buildDir, kernel, initrd] = argv;
 if (!initrd) {
-  process.stderr.write('usage: bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX] [--rows ...] [--timeout SECS] [--against OTHER-BUILD-DIR [--rounds N]]\n');
+  process.stderr.write('usage: bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX] [--rows ...] [--timeout SECS] [--profile DIR] [--against OTHER-BUILD-DIR [--rounds N]]\n');
   process.exit(64);
 }
 const until = opt('--until', 'Run /init');
@@ -36,6 +43,7 @@ const rows = opt('--rows', 'native,jit,jit-tso,tci-tso').split(',');
 const timeoutS = Number(opt('--timeout', '1800'));
 const against = opt('--against', null);
 const rounds = Number(opt('--rounds', '4'));
+const profileDir = opt('--profile', null) && resolve(opt('--profile'));
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds wants a whole number above 0, not ${opt('--rounds')}`);
 const here = dirname(fileURLToPath(import.meta.url));
 const guestArgs = (k, i) => ['-M', 'pc', '-m', '512', '-nographic', '-nic', 'none', '-no-reboot',
@@ -90,10 +98,20 @@ async function native() {
   return { ms, cpuMs: null, jit: null };
 }
 
-/** One boot on the wasm build in `dir` with `-accel accel`, pinned to core `cpu` if given. */
-async function wasm(accel, dir = buildDir, cpu = null) {
+/**
+ * One boot on the wasm build in `dir` with `-accel accel`, pinned to core `cpu` if given;
+ * under V8's profiler, writing its profiles into `profile` (emptied first), if given.
+ */
+async function wasm(accel, dir = buildDir, cpu = null, profile = null) {
+  const prof = [];
+  if (profile) {
+    rmSync(profile, { recursive: true, force: true });
+    mkdirSync(profile, { recursive: true });
+    prof.push('--bind', profile);
+  }
   const args = ['node', '--bind', resolve(dir), '--bind', dirname(resolve(kernel)),
-    '--bind', dirname(resolve(initrd)), '--bind', here, '--',
+    '--bind', dirname(resolve(initrd)), '--bind', here, ...prof, '--',
+    ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []),
     join(here, 'boot-runner.mjs'), join(resolve(dir), 'qemu-system-x86_64.js'), String(timeoutS),
     until, `kernel=${resolve(kernel)}`, `initrd=${resolve(initrd)}`, '--', '-L', '/pack',
     '-accel', accel, ...guestArgs('/pack/kernel', '/pack/initrd')];
@@ -131,7 +149,17 @@ if (against) {
 const results = {};
 for (const row of rows) {
   process.stderr.write(`bench-jit: ${row} ...\n`);
-  results[row] = row === 'native' ? await native() : await wasm(ACCEL[row]);
+  if (row === 'native') {
+    results[row] = await native();
+    continue;
+  }
+  const profile = profileDir && join(profileDir, row);
+  results[row] = await wasm(ACCEL[row], buildDir, null, profile);
+  if (profile) {
+    const files = readdirSync(profile).filter((f) => f.endsWith('.cpuprofile'));
+    const threads = files.map((f) => JSON.parse(readFileSync(join(profile, f), 'utf8')));
+    console.log(`${row}: ${files.length} profiles in ${profile}\n${report(summarize(vcpuProfile(threads)))}`);
+  }
 }
 console.log(`Linux to /${until}/, one run each (${new Date().toISOString()})`);
 console.log('row        wall s   cpu s   x native   blocks  modules  translate/compile/instantiate ms');

@@ -1,6 +1,7 @@
 //! The built QEMU modules under Node: `-version` of each, the x86 test guest booting to its
 //! serial banner and answering `echo` (on `qemu-system-x86_64` of a wasm64 build,
-//! `qemu-system-i386` of a wasm32 one), the aarch64 test kernel on `qemu-system-aarch64`.
+//! `qemu-system-i386` of a wasm32 one), the aarch64 test kernel on `qemu-system-aarch64`;
+//! and (no Node) that the wasm64 modules keep QEMU's function names.
 //! Uses `$QEMUWEB_QEMU_DIR`, else the default plan's output in the cache.
 //!
 //! The tests are `#[ignore]`d: they need a QEMU build, which `scripts/test` makes and then
@@ -226,4 +227,64 @@ fn the_aarch64_test_kernel_boots_and_reads_its_virtio_disk() {
         ],
     );
     assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+}
+
+/// The payload of the custom section `name` of the WebAssembly module `wasm`, if any.
+fn custom_section<'a>(wasm: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    fn leb(b: &[u8], i: &mut usize) -> Option<usize> {
+        let (mut v, mut shift) = (0usize, 0);
+        loop {
+            let byte = *b.get(*i)?;
+            *i += 1;
+            v |= usize::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(v);
+            }
+            shift += 7;
+        }
+    }
+    let mut i = 8;
+    while i < wasm.len() {
+        let id = wasm[i];
+        i += 1;
+        let len = leb(wasm, &mut i)?;
+        let body = wasm.get(i..i + len)?;
+        i += len;
+        if id == 0 {
+            let mut j = 0;
+            let n = leb(body, &mut j)?;
+            if body.get(j..j + n)? == name.as_bytes() {
+                return Some(&body[j + n..]);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+#[ignore = "needs a QEMU build (scripts/build-qemu); scripts/test runs it"]
+fn the_wasm64_modules_name_qemus_functions() {
+    // The wasm64 link keeps the name section (--profiling-funcs): a profile of the page
+    // or a crash's stack trace names QEMU's functions.
+    let test = "the_wasm64_modules_name_qemus_functions";
+    let Some(dir) = qemu_dir(test) else {
+        return;
+    };
+    if !common::build_of(&dir).wasm64 {
+        panic!(
+            "{test}: {} is not a wasm64 build; this test does not apply to it",
+            dir.display()
+        );
+    }
+    for arch in common::build_of(&dir).archs {
+        let wasm = std::fs::read(dir.join(format!("qemu-system-{arch}.wasm"))).unwrap();
+        let names = custom_section(&wasm, "name")
+            .unwrap_or_else(|| panic!("qemu-system-{arch}.wasm has no name section"));
+        for f in ["cpu_exec_loop", "tcg_gen_code", "helper_lookup_tb_ptr"] {
+            assert!(
+                names.windows(f.len()).any(|w| w == f.as_bytes()),
+                "qemu-system-{arch}.wasm names no {f}"
+            );
+        }
+    }
 }

@@ -14,6 +14,9 @@ pub struct Build {
     pub archs: Vec<String>,
     /// Whether its modules need Memory64 (the wasm64 plan).
     pub memory64: bool,
+    /// Whether QEMU was built for wasm64 (64-bit pointers; the wasm64 plan lowers them to a
+    /// 32-bit memory, so its modules need no Memory64).
+    pub wasm64: bool,
     /// `"jit"` or `"interpreter"`.
     pub tcg: String,
 }
@@ -35,6 +38,7 @@ pub fn build_of(dir: &Path) -> Build {
     Build {
         archs,
         memory64: json["requirements"]["memory64"] == true,
+        wasm64: json["wasm_cpu"] == "wasm64",
         tcg: json["tcg"].as_str().unwrap_or("interpreter").to_string(),
     }
 }
