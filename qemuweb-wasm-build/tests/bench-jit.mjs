@@ -141,6 +141,7 @@ async function compare(row) {
 
 for (const row of rows) if (row !== 'native' && !ACCEL[row]) throw new Error(`unknown row ${row}: one of native, ${Object.keys(ACCEL).join(', ')}`);
 if (against) {
+  if (profileDir) throw new Error('--profile profiles the rows of one build, not an --against comparison');
   const row = opt('--rows', 'jit-tso').split(',')[0];
   if (!ACCEL[row]) throw new Error(`--against compares a wasm row, not ${row}`);
   await compare(row);
