@@ -12,6 +12,12 @@
 // vCPU thread's is summarized after the row (cpuprofile.mjs: compiled blocks, interpreter,
 // waits, QEMU's functions with the most samples).
 //
+// With --blocks IMG (scripts/bench-jit --blocks assembles blocks.asm into IMG) the guest is
+// that boot sector instead of Linux: the same instructions looped in one, two and four
+// translation blocks per iteration (and with memory accesses, with a rotate); each row prints
+// every loop's seconds against native and what one more block per iteration costs, which
+// is the price of a chained jump between compiled blocks.
+//
 // With --against OTHER-BUILD-DIR it compares two builds instead: each round runs the first
 // row (default jit-tso) on both builds at once, each process pinned to a core of its own
 // (`taskset`), the cores swapped every round, and prints each round's times and the ratio
@@ -21,6 +27,7 @@
 //
 //   node bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX]
 //                      [--rows native,jit,jit-tso,tci-tso,tci] [--timeout SECS] [--profile DIR]
+//                      [--blocks IMG]
 //                      [--against OTHER-BUILD-DIR [--rounds N]]
 //
 // QEMUWEB-WASM-BUILD is the qemuweb-wasm-build binary (its `node` runs the build root's
@@ -35,10 +42,11 @@ const argv = process.argv.slice(2);
 const opt = (name, dflt) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : dflt);
 const [tool, buildDir, kernel, initrd] = argv;
 if (!initrd) {
-  process.stderr.write('usage: bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX] [--rows ...] [--timeout SECS] [--profile DIR] [--against OTHER-BUILD-DIR [--rounds N]]\n');
+  process.stderr.write('usage: bench-jit.mjs QEMUWEB-WASM-BUILD BUILD-DIR KERNEL INITRD [--until REGEX] [--rows ...] [--timeout SECS] [--profile DIR] [--blocks IMG] [--against OTHER-BUILD-DIR [--rounds N]]\n');
   process.exit(64);
 }
-const until = opt('--until', 'Run /init');
+const blocks = opt('--blocks', null) && resolve(opt('--blocks'));
+const until = blocks ? '^END$' : opt('--until', 'Run /init');
 const rows = opt('--rows', 'native,jit,jit-tso,tci-tso').split(',');
 const timeoutS = Number(opt('--timeout', '1800'));
 const against = opt('--against', null);
@@ -46,8 +54,25 @@ const rounds = Number(opt('--rounds', '4'));
 const profileDir = opt('--profile', null) && resolve(opt('--profile'));
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds wants a whole number above 0, not ${opt('--rounds')}`);
 const here = dirname(fileURLToPath(import.meta.url));
-const guestArgs = (k, i) => ['-M', 'pc', '-m', '512', '-nographic', '-nic', 'none', '-no-reboot',
-  '-kernel', k, '-initrd', i, '-append', 'console=ttyS0 panic=-1'];
+/**
+ * The guest: its files (a name and a host path; the wasm runs see them as /pack/NAME) and its
+ * QEMU arguments, given where each file is (`at(name)`).
+ */
+const guest = blocks
+  ? {
+    name: 'the blocks guest',
+    files: { 'blocks.img': blocks },
+    args: (at) => ['-M', 'pc', '-m', '64', '-nographic', '-nic', 'none', '-no-reboot',
+      '-drive', `file=${at('blocks.img')},format=raw,if=ide`],
+  }
+  : {
+    name: 'Linux',
+    files: { kernel: resolve(kernel), initrd: resolve(initrd) },
+    args: (at) => ['-M', 'pc', '-m', '512', '-nographic', '-nic', 'none', '-no-reboot',
+      '-kernel', at('kernel'), '-initrd', at('initrd'), '-append', 'console=ttyS0 panic=-1'],
+  };
+/** blocks.asm's N: iterations of each loop. */
+const BLOCKS_ITERATIONS = 200e6;
 const s = (ms) => (ms / 1000).toFixed(1);
 const ACCEL = {
   jit: 'tcg', 'jit-tso': 'tcg,wasm-jit-tso=1', 'tci-tso': 'tcg,wasm-jit=off,wasm-jit-tso=1', tci: 'tcg,wasm-jit=off',
@@ -87,15 +112,19 @@ function run(cmd, args, onStdout) {
 async function native() {
   const start = performance.now();
   let ms = null;
-  const re = new RegExp(until);
-  const r = await run('qemu-system-x86_64', ['-accel', 'tcg', ...guestArgs(kernel, initrd)], (out, stop) => {
+  const re = new RegExp(until, 'm');
+  const lines = [];
+  const r = await run('qemu-system-x86_64', ['-accel', 'tcg', ...guest.args((n) => guest.files[n])], (out, stop) => {
+    // Each complete line, timed when it first shows (the blocks guest prints a few).
+    const complete = out.split('\n').slice(0, -1);
+    for (const l of complete.slice(lines.length)) lines.push([l.trim(), performance.now() - start]);
     if (ms === null && re.test(out)) {
       ms = performance.now() - start;
       stop();
     }
   });
   if (ms === null) throw new Error(`native QEMU never printed /${until}/ (exit ${r.code ?? r.signal}); tail:\n${r.out.slice(-1500)}`);
-  return { ms, cpuMs: null, jit: null };
+  return { ms, cpuMs: null, jit: null, lines };
 }
 
 /**
@@ -109,22 +138,23 @@ async function wasm(accel, dir = buildDir, cpu = null, profile = null) {
     mkdirSync(profile, { recursive: true });
     prof.push('--bind', profile);
   }
-  const args = ['node', '--bind', resolve(dir), '--bind', dirname(resolve(kernel)),
-    '--bind', dirname(resolve(initrd)), '--bind', here, ...prof, '--',
+  const binds = [...new Set(Object.values(guest.files).map((f) => dirname(f)))].flatMap((d) => ['--bind', d]);
+  const args = ['node', '--bind', resolve(dir), ...binds, '--bind', here, ...prof, '--',
     ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []),
-    join(here, 'boot-runner.mjs'), join(resolve(dir), 'qemu-system-x86_64.js'), String(timeoutS),
-    until, `kernel=${resolve(kernel)}`, `initrd=${resolve(initrd)}`, '--', '-L', '/pack',
-    '-accel', accel, ...guestArgs('/pack/kernel', '/pack/initrd')];
+    join(here, 'boot-runner.mjs'), ...(blocks ? ['--lines'] : []), join(resolve(dir), 'qemu-system-x86_64.js'),
+    String(timeoutS), until, ...Object.entries(guest.files).map(([n, f]) => `${n}=${f}`), '--', '-L', '/pack',
+    '-accel', accel, ...guest.args((n) => `/pack/${n}`)];
   const r = cpu === null ? await run(tool, args) : await run('taskset', ['-c', String(cpu), tool, ...args]);
   // QEMU's own stderr may precede it on the same line.
   const line = r.err.match(/BOOT-RESULT (\{.*\})/)?.[1];
   if (!line) throw new Error(`the wasm build ${dir} (-accel ${accel}) never printed /${until}/ (exit ${r.code ?? r.signal}); tail:\n${r.err.slice(-1500)}\n${r.out.slice(-1500)}`);
-  return JSON.parse(line);
+  const lines = [...r.err.matchAll(/^LINE (\d+) (.*)$/gm)].map(([, ms, text]) => [text.trim(), Number(ms)]);
+  return { ...JSON.parse(line), lines };
 }
 
 /** --against: `rounds` paired runs of one row on both builds at once, cores swapped each round. */
 async function compare(row) {
-  console.log(`Linux to /${until}/, row ${row}: A = ${buildDir}, B = ${against}, both at once (${new Date().toISOString()})`);
+  console.log(`${guest.name} to /${until}/, row ${row}: A = ${buildDir}, B = ${against}, both at once (${new Date().toISOString()})`);
   console.log('round   A s    B s   B/A');
   let logSum = 0;
   for (let i = 1; i <= rounds; i++) {
@@ -162,7 +192,7 @@ for (const row of rows) {
     console.log(`${row}: ${files.length} profiles in ${profile}\n${report(summarize(vcpuProfile(threads)))}`);
   }
 }
-console.log(`Linux to /${until}/, one run each (${new Date().toISOString()})`);
+console.log(`${guest.name} to /${until}/, one run each (${new Date().toISOString()})`);
 console.log('row        wall s   cpu s   x native   blocks  modules  translate/compile/instantiate ms');
 for (const [row, r] of Object.entries(results)) {
   const ratio = results.native ? (r.ms / results.native.ms).toFixed(1) : '-';
@@ -174,3 +204,24 @@ for (const tci of ['tci-tso', 'tci']) {
   if (results['jit-tso'] && results[tci]) console.log(`JIT (TSO) against ${tci}: ${(results[tci].ms / results['jit-tso'].ms).toFixed(2)}x faster`);
 }
 if (results['jit-tso'] && results.jit) console.log(`leaving out the TSO barriers: ${(results.jit.ms / results['jit-tso'].ms).toFixed(2)}x faster`);
+if (blocks) {
+  // Each loop's time: from the line before it to its own line.
+  const loops = (r) => Object.fromEntries(r.lines.map(([text, ms], i) => [text, i ? (ms - r.lines[i - 1][1]) / 1000 : null]));
+  const timed = Object.fromEntries(Object.entries(results).map(([row, r]) => [row, loops(r)]));
+  const names = ['one-block', 'two-blocks', 'four-blocks', 'memory', 'rotate'];
+  console.log(`\nloops of ${BLOCKS_ITERATIONS / 1e6}M iterations, seconds (x native)`);
+  console.log(`${'loop'.padEnd(12)}${Object.keys(timed).map((row) => row.padStart(16)).join('')}`);
+  for (const name of names) {
+    const cells = Object.values(timed).map((t) => {
+      const x = timed.native?.[name] ? ` (${(t[name] / timed.native[name]).toFixed(1)})` : '';
+      return `${t[name]?.toFixed(2) ?? '-'}${x}`.padStart(16);
+    });
+    console.log(`${name.padEnd(12)}${cells.join('')}`);
+  }
+  const ns = (sec, blocksMore) => ((sec * 1e9) / BLOCKS_ITERATIONS / blocksMore).toFixed(1);
+  for (const [row, t] of Object.entries(timed)) {
+    if ([t['one-block'], t['two-blocks'], t['four-blocks']].some((x) => typeof x !== 'number')) continue;
+    console.log(`${row}: one more block per iteration costs ${ns(t['two-blocks'] - t['one-block'], 1)} ns ` +
+      `(two blocks against one), ${ns(t['four-blocks'] - t['one-block'], 3)} ns (four against one)`);
+  }
+}

@@ -3,7 +3,7 @@
 // runner of the JIT instruction tests (tests/jit_insn.rs, until the guest's "ALL DONE") and
 // of scripts/bench-jit (the JIT against the interpreter and native QEMU).
 //
-//   node boot-runner.mjs QEMU-JS TIMEOUT-SECS UNTIL-REGEX NAME=HOSTPATH... -- QEMU-ARGS...
+//   node boot-runner.mjs [--lines] QEMU-JS TIMEOUT-SECS UNTIL-REGEX NAME=HOSTPATH... -- QEMU-ARGS...
 //
 // Every NAME=HOSTPATH file goes into the module's filesystem as /pack/NAME, next to the
 // *.bin firmware of QEMU-JS's directory (pass -L /pack). Serial output goes to stdout. When a
@@ -11,15 +11,18 @@
 //   BOOT-RESULT {"ms": wall ms since the module started, "cpuMs": this process's CPU ms
 //                (every thread), "jit": the JIT's statistics block, or null}
 // and the process exits 0. Exit status 1 on timeout (with the output's tail on stderr), 2 if
-// QEMU exits first, 64 on bad arguments.
+// QEMU exits first, 64 on bad arguments. With --lines, every line of serial output also
+// goes to stderr as `LINE <wall ms since the module started> <the line>` (scripts/bench-jit
+// --blocks times its guest's loops by them).
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-const argv = process.argv.slice(2);
+const lines = process.argv[2] === '--lines';
+const argv = process.argv.slice(lines ? 3 : 2);
 const dashes = argv.indexOf('--');
 if (dashes < 4) {
-  process.stderr.write('usage: boot-runner.mjs QEMU-JS TIMEOUT-SECS UNTIL-REGEX NAME=HOSTPATH... -- QEMU-ARGS...\n');
+  process.stderr.write('usage: boot-runner.mjs [--lines] QEMU-JS TIMEOUT-SECS UNTIL-REGEX NAME=HOSTPATH... -- QEMU-ARGS...\n');
   process.exit(64);
 }
 const [js, timeout, until] = argv;
@@ -93,6 +96,7 @@ module = await factory({
       line += String.fromCharCode(code);
       return;
     }
+    if (lines) process.stderr.write(`LINE ${Math.round(performance.now() - started)} ${line}\n`);
     const done = pattern.test(line);
     line = '';
     if (!done) return;
