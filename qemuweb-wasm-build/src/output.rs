@@ -286,14 +286,41 @@ fn leb(bytes: &[u8], at: &mut usize) -> Result<u64, String> {
     Err("a number longer than 64 bits".into())
 }
 
-/// Skips a length-prefixed name at `*at`.
-fn skip_name(bytes: &[u8], at: &mut usize) -> Result<(), String> {
+/// Reads a length-prefixed name at `*at`.
+fn name<'a>(bytes: &'a [u8], at: &mut usize) -> Result<&'a [u8], String> {
     let len = leb(bytes, at)? as usize;
+    let start = *at;
     *at = at
         .checked_add(len)
         .filter(|&e| e <= bytes.len())
         .ok_or("a name runs past the end")?;
-    Ok(())
+    Ok(&bytes[start..*at])
+}
+
+/// The sections of the wasm module `bytes` (version 1), each as its id and payload.
+fn sections(bytes: &[u8]) -> Result<impl Iterator<Item = Result<(u8, &[u8]), String>>, String> {
+    if bytes.get(..8) != Some(b"\0asm\x01\0\0\0") {
+        return Err("not a WebAssembly module (version 1)".into());
+    }
+    let mut at = 8;
+    Ok(std::iter::from_fn(move || {
+        if at >= bytes.len() {
+            return None;
+        }
+        let id = bytes[at];
+        at += 1;
+        let section = leb(bytes, &mut at).and_then(|size| {
+            let end = at
+                .checked_add(size as usize)
+                .filter(|&e| e <= bytes.len())
+                .ok_or("a section runs past the end")?;
+            Ok((id, &bytes[std::mem::replace(&mut at, end)..end]))
+        });
+        if section.is_err() {
+            at = bytes.len();
+        }
+        Some(section)
+    }))
 }
 
 /// Reads limits (flags: bit 0 a maximum, bit 1 shared, bit 2 64-bit) at `*at`.
@@ -326,30 +353,20 @@ fn limits(bytes: &[u8], at: &mut usize) -> Result<(u8, u64, Option<u64>), String
 ///
 /// A message when the bytes are not a wasm module or it has no memory.
 pub fn wasm_memory(bytes: &[u8]) -> Result<WasmMemory, String> {
-    if bytes.get(..8) != Some(b"\0asm\x01\0\0\0") {
-        return Err("not a WebAssembly module (version 1)".into());
-    }
     let memory = |(flags, min, max): (u8, u64, Option<u64>)| WasmMemory {
         memory64: flags & 4 != 0,
         shared: flags & 2 != 0,
         initial_bytes: min << 16,
         maximum_bytes: max.map(|m| m << 16),
     };
-    let mut at = 8;
-    while at < bytes.len() {
-        let id = bytes[at];
-        at += 1;
-        let size = leb(bytes, &mut at)? as usize;
-        let end = at
-            .checked_add(size)
-            .filter(|&e| e <= bytes.len())
-            .ok_or("a section runs past the end")?;
-        let mut p = at;
+    for section in sections(bytes)? {
+        let (id, bytes) = section?;
+        let mut p = 0;
         match id {
             2 => {
                 for _ in 0..leb(bytes, &mut p)? {
-                    skip_name(bytes, &mut p)?;
-                    skip_name(bytes, &mut p)?;
+                    name(bytes, &mut p)?;
+                    name(bytes, &mut p)?;
                     let kind = *bytes.get(p).ok_or("the module ends inside an import")?;
                     p += 1;
                     match kind {
@@ -373,9 +390,36 @@ pub fn wasm_memory(bytes: &[u8]) -> Result<WasmMemory, String> {
             5 if leb(bytes, &mut p)? > 0 => return Ok(memory(limits(bytes, &mut p)?)),
             _ => {}
         }
-        at = end;
     }
     Err("the module has no memory".into())
+}
+
+/// The payload of the custom section `wanted` of a wasm module (after its name), if it has
+/// one: e.g. `name`, the function names the wasm64 link keeps (`--profiling-funcs`).
+///
+/// ```
+/// let mut m = b"\0asm\x01\0\0\0".to_vec();
+/// m.extend([0, 7, 4, b'n', b'a', b'm', b'e', 0xab, 0xcd]); // custom section "name"
+/// let custom = qemuweb_wasm_build::output::wasm_custom_section;
+/// assert_eq!(custom(&m, "name").unwrap(), Some(&[0xab, 0xcd][..]));
+/// assert_eq!(custom(&m, "other").unwrap(), None);
+/// assert!(custom(b"\0asm\x01\0\0\0\0\x09", "name").is_err()); // runs past the end
+/// ```
+///
+/// # Errors
+///
+/// A message when the bytes are not a wasm module or a section is cut short.
+pub fn wasm_custom_section<'a>(bytes: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, String> {
+    for section in sections(bytes)? {
+        let (id, payload) = section?;
+        if id == 0 {
+            let mut at = 0;
+            if name(payload, &mut at)? == wanted.as_bytes() {
+                return Ok(Some(&payload[at..]));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// A finished (tiny, fake) wasm32 output for tests.

@@ -229,38 +229,6 @@ fn the_aarch64_test_kernel_boots_and_reads_its_virtio_disk() {
     assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
 }
 
-/// The payload of the custom section `name` of the WebAssembly module `wasm`, if any.
-fn custom_section<'a>(wasm: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    fn leb(b: &[u8], i: &mut usize) -> Option<usize> {
-        let (mut v, mut shift) = (0usize, 0);
-        loop {
-            let byte = *b.get(*i)?;
-            *i += 1;
-            v |= usize::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Some(v);
-            }
-            shift += 7;
-        }
-    }
-    let mut i = 8;
-    while i < wasm.len() {
-        let id = wasm[i];
-        i += 1;
-        let len = leb(wasm, &mut i)?;
-        let body = wasm.get(i..i + len)?;
-        i += len;
-        if id == 0 {
-            let mut j = 0;
-            let n = leb(body, &mut j)?;
-            if body.get(j..j + n)? == name.as_bytes() {
-                return Some(&body[j + n..]);
-            }
-        }
-    }
-    None
-}
-
 #[test]
 #[ignore = "needs a QEMU build (scripts/build-qemu); scripts/test runs it"]
 fn the_wasm64_modules_name_qemus_functions() {
@@ -270,15 +238,17 @@ fn the_wasm64_modules_name_qemus_functions() {
     let Some(dir) = qemu_dir(test) else {
         return;
     };
-    if !common::build_of(&dir).wasm64 {
+    let build = common::build_of(&dir);
+    if !build.wasm64 {
         panic!(
             "{test}: {} is not a wasm64 build; this test does not apply to it",
             dir.display()
         );
     }
-    for arch in common::build_of(&dir).archs {
+    for arch in build.archs {
         let wasm = std::fs::read(dir.join(format!("qemu-system-{arch}.wasm"))).unwrap();
-        let names = custom_section(&wasm, "name")
+        let names = qemuweb_wasm_build::output::wasm_custom_section(&wasm, "name")
+            .unwrap_or_else(|e| panic!("qemu-system-{arch}.wasm: {e}"))
             .unwrap_or_else(|| panic!("qemu-system-{arch}.wasm has no name section"));
         for f in ["cpu_exec_loop", "tcg_gen_code", "helper_lookup_tb_ptr"] {
             assert!(
