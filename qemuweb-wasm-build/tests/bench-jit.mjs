@@ -196,11 +196,11 @@ for (const row of rows) {
   }
 }
 console.log(`${guest.name} to /${until}/, one run each (${new Date().toISOString()})`);
-console.log('row        wall s   cpu s   x native   blocks  modules  translate/compile/instantiate ms');
+console.log('row        wall s   cpu s   x native   blocks (+copies in regions)  modules  MB  translate/compile/instantiate ms');
 for (const [row, r] of Object.entries(results)) {
   const ratio = results.native ? (r.ms / results.native.ms).toFixed(1) : '-';
   const j = r.jit;
-  const jit = j && j.enabled ? `${j.blocks}  ${j.modules}  ${Math.round(j.translateUs / 1000)}/${Math.round(j.compileUs / 1000)}/${Math.round(j.instantiateUs / 1000)}` : '-';
+  const jit = j && j.enabled ? `${j.blocks} (+${j.regionBlocks})  ${j.modules}  ${(j.wasmBytes / 1e6).toFixed(1)}  ${Math.round(j.translateUs / 1000)}/${Math.round(j.compileUs / 1000)}/${Math.round(j.instantiateUs / 1000)}` : '-';
   console.log(`${row.padEnd(9)} ${s(r.ms).padStart(7)} ${r.cpuMs === null ? '      -' : s(r.cpuMs).padStart(7)} ${String(ratio).padStart(10)}   ${jit}`);
 }
 for (const tci of ['tci-tso', 'tci']) {

@@ -41,12 +41,15 @@ setTimeout(() => {
   process.exit(1);
 }, Number(timeout) * 1000).unref?.();
 
-/** The JIT's statistics block (patch 0012's layout, version 1), or null without a JIT. */
+/**
+ * The JIT's statistics block (patch 0012's layout, version 1, and the word patch 0014 appends:
+ * the copies of blocks compiled into their predecessors' regions), or null without a JIT.
+ */
 function jitStats(module) {
   if (!module?._qemuweb_jit_stats || !memory) return null;
   const at = Number(module._qemuweb_jit_stats());
   const names = ['version', 'enabled', 'blocks', 'modules', 'failed', 'wasmBytes', 'translateUs',
-    'compileUs', 'instantiateUs', 'flushes', 'hotThreshold', 'batch'];
+    'compileUs', 'instantiateUs', 'flushes', 'hotThreshold', 'batch', 'regionBlocks'];
   const words = new BigUint64Array(memory.buffer, at, names.length);
   return Object.fromEntries(names.map((n, i) => [n, Number(words[i])]));
 }
