@@ -629,7 +629,7 @@ mod tests {
 
     #[test]
     fn jit_only_patches_are_applied_only_for_the_jit_backend() {
-        // The embedded series: 0010-0013 are [tcg=jit], 0020 and 0030 are for every backend.
+        // The embedded series: 0010-0014 are [tcg=jit], 0020 and 0030 are for every backend.
         let plan = BuildPlan::wasm64();
         let interp = script_of(&plan, "qemu-source");
         let jit = plan.clone().with_tcg(TcgBackend::Jit);
@@ -639,6 +639,7 @@ mod tests {
             "0011-tcg-tci-block-header.patch",
             "0012-tcg-wasm-jit.patch",
             "0013-tci-direct-helper-calls.patch",
+            "0014-tcg-wasm-jit-regions.patch",
         ] {
             assert!(!interp.contains(p), "{p}");
             assert!(jit_src.contains(&format!("apply '{p}'")), "{p}");

@@ -1,5 +1,5 @@
 //! The instruction test guests of `qemuweb-guests` on the JIT build of QEMU for WebAssembly
-//! (plan `tcg: jit`, patches 0010-0013), compared line by line with native QEMU (TCG):
+//! (plan `tcg: jit`, patches 0010-0014), compared line by line with native QEMU (TCG):
 //! with the JIT's defaults, with every block compiled on its first run
 //! (`wasm-jit-hot=1`), the same with the barriers a TSO host keeps for free left out
 //! (`wasm-jit-tso=1`, what the runtime runs on x86 hosts), and with the JIT off (TCI) on

@@ -185,7 +185,7 @@ pub enum Tcg {
     /// TCI, QEMU's TCG interpreter, only.
     #[default]
     Interpreter,
-    /// The WebAssembly JIT (patches 0010-0013), with TCI for cold blocks and as the
+    /// The WebAssembly JIT (patches 0010-0014), with TCI for cold blocks and as the
     /// fallback (`-accel tcg,wasm-jit=off`).
     Jit,
 }
