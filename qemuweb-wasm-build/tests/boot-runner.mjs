@@ -43,7 +43,9 @@ setTimeout(() => {
 
 /**
  * The JIT's statistics block (patch 0012's layout, version 1, and the word patch 0014 appends:
- * the copies of blocks compiled into their predecessors' regions), or null without a JIT.
+ * the copies of blocks compiled into their predecessors' regions; on a build without 0014 that
+ * word is whatever follows the block, so compare it only between builds with 0014), or null
+ * without a JIT.
  */
 function jitStats(module) {
   if (!module?._qemuweb_jit_stats || !memory) return null;
