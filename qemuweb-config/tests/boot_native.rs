@@ -287,26 +287,32 @@ fn sectors_qcow2_ide() {
     sector_commands(LINUX_I386_PC_NOGRAPHIC, DiskFormat::Qcow2, None);
 }
 
-#[test]
-fn sectors_qcow2_virtio_scsi() {
+/// [`sector_commands`] on a qcow2 disk attached through `iface`.
+fn sectors_qcow2_on(profile_id: &str, iface: DiskInterface) {
     let overrides = VmOverrides {
-        disk_interface: Some(DiskInterface::Scsi),
+        disk_interface: Some(iface),
         ..VmOverrides::default()
     };
-    sector_commands(MINIMAL_X86_64, DiskFormat::Qcow2, Some(&overrides));
+    sector_commands(profile_id, DiskFormat::Qcow2, Some(&overrides));
+}
+
+#[test]
+fn sectors_qcow2_virtio_scsi_pci() {
+    sectors_qcow2_on(LINUX_X86_64_PC_NOGRAPHIC, DiskInterface::Scsi);
+}
+
+/// SCSI over virtio-mmio, booted by SeaBIOS, whose wait for the disk is far shorter on
+/// `microvm` than it says (its timer is not calibrated there): with the transport's
+/// ioeventfd on, about one boot in four found no boot disk on a loaded host; the builder
+/// turns it off for this case.
+#[test]
+fn sectors_qcow2_virtio_scsi_microvm() {
+    sectors_qcow2_on(MINIMAL_X86_64, DiskInterface::Scsi);
 }
 
 #[test]
 fn sectors_qcow2_ide_on_q35() {
-    let overrides = VmOverrides {
-        disk_interface: Some(DiskInterface::Ide),
-        ..VmOverrides::default()
-    };
-    sector_commands(
-        LINUX_X86_64_PC_NOGRAPHIC,
-        DiskFormat::Qcow2,
-        Some(&overrides),
-    );
+    sectors_qcow2_on(LINUX_X86_64_PC_NOGRAPHIC, DiskInterface::Ide);
 }
 
 #[test]

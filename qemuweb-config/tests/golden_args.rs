@@ -933,3 +933,37 @@ fn an_x86_kernel_boot_leaves_bootindex_0_to_the_kernel() {
         r.args
     );
 }
+
+/// A SCSI boot disk on `microvm` turns the virtio-mmio transports' ioeventfd off (SeaBIOS
+/// there cannot time its wait for the disk; `boot_native` boots it); a kernel booted
+/// directly does not need it.
+#[test]
+fn scsi_boot_disk_on_microvm_answers_in_the_vcpu() {
+    let overrides = VmOverrides {
+        disk_interface: Some(DiskInterface::Scsi),
+        ..VmOverrides::default()
+    };
+    let tcg = Target::Native(NativeTarget::new(Accelerator::Tcg, HostCaps::tcg_only()));
+    let profile = profile_by_id(MINIMAL_X86_64).unwrap();
+    let r = build_qemu_args(&profile, &qcow2_file("g.qcow2"), Some(&overrides), &tcg);
+    let tail = r.args.iter().position(|a| a == "-global").unwrap();
+    assert_eq!(
+        r.args[tail..tail + 6],
+        [
+            "-global",
+            "virtio-mmio.ioeventfd=off",
+            "-device",
+            "virtio-scsi-device,id=scsi0",
+            "-drive",
+            "file=g.qcow2,format=qcow2,if=none,id=disk0",
+        ]
+    );
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let direct = VmInputs {
+        kernel: Some(ImageSource::file("/boot/bzImage")),
+        ..qcow2_file("g.qcow2")
+    };
+    let r = build_qemu_args(&profile, &direct, Some(&overrides), &tcg);
+    assert!(r.is_ok(), "{:?}", r.errors);
+    assert!(!r.args.iter().any(|a| a.contains("ioeventfd")));
+}
