@@ -14,9 +14,10 @@
 //
 // With --blocks IMG (scripts/bench-jit --blocks assembles blocks.asm into IMG) the guest is
 // that boot sector instead of Linux: the same instructions looped in one, two and four
-// translation blocks per iteration (and with memory accesses, with a rotate); each row prints
-// every loop's seconds against native and what one more block per iteration costs, which
-// is the price of a chained jump between compiled blocks.
+// translation blocks per iteration (and with memory accesses, with a rotate, through an
+// indirect jump, through a call and a ret); each row prints every loop's seconds against
+// native, what one more block per iteration costs, which is the price of a chained jump
+// between compiled blocks, and what an indirect jump costs more than a chained one.
 //
 // With --against OTHER-BUILD-DIR it compares two builds instead: each round runs the first
 // row (default jit-tso) on both builds at once, each process pinned to a core of its own
@@ -200,7 +201,7 @@ console.log('row        wall s   cpu s   x native   blocks (+copies in regions) 
 for (const [row, r] of Object.entries(results)) {
   const ratio = results.native ? (r.ms / results.native.ms).toFixed(1) : '-';
   const j = r.jit;
-  const jit = j && j.enabled ? `${j.blocks} (+${j.regionBlocks})  ${j.modules}  ${(j.wasmBytes / 1e6).toFixed(1)}  ${Math.round(j.translateUs / 1000)}/${Math.round(j.compileUs / 1000)}/${Math.round(j.instantiateUs / 1000)}` : '-';
+  const jit = j && j.enabled ? `${j.blocks} (+${j.regionBlocks ?? '-'})  ${j.modules}  ${(j.wasmBytes / 1e6).toFixed(1)}  ${Math.round(j.translateUs / 1000)}/${Math.round(j.compileUs / 1000)}/${Math.round(j.instantiateUs / 1000)}` : '-';
   console.log(`${row.padEnd(9)} ${s(r.ms).padStart(7)} ${r.cpuMs === null ? '      -' : s(r.cpuMs).padStart(7)} ${String(ratio).padStart(10)}   ${jit}`);
 }
 for (const tci of ['tci-tso', 'tci']) {
@@ -211,7 +212,7 @@ if (blocks) {
   // Each loop's time: from the line before it to its own line.
   const loops = (r) => Object.fromEntries(r.lines.map(([text, ms], i) => [text, i ? (ms - r.lines[i - 1][1]) / 1000 : null]));
   const timed = Object.fromEntries(Object.entries(results).map(([row, r]) => [row, loops(r)]));
-  const names = ['one-block', 'two-blocks', 'four-blocks', 'memory', 'rotate'];
+  const names = ['one-block', 'two-blocks', 'four-blocks', 'memory', 'rotate', 'indirect', 'call-return'];
   console.log(`\nloops of ${BLOCKS_ITERATIONS / 1e6}M iterations, seconds (x native)`);
   console.log(`${'loop'.padEnd(12)}${Object.keys(timed).map((row) => row.padStart(16)).join('')}`);
   for (const name of names) {
@@ -226,5 +227,9 @@ if (blocks) {
     if ([t['one-block'], t['two-blocks'], t['four-blocks']].some((x) => typeof x !== 'number')) continue;
     console.log(`${row}: one more block per iteration costs ${ns(t['two-blocks'] - t['one-block'], 1)} ns ` +
       `(two blocks against one), ${ns(t['four-blocks'] - t['one-block'], 3)} ns (four against one)`);
+    if (typeof t.indirect === 'number') {
+      console.log(`${row}: an indirect jump costs ${ns(t.indirect - t['two-blocks'], 1)} ns more than a chained one ` +
+        '(indirect against two blocks)');
+    }
   }
 }

@@ -6,8 +6,13 @@
 ;   four-blocks  the same with two more jmps (and a nop): four chained blocks
 ;   memory       one block with a load and a store (the softmmu TLB's fast path twice)
 ;   rotate       one-block with a rol (its flags)
+;   indirect     two-blocks with the jmp through a register: the block's exit is an
+;                indirect jump (TCG's lookup_and_goto_ptr), not a chained one
+;   call-return  the work split by a call and a ret: three blocks, a push and a pop, and
+;                the ret's indirect jump
 ; The differences between the first three give the cost of a chained jump from one
-; compiled block to the next; native TCG is the reference (`qemu-system-x86_64 -M pc`).
+; compiled block to the next, indirect against two-blocks the extra cost of an indirect
+; jump; native TCG is the reference (`qemu-system-x86_64 -M pc`).
 ; Real mode with 32-bit operands: the loops need nothing set up.
 bits 16
 org 0x7c00
@@ -81,11 +86,38 @@ start:
   mov si, msg_rot
   call puts
 
+  mov ecx, N
+  mov dx, .ind2
+.ind1:
+  add eax, ebx
+  jmp dx
+.ind2:
+  xor ebx, eax
+  dec ecx
+  jnz .ind1
+  mov si, msg_ind
+  call puts
+
+  mov ecx, N
+  mov sp, 0xa000          ; the stack off the code's page: a push there would be a write
+                          ; to translated code, which invalidates it (0x8000 is memory's)
+.cr:
+  add eax, ebx
+  call .crf
+  dec ecx
+  jnz .cr
+  mov si, msg_cr
+  call puts
+
   mov si, msg_end
   call puts
 .halt:
   hlt
   jmp .halt
+
+.crf:
+  xor ebx, eax
+  ret
 
 ; Writes the NUL-terminated string at SI and a newline to COM1.
 puts:
@@ -107,6 +139,8 @@ msg_two   db 'two-blocks', 0
 msg_four  db 'four-blocks', 0
 msg_mem   db 'memory', 0
 msg_rot   db 'rotate', 0
+msg_ind   db 'indirect', 0
+msg_cr    db 'call-return', 0
 msg_end   db 'END', 0
 
 times 510 - ($ - $$) db 0

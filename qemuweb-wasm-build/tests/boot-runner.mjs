@@ -42,10 +42,22 @@ setTimeout(() => {
 }, Number(timeout) * 1000).unref?.();
 
 /**
+ * Whether the build next to `js` carries patch 0014 (regions), from its qemu-build.json's
+ * plan; false if that file is missing or does not say.
+ */
+function hasRegions() {
+  try {
+    const build = JSON.parse(readFileSync(join(dirname(resolve(js)), 'qemu-build.json'), 'utf8'));
+    return (build.plan?.qemu?.patches?.patches ?? []).some((p) => p.file === '0014-tcg-wasm-jit-regions.patch');
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The JIT's statistics block (patch 0012's layout, version 1, and the word patch 0014 appends:
- * the copies of blocks compiled into their predecessors' regions; on a build without 0014 that
- * word is whatever follows the block, so compare it only between builds with 0014), or null
- * without a JIT.
+ * the copies of blocks compiled into their predecessors' regions, null on a build without
+ * 0014, where that word is whatever follows the block), or null without a JIT.
  */
 function jitStats(module) {
   if (!module?._qemuweb_jit_stats || !memory) return null;
@@ -53,7 +65,9 @@ function jitStats(module) {
   const names = ['version', 'enabled', 'blocks', 'modules', 'failed', 'wasmBytes', 'translateUs',
     'compileUs', 'instantiateUs', 'flushes', 'hotThreshold', 'batch', 'regionBlocks'];
   const words = new BigUint64Array(memory.buffer, at, names.length);
-  return Object.fromEntries(names.map((n, i) => [n, Number(words[i])]));
+  const stats = Object.fromEntries(names.map((n, i) => [n, Number(words[i])]));
+  if (!hasRegions()) stats.regionBlocks = null;
+  return stats;
 }
 
 const factory = (await import(pathToFileURL(resolve(js)).href)).default;
